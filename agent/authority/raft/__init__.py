@@ -1,0 +1,92 @@
+"""Pure, deterministic Raft (modelled on etcd-io/raft) for Shoal's authority map.
+
+See docs/authority.md for the Ready contract, the invariants and the membership rules.
+"""
+
+from .confchange import apply_conf_change, next_conf_change, validate_conf_change
+from .core import (
+    ConfChangeError,
+    ProgressStatus,
+    ProposalDroppedError,
+    RaftError,
+    RaftNode,
+    Status,
+)
+from .log import RaftInvariantError
+from .messages import (
+    AppendEntries,
+    AppendResponse,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    RaftMessageError,
+    RequestVote,
+    Snapshot,
+    TimeoutNow,
+    VoteResponse,
+    decode,
+    describe_entry,
+    describe_message,
+    encode,
+    message_from_dict,
+)
+from .ready import Ready, SoftState, StateType
+from .storage import (
+    CompactedError,
+    MemoryStorage,
+    RaftStorage,
+    RaftStorageError,
+    UnavailableError,
+    persist_ready,
+)
+
+__all__ = [
+    "AppendEntries",
+    "AppendResponse",
+    "CompactedError",
+    "ConfChange",
+    "ConfChangeError",
+    "ConfChangeType",
+    "ConfState",
+    "Entry",
+    "EntryType",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "InstallSnapshot",
+    "MemoryStorage",
+    "Message",
+    "ProgressStatus",
+    "ProposalDroppedError",
+    "RaftError",
+    "RaftInvariantError",
+    "RaftMessageError",
+    "RaftNode",
+    "RaftStorage",
+    "RaftStorageError",
+    "Ready",
+    "RequestVote",
+    "Snapshot",
+    "SoftState",
+    "StateType",
+    "Status",
+    "TimeoutNow",
+    "UnavailableError",
+    "VoteResponse",
+    "apply_conf_change",
+    "decode",
+    "describe_entry",
+    "describe_message",
+    "encode",
+    "message_from_dict",
+    "next_conf_change",
+    "persist_ready",
+    "validate_conf_change",
+]

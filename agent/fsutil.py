@@ -1,0 +1,66 @@
+"""Crash-safe file helpers: every durable write in Shoal goes through here.
+
+Why: a device may lose power or be SIGKILLed at any instant. Writing to a temp file in the
+same directory, fsyncing it, renaming over the target and fsyncing the directory means a
+reader sees either the old or the new content, never a torn mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+TMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a directory entry change (create/rename/unlink) in *path*."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a binary file; on clean exit it atomically replaces *path* (temp+fsync+rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Atomically replace *path* with *data*."""
+    with atomic_writer(path, mode) as f:
+        f.write(data)
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Delete temp files left by a crash in *directory* (not recursive); return how many."""
+    n = 0
+    if not directory.is_dir():
+        return 0
+    for p in directory.iterdir():
+        if p.name.startswith(TMP_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n

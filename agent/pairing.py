@@ -1,0 +1,138 @@
+"""Pairing by numeric comparison, bound to the Noise handshake transcript.
+
+Both devices derive a 6-digit code from the handshake hash of the session they share. A
+man-in-the-middle runs two different handshakes, so the two screens show different codes;
+people who confirm only matching codes therefore pair only with each other. Pairing completes
+only when *both* sides confirmed on the same session.
+
+This module is pure bookkeeping (no I/O): the node feeds it events and acts on the results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+from dataclasses import dataclass, field
+
+CODE_DIGITS = 6
+
+
+def pairing_code(handshake_hash: bytes) -> str:
+    """Six decimal digits from the transcript hash (uniform enough: bias < 1e-3 %)."""
+    digest = hashlib.blake2s(b"shoal pairing code v1" + handshake_hash).digest()
+    return f"{int.from_bytes(digest[:8], 'big') % 10**CODE_DIGITS:06d}"
+
+
+def format_code(code: str) -> str:
+    return f"{code[:3]} {code[3:]}"
+
+
+def normalize_code(text: str) -> str:
+    """Accept '123456', '123 456' or '123-456'; raise ValueError otherwise."""
+    digits = "".join(c for c in text if not c.isspace() and c != "-")
+    if len(digits) != CODE_DIGITS or not digits.isdigit():
+        raise ValueError(f"a pairing code is {CODE_DIGITS} digits, like 123 456; got {text!r}")
+    return digits
+
+
+class PairingError(Exception):
+    """A pairing request is refused or cannot proceed."""
+
+
+@dataclass
+class PendingPairing:
+    """One pairing attempt on one session, waiting for both confirmations."""
+
+    pairing_id: str
+    peer_id: bytes
+    peer_public_key: bytes
+    peer_name: str
+    code: str
+    incoming: bool
+    created: float
+    local_confirmed: bool = False
+    remote_confirmed: bool = False
+    cancelled: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.local_confirmed and self.remote_confirmed and not self.cancelled
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "pairing_id": self.pairing_id,
+            "peer_id": self.peer_id.hex(),
+            "peer_name": self.peer_name,
+            "code": self.code,
+            "incoming": self.incoming,
+            "local_confirmed": self.local_confirmed,
+            "remote_confirmed": self.remote_confirmed,
+            "complete": self.complete,
+            "cancelled": self.cancelled,
+        }
+
+
+@dataclass
+class PairingBook:
+    """Pending pairings and the pairing window. Time is passed in, never read."""
+
+    window_seconds: float
+    max_pending: int
+    window_until: float = 0.0
+    pending: dict[str, PendingPairing] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def open_window(self, now: float, seconds: float | None = None) -> float:
+        self.window_until = now + (seconds if seconds is not None else self.window_seconds)
+        return self.window_until
+
+    def window_open(self, now: float) -> bool:
+        return now < self.window_until
+
+    def expire(self, now: float) -> None:
+        for p in list(self.pending.values()):
+            if p.cancelled is None and not p.complete and now - p.created > self.window_seconds:
+                p.cancelled = "timed out waiting for confirmation"
+        # forget finished entries after a grace period so waiters can read the outcome
+        for pid, p in list(self.pending.items()):
+            if (p.cancelled or p.complete) and now - p.created > 2 * self.window_seconds:
+                del self.pending[pid]
+
+    def _active(self) -> int:
+        return sum(1 for p in self.pending.values() if p.cancelled is None and not p.complete)
+
+    def add(
+        self,
+        *,
+        peer_id: bytes,
+        peer_public_key: bytes,
+        peer_name: str,
+        handshake_hash: bytes,
+        incoming: bool,
+        now: float,
+    ) -> PendingPairing:
+        self.expire(now)
+        if incoming and not self.window_open(now):
+            raise PairingError("this device is not accepting pairing now; run `shoal pair` on it")
+        if self._active() >= self.max_pending:
+            raise PairingError("too many pairing attempts in progress; try again shortly")
+        pid = f"{next(self._ids)}-{secrets.token_hex(3)}"
+        p = PendingPairing(
+            pid, peer_id, peer_public_key, peer_name[:64], pairing_code(handshake_hash),
+            incoming, now,
+        )
+        self.pending[pid] = p
+        return p
+
+    def find_by_code(self, code: str) -> PendingPairing:
+        matches = [
+            p for p in self.pending.values()
+            if p.code == code and p.cancelled is None and not p.complete
+        ]
+        if not matches:
+            raise PairingError(f"no pending pairing shows code {format_code(code)}")
+        return matches[0]
+
+    def active(self) -> list[PendingPairing]:
+        return [p for p in self.pending.values() if p.cancelled is None and not p.complete]

@@ -1,0 +1,38 @@
+"""Store exceptions: one base class so callers can catch every store failure at once.
+
+Messages are a single line meant for logs and the CLI; the class says what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class for every content-store failure."""
+
+
+class ManifestError(StoreError, ValueError):
+    """A manifest, version history or resource record failed strict validation."""
+
+
+class NotFound(StoreError, LookupError):
+    """A resource, manifest or chunk is not held, or a lookup is ambiguous."""
+
+
+class ChunkMismatch(StoreError, ValueError):
+    """Bytes offered for a chunk do not hash to the claimed chunk id (nothing stored)."""
+
+
+class CorruptChunk(StoreError):
+    """A stored chunk no longer matches its id; it was moved to quarantine/."""
+
+
+class QuotaExceeded(StoreError):
+    """Storing would push chunk bytes over the configured quota (nothing stored)."""
+
+
+class IncompleteResource(StoreError):
+    """An operation needs every chunk of a manifest and some are missing."""
+
+
+class VersionConflict(StoreError):
+    """A manifest contradicts what is already recorded for its resource."""

@@ -1,0 +1,808 @@
+"""ContentStore: deduplicated, crash-safe storage of resources as chunks + manifests.
+
+Layout under ``root`` (dirs 0700, files 0600)::
+
+    chunks/ab/<64 hex>          chunk bytes, named by BLAKE3
+    manifests/<64 hex>.json     canonical manifest bytes, named by their BLAKE3
+    resources/<32 hex>.json     ResourceRecord: current manifest + VersionHistory
+    quarantine/                 chunks/manifests/records that failed verification
+    tmp/                        scratch; ``.tmp-*`` files are deleted at open
+    .lock                       flock held while open (one process per data dir)
+
+Crash safety comes from ordering, not from a journal: chunks are written (atomically)
+before the manifest, the manifest before the resource record, and the record is the
+commit point. A SIGKILL at any instant leaves at worst temp files (deleted by
+``recover()``) and unreferenced chunks/manifests (deleted by ``gc()``).
+
+Concurrency: synchronous API, safe from several threads. ``_lock`` guards the in-memory
+index (records, usage, reservations, pins) and every write into the store directory;
+hashing, chunking and reads run outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from agent.fsutil import atomic_write_bytes, atomic_writer, fsync_dir, remove_stale_temps
+from agent.store import _schema as s
+from agent.store.chunker import (
+    ABSOLUTE_MAX_CHUNK_SIZE,
+    CHUNK_ID_SIZE,
+    DEFAULT_AVG_CHUNK_SIZE,
+    check_avg_size,
+    chunk_id,
+    chunk_stream,
+    cut_stream,
+    max_chunk_size,
+)
+from agent.store.chunkfiles import DIR_MODE, FILE_MODE, ChunkFiles
+from agent.store.errors import (
+    ChunkMismatch,
+    CorruptChunk,
+    IncompleteResource,
+    ManifestError,
+    NotFound,
+    QuotaExceeded,
+    StoreError,
+    VersionConflict,
+)
+from agent.store.history import VersionEntry, VersionHistory
+from agent.store.manifest import (
+    MANIFEST_HASH_HEX,
+    MAX_CHUNKS,
+    MAX_MANIFEST_BYTES,
+    PUBLISHER_MAX_HEX,
+    PUBLISHER_MIN_HEX,
+    RESOURCE_ID_HEX,
+    ChunkEntry,
+    Manifest,
+    new_resource_id,
+    validate_name,
+)
+from agent.store.record import MAX_RECORD_BYTES, ResourceRecord, StoredRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEP_VERSIONS = 5
+#: gc never deletes chunks/unreferenced manifests younger than this: protects downloads
+#: in progress (put_manifest + put_chunk before commit_resource) and racing publishes.
+DEFAULT_GC_GRACE_SECONDS = 24 * 3600.0
+MIN_ID_PREFIX = 6
+
+
+@dataclass(frozen=True)
+class RecoverReport:
+    temps_removed: int
+    records_dropped: tuple[str, ...]
+    records_quarantined: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of a scrub. ``ok`` is False if anything was corrupt or incomplete."""
+
+    chunks_checked: int
+    bytes_checked: int
+    corrupt_chunks: tuple[str, ...]
+    corrupt_manifests: tuple[str, ...]
+    incomplete: tuple[str, ...]  # resource ids whose current version lacks chunks
+
+    @property
+    def ok(self) -> bool:
+        return not (self.corrupt_chunks or self.corrupt_manifests or self.incomplete)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    chunks_removed: int
+    bytes_freed: int
+    manifests_removed: int
+
+
+@dataclass
+class _Reservation:
+    """Quota bytes set aside for one publish so concurrent puts cannot take them."""
+
+    left: int = 0
+
+
+@dataclass
+class _PublishState:
+    token: int
+    reservation: _Reservation
+    pinned: list[bytes] = field(default_factory=list)
+    created: list[bytes] = field(default_factory=list)
+
+
+class ContentStore:
+    """Chunk/manifest/resource store for one data directory (see module docstring)."""
+
+    def __init__(self, root: Path | str, *, avg_chunk_size: int = DEFAULT_AVG_CHUNK_SIZE,
+                 quota_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        self.avg_chunk_size = check_avg_size(avg_chunk_size)
+        if quota_bytes is not None and (
+            not isinstance(quota_bytes, int) or isinstance(quota_bytes, bool) or quota_bytes < 0
+        ):
+            raise ValueError(f"quota_bytes must be None or an int >= 0, got {quota_bytes!r}")
+        self.quota_bytes = quota_bytes
+        self._chunks_dir = self.root / "chunks"
+        self._manifests_dir = self.root / "manifests"
+        self._resources_dir = self.root / "resources"
+        self._quarantine_dir = self.root / "quarantine"
+        self._tmp_dir = self.root / "tmp"
+        self._files = ChunkFiles(self._chunks_dir, self._quarantine_dir)
+        self._lock = threading.RLock()  # re-entrant: quarantine paths run under it too
+        self._records: dict[str, ResourceRecord] = {}
+        self._used = 0
+        self._reserved = 0
+        self._pins: Counter[bytes] = Counter()
+        self._fresh: dict[bytes, int] = {}  # chunk written by an uncommitted publish -> token
+        self._tokens = itertools.count(1)
+        self._lock_file: BinaryIO | None = None
+        self._open_lock()
+        try:
+            self.recover()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _open_lock(self) -> None:
+        if not self.root.exists():
+            self.root.mkdir(parents=True, mode=DIR_MODE)
+        f = open(self.root / ".lock", "ab")  # noqa: SIM115 - held open for the lifetime
+        try:
+            os.fchmod(f.fileno(), FILE_MODE)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise StoreError(f"store {self.root} is already open by another process") from None
+        except BaseException:
+            f.close()
+            raise
+        self._lock_file = f
+
+    def close(self) -> None:
+        """Release the data-dir lock. The instance must not be used afterwards."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> ContentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def recover(self) -> RecoverReport:
+        """Make the store consistent after a crash; runs at open.
+
+        Deletes temp files, quarantines unparseable records, drops records whose current
+        manifest is missing, and recomputes chunk usage from disk.
+        """
+        with self._lock:
+            for d in (self._chunks_dir, self._manifests_dir, self._resources_dir,
+                      self._quarantine_dir, self._tmp_dir):
+                if not d.is_dir():
+                    d.mkdir(mode=DIR_MODE)
+                    fsync_dir(self.root)
+            temps = sum(
+                remove_stale_temps(d)
+                for d in (self.root, self._manifests_dir, self._resources_dir,
+                          self._quarantine_dir, self._tmp_dir)
+            ) + self._files.remove_stale_temps()
+            records, dropped, quarantined = self._load_records()
+            self._records = records
+            self._used = sum(size for _, size, _ in self._files.scan())
+        report = RecoverReport(temps, tuple(dropped), tuple(quarantined))
+        if temps or dropped or quarantined:
+            log.warning(
+                "store recovered root=%s temps_removed=%d records_dropped=%s "
+                "records_quarantined=%s", self.root, temps, ",".join(dropped) or "-",
+                ",".join(quarantined) or "-",
+            )
+        log.info("store open root=%s resources=%d chunk_bytes=%d quota=%s",
+                 self.root, len(records), self._used, self.quota_bytes)
+        return report
+
+    def _load_records(self) -> tuple[dict[str, ResourceRecord], list[str], list[str]]:
+        records: dict[str, ResourceRecord] = {}
+        dropped: list[str] = []
+        quarantined: list[str] = []
+        for p in sorted(self._resources_dir.iterdir()):
+            rid = p.name.removesuffix(".json")
+            if not p.name.endswith(".json") or not s.is_hex(rid, RESOURCE_ID_HEX):
+                continue
+            try:
+                stored = StoredRecord.from_bytes(_read_bounded(p, MAX_RECORD_BYTES))
+                if stored.resource_id != rid:
+                    raise ManifestError(f"file {p.name} holds resource {stored.resource_id}")
+            except (ManifestError, OSError) as e:
+                log.warning("bad resource record quarantined resource_id=%s error=%s", rid, e)
+                self._quarantine_file(p, f"record-{p.name}")
+                quarantined.append(rid)
+                continue
+            try:
+                manifest = self._load_manifest(stored.current)
+                records[rid] = ResourceRecord.from_stored(stored, manifest)
+            except (NotFound, ManifestError) as e:
+                log.warning("dropping record without valid manifest resource_id=%s "
+                            "manifest=%s error=%s", rid, stored.current, e)
+                p.unlink()
+                fsync_dir(self._resources_dir)
+                dropped.append(rid)
+        return records, dropped, quarantined
+
+    # -- chunks ---------------------------------------------------------------------------
+
+    def has_chunk(self, chunk_id_: bytes) -> bool:
+        return self._files.exists(_check_cid(chunk_id_))
+
+    def chunk_path(self, chunk_id_: bytes) -> Path:
+        """Path of a chunk file for zero-copy serving. NOT verified: the reader must hash."""
+        return self._files.path(_check_cid(chunk_id_))
+
+    def put_chunk(self, chunk_id_: bytes, data: bytes | bytearray | memoryview) -> bool:
+        """Store a chunk received from anywhere; False if it was already present.
+
+        The bytes are hashed first: a mismatch raises ChunkMismatch and stores nothing.
+        """
+        cid = _check_cid(chunk_id_)
+        view = memoryview(data).cast("B")
+        if not 1 <= view.nbytes <= ABSOLUTE_MAX_CHUNK_SIZE:
+            raise ChunkMismatch(
+                f"chunk {cid.hex()} has {view.nbytes} bytes, allowed 1..{ABSOLUTE_MAX_CHUNK_SIZE}"
+            )
+        actual = chunk_id(view)
+        if actual != cid:
+            raise ChunkMismatch(f"data hashes to {actual.hex()}, not chunk {cid.hex()}")
+        return self._store_chunk(cid, view, None)
+
+    def _store_chunk(self, cid: bytes, data: memoryview, pub: _PublishState | None) -> bool:
+        """Write a verified chunk unless present; account quota; pin it for a publish."""
+        n = data.nbytes
+        with self._lock:
+            if self._files.exists(cid):
+                self._fresh.pop(cid, None)  # someone else relies on it: no rollback
+                if pub is not None:
+                    self._pins[cid] += 1
+                    pub.pinned.append(cid)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.utime(self._files.path(cid))  # restart gc grace for a download
+                return False
+            from_res = 0
+            if self.quota_bytes is not None:
+                from_res = min(n, pub.reservation.left) if pub is not None else 0
+                free = self.quota_bytes - self._used - self._reserved
+                if n - from_res > free:
+                    raise QuotaExceeded(_quota_msg(n - from_res, free, self.quota_bytes))
+            self._files.write(cid, data)
+            self._used += n
+            if pub is not None:
+                pub.reservation.left -= from_res
+                self._reserved -= from_res
+                self._fresh[cid] = pub.token
+                pub.created.append(cid)
+                self._pins[cid] += 1
+                pub.pinned.append(cid)
+            return True
+
+    def get_chunk(self, chunk_id_: bytes) -> bytes:
+        """Chunk bytes, verified. Corrupt -> quarantined + CorruptChunk; absent -> NotFound."""
+        cid = _check_cid(chunk_id_)
+        for _attempt in range(2):  # a second read only if a good copy replaced a bad one
+            try:
+                data = self._files.read(cid)
+            except FileNotFoundError:
+                raise NotFound(f"chunk {cid.hex()} is not in the store") from None
+            if chunk_id(data) == cid:
+                return data
+            if self._quarantine_if_corrupt(cid, "get_chunk"):
+                break
+        raise CorruptChunk(f"chunk {cid.hex()} failed verification and was quarantined")
+
+    def _quarantine_if_corrupt(self, cid: bytes, context: str) -> bool:
+        """Re-check under the lock (a good copy may have replaced it); quarantine if bad."""
+        with self._lock:
+            try:
+                actual, size = self._files.hash_file(cid)
+            except FileNotFoundError:
+                return True
+            if actual == cid:
+                return False
+            moved = self._files.quarantine(cid)
+            if moved >= 0:
+                self._used = max(0, self._used - moved)
+                self._fresh.pop(cid, None)
+        log.warning("corrupt chunk quarantined chunk_id=%s size=%d actual=%s context=%s",
+                    cid.hex(), size, actual.hex(), context)
+        return True
+
+    # -- manifests ------------------------------------------------------------------------
+
+    def _manifest_path(self, manifest_hash: str) -> Path:
+        return self._manifests_dir / f"{manifest_hash}.json"
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        """Store a (validated) manifest, e.g. received from a peer before its chunks."""
+        if not isinstance(manifest, Manifest):
+            raise TypeError("put_manifest needs a Manifest")
+        with self._lock:
+            self._write_manifest(manifest, touch=True)
+
+    def _write_manifest(self, manifest: Manifest, *, touch: bool = False) -> None:
+        path = self._manifest_path(manifest.manifest_hash)
+        if path.is_file():
+            if touch:
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+            return
+        atomic_write_bytes(path, manifest.to_bytes(), FILE_MODE)
+
+    def manifest(self, manifest_hash: str) -> Manifest:
+        """A stored manifest by hash; from disk it is hash- and schema-checked (bad ->
+        quarantined, ManifestError). Unknown -> NotFound."""
+        if not isinstance(manifest_hash, str) or not s.is_hex(manifest_hash, MANIFEST_HASH_HEX):
+            raise NotFound(f"no manifest {str(manifest_hash)[:80]!r} (not a manifest hash)")
+        with self._lock:
+            for rec in self._records.values():
+                if rec.current == manifest_hash:
+                    return rec.manifest
+        return self._load_manifest(manifest_hash)
+
+    def _load_manifest(self, manifest_hash: str) -> Manifest:
+        path = self._manifest_path(manifest_hash)
+        try:
+            data = _read_bounded(path, MAX_MANIFEST_BYTES)
+        except FileNotFoundError:
+            raise NotFound(f"manifest {manifest_hash} is not in the store") from None
+        try:
+            if chunk_id(data).hex() != manifest_hash:
+                raise ManifestError("content does not match its hash")
+            return Manifest.from_bytes(data)
+        except ManifestError as e:
+            with self._lock:
+                self._quarantine_file(path, path.name)
+            log.warning("corrupt manifest quarantined manifest=%s error=%s", manifest_hash, e)
+            raise ManifestError(f"stored manifest {manifest_hash} is corrupt: {e}") from None
+
+    def missing_chunks(self, manifest: Manifest) -> list[ChunkEntry]:
+        """Distinct chunks of *manifest* not in the store, in file order."""
+        seen: set[bytes] = set()
+        out: list[ChunkEntry] = []
+        for c in manifest.chunks:
+            if c.chunk_id not in seen:
+                seen.add(c.chunk_id)
+                if not self._files.exists(c.chunk_id):
+                    out.append(c)
+        return out
+
+    def complete(self, manifest: Manifest) -> bool:
+        return not self.missing_chunks(manifest)
+
+    # -- resources ------------------------------------------------------------------------
+
+    def _record_path(self, resource_id: str) -> Path:
+        return self._resources_dir / f"{resource_id}.json"
+
+    def _write_record(self, rec: ResourceRecord) -> None:
+        atomic_write_bytes(self._record_path(rec.resource_id), rec.to_bytes(), FILE_MODE)
+        self._records[rec.resource_id] = rec
+
+    def commit_resource(self, manifest: Manifest) -> ResourceRecord:
+        """Record a complete manifest (e.g. downloaded) as a held resource / new version.
+
+        Idempotent for an already recorded version. Raises IncompleteResource if chunks
+        are missing and VersionConflict if it contradicts the held record.
+        """
+        if not isinstance(manifest, Manifest):
+            raise TypeError("commit_resource needs a Manifest")
+        rid, mhash = manifest.resource_id, manifest.manifest_hash
+        with self._lock:
+            missing = self.missing_chunks(manifest)
+            if missing:
+                raise IncompleteResource(
+                    f"resource {rid} v{manifest.version} is missing {len(missing)} chunks"
+                )
+            for cid in manifest.distinct_chunks():
+                self._fresh.pop(cid, None)
+            rec = self._records.get(rid)
+            if rec is None:
+                new = ResourceRecord(manifest, VersionHistory(
+                    (VersionEntry.between(None, manifest),)), manifest.public)
+            else:
+                if rec.publisher != manifest.publisher:
+                    raise VersionConflict(
+                        f"resource {rid} is published by {rec.publisher}, "
+                        f"manifest claims {manifest.publisher}"
+                    )
+                if any(e.manifest_hash == mhash for e in rec.versions):
+                    return rec
+                if manifest.version <= rec.version:
+                    raise VersionConflict(
+                        f"resource {rid}: v{manifest.version} ({mhash[:12]}) is not newer "
+                        f"than held v{rec.version} ({rec.current[:12]})"
+                    )
+                entry = VersionEntry.between(rec.manifest, manifest)
+                new = rec.with_version(manifest, entry, public=manifest.public)
+            self._write_manifest(manifest)
+            self._write_record(new)
+        log.info("resource committed resource_id=%s version=%d manifest=%s",
+                 rid, manifest.version, mhash)
+        return new
+
+    def resources(self) -> list[ResourceRecord]:
+        """All held resources, sorted by name then id."""
+        with self._lock:
+            recs = list(self._records.values())
+        return sorted(recs, key=lambda r: (r.name, r.resource_id))
+
+    def find(self, name_or_id: str) -> ResourceRecord:
+        """Exact resource id, unique id prefix (>= 6 hex), or exact name; else NotFound."""
+        if not isinstance(name_or_id, str):
+            raise NotFound(f"no resource {name_or_id!r}")
+        q = name_or_id
+        low = q.lower()
+        with self._lock:
+            exact = self._records.get(low) if s.is_hex(low, RESOURCE_ID_HEX) else None
+            if exact is not None:
+                return exact
+            matches = {r.resource_id: r for r in self._records.values() if r.name == q}
+            if MIN_ID_PREFIX <= len(low) <= RESOURCE_ID_HEX and s.is_hex(low, len(low)):
+                matches.update(
+                    (rid, r) for rid, r in self._records.items() if rid.startswith(low)
+                )
+        if len(matches) == 1:
+            return next(iter(matches.values()))
+        if not matches:
+            raise NotFound(f"no resource with id, id prefix (>= {MIN_ID_PREFIX} hex) or name "
+                           f"{q[:80]!r}")
+        ids = ", ".join(f"{r.resource_id[:12]} ({r.name[:40]!r})"
+                        for r in sorted(matches.values(), key=lambda r: r.resource_id)[:5])
+        raise NotFound(f"{q[:80]!r} is ambiguous: matches {len(matches)} resources: {ids}")
+
+    def history(self, resource_id: str) -> VersionHistory:
+        with self._lock:
+            rec = self._records.get(resource_id) if isinstance(resource_id, str) else None
+        if rec is None:
+            raise NotFound(f"no resource {str(resource_id)[:80]!r}")
+        return rec.versions
+
+    def remove_resource(self, resource_id: str) -> None:
+        """Forget a resource and its manifests; call gc() to free its chunks."""
+        with self._lock:
+            rec = self._records.get(resource_id) if isinstance(resource_id, str) else None
+            if rec is None:
+                raise NotFound(f"no resource {str(resource_id)[:80]!r}")
+            self._record_path(rec.resource_id).unlink()
+            fsync_dir(self._resources_dir)  # the commit point of the removal
+            del self._records[rec.resource_id]
+            for e in rec.versions:
+                with contextlib.suppress(FileNotFoundError):
+                    self._manifest_path(e.manifest_hash).unlink()
+            fsync_dir(self._manifests_dir)
+        log.info("resource removed resource_id=%s name=%r", rec.resource_id, rec.name)
+
+    # -- publish / export -----------------------------------------------------------------
+
+    def publish_file(self, path: Path | str, *, name: str | None = None, public: bool = False,
+                     publisher: str) -> Manifest:
+        """Chunk + store a local file as a resource (new, or next version of same name).
+
+        Memory stays at a few chunks whatever the file size. Republishing identical
+        content returns the current manifest (only the public flag may change).
+        """
+        path = Path(path)
+        name = validate_name(path.name if name is None else name)
+        s.check_hex(publisher, "publisher", min_len=PUBLISHER_MIN_HEX, max_len=PUBLISHER_MAX_HEX)
+        s.check_bool(public, "public")
+        avg = self.avg_chunk_size
+        # O_NONBLOCK: opening a FIFO must not hang the agent; no effect on regular files.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"{path} is not a regular file")
+            if st.st_size > MAX_CHUNKS * max_chunk_size(avg):
+                raise StoreError(f"{path} is too large for one manifest ({st.st_size} bytes)")
+            pub = _PublishState(next(self._tokens), _Reservation())
+            try:
+                expected = self._reserve(f, st.st_size, pub.reservation, name)
+                f.seek(0)
+                chunks = self._store_stream(f, pub, expected, path)
+                after = os.fstat(f.fileno())
+                if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or sum(
+                    c.length for c in chunks
+                ) != st.st_size:
+                    raise StoreError(f"{path} changed while it was being published")
+                return self._commit_publish(name, public, publisher, chunks, pub)
+            except BaseException:
+                self._rollback(pub)
+                raise
+            finally:
+                self._release(pub)
+
+    def _reserve(self, f: BinaryIO, size: int, res: _Reservation,
+                 name: str) -> list[tuple[int, bytes]] | None:
+        """Reserve quota for a publish; pre-chunk only if the file might not fit.
+
+        Returns the expected (length, id) list when a pre-pass ran, so the storing pass
+        can detect a file that changed in between.
+        """
+        if self.quota_bytes is None:
+            return None
+        with self._lock:
+            free = self.quota_bytes - self._used - self._reserved
+            if size <= free:
+                self._reserved += size
+                res.left = size
+                return None
+        expected = [(r.length, r.chunk_id) for r in chunk_stream(f, self.avg_chunk_size)]
+        if len(expected) > MAX_CHUNKS:
+            raise StoreError(f"{name!r} needs more than {MAX_CHUNKS} chunks")
+        distinct = {cid: n for n, cid in expected}
+        with self._lock:
+            need = sum(n for cid, n in distinct.items() if not self._files.exists(cid))
+            free = self.quota_bytes - self._used - self._reserved
+            if need > free:
+                raise QuotaExceeded(f"publish of {name!r}: " + _quota_msg(need, free,
+                                                                          self.quota_bytes))
+            self._reserved += need
+            res.left = need
+        return expected
+
+    def _store_stream(self, f: BinaryIO, pub: _PublishState,
+                      expected: list[tuple[int, bytes]] | None, path: Path) -> list[ChunkEntry]:
+        chunks: list[ChunkEntry] = []
+        for i, (ref, data) in enumerate(cut_stream(f, self.avg_chunk_size)):
+            if i >= MAX_CHUNKS:
+                raise StoreError(f"{path} needs more than {MAX_CHUNKS} chunks")
+            if expected is not None and (
+                i >= len(expected) or expected[i] != (ref.length, ref.chunk_id)
+            ):
+                raise StoreError(f"{path} changed while it was being published")
+            self._store_chunk(ref.chunk_id, data, pub)
+            chunks.append(ChunkEntry(ref.chunk_id, ref.length))
+        if expected is not None and len(chunks) != len(expected):
+            raise StoreError(f"{path} changed while it was being published")
+        return chunks
+
+    def _commit_publish(self, name: str, public: bool, publisher: str,
+                        chunks: list[ChunkEntry], pub: _PublishState) -> Manifest:
+        size = sum(c.length for c in chunks)
+        with self._lock:
+            current = self._own_record(publisher, name)
+            if current is None:
+                manifest = Manifest(new_resource_id(), name, 1, size, self.avg_chunk_size,
+                                    tuple(chunks), time.time(), publisher, public, None)
+                rec = ResourceRecord(manifest, VersionHistory(
+                    (VersionEntry.between(None, manifest),)), public)
+            else:
+                prev = current.manifest
+                if prev.chunks == tuple(chunks):
+                    if current.public != public:
+                        self._write_record(ResourceRecord(prev, current.versions, public))
+                    self._forget_fresh(pub)
+                    return prev
+                manifest = Manifest(current.resource_id, name, current.version + 1, size,
+                                    self.avg_chunk_size, tuple(chunks), time.time(), publisher,
+                                    public, current.current)
+                rec = current.with_version(manifest, VersionEntry.between(prev, manifest),
+                                           public=public)
+            self._write_manifest(manifest)
+            self._write_record(rec)
+            self._forget_fresh(pub)
+        e = rec.latest
+        log.info("published resource_id=%s name=%r version=%d size=%d chunks=%d "
+                 "chunks_added=%d bytes_added=%d", manifest.resource_id, name,
+                 manifest.version, size, len(chunks), e.chunks_added, e.bytes_added)
+        return manifest
+
+    def _own_record(self, publisher: str, name: str) -> ResourceRecord | None:
+        """The resource this publisher already has under *name* (newest if several)."""
+        mine = [r for r in self._records.values() if r.publisher == publisher and r.name == name]
+        return max(mine, key=lambda r: (r.latest.created, r.resource_id), default=None)
+
+    def _forget_fresh(self, pub: _PublishState) -> None:
+        for cid in pub.created:
+            if self._fresh.get(cid) == pub.token:
+                del self._fresh[cid]
+
+    def _rollback(self, pub: _PublishState) -> None:
+        """Delete chunks this failed publish wrote that nothing else has relied on since."""
+        with self._lock:
+            for cid in pub.created:
+                if self._fresh.get(cid) == pub.token:
+                    del self._fresh[cid]
+                    freed = self._files.remove(cid)
+                    if freed > 0:
+                        self._used = max(0, self._used - freed)
+
+    def _release(self, pub: _PublishState) -> None:
+        with self._lock:
+            self._reserved -= pub.reservation.left
+            pub.reservation.left = 0
+            for cid in pub.pinned:
+                self._pins[cid] -= 1
+                if self._pins[cid] <= 0:
+                    del self._pins[cid]
+
+    def export(self, manifest: Manifest, dest: Path | str, *, mode: int = 0o644) -> None:
+        """Write the resource to *dest* atomically, verifying every chunk on the way.
+
+        On any error (missing/corrupt chunk, I/O) *dest* is left untouched.
+        """
+        dest = Path(dest)
+        missing = self.missing_chunks(manifest)
+        if missing:
+            raise IncompleteResource(
+                f"cannot export {manifest.name!r}: {len(missing)} chunks missing"
+            )
+        with atomic_writer(dest, mode) as f:
+            for c in manifest.chunks:
+                data = self.get_chunk(c.chunk_id)
+                if len(data) != c.length:
+                    raise ManifestError(f"chunk {c.chunk_id.hex()} is {len(data)} bytes, "
+                                        f"manifest says {c.length}")
+                f.write(data)
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def usage(self) -> tuple[int, int | None]:
+        """(chunk bytes stored, quota or None)."""
+        with self._lock:
+            return self._used, self.quota_bytes
+
+    def verify(self) -> VerifyReport:
+        """Scrub: re-hash every chunk and manifest, quarantine bad ones, report damage."""
+        checked = nbytes = 0
+        bad_chunks: list[str] = []
+        for cid, _size, _mtime in self._files.scan():
+            try:
+                actual, size = self._files.hash_file(cid)
+            except FileNotFoundError:
+                continue
+            checked += 1
+            nbytes += size
+            if actual != cid and self._quarantine_if_corrupt(cid, "verify"):
+                bad_chunks.append(cid.hex())
+        bad_manifests: list[str] = []
+        for mhash in self._manifest_hashes():
+            try:
+                self._load_manifest(mhash)
+            except ManifestError:
+                bad_manifests.append(mhash)
+            except NotFound:
+                continue
+        incomplete: list[str] = []
+        for rec in self.resources():
+            if rec.current in bad_manifests or not self._manifest_path(rec.current).is_file():
+                with self._lock:  # the in-memory copy was verified at load: heal the file
+                    self._write_manifest(rec.manifest)
+            if not self.complete(rec.manifest):
+                incomplete.append(rec.resource_id)
+        report = VerifyReport(checked, nbytes, tuple(bad_chunks), tuple(bad_manifests),
+                              tuple(incomplete))
+        level = logging.INFO if report.ok else logging.WARNING
+        log.log(level, "verify done chunks=%d bytes=%d corrupt_chunks=%d corrupt_manifests=%d "
+                "incomplete=%s", checked, nbytes, len(bad_chunks), len(bad_manifests),
+                ",".join(incomplete) or "-")
+        return report
+
+    def _manifest_hashes(self) -> list[str]:
+        return [p.name[:-5] for p in self._manifests_dir.iterdir()
+                if p.name.endswith(".json") and s.is_hex(p.name[:-5], MANIFEST_HASH_HEX)]
+
+    def gc(self, *, keep_versions: int = DEFAULT_KEEP_VERSIONS,
+           grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
+        """Drop manifests of versions older than the last *keep_versions* per resource,
+        stale unreferenced manifests, and every chunk no retained manifest references.
+
+        Holds the store lock throughout (simple and race-free; writers wait).
+        """
+        if not isinstance(keep_versions, int) or keep_versions < 1:
+            raise ValueError("keep_versions must be >= 1")
+        with self._lock:
+            now = time.time()
+            retained: set[str] = set()
+            known: set[str] = set()
+            for rec in self._records.values():
+                hashes = [e.manifest_hash for e in rec.versions]
+                known.update(hashes)
+                retained.update(hashes[-keep_versions:])
+            removed_manifests = 0
+            live_manifests: list[str] = []
+            for mhash in self._manifest_hashes():
+                p = self._manifest_path(mhash)
+                if mhash in retained:
+                    live_manifests.append(mhash)
+                    continue
+                if mhash not in known and _age(p, now) < grace_seconds:
+                    live_manifests.append(mhash)  # pending download or racing publish
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed_manifests += 1
+            fsync_dir(self._manifests_dir)
+            current = {r.current: r.manifest for r in self._records.values()}
+            live = self._live_chunks(set(live_manifests) | set(current), current)
+            removed = freed = 0
+            if live is not None:
+                for cid, _size, mtime in self._files.scan():
+                    if cid in live or self._pins[cid] > 0 or now - mtime < grace_seconds:
+                        continue
+                    size = self._files.remove(cid)
+                    if size >= 0:
+                        removed += 1
+                        freed += size
+                        self._fresh.pop(cid, None)
+                self._used = max(0, self._used - freed)
+        report = GcReport(removed, freed, removed_manifests)
+        log.info("gc done chunks_removed=%d bytes_freed=%d manifests_removed=%d",
+                 removed, freed, removed_manifests)
+        return report
+
+    def _live_chunks(self, manifest_hashes: Iterable[str],
+                     in_memory: dict[str, Manifest]) -> set[bytes] | None:
+        """Chunk ids referenced by the manifests, or None if one is unreadable (be safe)."""
+        live: set[bytes] = set()
+        for mhash in manifest_hashes:
+            if mhash in in_memory:
+                live.update(c.chunk_id for c in in_memory[mhash].chunks)
+                continue
+            try:
+                data = _read_bounded(self._manifest_path(mhash), MAX_MANIFEST_BYTES)
+                if chunk_id(data).hex() != mhash:
+                    raise ManifestError("hash mismatch")
+                m = Manifest.from_bytes(data)
+            except (OSError, ManifestError) as e:
+                log.warning("gc skips chunk sweep: unreadable manifest manifest=%s error=%s",
+                            mhash, e)
+                return None
+            live.update(c.chunk_id for c in m.chunks)
+        return live
+
+    def _quarantine_file(self, path: Path, qname: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, self._quarantine_dir / qname)
+            fsync_dir(path.parent)
+            fsync_dir(self._quarantine_dir)
+
+
+def _check_cid(cid: object) -> bytes:
+    if not isinstance(cid, bytes) or len(cid) != CHUNK_ID_SIZE:
+        raise ValueError(f"chunk id must be {CHUNK_ID_SIZE} bytes")
+    return cid
+
+
+def _quota_msg(need: int, free: int, quota: int) -> str:
+    return f"quota exceeded: needs {need} bytes, {max(free, 0)} free of {quota}"
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """Read at most limit + 1 bytes (so oversize is detectable) without following links."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit + 1)

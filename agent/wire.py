@@ -1,0 +1,226 @@
+"""Peer protocol messages carried inside secure-session messages.
+
+Every session message is one wire message: a kind byte, then a body. Requests, responses and
+events are small JSON objects validated against a per-operation schema; chunk replies are
+binary (header + possibly-lz4 bytes) so bulk data is never JSON-escaped or base64-inflated.
+All of it arrives from peers and is untrusted: sizes are bounded and schemas are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import lz4.block
+
+KIND_REQUEST = 0x01
+KIND_RESPONSE = 0x02
+KIND_CHUNK = 0x03
+KIND_EVENT = 0x04
+
+MAX_JSON = 256 * 1024
+MAX_CHUNK = 4 * 1024 * 1024
+MAX_REQUEST_ID = 2**32 - 1
+_CHUNK_HDR = struct.Struct(">IB32sI")  # request id, flags, chunk id, raw length
+FLAG_LZ4 = 0x01
+
+TRAFFIC_CLASSES = ("demand", "mirror", "prefetch")
+
+
+class WireError(ValueError):
+    """A peer sent a message that does not follow the protocol."""
+
+
+def _hex(n: int) -> tuple[type, Any]:
+    def check(v: Any) -> bool:
+        if len(v) != n:
+            return False
+        try:
+            bytes.fromhex(v)
+        except ValueError:
+            return False
+        return True
+
+    return (str, check)
+
+
+def _str(maxlen: int) -> tuple[type, Any]:
+    return (str, lambda v: 0 < len(v) <= maxlen)
+
+
+def _num(lo: float, hi: float) -> tuple[type, Any]:
+    return ((int, float), lambda v: not isinstance(v, bool) and lo <= v <= hi)
+
+
+_BOOL = (bool, lambda v: True)
+
+# op -> {arg: (type, predicate)}; a trailing "?" marks an optional argument.
+REQUEST_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+    "ping": {"t": _num(0, 2**53)},
+    "pair_request": {"name": _str(64)},
+    "pair_confirm": {"code": (str, lambda v: len(v) == 6 and v.isdigit())},
+    "pair_cancel": {},
+    "list": {},
+    "manifest": {"resource": _str(255)},
+    "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES)},
+    "has": {"manifest": _hex(64)},
+}
+
+EVENT_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+    "heartbeat": {"t": _num(0, 2**53)},
+    "bye": {"reason?": _str(200)},
+}
+
+
+def _check_args(kind: str, op: str, args: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    schema = schemas.get(op)
+    if schema is None:
+        raise WireError(f"unknown {kind} {op!r}")
+    if not isinstance(args, dict):
+        raise WireError(f"{kind} {op}: arguments must be an object")
+    names = {k.rstrip("?"): k.endswith("?") for k in schema}
+    extra = set(args) - set(names)
+    if extra:
+        raise WireError(f"{kind} {op}: unexpected argument {sorted(extra)[0]!r}")
+    for key, spec in schema.items():
+        name = key.rstrip("?")
+        if name not in args:
+            if not key.endswith("?"):
+                raise WireError(f"{kind} {op}: missing argument {name!r}")
+            continue
+        typ, pred = spec
+        value = args[name]
+        if not isinstance(value, typ) or not pred(value):
+            raise WireError(f"{kind} {op}: bad value for {name!r}")
+    return args
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Response:
+    id: int
+    ok: bool
+    result: Any  # JSON value when ok, error message string when not
+
+
+@dataclass(frozen=True)
+class Event:
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChunkReply:
+    id: int
+    chunk_id: bytes
+    data: bytes  # raw (decompressed) bytes; NOT yet verified against chunk_id
+
+
+def _json(kind: int, obj: dict[str, Any]) -> bytes:
+    body = json.dumps(obj, separators=(",", ":")).encode()
+    if len(body) > MAX_JSON:
+        raise WireError(f"message too large ({len(body)} bytes)")
+    return bytes([kind]) + body
+
+
+def encode_request(req_id: int, op: str, args: dict[str, Any]) -> bytes:
+    return _json(KIND_REQUEST, {"id": req_id, "op": op, "args": args})
+
+
+def encode_response(req_id: int, ok: bool, result: Any) -> bytes:
+    key = "result" if ok else "error"
+    return _json(KIND_RESPONSE, {"id": req_id, "ok": ok, key: result})
+
+
+def encode_event(op: str, args: dict[str, Any]) -> bytes:
+    return _json(KIND_EVENT, {"op": op, "args": args})
+
+
+def _lz4_worth_it(data: bytes | memoryview) -> bool:
+    """Sample 8 KiB first: random data must not pay for a full compression attempt."""
+    sample = bytes(data[:8192])
+    return len(lz4.block.compress(sample, store_size=False)) < len(sample) * 0.9
+
+
+def encode_chunk(
+    req_id: int, chunk_id: bytes, data: bytes | memoryview, compress: bool
+) -> list[bytes | memoryview]:
+    """Header and payload as separate buffers (no copy of the payload when uncompressed)."""
+    flags, payload = 0, data
+    if compress and len(data) >= 512 and _lz4_worth_it(data):
+        packed = lz4.block.compress(data, store_size=False)
+        if len(packed) < len(data):
+            flags, payload = FLAG_LZ4, packed
+    header = bytes([KIND_CHUNK]) + _CHUNK_HDR.pack(req_id, flags, chunk_id, len(data))
+    return [header, payload]
+
+
+def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkReply:
+    """Parse one wire message; raise WireError for anything malformed."""
+    if len(message) < 1:
+        raise WireError("empty message")
+    kind = message[0]
+    if kind == KIND_CHUNK:
+        return _decode_chunk(message)
+    if len(message) > MAX_JSON + 1:
+        raise WireError("message too large")
+    try:
+        obj = json.loads(bytes(message[1:]))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WireError(f"malformed JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise WireError("message must be a JSON object")
+    if kind == KIND_REQUEST:
+        if set(obj) != {"id", "op", "args"}:
+            raise WireError("request has the wrong keys")
+        req_id = _req_id(obj["id"])
+        if not isinstance(obj["op"], str):
+            raise WireError("request op must be a string")
+        return Request(req_id, obj["op"], _check_args("request", obj["op"], obj["args"],
+                                                      REQUEST_SCHEMAS))
+    if kind == KIND_RESPONSE:
+        req_id = _req_id(obj.get("id"))
+        ok = obj.get("ok")
+        if ok is True and set(obj) == {"id", "ok", "result"}:
+            return Response(req_id, True, obj["result"])
+        if ok is False and set(obj) == {"id", "ok", "error"} and isinstance(obj["error"], str):
+            return Response(req_id, False, obj["error"][:500])
+        raise WireError("response has the wrong keys")
+    if kind == KIND_EVENT:
+        if set(obj) != {"op", "args"} or not isinstance(obj["op"], str):
+            raise WireError("event has the wrong keys")
+        return Event(obj["op"], _check_args("event", obj["op"], obj["args"], EVENT_SCHEMAS))
+    raise WireError(f"unknown message kind {kind}")
+
+
+def _req_id(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_REQUEST_ID:
+        raise WireError("bad request id")
+    return v
+
+
+def _decode_chunk(message: bytes | memoryview) -> ChunkReply:
+    if len(message) < 1 + _CHUNK_HDR.size:
+        raise WireError("truncated chunk header")
+    req_id, flags, chunk_id, raw_len = _CHUNK_HDR.unpack_from(message, 1)
+    if raw_len > MAX_CHUNK or flags & ~FLAG_LZ4:
+        raise WireError("bad chunk header")
+    payload = memoryview(message)[1 + _CHUNK_HDR.size :]
+    if flags & FLAG_LZ4:
+        try:
+            data = lz4.block.decompress(payload, uncompressed_size=raw_len)
+        except lz4.block.LZ4BlockError as e:
+            raise WireError(f"corrupt compressed chunk: {e}") from None
+    else:
+        data = bytes(payload)
+    if len(data) != raw_len:
+        raise WireError("chunk length does not match its header")
+    return ChunkReply(req_id, chunk_id, data)

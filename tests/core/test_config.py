@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from agent.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    parse_rate,
+    parse_size,
+    render_defaults,
+)
+
+
+def test_defaults_need_no_file():
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.store.avg_chunk_size == 256 * 1024
+    assert cfg.node.control_socket_path == cfg.node.data_dir / "control.sock"
+
+
+def test_toml_overrides_and_units(tmp_path: Path):
+    p = tmp_path / "shoal.toml"
+    p.write_text(
+        '[node]\nname = "pi-kitchen"\ndata_dir = "/srv/shoal"\n'
+        '[store]\navg_chunk_size = "64KiB"\nquota = "2GiB"\n'
+        '[bandwidth]\nglobal_limit = "20Mbit"\n[lan]\ninterfaces = ["eth0"]\nport = 0\n'
+    )
+    cfg = load_config(p)
+    assert cfg.node.name == "pi-kitchen"
+    assert cfg.node.data_dir == Path("/srv/shoal")
+    assert cfg.store.avg_chunk_size == 65536
+    assert cfg.store.quota == 2 * 1024**3
+    assert cfg.bandwidth.global_limit == 2_500_000
+    assert cfg.lan.interfaces == ("eth0",)
+
+
+@pytest.mark.parametrize(
+    ("doc", "key", "hint"),
+    [
+        ({"store": {"avg_chunk_size": "lots"}}, "store.avg_chunk_size", "byte size"),
+        ({"store": {"avg_chunk_size": 1024}}, "store.avg_chunk_size", "between"),
+        ({"lan": {"port": 70000}}, "lan.port", "between 0 and 65535"),
+        ({"lan": {"port": "80"}}, "lan.port", "number"),
+        ({"lan": {"mdns": "yes"}}, "lan.mdns", "true or false"),
+        ({"lan": {"nope": 1}}, "lan.nope", "known keys"),
+        ({"bogus": {}}, "bogus", "known keys"),
+        ({"node": "x"}, "node", "table"),
+        ({"lan": {"interfaces": "eth0"}}, "lan.interfaces", "list of strings"),
+        ({"bandwidth": {"global_limit": "fast"}}, "bandwidth.global_limit", "rate"),
+        ({"transfer": {"max_sources": 2.5}}, "transfer.max_sources", "whole number"),
+    ],
+)
+def test_bad_values_name_key_and_form(doc, key, hint):
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(doc)
+    assert exc.value.key == key
+    assert f"'{key}'" in str(exc.value)
+    assert hint in str(exc.value)
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[node\n")
+    with pytest.raises(ConfigError, match="valid TOML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="readable TOML"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_parsers():
+    assert parse_size("1.5 MiB", "k") == 1572864
+    assert parse_size(10, "k") == 10
+    assert parse_rate("100mbit", "k") == 12_500_000
+    assert parse_rate("5MB/s", "k") == 5_000_000
+    for bad in (True, -1, "1 parsec", None):
+        with pytest.raises(ConfigError):
+            parse_size(bad, "k")
+
+
+def test_rendered_defaults_parse_back(tmp_path: Path):
+    p = tmp_path / "d.toml"
+    p.write_text(render_defaults())
+    cfg = load_config(p)
+    assert cfg.store == Config().store
+    assert cfg.lan == Config().lan

@@ -1,0 +1,106 @@
+"""Run real agent processes (separate data dirs, loopback) and drive them through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PY = sys.executable
+
+
+@dataclass
+class Agent:
+    name: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.data_dir.parent / f"{self.name}.log"
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60,
+            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [PY, "-m", "agent.cli", "--data-dir", str(self.data_dir), *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             input=input.decode() if input else None)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({res.returncode}): {res.stderr}"
+                                 f"\n--- agent log ---\n{self.log()}")
+        return res
+
+    def json(self, *args: str, **kw: Any) -> Any:
+        return json.loads(self.cli("--json", *args, **kw).stdout)
+
+    def start(self, *extra: str, timeout: float = 15.0) -> Agent:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [PY, "-m", "agent.cli", "--data-dir", str(self.data_dir), "--log-level", "debug",
+             "run", "--port", str(self.port), "--listen", "127.0.0.1", "--name", self.name,
+             *extra],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent {self.name} exited: {self.log()}")
+            res = self.cli("--json", "status", check=False)
+            if res.returncode == 0:
+                self.port = json.loads(res.stdout)["lan_port"]
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"agent {self.name} not ready in {timeout} s: {self.log()}")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
+            return None
+        finally:
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+
+def pair(a: Agent, b: Agent) -> str:
+    """Scripted numeric-comparison pairing, reading the code off both 'screens'."""
+    b.cli("pair", "--open")
+    started = a.json("pair", b.address, "--no-wait")
+    code = started["code"]
+    pending_b = b.json("pair", "--pending")
+    assert [p["code"] for p in pending_b] == [code], "both devices must show the same code"
+    a.cli("pair", "--code", code, "--no-wait")
+    done = b.json("pair", "--code", code, "--timeout", "20")
+    assert done["complete"]
+    return code

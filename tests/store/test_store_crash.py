@@ -1,0 +1,148 @@
+"""SIGKILL at random moments during publish/gc: reopening must give a consistent store."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from blake3 import blake3
+from store_helpers import MIB, PUBLISHER, temp_leftovers
+
+from agent.store import ContentStore
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = 10
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from agent.store import ContentStore
+
+    root, publisher, *files = sys.argv[1:]
+    st = ContentStore(root)
+    steps = [
+        lambda: st.publish_file(files[0], name="big", publisher=publisher),
+        lambda: st.publish_file(files[1], name="big", publisher=publisher),  # v2, deduped
+        lambda: st.publish_file(files[2], name="other", publisher=publisher),
+        lambda: st.gc(keep_versions=1, grace_seconds=0),  # drops v1 and its unique chunks
+    ]
+    for i, step in enumerate(steps):
+        print("phase", i, flush=True)
+        step()
+    print("done", flush=True)
+    """
+)
+
+
+def _make_inputs(tmp: Path) -> list[Path]:
+    rng = random.Random(1234)
+    base = rng.randbytes(64 * MIB)
+    edited = bytearray(base)
+    for k in range(8):  # scattered small edits -> v2 shares most chunks with v1
+        at = (k + 1) * 7 * MIB + rng.randrange(MIB)
+        edited[at:at] = b"edit %d" % k
+    other = rng.randbytes(16 * MIB)
+    paths = []
+    for name, data in (("base.bin", base), ("edited.bin", bytes(edited)), ("other.bin", other)):
+        p = tmp / name
+        p.write_bytes(data)
+        paths.append(p)
+    return paths
+
+
+PHASES = 4
+
+
+def _run_child(script: Path, root: Path, inputs: list[Path],
+               kill: tuple[int, float] | None) -> tuple[bool, list[float]]:
+    """Run the child; with kill=(phase, delay) SIGKILL it *delay* s into that phase.
+
+    Returns (killed before it finished, per-phase durations when not killed).
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(root), PUBLISHER, *map(str, inputs)],
+        stdout=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None
+    stamps: list[float] = []
+    try:
+        while True:
+            line = proc.stdout.readline().split()
+            stamps.append(time.monotonic())
+            if line == [b"done"] or not line:
+                break
+            assert line[0] == b"phase", line
+            if kill is not None and int(line[1]) == kill[0]:
+                time.sleep(kill[1])
+                proc.send_signal(signal.SIGKILL)
+                break
+        rc = proc.wait(timeout=60)
+        rest = proc.stdout.read()
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if kill is None:
+        assert rc == 0 and len(stamps) == PHASES + 1
+    mid_work = rc == -signal.SIGKILL and b"done" not in rest
+    return mid_work, [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def _check_consistent(root: Path, digests: dict[str, bytes], out: Path) -> None:
+    with ContentStore(root) as st:  # runs recover()
+        assert temp_leftovers(root) == []
+        report = st.verify()
+        assert report.corrupt_chunks == () and report.corrupt_manifests == ()
+        assert report.incomplete == ()
+        for rec in st.resources():
+            assert st.complete(rec.manifest)
+            for entry in rec.versions:  # every surviving old manifest is complete too
+                try:
+                    m = st.manifest(entry.manifest_hash)
+                except Exception:
+                    continue
+                assert st.complete(m)
+            st.export(rec.manifest, out)
+            got = blake3(out.read_bytes()).digest()
+            assert got in digests.values(), f"{rec.name} v{rec.version} exported wrong bytes"
+            out.unlink()
+        # still fully usable: publish again, then gc leaves exact usage
+        m = st.publish_file(next(iter(digests)), name="after-crash", publisher=PUBLISHER)
+        assert st.complete(m)
+        st.gc(grace_seconds=0)
+        on_disk = sum(p.stat().st_size for p in (root / "chunks").rglob("*") if p.is_file())
+        assert st.usage()[0] == on_disk
+        assert st.verify().ok
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_leaves_consistent_store(tmp_path: Path) -> None:
+    inputs = _make_inputs(tmp_path)
+    digests = {str(p): blake3(p.read_bytes()).digest() for p in inputs}
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    out = tmp_path / "export.bin"
+
+    # Calibrate: how long each phase of an uninterrupted run takes on this machine.
+    _, durations = _run_child(script, tmp_path / "calib", inputs, None)
+    _check_consistent(tmp_path / "calib", digests, out)
+
+    rng = random.Random(42)
+    killed = 0
+    for run in range(RUNS):
+        phase = run % PHASES  # every phase gets hit, at a seeded random point within it
+        mid_work, _ = _run_child(script, tmp_path / f"run{run}", inputs,
+                                 (phase, rng.uniform(0.0, durations[phase])))
+        killed += mid_work
+        _check_consistent(tmp_path / f"run{run}", digests, out)
+    assert killed >= RUNS - 3, f"only {killed}/{RUNS} runs were killed mid-work"
