@@ -143,8 +143,9 @@ class TransferConfig:
 
     max_sources: int = _num(4, 1, 64)
     initial_window: int = _num(4, 1, 256)
-    max_window: int = _num(64, 1, 1024)
+    max_window: int = _num(16, 1, 1024)
     request_timeout: float = _num(10.0, 0.5, 600.0)
+    stall_timeout: float = _num(60.0, 1.0, 3600.0)  # wait this long for a lost source
     compress: bool = True
 
 

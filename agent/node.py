@@ -27,8 +27,10 @@ from agent.pairing import PairingBook, PairingError, format_code, normalize_code
 from agent.peer import ChunkData, PeerConnection, PeerGone, Refused, RemoteError
 from agent.peers import PeerTable
 from agent.session import SessionError, open_channel
-from agent.store import ContentStore, Manifest, StoreError
+from agent.store import ContentStore, StoreError
+from agent.transfer.fetcher import Fetch, FetchError, choose_version, find_offers
 from agent.trust import TrustStore
+from radio.lan import LanDiscovery, LanPeerGone, LanPeerSeen
 
 log = logging.getLogger("shoal.node")
 MAX_HELLO = 1024
@@ -117,6 +119,11 @@ class Node:
         self._public_chunks: set[bytes] = set()
         self._pair_changed = asyncio.Condition()
         self._pair_conns: dict[str, PeerConnection] = {}
+        self.short_id = self.identity.hex_id[:16]
+        self.discovery: LanDiscovery | None = None
+        self._lan_seen: dict[str, tuple[LanPeerSeen, float]] = {}  # short id -> (event, first)
+        self._dial_state: dict[str, tuple[int, float]] = {}  # short id -> (failures, next try)
+        self._dialing: set[str] = set()
         self._refresh_public_index()
 
     # ----------------------------------------------------------------- lifecycle
@@ -138,6 +145,8 @@ class Node:
                         reuse_address=True, limit=1 << 20,
                     )
                     self.lan_port = server.sockets[0].getsockname()[1]
+                if self.cfg.lan.enabled and self.cfg.lan.mdns:
+                    await self._start_discovery()
                 tg.create_task(self._housekeeping(), name="housekeeping")
                 self.ready.set()
                 _notify_systemd("READY=1\nSTATUS=running")
@@ -151,6 +160,9 @@ class Node:
                 log.info("agent stopping")
                 if server is not None:
                     server.close()
+                if self.discovery is not None:
+                    with contextlib.suppress(Exception):
+                        await self.discovery.stop()
                 await control.close()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.cfg.node.shutdown_timeout):
@@ -198,6 +210,8 @@ class Node:
                     continue
                 info.reachable = True
                 self._spawn(self._heartbeat(conn), "heartbeat")
+            for short_id in list(self._lan_seen):
+                self._maybe_dial(short_id)
 
     async def _heartbeat(self, conn: PeerConnection) -> None:
         with contextlib.suppress(PeerGone, ConnectionError, TimeoutError, RemoteError):
@@ -205,6 +219,93 @@ class Node:
             info = self.peers.get(conn.peer_id)
             if info is not None:
                 info.rtt = rtt
+
+    # ----------------------------------------------------------------- LAN discovery
+    async def _start_discovery(self) -> None:
+        assert self.lan_port is not None
+        try:
+            self.discovery = LanDiscovery(
+                self.cfg.node.name, self.short_id, self.lan_port, PROTOCOL_VERSION,
+                interfaces=self.cfg.lan.interfaces,
+                include_loopback=self.cfg.lan.include_loopback,
+                on_event=self._on_lan_event,
+            )
+            await self.discovery.start()
+        except (OSError, ValueError) as e:  # no usable interface must not stop the agent
+            log.warning("mDNS discovery unavailable", extra=kv(reason=e))
+            self.discovery = None
+
+    async def _on_lan_event(self, event: LanPeerSeen | LanPeerGone) -> None:
+        if isinstance(event, LanPeerGone):
+            self._lan_seen.pop(event.short_id, None)
+            return
+        first = self._lan_seen.get(event.short_id, (event, time.monotonic()))[1]
+        self._lan_seen[event.short_id] = (event, first)
+        log.debug("mdns peer seen", extra=kv(peer=event.name, addrs=event.addresses,
+                                             port=event.port))
+        self._dial_state.pop(event.short_id, None)  # fresh news: retry at once
+        self._maybe_dial(event.short_id)
+
+    def live_connection(self, peer_hex_prefix: str) -> PeerConnection | None:
+        for c in self._conns:
+            if c.peer_id.hex().startswith(peer_hex_prefix) and not c.closed.is_set():
+                return c
+        return None
+
+    def live_connections(self) -> list[PeerConnection]:
+        """One live session per peer (the newest when both sides dialled at once)."""
+        best: dict[bytes, PeerConnection] = {}
+        for info in self.peers.all():
+            c = info.connection
+            if c is not None and not c.closed.is_set():
+                best[c.peer_id] = c
+        for c in self._conns:
+            if not c.closed.is_set():
+                best.setdefault(c.peer_id, c)
+        return list(best.values())
+
+    def _maybe_dial(self, short_id: str) -> None:
+        """Open a session to a peer found by mDNS, once, with backoff on failure.
+
+        Both sides see each other at about the same time; the one with the smaller ID dials
+        first and the other waits a moment, so usually only one session is opened.
+        """
+        if self._tg is None or self.stopping.is_set() or short_id in self._dialing:
+            return
+        if self.live_connection(short_id) is not None:
+            return
+        entry = self._lan_seen.get(short_id)
+        if entry is None:
+            return
+        now = time.monotonic()
+        fails, next_try = self._dial_state.get(short_id, (0, 0.0))
+        if now < next_try:
+            return
+        if self.short_id > short_id and now - entry[1] < 1.5 and fails == 0:
+            return  # the other side dials first; housekeeping retries after the grace
+        self._dialing.add(short_id)
+        self._spawn(self._dial(short_id, entry[0]), "dial")
+
+    async def _dial(self, short_id: str, seen: LanPeerSeen) -> None:
+        try:
+            for addr in seen.addresses:
+                try:
+                    conn = await self.connect((addr, seen.port))
+                except ControlError as e:
+                    log.debug("dial failed", extra=kv(peer=seen.name, addr=addr, reason=e))
+                    continue
+                if not conn.peer_id.hex().startswith(short_id):
+                    log.warning("mDNS record names another device", extra=kv(
+                        advertised=short_id, actual=conn.peer_id.hex()[:16], addr=addr))
+                    await conn.close("identity does not match its advertisement")
+                    continue
+                self.peers.upsert(conn.peer_id, source="mdns", name=seen.name)
+                self._dial_state.pop(short_id, None)
+                return
+            fails = self._dial_state.get(short_id, (0, 0.0))[0] + 1
+            self._dial_state[short_id] = (fails, time.monotonic() + min(10.0, 0.5 * 2**fails))
+        finally:
+            self._dialing.discard(short_id)
 
     # ----------------------------------------------------------------- connections
     def hello(self) -> bytes:
@@ -323,10 +424,7 @@ class Node:
             return [self._resource_entry(r) for r in self.store.resources()
                     if self._visible(r, trusted)]
         if op == "manifest":
-            try:
-                rec = self.store.find(args["resource"])
-            except StoreError:
-                rec = None
+            rec = self._lookup(args["resource"])
             if rec is None or not self._visible(rec, trusted):
                 hint = "" if trusted else " (only public resources are shared before pairing)"
                 raise Refused(f"no resource {args['resource']!r} here{hint}")
@@ -341,6 +439,17 @@ class Node:
                 raise Refused(str(e)) from None
             return ChunkData(cid, data, self.cfg.transfer.compress)
         raise Refused(f"operation {op!r} is not supported")
+
+    def _lookup(self, resource: str) -> Any:
+        """A held resource by name, ID, ID prefix or current manifest hash; None if absent."""
+        if len(resource) == 64:
+            for rec in self.store.resources():
+                if rec.manifest.manifest_hash == resource.lower():
+                    return rec
+        try:
+            return self.store.find(resource)
+        except StoreError:
+            return None
 
     @staticmethod
     def _resource_entry(rec: Any) -> dict[str, Any]:
@@ -391,7 +500,8 @@ class Node:
     async def pair_start(self, address: tuple[str, int]) -> dict[str, Any]:
         conn = await self.connect(address)
         if self.trust.is_trusted(conn.peer_id):
-            raise ControlError(f"already paired with {conn.name} ({format_device_id(conn.peer_id)})")
+            raise ControlError(
+                f"already paired with {conn.name} ({format_device_id(conn.peer_id)})")
         try:
             answer = await conn.request("pair_request", {"name": self.cfg.node.name[:64]})
         except RemoteError as e:
@@ -502,23 +612,71 @@ class Node:
         return {"name": conn.name, "display_id": format_device_id(conn.peer_id),
                 "trusted": self.trust.is_trusted(conn.peer_id), "rtt_ms": round(rtt * 1000, 2)}
 
-    async def _cmd_fetch(self, args: dict[str, Any], reply: Reply) -> Any:
-        from agent.fetch import fetch_from_peer
+    async def fetch(self, resource: str, *, source: str | None = None,
+                    traffic_class: str = "demand", progress: Any = None) -> dict[str, Any]:
+        """Fetch a resource by name or ID from the peers that hold it (or from *source*)."""
+        rec = self._lookup(resource)
+        if rec is not None and source is None:
+            return self._resource_entry(rec) | {"already_held": True, "sources": {}}
+        if source:
+            conns = [await self.connect(parse_address(source, self.cfg.lan.port or 47474))]
+        else:
+            conns = self.live_connections()
+        if not conns:
+            raise ControlError(f"no peer is reachable to fetch {resource!r} from "
+                               "(see: shoal peers)")
+        timeout = self.cfg.transfer.request_timeout
+        offers, errors = await find_offers(conns, resource, timeout)
+        if not offers:
+            why = "; ".join(f"{n}: {e}" for n, e in errors.items())
+            raise ControlError(f"no reachable peer holds {resource!r} ({why})")
+        try:
+            manifest, holders = choose_version(offers, resource)
+        except FetchError as e:
+            raise ControlError(str(e)) from None
 
+        async def find_sources() -> list[PeerConnection]:
+            return self.live_connections()
+
+        t = self.cfg.transfer
+        job = Fetch(
+            self.store, manifest, holders[: t.max_sources], traffic_class=traffic_class,
+            initial_window=t.initial_window, max_window=t.max_window,
+            request_timeout=t.request_timeout, stall_timeout=t.stall_timeout,
+            find_sources=find_sources, progress=progress,
+        )
+        try:
+            result = await job.run()
+        except (FetchError, StoreError) as e:
+            raise ControlError(f"fetch of {manifest.name!r} failed: {e}") from None
+        names = {c.peer_id.hex(): c.name for c in job.conns.values()}
+        log.info("fetched", extra=kv(
+            resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
+            sources=",".join(names.values()), bytes=result.bytes_fetched))
+        return self._resource_entry(self.store.find(manifest.resource_id)) | {
+            "seconds": result.seconds, "bytes_fetched": result.bytes_fetched,
+            "sources": {names[k]: {"bytes": v["bytes"], "chunks": v["completed"],
+                                   "state": v["state"], "reason": v["reason"]}
+                        for k, v in result.sources.items()},
+        }
+
+    async def _cmd_fetch(self, args: dict[str, Any], reply: Reply) -> Any:
         resource = str(args.get("resource", ""))
         if not resource:
             raise ControlError("fetch needs a resource name or ID")
+
+        async def progress(p: dict[str, Any]) -> None:
+            await reply.event(**p)
+
         source = args.get("source")
-        if not source:
-            raise ControlError("fetch needs --from HOST:PORT (discovery arrives with the LAN "
-                               "data plane)")
-        conn = await self.connect(parse_address(str(source), self.cfg.lan.port or 47474))
-        manifest: Manifest = await fetch_from_peer(self, conn, resource, reply)
+        result = await self.fetch(resource, source=str(source) if source else None,
+                                  progress=progress)
         if args.get("stream"):
+            manifest = self.store.find(result["resource_id"]).manifest
             await reply.event(stage="export", name=manifest.name, size=manifest.size)
-            for cid in manifest.chunks:
-                await reply.data(await asyncio.to_thread(self.store.get_chunk, cid.chunk_id))
-        return self._resource_entry(self.store.find(manifest.resource_id))
+            for entry in manifest.chunks:
+                await reply.data(await asyncio.to_thread(self.store.get_chunk, entry.chunk_id))
+        return result
 
     async def _cmd_pair_start(self, args: dict[str, Any], reply: Reply) -> Any:
         return await self.pair_start(parse_address(str(args.get("address", "")), 47474))

@@ -35,6 +35,7 @@ __all__ = [
     "ProtocolError",
     "SessionError",
     "SymmetricState",
+    "public_bytes",
 ]
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_BLAKE2s"

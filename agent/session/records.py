@@ -115,7 +115,7 @@ class SecureConnection:
     event on both sides; after it :meth:`send_message` may be used and :class:`Message` events
     follow. Remote faults are raised by :meth:`next_event` once the events decoded before the
     fault have been returned. Any :class:`SessionError` kills the connection: every later call
-    raises it again and buffered key material is dropped.
+    raises it again (``data_to_send`` just returns nothing) and the keys are dropped.
 
     Both peers must use the same ``max_record_size`` (the sender splits by it) and should use the
     same ``max_message_size`` (a receiver rejects larger messages; :meth:`send_message` refuses

@@ -165,9 +165,6 @@ class BlessPeripheral(GattServer):
     ) -> None:
         if self._server is not None:
             raise RadioError("GATT server already started")
-        from bless import GATTAttributePermissions as Perm
-        from bless import GATTCharacteristicProperties as Prop
-
         factory = self._factory
         if factory is None:
             from bless import BlessServer
@@ -175,6 +172,28 @@ class BlessPeripheral(GattServer):
             factory = BlessServer
         kwargs: dict[str, Any] = {"adapter": self._adapter} if self._adapter else {}
         server = factory(name=self._name, loop=asyncio.get_running_loop(), **kwargs)
+        try:
+            await self._build_and_register(server, spec, on_write, on_disconnect)
+        except Exception as exc:  # D-Bus/BlueZ errors, "Could not locate bluetooth adapter"...
+            self._server = None
+            bus = getattr(server, "bus", None)  # bless opened a D-Bus connection: close it
+            if bus is not None:
+                try:
+                    bus.disconnect()
+                except Exception:
+                    _log.debug("closing the failed server's D-Bus connection failed")
+            raise RadioError(f"bless peripheral failed to start: {exc!r}") from exc
+
+    async def _build_and_register(
+        self,
+        server: Any,
+        spec: ServiceSpec,
+        on_write: WriteHandler,
+        on_disconnect: DisconnectHandler | None,
+    ) -> None:
+        from bless import GATTAttributePermissions as Perm
+        from bless import GATTCharacteristicProperties as Prop
+
         server.read_request_func = self._handle_read
         server.write_request_func = self._handle_write
         self._spec, self._on_write, self._on_disconnect = spec, on_write, on_disconnect
@@ -214,6 +233,10 @@ class BlessPeripheral(GattServer):
             self._server = None
             self._advertising = False
             self._centrals.clear()
+            try:
+                server.bus.disconnect()  # bless never closes the connection it opened
+            except Exception:
+                _log.debug("closing bless's D-Bus connection failed")
 
     def set_value(self, char_uuid: str, value: bytes) -> None:
         if char_uuid not in self._values:
@@ -266,9 +289,12 @@ class BlessPeripheral(GattServer):
         self._advert = (service_uuid.lower(), bytes(service_data))
         if self._server is None:
             return  # published by start()
-        if self._advertising:
-            await self._app_stop_advertising(self._server.adapter)
-        await self._app_start_advertising(self._server.adapter)
+        try:
+            if self._advertising:
+                await self._app_stop_advertising(self._server.adapter)
+            await self._app_start_advertising(self._server.adapter)
+        except Exception as exc:  # BlueZ refused (too long, too many advertisements...)
+            raise RadioError(f"advertising failed: {exc!r}") from exc
 
     async def _unadvertise(self) -> None:
         self._advert = None

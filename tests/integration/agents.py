@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 PY = sys.executable
+# Tests never advertise on the machine's real interfaces: mDNS runs on loopback only.
+LOOPBACK_ONLY = '[lan]\ninterfaces = ["lo"]\ninclude_loopback = true\n'
 
 
 @dataclass
@@ -22,6 +24,7 @@ class Agent:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     log_path: Path = field(init=False)
+    extra_config: str = ""
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir.parent / f"{self.name}.log"
@@ -39,12 +42,18 @@ class Agent:
     def json(self, *args: str, **kw: Any) -> Any:
         return json.loads(self.cli("--json", *args, **kw).stdout)
 
+    def config(self, text: str) -> None:
+        """Extra TOML appended to the test config (mDNS stays on loopback only)."""
+        self.extra_config += text
+
     def start(self, *extra: str, timeout: float = 15.0) -> Agent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.data_dir.parent / f"{self.name}.toml"
+        cfg.write_text(self.extra_config or LOOPBACK_ONLY)
         logf = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [PY, "-m", "agent.cli", "--data-dir", str(self.data_dir), "--log-level", "debug",
-             "run", "--port", str(self.port), "--listen", "127.0.0.1", "--name", self.name,
+            [PY, "-m", "agent.cli", "--config", str(cfg), "--data-dir", str(self.data_dir),
+             "--log-level", "debug", "run", "--port", str(self.port), "--listen", "127.0.0.1", "--name", self.name,
              *extra],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -39,6 +39,9 @@ class FakeBus(BaseMessageBus):
     def send(self, msg: Message) -> None:
         self.sent.append(msg)
 
+    def disconnect(self) -> None:
+        self.disconnected = True
+
     async def call(self, msg: Message) -> Message:
         self.calls.append(msg)
         return Message(message_type=MessageType.METHOD_RETURN, reply_serial=1)
@@ -63,6 +66,7 @@ def env(mocker: Any) -> dict[str, Any]:
 
     async def fake_setup(self: Any) -> None:
         # mirrors BlessServerBlueZDBus.setup, minus MessageBus().connect() and get_adapter()
+        bus = state["bus"]  # bless opens one bus connection per server
         self.bus = bus
         self.app = BlueZGattApplication(self.name, "org.bluez", bus)
         self.app.Read = self.read
@@ -73,7 +77,8 @@ def env(mocker: Any) -> dict[str, Any]:
 
     mocker.patch.object(BlessServerBlueZDBus, "setup", fake_setup)
     factory = MagicMock(side_effect=lambda **kw: BlessServerBlueZDBus(**kw))
-    return {"bus": bus, "iface": iface, "adapter": adapter, "factory": factory}
+    state = {"bus": bus, "iface": iface, "adapter": adapter, "factory": factory}
+    return state
 
 
 def gatt(periph: BlessPeripheral, uuid: str) -> Any:
@@ -263,6 +268,7 @@ async def test_stop_unregisters_everything(env: dict[str, Any]) -> None:
     env["iface"].call_unregister_advertisement.assert_awaited_once()
     env["iface"].call_unregister_application.assert_awaited_once_with("/")
     assert env["bus"]._user_message_handlers == []
+    assert env["bus"].disconnected
     assert not periph.advertiser.is_advertising
     await periph.stop()  # idempotent
 
@@ -303,6 +309,19 @@ async def test_framed_round_trip_through_bless(env: dict[str, Any]) -> None:
     assert all(len(f) <= 20 for f in frags)
     r = Reassembler()
     assert [m for f in frags if (m := r.feed(f, 0.0))] == [reply]
+
+
+async def test_start_failure_is_a_radio_error_and_retryable(env: dict[str, Any]) -> None:
+    env["iface"].call_register_application.side_effect = [Exception("org.bluez.Error.Failed"), None]
+    periph = BlessPeripheral(server_factory=env["factory"])
+    with pytest.raises(RadioError, match="failed to start"):
+        await periph.start(p.shoal_service_spec(0), lambda *_: None)
+    assert env["bus"].disconnected
+    env["bus"] = FakeBus(bus_type=BusType.SYSTEM)
+    await periph.start(p.shoal_service_spec(0), lambda *_: None)
+    env["iface"].call_register_advertisement.side_effect = Exception("too long")
+    with pytest.raises(RadioError, match="advertising failed"):
+        await periph.advertiser.start(p.SERVICE_UUID, p.Advert(1, b"ABCDEF").encode())
 
 
 def test_parse_options_is_defensive() -> None:

@@ -22,8 +22,6 @@ if _NETNS not in sys.path:
 
 from harness import Lan, LanPool, netns_available  # noqa: E402
 
-DRIVER = str(Path(__file__).resolve().parent / "lan_driver.py")
-
 
 @functools.cache
 def loopback_multicast_problem() -> str | None:
@@ -63,3 +61,8 @@ def lan_factory() -> Iterator[Callable[[int], Lan]]:
         pytest.skip(reason)
     with LanPool() as pool:
         yield pool.make
+
+
+@pytest.fixture
+def lan(lan_factory: Callable[[int], Lan]) -> Lan:
+    return lan_factory(3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import netifaces
@@ -327,7 +328,7 @@ async def test_callback_errors_do_not_stop_dispatch() -> None:
         for _ in range(50):
             if len(got) == 2:
                 break
-            await __import__("asyncio").sleep(0.01)
+            await asyncio.sleep(0.01)
         assert got == [LanPeerGone("a"), LanPeerGone("b")]
     finally:
         await disc.stop()

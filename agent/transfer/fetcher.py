@@ -1,0 +1,275 @@
+"""Asyncio side of a fetch: find holders, then drive the FetchPlanner with real requests.
+
+The planner decides; this module only moves bytes: it sends the planner's requests over peer
+sessions, verifies and stores each chunk off the event loop, and reports arrivals, failures
+and timeouts back. Chunks already in the store are never requested, so a fetch interrupted by
+a crash of either side resumes where it stopped when it is run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agent import wire
+from agent.log import kv
+from agent.peer import PeerConnection, PeerGone, RemoteError
+from agent.store import ChunkMismatch, Manifest, ManifestError, StoreError
+from agent.transfer.planner import HASH_MISMATCH, FetchPlanner, Want
+
+if TYPE_CHECKING:
+    from agent.store import ContentStore
+
+log = logging.getLogger("shoal.transfer")
+
+IN_FLIGHT_BUDGET = 16 * 1024 * 1024  # bytes requested but not yet stored, all sources together
+POLL = 0.25
+
+
+class FetchError(Exception):
+    """The resource cannot be fetched; the message says why, per source."""
+
+
+@dataclass
+class Offer:
+    """One peer's answer to 'which manifest do you hold for this name?'."""
+
+    conn: PeerConnection
+    manifest: Manifest
+
+
+@dataclass
+class FetchResult:
+    manifest: Manifest
+    bytes_fetched: int
+    seconds: float
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    already_held: bool = False
+
+
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+FindSources = Callable[[], Awaitable[list[PeerConnection]]]
+
+
+async def ask_manifest(conn: PeerConnection, resource: str, timeout: float) -> Manifest:
+    answer = await conn.request("manifest", {"resource": resource}, timeout=timeout)
+    if not isinstance(answer, dict) or not isinstance(answer.get("manifest"), str):
+        raise FetchError(f"{conn.name} sent a malformed manifest answer")
+    try:
+        return Manifest.from_bytes(answer["manifest"].encode())
+    except ManifestError as e:
+        raise FetchError(f"{conn.name} sent an invalid manifest: {e}") from None
+
+
+async def find_offers(
+    conns: Sequence[PeerConnection], resource: str, timeout: float
+) -> tuple[list[Offer], dict[str, str]]:
+    """Ask every peer at once; return the offers and, per peer name, why it had none."""
+    results = await asyncio.gather(
+        *(ask_manifest(c, resource, timeout) for c in conns), return_exceptions=True
+    )
+    offers: list[Offer] = []
+    errors: dict[str, str] = {}
+    for conn, res in zip(conns, results, strict=True):
+        if isinstance(res, Manifest):
+            offers.append(Offer(conn, res))
+        elif isinstance(res, BaseException):
+            errors[conn.name] = str(res) or type(res).__name__
+    return offers, errors
+
+
+def choose_version(offers: list[Offer], resource: str) -> tuple[Manifest, list[PeerConnection]]:
+    """Pick the newest version of one resource and every peer holding exactly that version.
+
+    A name published independently by two devices is two resources: refuse to guess.
+    """
+    by_resource: dict[str, list[Offer]] = {}
+    for o in offers:
+        by_resource.setdefault(o.manifest.resource_id, []).append(o)
+    if len(by_resource) > 1:
+        exact = [rid for rid in by_resource if rid.startswith(resource.lower())]
+        if len(exact) != 1:
+            choices = ", ".join(
+                f"{rid[:12]} (from {os_[0].conn.name})" for rid, os_ in by_resource.items()
+            )
+            raise FetchError(f"{resource!r} names several resources: {choices}; fetch by ID")
+        by_resource = {exact[0]: by_resource[exact[0]]}
+    group = next(iter(by_resource.values()))
+    best = max(group, key=lambda o: (o.manifest.version, o.manifest.created)).manifest
+    holders = [o.conn for o in group if o.manifest.manifest_hash == best.manifest_hash]
+    return best, holders
+
+
+class Fetch:
+    """One resource fetch across several holders, resumable and bounded in memory."""
+
+    def __init__(
+        self,
+        store: ContentStore,
+        manifest: Manifest,
+        holders: Sequence[PeerConnection],
+        *,
+        traffic_class: str = "demand",
+        initial_window: int = 4,
+        max_window: int = 16,
+        request_timeout: float = 10.0,
+        stall_timeout: float = 30.0,
+        find_sources: FindSources | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.cls = traffic_class
+        self.request_timeout = request_timeout
+        self.stall_timeout = stall_timeout
+        self.find_sources = find_sources
+        self.progress = progress
+        self.conns: dict[str, PeerConnection] = {}
+        self._holders = list(holders)
+        self._init_window = initial_window
+        self._max_window = max_window
+        self._tasks: dict[tuple[str, bytes], asyncio.Task[None]] = {}
+        self._results: asyncio.Queue[tuple[str, Want, Any]] = asyncio.Queue()
+        self.planner: FetchPlanner | None = None
+
+    async def run(self) -> FetchResult:
+        t0 = time.monotonic()
+        store, m = self.store, self.manifest
+        await asyncio.to_thread(store.put_manifest, m)
+        missing = await asyncio.to_thread(store.missing_chunks, m)
+        wants = [Want(c.chunk_id, c.length) for c in missing]
+        per_source = max(1, IN_FLIGHT_BUDGET // max(1, m.avg_chunk_size * 2)
+                         // max(1, len(self._holders)))
+        self.planner = planner = FetchPlanner(
+            wants, initial_window=min(self._init_window, per_source),
+            max_window=max(1, min(self._max_window, per_source)),
+            request_timeout=self.request_timeout,
+        )
+        already = m.size - planner.bytes_total
+        for conn in self._holders:
+            self._add(conn)
+        stalled_since: float | None = None
+        last_report = 0.0
+        try:
+            while not planner.done:
+                now = time.monotonic()
+                for src, want in planner.next_requests(now):
+                    self._send(src, want)
+                if planner.failed or not planner.active_sources():
+                    stalled_since = stalled_since or now
+                    if now - stalled_since > self.stall_timeout:
+                        raise FetchError(planner.failed or "no peer holds this resource")
+                    await self._recruit()
+                else:
+                    stalled_since = None
+                deadline = planner.next_deadline()
+                wait = POLL if deadline is None else max(0.0, min(POLL, deadline - now))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._handle(await self._results.get())
+                while not self._results.empty():
+                    await self._handle(self._results.get_nowait())
+                now = time.monotonic()
+                for src, want in planner.tick(now):
+                    self._cancel(src, want.chunk_id)
+                for src, cid in planner.cancelled_requests():
+                    self._cancel(src, cid)
+                if self.progress and (now - last_report > 0.2 or planner.done):
+                    last_report = now
+                    await self.progress(self._progress(already, now - t0))
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+        await asyncio.to_thread(store.commit_resource, m)
+        seconds = time.monotonic() - t0
+        return FetchResult(
+            m, planner.bytes_done, seconds,
+            {n: vars(s) for n, s in planner.source_stats().items()},
+            already_held=planner.bytes_total == 0,
+        )
+
+    def _progress(self, already: int, elapsed: float) -> dict[str, Any]:
+        assert self.planner is not None
+        p = self.planner
+        return {"done": already + p.bytes_done, "total": self.manifest.size, "elapsed": elapsed,
+                "sources": len(p.active_sources())}
+
+    def _add(self, conn: PeerConnection) -> None:
+        assert self.planner is not None
+        name = conn.peer_id.hex()
+        self.conns[name] = conn
+        self.planner.add_source(name, time.monotonic())
+
+    async def _recruit(self) -> None:
+        """All sources gone: look for holders again (a restarted peer, a new one)."""
+        if self.find_sources is None:
+            return
+        assert self.planner is not None
+        stats = self.planner.source_stats()
+        for conn in await self.find_sources():
+            name = conn.peer_id.hex()
+            old = self.conns.get(name)
+            if old is conn and stats.get(name) and stats[name].state == "active":
+                continue
+            if old is not conn or (stats.get(name) and stats[name].state != "active"):
+                with contextlib.suppress(FetchError, RemoteError, PeerGone, TimeoutError,
+                                         ConnectionError):
+                    offered = await ask_manifest(conn, self.manifest.manifest_hash,
+                                                 self.request_timeout)
+                    if offered.manifest_hash == self.manifest.manifest_hash:
+                        log.info("source joined", extra=kv(peer=conn.name))
+                        self._add(conn)
+
+    def _send(self, src: str, want: Want) -> None:
+        conn = self.conns[src]
+        key = (src, want.chunk_id)
+        old = self._tasks.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._tasks[key] = asyncio.create_task(self._request(src, conn, want))
+
+    def _cancel(self, src: str, chunk_id: bytes) -> None:
+        task = self._tasks.pop((src, chunk_id), None)
+        if task is not None:
+            task.cancel()
+
+    async def _request(self, src: str, conn: PeerConnection, want: Want) -> None:
+        try:
+            reply = await conn.request(
+                "chunk", {"c": want.chunk_id.hex(), "cls": self.cls},
+                timeout=self.request_timeout * 3,
+            )
+            if not isinstance(reply, wire.ChunkReply) or reply.chunk_id != want.chunk_id:
+                raise FetchError(f"{conn.name} answered with the wrong chunk")
+            await asyncio.to_thread(self.store.put_chunk, want.chunk_id, reply.data)
+            result: Any = None
+        except asyncio.CancelledError:
+            raise
+        except ChunkMismatch:
+            result = HASH_MISMATCH
+        except PeerGone as e:
+            result = PeerGone(str(e))
+        except (RemoteError, FetchError, TimeoutError, StoreError, ConnectionError) as e:
+            result = str(e) or type(e).__name__
+        await self._results.put((src, want, result))
+
+    async def _handle(self, item: tuple[str, Want, Any]) -> None:
+        src, want, result = item
+        assert self.planner is not None
+        now = time.monotonic()
+        if self._tasks.get((src, want.chunk_id)) is not None:
+            self._tasks.pop((src, want.chunk_id), None)
+        if result is None:
+            self.planner.on_chunk(src, want.chunk_id, now)
+        elif isinstance(result, PeerGone):
+            log.info("source lost", extra=kv(peer=self.conns[src].name, reason=result))
+            self.planner.remove_source(src, f"connection lost ({result})", now)
+        else:
+            if isinstance(result, str) and "quota" in result.lower():
+                raise FetchError(result)
+            self.planner.on_failure(src, want.chunk_id, result, now)

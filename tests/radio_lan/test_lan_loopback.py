@@ -1,0 +1,171 @@
+"""Real python-zeroconf between LanDiscovery instances in this process, on loopback only.
+
+Everything is pinned to ``lo`` (``interfaces=["lo"]``), so no packet leaves the machine; other
+processes on this machine may be browsing ``_shoal._tcp`` on loopback too, so every check
+filters on the random ids made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+from radio.lan import SERVICE_TYPE, LanDiscovery, LanEvent, LanPeerGone, LanPeerSeen
+
+pytestmark = pytest.mark.usefixtures("loopback_mcast")
+
+
+class Collector:
+    """An ``on_event`` callback that records (monotonic time, event) and can be awaited."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, LanEvent]] = []
+        self._changed = asyncio.Event()
+
+    async def __call__(self, event: LanEvent) -> None:
+        self.events.append((time.monotonic(), event))
+        self._changed.set()
+
+    async def wait_for(self, pred: Callable[[LanEvent], bool], timeout: float = 5.0
+                       ) -> tuple[float, LanEvent]:
+        async with asyncio.timeout(timeout):
+            while True:
+                for t, event in self.events:
+                    if pred(event):
+                        return t, event
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def seen(short_id: str, **fields: object) -> Callable[[LanEvent], bool]:
+    return lambda e: (isinstance(e, LanPeerSeen) and e.short_id == short_id
+                      and all(getattr(e, k) == v for k, v in fields.items()))
+
+
+def gone(short_id: str) -> Callable[[LanEvent], bool]:
+    return lambda e: isinstance(e, LanPeerGone) and e.short_id == short_id
+
+
+Node = tuple[LanDiscovery, Collector, str]
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[Callable[..., Node]]:
+    nodes: list[LanDiscovery] = []
+
+    def make(name: str, *, port: int = 7400, short_id: str | None = None, **kw: object) -> Node:
+        short_id = short_id or secrets.token_hex(8)
+        col = Collector()
+        disc = LanDiscovery(name, short_id, port, 1, interfaces=["lo"], include_loopback=True,
+                            on_event=col, poll_interval=60, **kw)  # type: ignore[arg-type]
+        nodes.append(disc)
+        return disc, col, short_id
+
+    yield make
+    await asyncio.gather(*(n.stop() for n in nodes))
+
+
+async def test_two_nodes_find_each_other(make_node: Callable[..., Node]) -> None:
+    a, col_a, id_a = make_node("alpha", port=7401)
+    b, col_b, id_b = make_node("beta", port=7402)
+    t0 = time.monotonic()
+    await asyncio.gather(a.start(), b.start())
+    t_a, ev_a = await col_a.wait_for(seen(id_b))
+    t_b, ev_b = await col_b.wait_for(seen(id_a))
+    print(f"loopback, probing: a saw b after {t_a - t0:.3f} s, b saw a after {t_b - t0:.3f} s")
+    assert ev_a == LanPeerSeen(id_b, "beta", ["127.0.0.1"], 7402, 1, "lo")
+    assert ev_b == LanPeerSeen(id_a, "alpha", ["127.0.0.1"], 7401, 1, "lo")
+    assert max(t_a, t_b) - t0 < 3.0  # ~1.2 s of probing; loose for loaded CI
+    assert not any(isinstance(e, LanPeerSeen) and e.short_id == id_a for _, e in col_a.events)
+
+
+async def test_without_probing_first_announce_is_immediate(make_node: Callable[..., Node]) -> None:
+    a, col_a, id_a = make_node("alpha", probe=False)
+    b, col_b, id_b = make_node("beta", probe=False)
+    t0 = time.monotonic()
+    await asyncio.gather(a.start(), b.start())
+    assert time.monotonic() - t0 < 0.5
+    t_a, _ = await col_a.wait_for(seen(id_b))
+    t_b, _ = await col_b.wait_for(seen(id_a))
+    print(f"loopback, probe=False: seen after {t_a - t0:.3f} s / {t_b - t0:.3f} s")
+    assert max(t_a, t_b) - t0 < 1.0  # vs ~1.2 s with probing
+
+
+async def test_late_joiner_sees_running_node_quickly(make_node: Callable[..., Node]) -> None:
+    a, _, id_a = make_node("alpha", probe=False)
+    await a.start()
+    await asyncio.sleep(1.0)  # a's announcements are over: b must ask
+    b, col_b, _ = make_node("beta")
+    t0 = time.monotonic()
+    await b.start()  # browser runs during b's own probing
+    t_b, _ = await col_b.wait_for(seen(id_a))
+    print(f"loopback: late joiner saw the running node after {t_b - t0:.3f} s")
+    assert t_b - t0 < 1.0
+
+
+async def test_stop_sends_goodbye_and_peer_reports_gone(make_node: Callable[..., Node]) -> None:
+    a, col_a, _ = make_node("alpha", probe=False)
+    b, _, id_b = make_node("beta", probe=False)
+    await asyncio.gather(a.start(), b.start())
+    await col_a.wait_for(seen(id_b))
+    t0 = time.monotonic()
+    await b.stop()
+    took = time.monotonic() - t0
+    t_gone, _ = await col_a.wait_for(gone(id_b), timeout=3)
+    print(f"stop took {took:.3f} s; gone seen {t_gone - t0:.3f} s after stop()")
+    assert took < 1.5
+    assert t_gone - t0 < 1.5
+    await b.stop()  # idempotent
+
+
+async def test_update_port_is_seen(make_node: Callable[..., Node]) -> None:
+    a, col_a, _ = make_node("alpha", probe=False)
+    b, _, id_b = make_node("beta", port=7402, probe=False)
+    await asyncio.gather(a.start(), b.start())
+    await col_a.wait_for(seen(id_b, port=7402))
+    await b.update(port=7999)
+    await col_a.wait_for(seen(id_b, port=7999), timeout=3)
+
+
+async def test_malformed_advertisements_are_ignored(make_node: Callable[..., Node]) -> None:
+    a, col_a, _ = make_node("alpha", probe=False)
+    await a.start()
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    bad_ids = []
+    try:
+        for i, props in enumerate([
+            {"v": "1", "port": "7400", "n": "no id"},
+            {"v": "one", "id": "x", "port": "7400", "n": "bad v"},
+            {"v": "1", "id": "y" * 40, "port": "7400", "n": "long id"},
+            {"v": "1", "id": "z", "port": "7400", "n": "x" * 200},
+            {"v": "1", "id": "w", "port": "1234", "n": "srv mismatch"},
+        ]):
+            bad_ids.append(props.get("id"))
+            info = AsyncServiceInfo(SERVICE_TYPE, f"bad{i}-{secrets.token_hex(4)}.{SERVICE_TYPE}",
+                                    addresses=[socket.inet_aton("127.0.0.1")], port=7400,
+                                    properties=props, server=f"bad{i}.local.")
+            await zc.async_register_service(info, cooperating_responders=True)
+        b, _, id_b = make_node("beta", probe=False)
+        await b.start()
+        await col_a.wait_for(seen(id_b))
+        await asyncio.sleep(0.3)
+        assert not any(getattr(e, "short_id", None) in bad_ids for _, e in col_a.events)
+    finally:
+        await zc.async_close()
+
+
+async def test_name_conflict_renames_instead_of_failing(make_node: Callable[..., Node]) -> None:
+    short_id = secrets.token_hex(8)
+    a, _, _ = make_node("twin", short_id=short_id)
+    await a.start()
+    b, _, _ = make_node("twin", short_id=short_id)  # same identity started twice
+    await b.start()
+    assert a.instance_name == f"twin ({short_id})"
+    assert b.instance_name == f"twin ({short_id})-2"
