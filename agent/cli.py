@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("defaults", help="print the default configuration as TOML")
     csub.add_parser("check", help="validate --config and print the effective values")
     sub.add_parser("stop", help="ask the running agent to stop")
+    d = sub.add_parser("demo", help="start a 3-agent mesh on this machine, show it working, "
+                       "clean up")
+    d.add_argument("--size-mib", type=int, default=32, help="sample resource size (default 32)")
+    d.add_argument("--keep", action="store_true", help="keep the demo directory and logs")
     return p
 
 
@@ -333,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run_agent(cfg, args.log_level)
+        if args.command == "demo":
+            from agent.demo import run_demo
+
+            return asyncio.run(run_demo(args.size_mib, args.keep))
         return asyncio.run(_client(args, cfg))
     except (CliError, ConfigError, ControlError, ValueError, OSError) as e:
         print(f"shoal: error: {e}", file=sys.stderr)

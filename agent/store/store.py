@@ -250,7 +250,7 @@ class ContentStore:
     # -- chunks ---------------------------------------------------------------------------
 
     def has_chunk(self, chunk_id_: bytes) -> bool:
-        return self._files.exists(_check_cid(chunk_id_))
+        return _is_cid(chunk_id_) and self._files.exists(chunk_id_)
 
     def chunk_path(self, chunk_id_: bytes) -> Path:
         """Path of a chunk file for zero-copy serving. NOT verified: the reader must hash."""
@@ -261,7 +261,9 @@ class ContentStore:
 
         The bytes are hashed first: a mismatch raises ChunkMismatch and stores nothing.
         """
-        cid = _check_cid(chunk_id_)
+        if not _is_cid(chunk_id_):
+            raise ChunkMismatch(f"chunk id must be {CHUNK_ID_SIZE} bytes")
+        cid = chunk_id_
         view = memoryview(data).cast("B")
         if not 1 <= view.nbytes <= ABSOLUTE_MAX_CHUNK_SIZE:
             raise ChunkMismatch(
@@ -304,7 +306,9 @@ class ContentStore:
 
     def get_chunk(self, chunk_id_: bytes) -> bytes:
         """Chunk bytes, verified. Corrupt -> quarantined + CorruptChunk; absent -> NotFound."""
-        cid = _check_cid(chunk_id_)
+        if not _is_cid(chunk_id_):
+            raise NotFound(f"no chunk {chunk_id_!r:.80} (ids are {CHUNK_ID_SIZE} bytes)")
+        cid = chunk_id_
         for _attempt in range(2):  # a second read only if a good copy replaced a bad one
             try:
                 data = self._files.read(cid)
@@ -552,9 +556,11 @@ class ContentStore:
                 self._reserved += size
                 res.left = size
                 return None
-        expected = [(r.length, r.chunk_id) for r in chunk_stream(f, self.avg_chunk_size)]
-        if len(expected) > MAX_CHUNKS:
-            raise StoreError(f"{name!r} needs more than {MAX_CHUNKS} chunks")
+        expected: list[tuple[int, bytes]] = []
+        for r in chunk_stream(f, self.avg_chunk_size):
+            if len(expected) == MAX_CHUNKS:
+                raise StoreError(f"{name!r} needs more than {MAX_CHUNKS} chunks")
+            expected.append((r.length, r.chunk_id))
         distinct = {cid: n for n, cid in expected}
         with self._lock:
             need = sum(n for cid, n in distinct.items() if not self._files.exists(cid))
@@ -784,9 +790,14 @@ class ContentStore:
             fsync_dir(self._quarantine_dir)
 
 
+def _is_cid(cid: object) -> bool:
+    return isinstance(cid, bytes) and len(cid) == CHUNK_ID_SIZE
+
+
 def _check_cid(cid: object) -> bytes:
-    if not isinstance(cid, bytes) or len(cid) != CHUNK_ID_SIZE:
+    if not _is_cid(cid):
         raise ValueError(f"chunk id must be {CHUNK_ID_SIZE} bytes")
+    assert isinstance(cid, bytes)
     return cid
 
 

@@ -42,6 +42,7 @@ class VirtualLinks:
         self._busy: dict[str, float] = {}
         self._sends: dict[int, Send] = {}
         self._in_flight: dict[str, int] = {}
+        self._wake_at = math.inf  # one armed wake-up, like the gate's timer
 
     def _push(self, t: float, kind: str, arg: object = None) -> None:
         self._seq += 1
@@ -65,7 +66,8 @@ class VirtualLinks:
                 arg.done = self.now
                 self._in_flight[arg.peer] -= 1
                 self.sched.on_sent(arg.peer, arg.nbytes, self.now)
-            # "wake" needs no action: just poll
+            elif kind == "wake" and self.now >= self._wake_at:
+                self._wake_at = math.inf
             if self._events and self._events[0][0] == self.now:
                 continue  # finish this instant first
             tokens, delay = self.sched.poll(self.now)
@@ -80,8 +82,9 @@ class VirtualLinks:
                 n = self._in_flight[tok.peer] = self._in_flight.get(tok.peer, 0) + 1
                 self.max_in_flight[tok.peer] = max(self.max_in_flight.get(tok.peer, 0), n)
                 self._push(end, "done", tok)
-            if delay is not None:
-                self._push(self.now + delay, "wake")
+            if delay is not None and self.now + delay < self._wake_at:
+                self._wake_at = self.now + delay
+                self._push(self._wake_at, "wake")
         self.now = until
 
     def bytes_by(self, attr: str, since: float = 0.0, until: float = math.inf) -> dict[str, int]:

@@ -203,8 +203,12 @@ def test_put_chunk_verifies_and_dedupes(store: ContentStore) -> None:
     assert store.get_chunk(cid) == data
     with pytest.raises(ChunkMismatch):
         store.put_chunk(blake3(b"").digest(), b"")
-    with pytest.raises(ValueError):
+    # malformed ids from a peer are store errors, not crashes
+    with pytest.raises(ChunkMismatch):
         store.put_chunk(b"short", data)
+    with pytest.raises(NotFound):
+        store.get_chunk(b"../../etc/passwd")
+    assert store.has_chunk(b"x" * 31) is False
     with pytest.raises(NotFound):
         store.get_chunk(blake3(b"absent").digest())
 
