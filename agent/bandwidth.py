@@ -88,12 +88,22 @@ class _Item:
 class _Class:
     """One traffic class: per-peer FIFOs plus its DRR deficit."""
 
-    __slots__ = ("count", "deficit", "name", "quantum", "queued_bytes", "queues", "served")
+    __slots__ = (
+        "count",
+        "deficit",
+        "in_turn",
+        "name",
+        "quantum",
+        "queued_bytes",
+        "queues",
+        "served",
+    )
 
     def __init__(self, name: str, weight: int, quantum: int) -> None:
         self.name = name
         self.quantum = weight * quantum
         self.deficit = 0
+        self.in_turn = False  # its quantum for the current round is granted
         self.queues: dict[str, deque[_Item]] = {}  # backlogged peers only
         self.served: dict[str, int] = {}  # bytes served per backlogged peer, for fairness
         self.count = 0
@@ -150,13 +160,13 @@ class LinkScheduler:
         self.queue_target = queue_target
         self._classes = {n: _Class(n, w, quantum) for n, w in weights.items()}
         self._active: deque[_Class] = deque()  # backlogged classes, DRR order
-        self._visiting: _Class | None = None  # the class whose DRR turn is under way
         self._items: dict[int, _Item] = {}  # id(token) -> queued item, for cancel
         self._peers: dict[str, _Peer] = {}
         self._global = TokenBucket(global_limit, self.burst) if global_limit else None
         self._global_capacity: float | None = None
         self._global_last_done = -math.inf
         self._drain_reports = False
+        self._max_item = 0
         self.released_bytes: dict[str, int] = dict.fromkeys(weights, 0)  # cumulative, by class
 
     @classmethod
@@ -186,6 +196,7 @@ class LinkScheduler:
         if id(token) in self._items:
             raise ValueError("token is already queued")
         item = _Item(token, peer, cls, nbytes, now)
+        self._max_item = max(self._max_item, nbytes)
         self._items[id(token)] = item
         q = c.queues.get(peer)
         if q is None:
@@ -195,7 +206,15 @@ class LinkScheduler:
             q = c.queues[peer] = deque()
         q.append(item)
         if c.count == 0:
-            self._active.append(c)
+            # A class waking up behind a lighter one's turn does not wait for that turn to
+            # end: demand pauses a prefetch turn, which resumes afterwards with the credit it
+            # had (no fresh quantum), so shares are unchanged. Otherwise it joins the round
+            # at the back, as in DRR.
+            head = self._active[0] if self._active else None
+            if head is not None and self.weights[cls] > self.weights[head.name]:
+                self._active.appendleft(c)
+            else:
+                self._active.append(c)
         c.count += 1
         c.queued_bytes += nbytes
         if peer not in self._peers:
@@ -213,6 +232,8 @@ class LinkScheduler:
             del c.queues[item.peer], c.served[item.peer]
         c.count -= 1
         c.queued_bytes -= item.nbytes
+        if c.count == 0:
+            self._deactivate(c)
         return True
 
     def queued(self, cls: str | None = None) -> int:
@@ -246,35 +267,36 @@ class LinkScheduler:
             out.append(item.token)
 
     def _pick(self) -> _Item | None:
-        """The next item by DRR across classes, or None if every class is held back."""
-        blocked_visits = 0
-        while self._active:
+        """The next item by DRR across classes, or None if every class is held back.
+
+        When nothing can go (typically: the one link is at its in-flight cap) the DRR state
+        is left untouched, so the class whose turn it is continues it on the next poll. A
+        class held back while another can go loses its turn, keeping bounded credit."""
+        if not any(self._head(c) for c in self._active):
+            return None
+        while True:
             c = self._active[0]
-            if c.count == 0:
-                self._active.popleft()
-                c.deficit = 0  # DRR: an emptied class keeps no credit
-                if self._visiting is c:
-                    self._visiting = None
-                continue
             item = self._head(c)
-            if item is None:  # all its peers are at their limits: skip, keep its credit
+            if item is None:
+                c.deficit = min(c.deficit, c.quantum + self._max_item)
                 self._next_turn()
-                blocked_visits += 1
-                if blocked_visits >= len(self._active):
-                    return None
                 continue
-            blocked_visits = 0
-            if self._visiting is not c:
+            if not c.in_turn:
                 c.deficit += c.quantum
-                self._visiting = c
+                c.in_turn = True
             if item.nbytes <= c.deficit:
                 return item
             self._next_turn()  # not enough credit this round: it accumulates
-        return None
+
+    def _deactivate(self, c: _Class) -> None:
+        """``c`` has emptied: out of the round, and (DRR) it keeps no credit."""
+        self._active.remove(c)
+        c.deficit = 0
+        c.in_turn = False
 
     def _next_turn(self) -> None:
+        self._active[0].in_turn = False
         self._active.rotate(-1)
-        self._visiting = None
 
     def _head(self, c: _Class) -> _Item | None:
         """Head of the least-served peer queue in ``c`` whose peer may send now."""
@@ -295,8 +317,10 @@ class LinkScheduler:
             return True  # always one send in flight: progress on any link
         if self.max_inflight_per_peer and p.in_flight >= self.max_inflight_per_peer:
             return False
-        # Beyond one send, only as much as the measured rate drains within queue_target.
-        return p.capacity is None or p.in_flight_bytes + nbytes <= p.capacity * self.queue_target
+        # Beyond one send, only while less than queue_target seconds of the measured rate
+        # is in flight. Deliberately independent of the item's size: every class's head is
+        # then equally eligible, so the check cannot skew the weighted shares.
+        return p.capacity is None or p.in_flight_bytes < p.capacity * self.queue_target
 
     def _release(self, item: _Item, now: float) -> None:
         c = self._classes[item.cls]
@@ -308,6 +332,8 @@ class LinkScheduler:
         c.count -= 1
         c.queued_bytes -= item.nbytes
         c.deficit -= item.nbytes
+        if c.count == 0:
+            self._deactivate(c)
         del self._items[id(item.token)]
         self.released_bytes[c.name] += item.nbytes
         if self._global:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import PROTOCOL_VERSION, __version__, wire
+from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
 from agent.control import ControlError, ControlServer, Reply
 from agent.identity import device_id_for, format_device_id, load_or_create_identity
@@ -109,6 +110,7 @@ class Node:
             quota_bytes=cfg.store.quota or None,
         )
         self.peers = PeerTable()
+        self.gate = BandwidthGate(LinkScheduler.from_config(cfg.bandwidth))
         self.pairing = PairingBook(cfg.pairing.window_seconds, cfg.pairing.max_pending)
         self.lan_port: int | None = None
         self.ready = asyncio.Event()
@@ -342,6 +344,7 @@ class Node:
         conn = PeerConnection(
             channel, peer_id=device_id_for(peer_key), peer_key=peer_key, hello=hello,
             handler=self._handle_request, on_event=None, outgoing=outgoing, address=address,
+            gate=self.gate,
         )
         self._conns.add(conn)
         info = self.peers.attach(conn)

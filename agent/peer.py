@@ -64,6 +64,7 @@ class PeerConnection:
         on_event: EventHandler | None = None,
         outgoing: bool,
         address: tuple[str, int] | None = None,
+        gate: Any = None,
     ) -> None:
         self.channel = channel
         self.peer_id = peer_id
@@ -73,6 +74,7 @@ class PeerConnection:
         self.address = address
         self.handshake_hash: bytes = channel.handshake_hash
         self._handler = handler
+        self._gate = gate  # BandwidthGate: chunk replies wait their class's turn on the link
         self._on_event = on_event
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -171,7 +173,13 @@ class PeerConnection:
                 return
             if isinstance(result, ChunkData):
                 parts = wire.encode_chunk(req.id, result.chunk_id, result.data, result.compress)
-                await self._send(b"".join(parts))
+                payload = b"".join(parts)
+                if self._gate is None:
+                    await self._send(payload)
+                else:
+                    cls = req.args.get("cls", "demand")
+                    async with self._gate.permit(self.peer_id.hex(), cls, len(payload)):
+                        await self._send(payload)
             else:
                 await self._send(wire.encode_response(req.id, True, result))
         except (PeerGone, ConnectionError):

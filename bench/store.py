@@ -118,11 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(f"store bench: {res['size_mib']} MiB, avg chunk {res['avg_chunk_size'] // 1024} KiB, "
           f"{res['chunks']} chunks (mean {res['mean_chunk_size'] // 1024} KiB)")
-    print(f"  chunk+hash only       {res['chunk_hash_mb_s']:8.1f} MB/s")
-    print(f"  publish (chunk+hash+store) {res['publish_mb_s']:8.1f} MB/s")
-    print(f"  republish (all dedup) {res['republish_dedup_mb_s']:8.1f} MB/s")
-    print(f"  export (verified)     {res['export_mb_s']:8.1f} MB/s")
-    print(f"  verify (scrub)        {res['verify_mb_s']:8.1f} MB/s")
+    for label, key in (("chunk+hash only", "chunk_hash_mb_s"),
+                       ("publish (chunk+hash+store)", "publish_mb_s"),
+                       ("republish (all dedup)", "republish_dedup_mb_s"),
+                       ("export (verified)", "export_mb_s"),
+                       ("verify (scrub)", "verify_mb_s")):
+        print(f"  {label:<28}{res[key]:8.1f} MB/s")
     print(f"  export identical={res['export_identical']} verify_ok={res['verify_ok']} "
           f"peak_rss={res['peak_rss_mib']} MiB")
     if args.json is not None:

@@ -123,6 +123,10 @@ class Scanner(ABC):
     Backends implement ``start``/``stop`` and call :meth:`_publish`; fan-out lives here so every
     backend bounds its queues the same way (a slow consumer loses the *oldest* sightings, which
     are the least useful, and :attr:`dropped` counts them).
+
+    Attach consumers *before* ``start()``: BlueZ reports a device once and then only when its
+    data or RSSI changes, so a consumer that arrives late may not hear a quiet device again.
+    ``sightings()`` registers its queue on the first ``__anext__``, not when called.
     """
 
     def __init__(self) -> None:

@@ -12,21 +12,27 @@ the agent's own heartbeats cover that. :class:`LanPeerGone` is only emitted when
 reports a removal (goodbye packets from an orderly stop, or a record expiring), or when this
 node loses every LAN interface.
 
-Timing (measured on the testbed, see ``tests/radio_lan``): the browser starts before our own
-registration, so already-running peers answer our first query within ~20–150 ms. Our own
-registration probes for name conflicts first (RFC 6762 §8.1: ~200 ms random delay + 3 probes
-250/500 ms apart, ~1.2 s in python-zeroconf), so *we* become visible to others ~1.2–1.3 s after
-:meth:`LanDiscovery.start`, inside the 1.5 s target. ``probe=False`` maps to zeroconf's
-``cooperating_responders=True`` and announces at once (~0.1 s) at the cost of conflict
-detection; that is safe only while instance names cannot collide (ours embed the device's short
-id, so only the same identity running twice on one LAN could collide). The default keeps
-probing, with ``allow_name_change=True`` so a conflict renames us (logged as a warning)
-instead of failing start-up.
+Timing (measured on the testbed, see ``tests/radio_lan`` and ``bench/discovery_mdns.py``): the
+browser starts before our own registration, so already-running peers answer our first query
+within ~50-250 ms. Our own registration probes for name conflicts first (RFC 6762 §8.1;
+python-zeroconf waits 150-250 ms, then sends 3 probes 500 ms apart), so *we* become visible to
+others ~1.2-1.25 s after :meth:`LanDiscovery.start`, inside the 1.5 s target but with little
+margin on a Wi-Fi LAN (multicast waits for DTIM beacons there). zeroconf has no legitimate knob
+to shorten probing: ``strict=False`` only relaxes name validation and ``allow_name_change``
+only decides what a conflict does. ``probe=False`` maps to ``cooperating_responders=True``,
+which skips probing and announces at once (~0.07 s median) but detects no conflict at all;
+that is tolerable only because our instance names embed the device's short id, so a collision
+means the same identity running twice on one LAN. The default keeps probing, with
+``allow_name_change=True`` so a conflict renames us (``-2``, logged as a warning) instead of
+failing start-up.
 
 Interfaces are followed by **polling** netifaces every ``poll_interval`` seconds: one
 ``getifaddrs`` call per interface, microseconds of work, portable to every platform netifaces
 supports, and no netlink/pyroute2 dependency or privileged socket. A few seconds of latency on
-a cable being plugged in is acceptable for discovery.
+a cable being plugged in is acceptable for discovery. On a change, zeroconf >= 0.150 reconciles
+its sockets in place (``async_update_interfaces``) and we re-announce the new address set, so
+peers see one updated :class:`LanPeerSeen`; older zeroconf is rebuilt, which peers see as Gone
+then Seen. A removed address stays in peers' caches until its 120 s TTL runs out.
 
 IPv4 only: IPv6 link-local addresses need scope ids (``%eth0``) in every address the agent
 dials, which is not worth the complexity while every Shoal LAN has IPv4 (link-local 169.254/16
@@ -93,6 +99,8 @@ DEFAULT_EXCLUDED_PREFIXES: tuple[str, ...] = (
     "wg",
     "zt",
     "tailscale",
+    "ppp",  # mobile data: multicast there only costs money
+    "wwan",
 )
 
 INSTANCE_MAX_BYTES = 63  # one DNS label (RFC 6763 §4.1.1)
@@ -420,22 +428,26 @@ class LanDiscovery:
         """Start browsing, then register (probing ~1.2 s unless ``probe=False``).
 
         Returns once we are announced on the current interfaces, or at once when no interface
-        qualifies yet (the poller brings discovery up when one appears).
+        qualifies yet or zeroconf cannot open its sockets there (logged): the poller brings
+        discovery up when an interface appears and retries failures every ``poll_interval``.
         """
         if self._running:
             raise RuntimeError("LanDiscovery already started")
         self._running = True
+        self._peers.clear()
+        self._by_name.clear()
+        self._events = asyncio.Queue()
         self._tasks = [asyncio.create_task(self._dispatch(), name="lan-events")]
         try:
             async with self._lock:
-                self._selected = self._select()
-                if self._selected:
-                    await self._bring_up()
-                else:
-                    _log.info("lan: no usable interface yet; waiting for one")
+                await self._reconcile()
+        except OSError:
+            _log.warning("lan: cannot start mDNS yet; retrying", exc_info=True)
         except BaseException:
             await self.stop()
             raise
+        if not self._selected:
+            _log.info("lan: no usable interface yet; waiting for one")
         self._tasks.append(asyncio.create_task(self._poll(), name="lan-poll"))
 
     async def stop(self) -> None:
@@ -451,9 +463,8 @@ class LanDiscovery:
                 async with self._lock:
                     await self._tear_down(goodbye=True)
         except TimeoutError:
-            _log.warning("lan: stop timed out after %.1f s; closing without goodbyes",
-                         self._stop_timeout)
-            await self._tear_down(goodbye=False)
+            _log.warning("lan: stop timed out after %.1f s", self._stop_timeout)
+            await self._tear_down(goodbye=False)  # if the lock was never ours
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -501,7 +512,9 @@ class LanDiscovery:
         # for a unicast reply to port 5353, which the kernel may hand to another mDNS socket
         # on this host (avahi, a second agent), costing a full second until the next query.
         self._browser = AsyncServiceBrowser(
-            zc.zeroconf, [SERVICE_TYPE], handlers=[self._on_change],
+            zc.zeroconf,
+            [SERVICE_TYPE],
+            handlers=[self._on_change],
             question_type=DNSQuestionType.QM,
         )
         info = self._make_info(f"{self._instance}.{SERVICE_TYPE}")
@@ -511,10 +524,18 @@ class LanDiscovery:
         self._info = info
         if info.name != f"{self._instance}.{SERVICE_TYPE}":
             _log.warning("lan: name conflict; advertising as %r", info.name)
-        _log.info("lan: advertising %r on %s", info.name,
-                  ", ".join(f"{i.name}={i.address}" for i in self._selected))
+        _log.info(
+            "lan: advertising %r on %s",
+            info.name,
+            ", ".join(f"{i.name}={i.address}" for i in self._selected),
+        )
 
     async def _tear_down(self, *, goodbye: bool) -> None:
+        """Cancel resolutions, stop the browser, send goodbyes if asked, close zeroconf.
+
+        The close runs in ``finally`` so that a stop timing out during the goodbyes still
+        releases the sockets.
+        """
         for task in self._resolving.values():
             task.cancel()
         self._resolving.clear()
@@ -523,18 +544,20 @@ class LanDiscovery:
         self._zc = self._browser = self._info = None
         if zc is None:
             return
-        if browser is not None:
+        try:
+            if browser is not None:
+                with contextlib.suppress(Exception):
+                    await browser.async_cancel()
+            if goodbye:
+                try:
+                    await zc.async_unregister_all_services()  # 3 goodbyes 125 ms apart
+                except Exception:  # the interface may be gone already
+                    _log.debug("lan: goodbye failed", exc_info=True)
+        finally:
+            registry = zc.zeroconf.registry
+            registry.async_remove(registry.async_get_service_infos())  # no goodbyes in close
             with contextlib.suppress(Exception):
-                await browser.async_cancel()
-        if goodbye:
-            try:
-                await zc.async_unregister_all_services()  # goodbyes, ~250 ms
-            except Exception:  # interfaces may be gone already
-                _log.debug("lan: goodbye failed", exc_info=True)
-        else:
-            zc.zeroconf.registry.async_remove(list(zc.zeroconf.registry.async_get_service_infos()))
-        with contextlib.suppress(Exception):
-            await zc.async_close()
+                await zc.async_close()
 
     async def _poll(self) -> None:
         while True:
@@ -546,28 +569,43 @@ class LanDiscovery:
                 _log.exception("lan: interface update failed")
 
     async def _reconcile(self) -> None:
+        """Make zeroconf match the current interface selection (called under the lock).
+
+        On failure everything is torn down and the selection forgotten, so the next poll
+        tries again from scratch instead of believing it is up to date.
+        """
         selected = self._select()
-        if selected == self._selected:
+        if selected == self._selected and (self._zc is not None or not selected):
             return
-        _log.info("lan: interfaces changed: %s -> %s",
-                  [i.address for i in self._selected], [i.address for i in selected])
-        self._selected = selected
-        if not selected:
-            await self._tear_down(goodbye=True)
-            for short_id in list(self._peers):
-                self._forget(short_id)
-            return
-        if self._zc is None:
-            await self._bring_up()
-        elif self._update_in_place and self._info is not None:
-            await self._zc.async_update_interfaces(
-                interfaces=self._bind_addresses(), ip_version=IPVersion.V4Only
+        if self._running and self._selected != selected:
+            _log.info(
+                "lan: interfaces changed: %s -> %s",
+                [i.address for i in self._selected],
+                [i.address for i in selected],
             )
-            self._info = self._make_info(self._info.name)
-            await self._zc.async_update_service(self._info)
-        else:
-            await self._tear_down(goodbye=True)
-            await self._bring_up()
+        self._selected = selected
+        try:
+            if not selected:
+                await self._tear_down(goodbye=True)
+                for short_id in list(self._peers):  # no LAN left: nobody is visible here
+                    self._forget(short_id)
+            elif self._zc is None:
+                await self._bring_up()
+            elif self._update_in_place and self._info is not None:
+                # New records first (sent on the senders we have), then the socket reconcile,
+                # which re-announces the registry, now current, on any new sender.
+                self._info = self._make_info(self._info.name)
+                await self._zc.async_update_service(self._info)
+                await self._zc.async_update_interfaces(
+                    interfaces=self._bind_addresses(), ip_version=IPVersion.V4Only
+                )
+            else:
+                await self._tear_down(goodbye=True)
+                await self._bring_up()
+        except BaseException:
+            await self._tear_down(goodbye=False)
+            self._selected = ()
+            raise
 
     # ------------------------------------------------------------------ browsing
 
@@ -623,9 +661,7 @@ class LanDiscovery:
             return
         if txt.short_id == self._short_id:
             return
-        addresses, via = order_addresses(
-            info.parsed_addresses(IPVersion.V4Only), self._selected
-        )
+        addresses, via = order_addresses(info.parsed_addresses(IPVersion.V4Only), self._selected)
         if not addresses:
             _log.debug("lan: %r has no usable IPv4 address yet", name)
             return

@@ -26,9 +26,10 @@ from agent.store.errors import (
     VersionConflict,
 )
 from agent.store.history import VersionEntry, VersionHistory
+from agent.store.maintenance import GcReport, VerifyReport
 from agent.store.manifest import MAX_MANIFEST_BYTES, ChunkEntry, Manifest, validate_name
 from agent.store.record import ResourceRecord
-from agent.store.store import ContentStore, GcReport, RecoverReport, VerifyReport
+from agent.store.store import ContentStore, RecoverReport
 
 __all__ = [
     "DEFAULT_AVG_CHUNK_SIZE",

@@ -57,7 +57,7 @@ class ChunkFiles:
         if not fan.is_dir():
             fan.mkdir(mode=DIR_MODE, exist_ok=True)
             fsync_dir(self.base)
-        with atomic_writer(path, FILE_MODE) as f:
+        with atomic_writer(path, FILE_MODE, durable=False) as f:  # store syncs before commit
             f.write(data)
 
     def read(self, cid: bytes) -> bytes:

@@ -143,10 +143,12 @@ class Fetch:
         await asyncio.to_thread(store.put_manifest, m)
         missing = await asyncio.to_thread(store.missing_chunks, m)
         wants = [Want(c.chunk_id, c.length) for c in missing]
-        per_source = max(1, IN_FLIGHT_BUDGET // max(1, m.avg_chunk_size * 2)
-                         // max(1, len(self._holders)))
+        per_source = max(
+            1, IN_FLIGHT_BUDGET // max(1, m.avg_chunk_size * 2) // max(1, len(self._holders))
+        )
         self.planner = planner = FetchPlanner(
-            wants, initial_window=min(self._init_window, per_source),
+            wants,
+            initial_window=min(self._init_window, per_source),
             max_window=max(1, min(self._max_window, per_source)),
             request_timeout=self.request_timeout,
         )
@@ -188,7 +190,9 @@ class Fetch:
         await asyncio.to_thread(store.commit_resource, m)
         seconds = time.monotonic() - t0
         return FetchResult(
-            m, planner.bytes_done, seconds,
+            m,
+            planner.bytes_done,
+            seconds,
             {n: vars(s) for n, s in planner.source_stats().items()},
             already_held=planner.bytes_total == 0,
         )
@@ -196,8 +200,12 @@ class Fetch:
     def _progress(self, already: int, elapsed: float) -> dict[str, Any]:
         assert self.planner is not None
         p = self.planner
-        return {"done": already + p.bytes_done, "total": self.manifest.size, "elapsed": elapsed,
-                "sources": len(p.active_sources())}
+        return {
+            "done": already + p.bytes_done,
+            "total": self.manifest.size,
+            "elapsed": elapsed,
+            "sources": len(p.active_sources()),
+        }
 
     def _add(self, conn: PeerConnection) -> None:
         assert self.planner is not None
@@ -217,10 +225,12 @@ class Fetch:
             if old is conn and stats.get(name) and stats[name].state == "active":
                 continue
             if old is not conn or (stats.get(name) and stats[name].state != "active"):
-                with contextlib.suppress(FetchError, RemoteError, PeerGone, TimeoutError,
-                                         ConnectionError):
-                    offered = await ask_manifest(conn, self.manifest.manifest_hash,
-                                                 self.request_timeout)
+                with contextlib.suppress(
+                    FetchError, RemoteError, PeerGone, TimeoutError, ConnectionError
+                ):
+                    offered = await ask_manifest(
+                        conn, self.manifest.manifest_hash, self.request_timeout
+                    )
                     if offered.manifest_hash == self.manifest.manifest_hash:
                         log.info("source joined", extra=kv(peer=conn.name))
                         self._add(conn)
@@ -241,7 +251,8 @@ class Fetch:
     async def _request(self, src: str, conn: PeerConnection, want: Want) -> None:
         try:
             reply = await conn.request(
-                "chunk", {"c": want.chunk_id.hex(), "cls": self.cls},
+                "chunk",
+                {"c": want.chunk_id.hex(), "cls": self.cls},
                 timeout=self.request_timeout * 3,
             )
             if not isinstance(reply, wire.ChunkReply) or reply.chunk_id != want.chunk_id:

@@ -132,9 +132,11 @@ class _Source:
 class FetchPlanner:
     """Plans one resource fetch across several sources. See the module docstring.
 
-    Drive it with events (``add_source``, ``remove_source``, ``on_chunk``, ``on_failure``)
-    and, after each batch of events and at least every ``poll`` interval, ``tick(now)`` then
-    ``next_requests(now)``. ``now`` must not go backwards.
+    Feed it events (``add_source``, ``remove_source``, ``on_chunk`` after the hash check,
+    ``on_failure``); after each batch of events, and on a timer (every ~0.5 s: stall
+    detection and endgame are time-based, and timeouts are due at ``next_deadline()``),
+    call ``tick(now)``, ``cancelled_requests()`` and ``next_requests(now)`` and act on their
+    answers. ``now`` is a monotonic clock (``loop.time()``) and must not go backwards.
     """
 
     def __init__(

@@ -59,11 +59,11 @@ class HarnessError(RuntimeError):
     """A set-up or fault-injection command failed; the message has the command and stderr."""
 
 
-def _run_root(args: Sequence[str], *, check: bool = True, timeout: float = _CMD_TIMEOUT
-              ) -> subprocess.CompletedProcess[str]:
+def _run_root(
+    args: Sequence[str], *, check: bool = True, timeout: float = _CMD_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     """Run an ``ip``/``tc``/``iptables`` command (in the namespace the args select)."""
-    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise HarnessError(f"{' '.join(args)} -> {proc.returncode}: {proc.stderr.strip()}")
     return proc
@@ -81,8 +81,10 @@ def netns_available() -> str | None:
         res = _run_root(["ip", "netns", "add", probe], check=False)
         if res.returncode != 0:
             return f"cannot create a network namespace: {res.stderr.strip()}"
-        res = _run_root(["ip", "-n", probe, "link", "add", "eth0", "type", "veth", "peer",
-                         "name", "p0"], check=False)
+        res = _run_root(
+            ["ip", "-n", probe, "link", "add", "eth0", "type", "veth", "peer", "name", "p0"],
+            check=False,
+        )
         if res.returncode != 0:
             return f"cannot create veth pairs: {res.stderr.strip()}"
     except (OSError, subprocess.SubprocessError) as exc:
@@ -190,9 +192,14 @@ class Host:
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` to completion (text output captured); kills its group on timeout."""
-        proc = self.popen(cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=dict(env) if env is not None else None)
+        proc = self.popen(
+            cmd,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(env) if env is not None else None,
+        )
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -200,8 +207,7 @@ class Host:
             raise
         res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         if check and proc.returncode != 0:
-            raise HarnessError(f"[{self.ns}] {' '.join(cmd)} -> {proc.returncode}: "
-                               f"{err.strip()}")
+            raise HarnessError(f"[{self.ns}] {' '.join(cmd)} -> {proc.returncode}: {err.strip()}")
         return res
 
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -237,8 +243,9 @@ class Lan:
             raise
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def setup(self) -> None:
@@ -249,10 +256,14 @@ class Lan:
         existing = _existing_namespaces()
         while True:
             self.run_id = secrets.token_hex(2)
-            names = [f"{PREFIX}br-{self.run_id}",
-                     *(f"{PREFIX}h{i}-{self.run_id}" for i in range(1, self.n + 1))]
-            if not existing.intersection(names) and not (OWNER_DIR / f"{self.run_id}.json"
-                                                         ).exists():
+            names = [
+                f"{PREFIX}br-{self.run_id}",
+                *(f"{PREFIX}h{i}-{self.run_id}" for i in range(1, self.n + 1)),
+            ]
+            if (
+                not existing.intersection(names)
+                and not (OWNER_DIR / f"{self.run_id}.json").exists()
+            ):
                 break
         self.bridge_ns = names[0]
         self.subnet = f"10.77.{secrets.randbelow(256)}"
@@ -273,8 +284,11 @@ class Lan:
         OWNER_DIR.mkdir(mode=0o700, exist_ok=True)
         path = OWNER_DIR / f"{self.run_id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "start": _proc_start_time(os.getpid()),
-                                   "namespaces": names}))
+        tmp.write_text(
+            json.dumps(
+                {"pid": os.getpid(), "start": _proc_start_time(os.getpid()), "namespaces": names}
+            )
+        )
         tmp.replace(path)
         self._owner_file = path
 
@@ -322,8 +336,23 @@ class Lan:
         if i in self._plugged:
             return
         h, port = self.host(i), f"p{i}"
-        _run_root(["ip", "link", "add", IFNAME, "netns", h.ns, "type", "veth",
-                   "peer", "name", port, "netns", self.bridge_ns])
+        _run_root(
+            [
+                "ip",
+                "link",
+                "add",
+                IFNAME,
+                "netns",
+                h.ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                self.bridge_ns,
+            ]
+        )
         _run_root(["ip", "-n", self.bridge_ns, "link", "set", port, "master", "br0"])
         _run_root(["ip", "-n", self.bridge_ns, "link", "set", port, "up"])
         h.ip("addr", "add", f"{h.addr}/24", "brd", "+", "dev", IFNAME)
@@ -339,18 +368,51 @@ class Lan:
         self.host(i).ip("link", "del", IFNAME)
         self._plugged.discard(i)
 
-    def shape(self, i: int, rate: str = "100mbit", burst: str = "32kbit",
-              latency: str = "50ms") -> None:
+    def shape(
+        self, i: int, rate: str = "100mbit", burst: str = "32kbit", latency: str = "50ms"
+    ) -> None:
         """tbf on host ``i``'s egress (TESTBED §1: held within a few % here)."""
         self._shaping[i] = (rate, burst, latency)
         if i in self._plugged:
-            _run_root(["ip", "netns", "exec", self.host(i).ns, "tc", "qdisc", "replace", "dev",
-                       IFNAME, "root", "tbf", "rate", rate, "burst", burst, "latency", latency])
+            _run_root(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.host(i).ns,
+                    "tc",
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    IFNAME,
+                    "root",
+                    "tbf",
+                    "rate",
+                    rate,
+                    "burst",
+                    burst,
+                    "latency",
+                    latency,
+                ]
+            )
 
     def unshape(self, i: int) -> None:
         if self._shaping.pop(i, None) is not None and i in self._plugged:
-            _run_root(["ip", "netns", "exec", self.host(i).ns, "tc", "qdisc", "del", "dev",
-                       IFNAME, "root"], check=False)
+            _run_root(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.host(i).ns,
+                    "tc",
+                    "qdisc",
+                    "del",
+                    "dev",
+                    IFNAME,
+                    "root",
+                ],
+                check=False,
+            )
 
     def _iptables(self, i: int, op: str, rule: list[str]) -> None:
         _run_root(["ip", "netns", "exec", self.host(i).ns, "iptables", "-w", "5", op, *rule])
@@ -365,8 +427,11 @@ class Lan:
 
     def partition(self, i: int) -> None:
         """Drop everything in and out of host ``i``'s eth0 (the link stays up)."""
-        self._set_rules(i, "partition", [["INPUT", "-i", IFNAME, "-j", "DROP"],
-                                         ["OUTPUT", "-o", IFNAME, "-j", "DROP"]])
+        self._set_rules(
+            i,
+            "partition",
+            [["INPUT", "-i", IFNAME, "-j", "DROP"], ["OUTPUT", "-o", IFNAME, "-j", "DROP"]],
+        )
 
     def heal(self, i: int) -> None:
         self._set_rules(i, "partition", [])
@@ -376,8 +441,11 @@ class Lan:
         if not 0 <= p <= 1:
             raise ValueError("p must be within 0..1")
         stat = ["-m", "statistic", "--mode", "random", "--probability", f"{p:.6f}", "-j", "DROP"]
-        self._set_rules(i, "loss", [["INPUT", "-i", IFNAME, *stat],
-                                    ["OUTPUT", "-o", IFNAME, *stat]] if p > 0 else [])
+        self._set_rules(
+            i,
+            "loss",
+            [["INPUT", "-i", IFNAME, *stat], ["OUTPUT", "-o", IFNAME, *stat]] if p > 0 else [],
+        )
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -406,8 +474,9 @@ class LanPool:
     def __enter__(self) -> LanPool:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         for lan in self.lans:
             lan.close()
 
@@ -425,8 +494,10 @@ class JsonProc:
         self.lines: list[dict[str, Any]] = []
         self.stderr_tail: list[str] = []
         self._cond = threading.Condition()
-        self._threads = [threading.Thread(target=self._read_out, daemon=True),
-                         threading.Thread(target=self._read_err, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read_out, daemon=True),
+            threading.Thread(target=self._read_err, daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -463,11 +534,15 @@ class JsonProc:
                         return obj
                 seen = len(self.lines)
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines)
-                                 and not self._threads[0].is_alive()):
+                if left <= 0 or (
+                    self.proc.poll() is not None
+                    and seen == len(self.lines)
+                    and not self._threads[0].is_alive()
+                ):
                     raise TimeoutError(
                         f"no matching line within {timeout} s; rc={self.proc.poll()} "
-                        f"stdout={self.lines[-20:]} stderr={self.stderr_tail[-20:]}")
+                        f"stdout={self.lines[-20:]} stderr={self.stderr_tail[-20:]}"
+                    )
                 self._cond.wait(min(left, 0.2))
 
     def close(self, timeout: float = 5.0) -> int | None:
@@ -480,10 +555,15 @@ class JsonProc:
         return self.proc.poll()
 
 
-def spawn_jsonl(host: Host, cmd: Sequence[str], env: Mapping[str, str] | None = None
-                ) -> JsonProc:
+def spawn_jsonl(host: Host, cmd: Sequence[str], env: Mapping[str, str] | None = None) -> JsonProc:
     """Start ``cmd`` in ``host`` with pipes for a :class:`JsonProc`."""
-    proc = host.popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE, text=True, bufsize=1,
-                      env=dict(env) if env is not None else None)
+    proc = host.popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        env=dict(env) if env is not None else None,
+    )
     return JsonProc(proc)

@@ -69,8 +69,9 @@ def start_echo(lan: Lan, i: int) -> None:
 
 
 def echo(lan: Lan, src: int, dst: int, timeout: float = 2.0) -> bool:
-    res = lan.host(src).run([PY, "-c", ECHO_CLIENT, lan.host(dst).addr, str(timeout)],
-                            check=False, timeout=timeout + 10)
+    res = lan.host(src).run(
+        [PY, "-c", ECHO_CLIENT, lan.host(dst).addr, str(timeout)], check=False, timeout=timeout + 10
+    )
     return res.returncode == 0 and res.stdout.strip() == "ok"
 
 
@@ -175,10 +176,16 @@ def test_close_kills_processes_and_deletes_namespaces(lan_factory) -> None:
     names = lan.namespaces
     # A child that forks a grandchild in a new session: only the namespace pid sweep finds it.
     proc = lan.host(1).popen(
-        [PY, "-c", "import os, subprocess, sys, time\n"
-         "p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
-         "print(p.pid, flush=True); time.sleep(300)"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            PY,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            "p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+            "print(p.pid, flush=True); time.sleep(300)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     grandchild = int(proc.stdout.readline())
     owner = OWNER_DIR / f"{lan.run_id}.json"
@@ -200,17 +207,24 @@ def test_sweep_only_removes_namespaces_of_dead_owners(lan_factory) -> None:
     subprocess.run(["ip", "netns", "add", stale_ns], check=True)
     subprocess.run(["ip", "netns", "add", foreign_ns], check=True)
     try:
-        (OWNER_DIR / f"{stale}.json").write_text(json.dumps(
-            {"pid": dead.pid, "start": "1", "namespaces": [stale_ns]}))
+        (OWNER_DIR / f"{stale}.json").write_text(
+            json.dumps({"pid": dead.pid, "start": "1", "namespaces": [stale_ns]})
+        )
         # A live owner (us, under another run id) is left alone too.
         live = secrets.token_hex(2)
         live_ns = f"shl-h1-{live}"
         subprocess.run(["ip", "netns", "add", live_ns], check=True)
         from harness import _proc_start_time
 
-        (OWNER_DIR / f"{live}.json").write_text(json.dumps(
-            {"pid": os.getppid(), "start": _proc_start_time(os.getppid()),
-             "namespaces": [live_ns]}))
+        (OWNER_DIR / f"{live}.json").write_text(
+            json.dumps(
+                {
+                    "pid": os.getppid(),
+                    "start": _proc_start_time(os.getppid()),
+                    "namespaces": [live_ns],
+                }
+            )
+        )
         removed = sweep_stale()
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert stale_ns in removed and stale_ns not in listed
@@ -221,3 +235,19 @@ def test_sweep_only_removes_namespaces_of_dead_owners(lan_factory) -> None:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         for f in (OWNER_DIR / f"{stale}.json", OWNER_DIR / f"{live}.json"):
             f.unlink(missing_ok=True)
+
+
+def test_netns_available_gives_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness
+
+    harness.netns_available.cache_clear()
+    try:
+        monkeypatch.setattr(harness.os, "geteuid", lambda: 1000)
+        assert harness.netns_available() == "network namespace tests need root"
+        harness.netns_available.cache_clear()
+        monkeypatch.setattr(harness.os, "geteuid", lambda: 0)
+        monkeypatch.setattr(harness.shutil, "which", lambda name: None)
+        assert "`ip`" in (harness.netns_available() or "")
+    finally:
+        monkeypatch.undo()
+        harness.netns_available.cache_clear()

@@ -28,15 +28,16 @@ def loopback_multicast_problem() -> str | None:
     """``None`` if a multicast datagram sent on 127.0.0.1 comes back on 127.0.0.1."""
     group = f"239.255.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+        ):
             rx.bind(("", 0))
             port = rx.getsockname()[1]
             mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton("127.0.0.1"))
             rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
             rx.settimeout(1.0)
-            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                          socket.inet_aton("127.0.0.1"))
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
             tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)
             token = secrets.token_bytes(8)
             tx.sendto(token, (group, port))

@@ -45,17 +45,21 @@ async def main(argv: list[str]) -> None:
         emit("seen" if isinstance(event, LanPeerSeen) else "gone", **fields)
 
     disc = LanDiscovery(
-        args.name, args.id, args.port, args.version,
+        args.name,
+        args.id,
+        args.port,
+        args.version,
         interfaces=[i for i in args.interfaces.split(",") if i],
-        include_loopback=args.include_loopback, on_event=on_event,
-        probe=not args.no_probe, poll_interval=args.poll,
+        include_loopback=args.include_loopback,
+        on_event=on_event,
+        probe=not args.no_probe,
+        poll_interval=args.poll,
     )
     if args.rebuild:
         disc._update_in_place = False
     emit("starting")
     await disc.start()
-    emit("started", instance=disc.instance_name,
-         interfaces=[i.address for i in disc.interfaces])
+    emit("started", instance=disc.instance_name, interfaces=[i.address for i in disc.interfaces])
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

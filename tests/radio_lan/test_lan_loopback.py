@@ -33,8 +33,9 @@ class Collector:
         self.events.append((time.monotonic(), event))
         self._changed.set()
 
-    async def wait_for(self, pred: Callable[[LanEvent], bool], timeout: float = 5.0
-                       ) -> tuple[float, LanEvent]:
+    async def wait_for(
+        self, pred: Callable[[LanEvent], bool], timeout: float = 5.0
+    ) -> tuple[float, LanEvent]:
         async with asyncio.timeout(timeout):
             while True:
                 for t, event in self.events:
@@ -45,8 +46,11 @@ class Collector:
 
 
 def seen(short_id: str, **fields: object) -> Callable[[LanEvent], bool]:
-    return lambda e: (isinstance(e, LanPeerSeen) and e.short_id == short_id
-                      and all(getattr(e, k) == v for k, v in fields.items()))
+    return lambda e: (
+        isinstance(e, LanPeerSeen)
+        and e.short_id == short_id
+        and all(getattr(e, k) == v for k, v in fields.items())
+    )
 
 
 def gone(short_id: str) -> Callable[[LanEvent], bool]:
@@ -63,8 +67,16 @@ async def make_node() -> AsyncIterator[Callable[..., Node]]:
     def make(name: str, *, port: int = 7400, short_id: str | None = None, **kw: object) -> Node:
         short_id = short_id or secrets.token_hex(8)
         col = Collector()
-        disc = LanDiscovery(name, short_id, port, 1, interfaces=["lo"], include_loopback=True,
-                            on_event=col, poll_interval=60, **kw)  # type: ignore[arg-type]
+        disc = LanDiscovery(
+            name,
+            short_id,
+            port,
+            1,
+            interfaces=["lo"],
+            include_loopback=True,
+            on_event=col,
+            **{"poll_interval": 60, **kw},
+        )  # type: ignore[arg-type]
         nodes.append(disc)
         return disc, col, short_id
 
@@ -140,17 +152,24 @@ async def test_malformed_advertisements_are_ignored(make_node: Callable[..., Nod
     zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
     bad_ids = []
     try:
-        for i, props in enumerate([
-            {"v": "1", "port": "7400", "n": "no id"},
-            {"v": "one", "id": "x", "port": "7400", "n": "bad v"},
-            {"v": "1", "id": "y" * 40, "port": "7400", "n": "long id"},
-            {"v": "1", "id": "z", "port": "7400", "n": "x" * 200},
-            {"v": "1", "id": "w", "port": "1234", "n": "srv mismatch"},
-        ]):
+        for i, props in enumerate(
+            [
+                {"v": "1", "port": "7400", "n": "no id"},
+                {"v": "one", "id": "x", "port": "7400", "n": "bad v"},
+                {"v": "1", "id": "y" * 40, "port": "7400", "n": "long id"},
+                {"v": "1", "id": "z", "port": "7400", "n": "x" * 200},
+                {"v": "1", "id": "w", "port": "1234", "n": "srv mismatch"},
+            ]
+        ):
             bad_ids.append(props.get("id"))
-            info = AsyncServiceInfo(SERVICE_TYPE, f"bad{i}-{secrets.token_hex(4)}.{SERVICE_TYPE}",
-                                    addresses=[socket.inet_aton("127.0.0.1")], port=7400,
-                                    properties=props, server=f"bad{i}.local.")
+            info = AsyncServiceInfo(
+                SERVICE_TYPE,
+                f"bad{i}-{secrets.token_hex(4)}.{SERVICE_TYPE}",
+                addresses=[socket.inet_aton("127.0.0.1")],
+                port=7400,
+                properties=props,
+                server=f"bad{i}.local.",
+            )
             await zc.async_register_service(info, cooperating_responders=True)
         b, _, id_b = make_node("beta", probe=False)
         await b.start()
@@ -169,3 +188,47 @@ async def test_name_conflict_renames_instead_of_failing(make_node: Callable[...,
     await b.start()
     assert a.instance_name == f"twin ({short_id})"
     assert b.instance_name == f"twin ({short_id})-2"
+
+
+async def test_socket_failure_at_start_is_retried(make_node: Callable[..., Node], mocker) -> None:
+    import radio.lan as lan_mod
+
+    real = lan_mod.AsyncZeroconf
+    calls = 0
+
+    def flaky(*args: object, **kwargs: object) -> AsyncZeroconf:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(99, "Cannot assign requested address")
+        return real(*args, **kwargs)
+
+    a, col_a, _ = make_node("alpha", probe=False)
+    b, _, id_b = make_node("beta", probe=False, poll_interval=0.2)
+    await a.start()
+    mocker.patch.object(lan_mod, "AsyncZeroconf", side_effect=flaky)
+    await b.start()  # logs and carries on; the poller retries
+    assert b.interfaces == ()
+    await col_a.wait_for(seen(id_b), timeout=3)
+    assert calls == 2
+
+
+async def test_stop_is_bounded_when_goodbyes_hang(make_node: Callable[..., Node], mocker) -> None:
+    a, _, _ = make_node("alpha", probe=False, stop_timeout=0.5)
+    await a.start()
+    zc = a._zc
+    assert zc is not None
+
+    calls = 0
+
+    async def hang_once() -> None:  # the goodbyes hang; close's own (empty) call does not
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(30)
+
+    mocker.patch.object(zc, "async_unregister_all_services", side_effect=hang_once)
+    t0 = time.monotonic()
+    await a.stop()
+    assert time.monotonic() - t0 < 1.5
+    assert zc.zeroconf.done  # sockets closed despite the timeout

@@ -24,13 +24,17 @@ DRIVER = str(Path(__file__).resolve().parent / "lan_driver.py")
 
 
 def start_driver(lan: Lan, i: int, short_id: str, *extra: str) -> JsonProc:
-    return spawn_jsonl(lan.host(i), [sys.executable, DRIVER, "--name", f"host {i}",
-                                     "--id", short_id, *extra])
+    return spawn_jsonl(
+        lan.host(i), [sys.executable, DRIVER, "--name", f"host {i}", "--id", short_id, *extra]
+    )
 
 
 def seen(short_id: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
-    return lambda o: (o["kind"] == "seen" and o["short_id"] == short_id
-                      and all(o[k] == v for k, v in fields.items()))
+    return lambda o: (
+        o["kind"] == "seen"
+        and o["short_id"] == short_id
+        and all(o[k] == v for k, v in fields.items())
+    )
 
 
 def gone(short_id: str) -> Callable[[dict[str, Any]], bool]:
@@ -97,8 +101,10 @@ def test_interface_appearing_later_gets_advertised(lan_factory: Callable[[int], 
     lan.plug(1)
     ev = h2.wait_for(seen(ids[0]), timeout=10)
     back = h1.wait_for(seen(ids[1]), timeout=10)
-    print(f"netns: plug -> advertised {ev['t'] - t_plug:.3f} s (poll 0.5 s + probing); "
-          f"plug -> peer seen {back['t'] - t_plug:.3f} s")
+    print(
+        f"netns: plug -> advertised {ev['t'] - t_plug:.3f} s (poll 0.5 s + probing); "
+        f"plug -> peer seen {back['t'] - t_plug:.3f} s"
+    )
     assert ev["addresses"] == [lan.host(1).addr]
 
     # The interface disappears: host 1 can no longer see anyone on the LAN...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import netifaces
@@ -148,16 +149,18 @@ def test_txt_missing_keys_and_bad_bytes() -> None:
 
 @given(st.dictionaries(st.binary(max_size=10), st.none() | st.binary(max_size=80), max_size=40))
 def test_txt_parser_never_crashes(props: dict[bytes, bytes | None]) -> None:
-    try:
+    with contextlib.suppress(MalformedTxtError):
         parse_txt(props)
-    except MalformedTxtError:
-        pass
 
 
 @given(
     st.fixed_dictionaries(
-        {b"v": st.binary(max_size=6), b"id": st.binary(max_size=34),
-         b"port": st.binary(max_size=6), b"n": st.binary(max_size=70)}
+        {
+            b"v": st.binary(max_size=6),
+            b"id": st.binary(max_size=34),
+            b"port": st.binary(max_size=6),
+            b"n": st.binary(max_size=70),
+        }
     )
 )
 def test_txt_parser_never_crashes_near_valid(props: dict[bytes, bytes | None]) -> None:
@@ -249,22 +252,31 @@ def test_is_up_for_real_interfaces() -> None:
 def test_order_addresses() -> None:
     local = (LanInterface("eth0", "192.168.1.20", "255.255.255.0"),)
     assert order_addresses(["10.1.1.1", "192.168.1.7"], local) == (
-        ["192.168.1.7", "10.1.1.1"], "eth0")
+        ["192.168.1.7", "10.1.1.1"],
+        "eth0",
+    )
     assert order_addresses(["127.0.0.1", "10.1.1.1"], local) == (["10.1.1.1"], None)
     assert order_addresses(["127.0.0.1"], ()) == (["127.0.0.1"], None)
     assert order_addresses(["x", "0.0.0.0", "224.0.0.251", "10.1.1.1", "10.1.1.1"], ()) == (
-        ["10.1.1.1"], None)
+        ["10.1.1.1"],
+        None,
+    )
     assert order_addresses([], local) == ([], None)
 
 
 # --------------------------------------------------------------------------- event logic
 
 
-def make_info(name: str, props: dict[str, str], port: int = 7400,
-              addrs: tuple[str, ...] = ("192.168.1.7",)) -> AsyncServiceInfo:
+def make_info(
+    name: str, props: dict[str, str], port: int = 7400, addrs: tuple[str, ...] = ("192.168.1.7",)
+) -> AsyncServiceInfo:
     return AsyncServiceInfo(
-        SERVICE_TYPE, f"{name}.{SERVICE_TYPE}", port=port, properties=props,
-        addresses=[socket.inet_aton(a) for a in addrs], server="x.local.",
+        SERVICE_TYPE,
+        f"{name}.{SERVICE_TYPE}",
+        port=port,
+        properties=props,
+        addresses=[socket.inet_aton(a) for a in addrs],
+        server="x.local.",
     )
 
 

@@ -154,13 +154,23 @@ async def test_bless_serves_bleak_end_to_end(bluez: str) -> None:
     server = asyncio.ensure_future(_serve(pch))
 
     central = BleakCentral(adapter="hci1")
+    # Subscribe before start(): BlueZ reports a device once and then only on changes, so a
+    # consumer attached after the first report can wait forever (BlueZoo's RSSI never moves).
+    seen: dict[bytes, Sighting] = {}
+    changed = asyncio.Event()
+
+    def on_sighting(s: Sighting) -> None:
+        seen[s.node_tag] = s
+        changed.set()
+
+    central.add_callback(on_sighting)
     await central.start()
 
     async def first_tag(tag: bytes) -> Sighting:
-        async for s in central.sightings():
-            if s.node_tag == tag:
-                return s
-        raise AssertionError
+        while tag not in seen:
+            changed.clear()
+            await changed.wait()
+        return seen[tag]
 
     sighting = await asyncio.wait_for(first_tag(b"TAG001"), 20)
     assert (sighting.protocol_version, sighting.flags) == (1, 4)
