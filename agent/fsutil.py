@@ -57,14 +57,17 @@ _libc_syncfs = _load_syncfs()
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: Path, mode: int = 0o644, *, durable: bool = True, make_parents: bool = True
+) -> Iterator[BinaryIO]:
     """Yield a binary file; on clean exit it atomically replaces *path* (temp+fsync+rename).
 
     ``durable=False`` skips the fsyncs (still temp+rename, so never torn after a process
     crash); the caller must :func:`syncfs` before anything points at the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     tmp = Path(tmp_name)
     try:

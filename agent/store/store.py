@@ -180,6 +180,7 @@ class ContentStore(StoreMaintenance):
                 if not d.is_dir():
                     d.mkdir(mode=DIR_MODE)
                     fsync_dir(self.root)
+            self._files.ensure_fanout()
             temps = sum(
                 remove_stale_temps(d)
                 for d in (self.root, self._manifests_dir, self._resources_dir,

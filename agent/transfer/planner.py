@@ -148,6 +148,7 @@ class FetchPlanner:
         request_timeout: float = 10.0,
         max_failures_per_source: int = 3,
         endgame: bool = True,
+        min_window: int = 2,
     ) -> None:
         if max_window < 1:
             raise ValueError("max_window must be at least 1")
@@ -162,6 +163,10 @@ class FetchPlanner:
         self.request_timeout = float(request_timeout)
         self.max_failures_per_source = max_failures_per_source
         self.endgame = endgame
+        # Floor for the BDP target: when both ends are CPU-bound (loopback, a Pi), request
+        # latency grows with the window and a pure BDP estimate talks itself down to a window
+        # of 2-3 that leaves both processes idle between chunks.
+        self.min_window = max(1, min_window)
 
         # A manifest may repeat a chunk; fetching it once satisfies every position.
         self._wants: list[Want] = []
@@ -588,4 +593,4 @@ class FetchPlanner:
         if s.throughput is None or s.min_rtt is None:
             return None
         chunks = math.ceil(2 * s.throughput * s.min_rtt / self._mean_length)
-        return max(min(2, self.max_window), min(self.max_window, chunks))
+        return max(min(self.min_window, self.max_window), min(self.max_window, chunks))
