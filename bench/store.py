@@ -1,7 +1,11 @@
 """Micro-benchmark of the content store: publish (chunk+hash+store), republish, export.
 
+Also measures the per-chunk hot path used by transfers (put_chunk / get_chunk of distinct
+256 KiB chunks, hash included, as a peer delivers or requests them) and how long opening a
+store holding many small chunks takes (index load).
+
 Usage: .venv/bin/python bench/store.py [--size-mib 256] [--avg-kib 256] [--dir DIR]
-                                       [--json PATH]
+                                       [--open-chunks 100000] [--json PATH]
 
 The input is generated (half text-like lines, half random bytes) and written in 1 MiB
 blocks, so the benchmark itself stays within the Pi memory budget. The file is in the
@@ -26,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.store import ContentStore, chunk_file
+from agent.store import ContentStore, chunk_file, chunk_id
 
 MIB = 1024 * 1024
 PUBLISHER = "be" * 16
@@ -59,7 +63,60 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def run(size_mib: int, avg_kib: int, workdir: Path) -> dict[str, Any]:
+def bench_chunks(size_mib: int, workdir: Path, chunk_kib: int = 256) -> dict[str, Any]:
+    """put_chunk then (after reopen) get_chunk of size_mib MiB of distinct chunks."""
+    csize = chunk_kib * 1024
+    n = max(1, size_mib * MIB // csize)
+    rng = random.Random(7)
+    base = rng.randbytes(csize)
+    root = workdir / "chunkstore"
+    ids: list[bytes] = []
+    t_put = 0.0
+    with ContentStore(root) as st:
+        for start in range(0, n, 64):  # build 64 chunks untimed, then time their puts
+            batch = [(i.to_bytes(8, "little") + base[8:]) for i in range(start, min(n, start + 64))]
+            bids = [chunk_id(d) for d in batch]
+            t0 = time.perf_counter()
+            for cid, d in zip(bids, batch, strict=True):
+                st.put_chunk(cid, d)
+            t_put += time.perf_counter() - t0
+            ids.extend(bids)
+    rng.shuffle(ids)
+    t_hash, _ = timed(lambda: [chunk_id(base) for _ in range(n)])  # floor for put/get
+    st = ContentStore(root)
+    with st:
+        t_get, got = timed(lambda: sum(len(st.get_chunk(c)) for c in ids))
+    assert got == n * csize
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "chunk_ops": n,
+        "op_chunk_size": csize,
+        "put_chunk_mb_s": round(n * csize / t_put / 1e6, 1),
+        "put_chunk_us": round(t_put / n * 1e6, 1),
+        "get_chunk_mb_s": round(n * csize / t_get / 1e6, 1),
+        "get_chunk_us": round(t_get / n * 1e6, 1),
+        "hash_only_mb_s": round(n * csize / t_hash / 1e6, 1),
+        "hash_only_us": round(t_hash / n * 1e6, 1),
+    }
+
+
+def bench_open(nchunks: int, workdir: Path, chunk_size: int = 1024) -> dict[str, Any]:
+    """Time to open a store holding *nchunks* small chunks (index load / directory scan)."""
+    if nchunks <= 0:
+        return {"open_chunks": 0, "open_ms": 0.0}
+    root = workdir / "openstore"
+    pad = bytes(chunk_size - 8)
+    with ContentStore(root) as st:
+        for i in range(nchunks):
+            d = i.to_bytes(8, "little") + pad
+            st.put_chunk(chunk_id(d), d)
+    t_open, st = timed(lambda: ContentStore(root))
+    st.close()
+    shutil.rmtree(root, ignore_errors=True)
+    return {"open_chunks": nchunks, "open_ms": round(t_open * 1e3, 1)}
+
+
+def run(size_mib: int, avg_kib: int, workdir: Path, open_chunks: int = 0) -> dict[str, Any]:
     src = workdir / "input.bin"
     generate(src, size_mib)
     nbytes = src.stat().st_size
@@ -75,7 +132,11 @@ def run(size_mib: int, avg_kib: int, workdir: Path) -> dict[str, Any]:
         t_exp, _ = timed(lambda: st.export(m, workdir / "export.bin"))
         t_ver, report = timed(st.verify)
     same = _same(src, workdir / "export.bin")
+    ops = bench_chunks(size_mib, workdir)
+    opening = bench_open(open_chunks, workdir)
     return {
+        **ops,
+        **opening,
         "size_mib": size_mib,
         "avg_chunk_size": avg,
         "chunks": nchunks,
@@ -109,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--avg-kib", type=int, default=256)
     ap.add_argument("--dir", type=Path, default=None,
                     help="work directory (default: a temp dir, removed afterwards)")
+    ap.add_argument("--open-chunks", type=int, default=100_000,
+                    help="chunks (1 KiB) in the store whose open time is measured; 0 = skip")
     ap.add_argument("--json", type=Path, default=None, help="also write results here")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=args.dir))
     try:
-        res = run(args.size_mib, args.avg_kib, work)
+        res = run(args.size_mib, args.avg_kib, work, args.open_chunks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"store bench: {res['size_mib']} MiB, avg chunk {res['avg_chunk_size'] // 1024} KiB, "
@@ -123,7 +186,15 @@ def main(argv: list[str] | None = None) -> int:
                        ("republish (all dedup)", "republish_dedup_mb_s"),
                        ("export (verified)", "export_mb_s"),
                        ("verify (scrub)", "verify_mb_s")):
-        print(f"  {label:<28}{res[key]:8.1f} MB/s")
+        print(f"  {label:<32}{res[key]:8.1f} MB/s")
+    kib = res["op_chunk_size"] // 1024
+    for label, key in ((f"put_chunk ({kib} KiB, hashed)", "put_chunk"),
+                       (f"get_chunk ({kib} KiB, verified)", "get_chunk"),
+                       (f"BLAKE3 only ({kib} KiB)", "hash_only")):
+        print(f"  {label:<32}{res[key + '_mb_s']:8.1f} MB/s {res[key + '_us']:9.1f} us/op")
+    if res["open_chunks"]:
+        print(f"  {'open with ' + str(res['open_chunks']) + ' chunks':<32}"
+              f"{res['open_ms']:8.1f} ms")
     print(f"  export identical={res['export_identical']} verify_ok={res['verify_ok']} "
           f"peak_rss={res['peak_rss_mib']} MiB")
     if args.json is not None:

@@ -25,6 +25,8 @@ class Agent:
     port: int = 0
     log_path: Path = field(init=False)
     extra_config: str = ""
+    netns: str | None = None  # run inside this network namespace (control socket still works)
+    host_addr: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir.parent / f"{self.name}.log"
@@ -43,18 +45,21 @@ class Agent:
         return json.loads(self.cli("--json", *args, **kw).stdout)
 
     def config(self, text: str) -> None:
-        """Extra TOML appended to the test config (mDNS stays on loopback only)."""
-        self.extra_config += text
+        """TOML for this agent, replacing the default test config. Outside a namespace keep
+        mDNS on loopback (start from LOOPBACK_ONLY): tests never advertise on real networks."""
+        self.extra_config = text
 
     def start(self, *extra: str, timeout: float = 15.0) -> Agent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.data_dir.parent / f"{self.name}.toml"
-        cfg.write_text(self.extra_config or LOOPBACK_ONLY)
+        cfg.write_text(self.extra_config or ("" if self.netns else LOOPBACK_ONLY))
         logf = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        listen = ["--listen", "127.0.0.1"] if self.netns is None else []
         self.proc = subprocess.Popen(
-            [PY, "-m", "agent.cli", "--config", str(cfg), "--data-dir", str(self.data_dir),
-             "--log-level", "debug", "run", "--port", str(self.port), "--listen", "127.0.0.1", "--name", self.name,
-             *extra],
+            [*prefix, PY, "-m", "agent.cli", "--config", str(cfg), "--data-dir", str(self.data_dir),
+             "--log-level", "debug", "run", "--port", str(self.port), *listen,
+             "--name", self.name, *extra],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -70,7 +75,7 @@ class Agent:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host_addr}:{self.port}"
 
     def log(self) -> str:
         try:
