@@ -103,7 +103,7 @@ def test_discover_pair_and_fetch_across_hosts(mesh, tmp_path):
 
 
 def test_partition_detected_and_healed(mesh):
-    lan, (a, b, c) = mesh(3)
+    lan, (a, _b, c) = mesh(3)
     _wait(lambda: _reachable(a) >= {"h2", "h3"}, 15, "h1 to see both peers")
     lan.partition(3)
     _wait(lambda: "h3" not in _reachable(a), 10, "h1 to notice h3 is cut off")
