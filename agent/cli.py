@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("path", type=Path)
     pub.add_argument("--name", help="resource name (default: file name)")
     pub.add_argument("--public", action="store_true", help="visible to unpaired devices too")
-    sub.add_parser("resources", help="list resources held here")
+    rs = sub.add_parser("resources", help="list resources held here and offered by peers")
+    rs.add_argument("--local", action="store_true", help="only resources held here")
     f = sub.add_parser("fetch", help="fetch a resource by name or ID")
     f.add_argument("resource")
     f.add_argument("-o", "--output", help="write the file here ('-' = stdout; default ./NAME)")
@@ -293,9 +294,13 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
         _print(args, r, f"published {r['name']} v{r['version']} ({_size(r['size'])}, "
                f"{r['chunks']} chunks{', public' if r['public'] else ''}) id {r['resource_id']}")
     elif cmd == "resources":
-        r = await call_simple(sock, "resources")
+        r = await call_simple(sock, "resources", {"local_only": args.local})
         lines = [f"{x['resource_id'][:12]}  v{x['version']:<3} {_size(x['size']):>10}  "
-                 f"{'public ' if x['public'] else 'private'}  {x['name']}" for x in r["local"]]
+                 f"{'public ' if x['public'] else 'private'}  {x['name']}  (here)"
+                 for x in r["local"]]
+        lines += [f"{x['resource_id'][:12]}  v{x['version']:<3} {_size(x['size']):>10}  "
+                  f"{'public ' if x['public'] else 'private'}  {x['name']}  @ {x['holder']}"
+                  for x in r.get("remote", [])]
         _print(args, r, "\n".join(lines) or "no resources")
     elif cmd == "fetch":
         return await _fetch(args, sock)

@@ -174,6 +174,11 @@ class BleConfig:
 
     enabled: bool = False
     adapter: str = "hci0"
+    advertise: bool = True  # peripheral role: advertise, serve NodeInfo/catalog/Control
+    scan: bool = True  # central role: scan, connect, authenticate, hand over
+    resource_slots: int = _num(8, 0, 64)
+    handover: bool = True  # move to the LAN link once a BLE session exists
+    connect_timeout: float = _num(15.0, 1.0, 120.0)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ class Node:
         self._pair_conns: dict[str, PeerConnection] = {}
         self.short_id = self.identity.hex_id[:16]
         self.discovery: LanDiscovery | None = None
+        self.ble: Any = None  # agent.ble_link.BleLink when [ble] enabled
         self._lan_seen: dict[str, tuple[LanPeerSeen, float]] = {}  # short id -> (event, first)
         self._dial_state: dict[str, tuple[int, float]] = {}  # short id -> (failures, next try)
         self._dialing: set[str] = set()
@@ -149,6 +150,8 @@ class Node:
                     self.lan_port = server.sockets[0].getsockname()[1]
                 if self.cfg.lan.enabled and self.cfg.lan.mdns:
                     await self._start_discovery()
+                if self.cfg.ble.enabled:
+                    await self._start_ble()
                 tg.create_task(self._housekeeping(), name="housekeeping")
                 self.ready.set()
                 _notify_systemd("READY=1\nSTATUS=running")
@@ -165,6 +168,9 @@ class Node:
                 if self.discovery is not None:
                     with contextlib.suppress(Exception):
                         await self.discovery.stop()
+                if self.ble is not None:
+                    with contextlib.suppress(Exception):
+                        await self.ble.stop()
                 await control.close()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.cfg.node.shutdown_timeout):
@@ -222,6 +228,18 @@ class Node:
             if info is not None:
                 info.rtt = rtt
 
+    # ----------------------------------------------------------------- BLE
+    async def _start_ble(self) -> None:
+        """BLE is the control plane; a missing adapter or D-Bus must not stop the agent."""
+        from agent.ble_link import BleLink
+
+        try:
+            self.ble = BleLink(self, self.cfg.ble)
+            await self.ble.start()
+        except Exception as e:
+            log.warning("BLE unavailable", extra=kv(adapter=self.cfg.ble.adapter, reason=e))
+            self.ble = None
+
     # ----------------------------------------------------------------- LAN discovery
     async def _start_discovery(self) -> None:
         assert self.lan_port is not None
@@ -247,6 +265,21 @@ class Node:
                                              port=event.port))
         self._dial_state.pop(event.short_id, None)  # fresh news: retry at once
         self._maybe_dial(event.short_id)
+
+    def lan_endpoints(self) -> list[tuple[str, int]]:
+        """Where peers can reach our TCP listener: the handover target for BLE peers."""
+        if self.lan_port is None:
+            return []
+        listen = self.cfg.lan.listen
+        if listen not in ("0.0.0.0", "::", ""):
+            return [(listen, self.lan_port)]
+        if self.discovery is not None:
+            return [(i.address, self.lan_port) for i in self.discovery.interfaces]
+        from radio.lan import select_interfaces
+
+        chosen = select_interfaces(self.cfg.lan.interfaces,
+                                   include_loopback=self.cfg.lan.include_loopback)
+        return [(i.address, self.lan_port) for i in chosen]
 
     def live_connection(self, peer_hex_prefix: str) -> PeerConnection | None:
         for c in self._conns:
@@ -338,6 +371,19 @@ class Node:
         conn = self._make_conn(channel, hello, outgoing=False, address=address)
         await self._serve_conn(conn)
 
+    def attach_channel(self, channel: Any, *, outgoing: bool, transport: str,
+                       rssi: int | None = None) -> PeerConnection:
+        """Run the peer protocol over an authenticated channel from any radio (e.g. BLE).
+
+        *channel* has the SecureChannel surface: send, recv, close, remote_static,
+        remote_payload, handshake_hash. Raises ValueError for a malformed hello.
+        """
+        hello = parse_hello(channel.remote_payload)
+        conn = self._make_conn(channel, hello, outgoing=outgoing, address=None)
+        self.peers.upsert(conn.peer_id, source=transport, name=conn.name, rssi=rssi)
+        self._spawn(self._serve_conn(conn), f"{transport}-conn")
+        return conn
+
     def _make_conn(self, channel: Any, hello: dict[str, Any], *, outgoing: bool,
                    address: tuple[str, int] | None) -> PeerConnection:
         peer_key = channel.remote_static
@@ -423,6 +469,8 @@ class Node:
                     p.cancelled = "cancelled by the other device"
             await self._pairing_notify()
             return {}
+        if op == "endpoints":
+            return {"lan": [[a, p] for a, p in self.lan_endpoints()]}
         if op == "list":
             return [self._resource_entry(r) for r in self.store.resources()
                     if self._visible(r, trusted)]
@@ -608,8 +656,17 @@ class Node:
         return self._resource_entry(self.store.find(m.resource_id))
 
     async def _cmd_resources(self, args: dict[str, Any], reply: Reply) -> Any:
+        """Resources held here and, unless local_only, what reachable peers offer us."""
         local = [self._resource_entry(r) for r in self.store.resources()]
-        return {"local": local}
+        remote: list[dict[str, Any]] = []
+        if not args.get("local_only"):
+            conns = self.live_connections()
+            answers = await asyncio.gather(
+                *(c.request("list", {}, timeout=3.0) for c in conns), return_exceptions=True)
+            for conn, ans in zip(conns, answers, strict=True):
+                if isinstance(ans, list):
+                    remote.extend({**e, "holder": conn.name} for e in ans if isinstance(e, dict))
+        return {"local": local, "remote": remote}
 
     async def _cmd_connect(self, args: dict[str, Any], reply: Reply) -> Any:
         conn = await self.connect(parse_address(str(args.get("address", "")), 47474))

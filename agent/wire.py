@@ -66,6 +66,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "manifest": {"resource": _str(255)},
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES)},
     "has": {"manifest": _hex(64)},
+    "endpoints": {},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
