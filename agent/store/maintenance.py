@@ -2,6 +2,7 @@
 
 Why separate: these walk the whole store and run rarely (timer or CLI), while the rest of
 ContentStore is the hot path. Mixed into ContentStore, whose lock and index they share.
+gc also compacts pack files whose live bytes fell under half (see agent.store.packs).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from agent.store.errors import ManifestError, NotFound
 from agent.store.manifest import MANIFEST_HASH_HEX, MAX_MANIFEST_BYTES, Manifest
 
 if TYPE_CHECKING:
-    from agent.store.chunkfiles import ChunkFiles
+    from agent.store.packs import Packs
     from agent.store.record import ResourceRecord
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,13 @@ class GcReport:
     chunks_removed: int
     bytes_freed: int
     manifests_removed: int
+    packs_compacted: int = 0  # pack files rewritten/deleted because they were mostly dead
 
 
 class StoreMaintenance:
-    """verify() and gc() for ContentStore (uses its lock, index and chunk files)."""
+    """verify() and gc() for ContentStore (uses its lock, index and chunk packs)."""
 
-    _files: ChunkFiles
+    _packs: Packs
     _lock: threading.RLock
     _records: dict[str, ResourceRecord]
     _pins: Counter[bytes]
@@ -80,9 +82,9 @@ class StoreMaintenance:
         """Scrub: re-hash every chunk and manifest, quarantine bad ones, report damage."""
         checked = nbytes = 0
         bad_chunks: list[str] = []
-        for cid, _size, _mtime in self._files.scan():
+        for cid, _size in self._packs.entries():  # in on-disk order
             try:
-                actual, size = self._files.hash_file(cid)
+                actual, size = self._packs.hash(cid)
             except FileNotFoundError:
                 continue
             checked += 1
@@ -121,7 +123,9 @@ class StoreMaintenance:
         """Drop manifests of versions older than the last *keep_versions* per resource,
         stale unreferenced manifests, and every chunk no retained manifest references.
 
-        Holds the store lock throughout (simple and race-free; writers wait).
+        Holds the store lock throughout the sweep (simple and race-free; writers wait;
+        chunk reads go on). Then, without it, rewrites pack files that are less than half
+        live (writers wait for one record copy at most).
         """
         if not isinstance(keep_versions, int) or keep_versions < 1:
             raise ValueError("keep_versions must be >= 1")
@@ -151,18 +155,22 @@ class StoreMaintenance:
             live = self._live_chunks(set(live_manifests) | set(current), current)
             removed = freed = 0
             if live is not None:
-                for cid, _size, mtime in self._files.scan():
-                    if cid in live or self._pins[cid] > 0 or now - mtime < grace_seconds:
+                for cid, _size in self._packs.entries():
+                    if cid in live or self._pins[cid] > 0:
                         continue
-                    size = self._files.remove(cid)
+                    written = self._packs.record_time(cid)
+                    if written is None or now - written < grace_seconds:
+                        continue
+                    size = self._packs.remove(cid)
                     if size >= 0:
                         removed += 1
                         freed += size
                         self._fresh.pop(cid, None)
                 self._used = max(0, self._used - freed)
-        report = GcReport(removed, freed, removed_manifests)
-        log.info("gc done chunks_removed=%d bytes_freed=%d manifests_removed=%d",
-                 removed, freed, removed_manifests)
+        compacted, _copied = self._packs.compact()
+        report = GcReport(removed, freed, removed_manifests, compacted)
+        log.info("gc done chunks_removed=%d bytes_freed=%d manifests_removed=%d "
+                 "packs_compacted=%d", removed, freed, removed_manifests, compacted)
         return report
 
     def _live_chunks(self, manifest_hashes: Iterable[str],

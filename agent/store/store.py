@@ -2,21 +2,23 @@
 
 Layout under ``root`` (dirs 0700, files 0600)::
 
-    chunks/ab/<64 hex>          chunk bytes, named by BLAKE3
+    chunks/pack-NNNNNN.shp      chunk bytes (named by BLAKE3) in append-only pack files
+    chunks/pack-NNNNNN.idx      index sidecar of a sealed pack (see agent.store.packs)
     manifests/<64 hex>.json     canonical manifest bytes, named by their BLAKE3
     resources/<32 hex>.json     ResourceRecord: current manifest + VersionHistory
     quarantine/                 chunks/manifests/records that failed verification
     tmp/                        scratch; ``.tmp-*`` files are deleted at open
     .lock                       flock held while open (one process per data dir)
 
-Crash safety comes from ordering, not from a journal: chunks are written (atomically)
-before the manifest, the manifest before the resource record, and the record is the
-commit point. A SIGKILL at any instant leaves at worst temp files (deleted by
-``recover()``) and unreferenced chunks/manifests (deleted by ``gc()``).
+Crash safety comes from ordering, not from a journal: chunks are appended to a pack
+before the manifest is written, the manifest before the resource record, and the record
+is the commit point (a ``syncfs`` right before it flushes pack data too). A SIGKILL at any
+instant leaves at worst temp files and a torn pack tail (removed by ``recover()``) and
+unreferenced chunks/manifests (deleted by ``gc()``).
 
 Concurrency: synchronous API, safe from several threads. ``_lock`` guards the in-memory
 index (records, usage, reservations, pins) and every write into the store directory;
-hashing, chunking and reads run outside it.
+hashing, chunking and reads run outside it (the pack index has its own short lock).
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ from agent.store.chunker import (
     cut_stream,
     max_chunk_size,
 )
-from agent.store.chunkfiles import DIR_MODE, FILE_MODE, ChunkFiles
 from agent.store.errors import (
     ChunkMismatch,
     CorruptChunk,
@@ -77,6 +78,7 @@ from agent.store.manifest import (
     new_resource_id,
     validate_name,
 )
+from agent.store.packs import DEFAULT_PACK_SIZE, DIR_MODE, FILE_MODE, Packs
 from agent.store.record import MAX_RECORD_BYTES, ResourceRecord, StoredRecord
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ class ContentStore(StoreMaintenance):
     """Chunk/manifest/resource store for one data directory (see module docstring)."""
 
     def __init__(self, root: Path | str, *, avg_chunk_size: int = DEFAULT_AVG_CHUNK_SIZE,
-                 quota_bytes: int | None = None) -> None:
+                 quota_bytes: int | None = None, pack_size: int = DEFAULT_PACK_SIZE) -> None:
         self.root = Path(root)
         self.avg_chunk_size = check_avg_size(avg_chunk_size)
         if quota_bytes is not None and (
@@ -123,7 +125,9 @@ class ContentStore(StoreMaintenance):
         self._resources_dir = self.root / "resources"
         self._quarantine_dir = self.root / "quarantine"
         self._tmp_dir = self.root / "tmp"
-        self._files = ChunkFiles(self._chunks_dir, self._quarantine_dir)
+        self._packs = Packs(self._chunks_dir, self._quarantine_dir, pack_size=pack_size,
+                            sync=lambda: syncfs(self._chunks_dir))
+        self._chunks_elsewhere = False  # chunks/ on another filesystem (a mount or symlink)
         self._lock = threading.RLock()  # re-entrant: quarantine paths run under it too
         self._records: dict[str, ResourceRecord] = {}
         self._used = 0
@@ -158,6 +162,7 @@ class ContentStore(StoreMaintenance):
 
     def close(self) -> None:
         """Release the data-dir lock. The instance must not be used afterwards."""
+        self._packs.close()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -171,8 +176,9 @@ class ContentStore(StoreMaintenance):
     def recover(self) -> RecoverReport:
         """Make the store consistent after a crash; runs at open.
 
-        Deletes temp files, quarantines unparseable records, drops records whose current
-        manifest is missing, and recomputes chunk usage from disk.
+        Deletes temp files, truncates torn pack tails, imports chunk files of the old
+        one-file-per-chunk layout, quarantines unparseable records, drops records whose
+        current manifest is missing, and recomputes chunk usage from disk.
         """
         with self._lock:
             for d in (self._chunks_dir, self._manifests_dir, self._resources_dir,
@@ -180,15 +186,17 @@ class ContentStore(StoreMaintenance):
                 if not d.is_dir():
                     d.mkdir(mode=DIR_MODE)
                     fsync_dir(self.root)
-            self._files.ensure_fanout()
+            self._chunks_elsewhere = (
+                self._chunks_dir.stat().st_dev != self.root.stat().st_dev)
+            packs = self._packs.open()
             temps = sum(
                 remove_stale_temps(d)
                 for d in (self.root, self._manifests_dir, self._resources_dir,
                           self._quarantine_dir, self._tmp_dir)
-            ) + self._files.remove_stale_temps()
+            ) + packs.temps_removed
             records, dropped, quarantined = self._load_records()
             self._records = records
-            self._used = sum(size for _, size, _ in self._files.scan())
+            self._used = self._packs.live_bytes()
         report = RecoverReport(temps, tuple(dropped), tuple(quarantined))
         if temps or dropped or quarantined:
             log.warning(
@@ -196,8 +204,9 @@ class ContentStore(StoreMaintenance):
                 "records_quarantined=%s", self.root, temps, ",".join(dropped) or "-",
                 ",".join(quarantined) or "-",
             )
-        log.info("store open root=%s resources=%d chunk_bytes=%d quota=%s",
-                 self.root, len(records), self._used, self.quota_bytes)
+        log.info("store open root=%s resources=%d chunks=%d chunk_bytes=%d packs=%d quota=%s",
+                 self.root, len(records), packs.chunks, self._used, packs.packs,
+                 self.quota_bytes)
         return report
 
     def _load_records(self) -> tuple[dict[str, ResourceRecord], list[str], list[str]]:
@@ -231,11 +240,7 @@ class ContentStore(StoreMaintenance):
     # -- chunks ---------------------------------------------------------------------------
 
     def has_chunk(self, chunk_id_: bytes) -> bool:
-        return _is_cid(chunk_id_) and self._files.exists(chunk_id_)
-
-    def chunk_path(self, chunk_id_: bytes) -> Path:
-        """Path of a chunk file for zero-copy serving. NOT verified: the reader must hash."""
-        return self._files.path(_check_cid(chunk_id_))
+        return _is_cid(chunk_id_) and self._packs.exists(chunk_id_)
 
     def put_chunk(self, chunk_id_: bytes, data: bytes | bytearray | memoryview) -> bool:
         """Store a chunk received from anywhere; False if it was already present.
@@ -259,14 +264,13 @@ class ContentStore(StoreMaintenance):
         """Write a verified chunk unless present; account quota; pin it for a publish."""
         n = data.nbytes
         with self._lock:
-            if self._files.exists(cid):
+            if self._packs.exists(cid):
                 self._fresh.pop(cid, None)  # someone else relies on it: no rollback
                 if pub is not None:
                     self._pins[cid] += 1
                     pub.pinned.append(cid)
                 else:
-                    with contextlib.suppress(OSError):
-                        os.utime(self._files.path(cid))  # restart gc grace for a download
+                    self._packs.touch(cid)  # restart gc grace for a download
                 return False
             from_res = 0
             if self.quota_bytes is not None:
@@ -274,7 +278,7 @@ class ContentStore(StoreMaintenance):
                 free = self.quota_bytes - self._used - self._reserved
                 if n - from_res > free:
                     raise QuotaExceeded(_quota_msg(n - from_res, free, self.quota_bytes))
-            self._files.write(cid, data)
+            self._packs.put(cid, data)  # not durable: syncfs runs before the commit record
             self._used += n
             if pub is not None:
                 pub.reservation.left -= from_res
@@ -292,7 +296,7 @@ class ContentStore(StoreMaintenance):
         cid = chunk_id_
         for _attempt in range(2):  # a second read only if a good copy replaced a bad one
             try:
-                data = self._files.read(cid)
+                data = self._packs.read(cid)
             except FileNotFoundError:
                 raise NotFound(f"chunk {cid.hex()} is not in the store") from None
             if chunk_id(data) == cid:
@@ -302,15 +306,18 @@ class ContentStore(StoreMaintenance):
         raise CorruptChunk(f"chunk {cid.hex()} failed verification and was quarantined")
 
     def _quarantine_if_corrupt(self, cid: bytes, context: str) -> bool:
-        """Re-check under the lock (a good copy may have replaced it); quarantine if bad."""
+        """Re-check under the lock (a good copy may have replaced it); quarantine if bad.
+
+        False if the chunk is fine or gone now (removed meanwhile: the caller re-reads).
+        """
         with self._lock:
             try:
-                actual, size = self._files.hash_file(cid)
+                actual, size = self._packs.hash(cid)
             except FileNotFoundError:
-                return True
+                return False
             if actual == cid:
                 return False
-            moved = self._files.quarantine(cid)
+            moved = self._packs.quarantine(cid)
             if moved >= 0:
                 self._used = max(0, self._used - moved)
                 self._fresh.pop(cid, None)
@@ -373,7 +380,7 @@ class ContentStore(StoreMaintenance):
         for c in manifest.chunks:
             if c.chunk_id not in seen:
                 seen.add(c.chunk_id)
-                if not self._files.exists(c.chunk_id):
+                if not self._packs.exists(c.chunk_id):
                     out.append(c)
         return out
 
@@ -386,7 +393,10 @@ class ContentStore(StoreMaintenance):
         return self._resources_dir / f"{resource_id}.json"
 
     def _write_record(self, rec: ResourceRecord) -> None:
-        syncfs(self.root)  # chunks are written without fsync: flush them before the commit
+        # Pack appends are not fsynced: flush them (and the manifest) before the commit.
+        syncfs(self.root)
+        if self._chunks_elsewhere:
+            syncfs(self._chunks_dir)
         atomic_write_bytes(self._record_path(rec.resource_id), rec.to_bytes(), FILE_MODE)
         self._records[rec.resource_id] = rec
 
@@ -545,7 +555,7 @@ class ContentStore(StoreMaintenance):
             expected.append((r.length, r.chunk_id))
         distinct = {cid: n for n, cid in expected}
         with self._lock:
-            need = sum(n for cid, n in distinct.items() if not self._files.exists(cid))
+            need = sum(n for cid, n in distinct.items() if not self._packs.exists(cid))
             free = self.quota_bytes - self._used - self._reserved
             if need > free:
                 raise QuotaExceeded(f"publish of {name!r}: " + _quota_msg(need, free,
@@ -612,12 +622,15 @@ class ContentStore(StoreMaintenance):
                 del self._fresh[cid]
 
     def _rollback(self, pub: _PublishState) -> None:
-        """Delete chunks this failed publish wrote that nothing else has relied on since."""
+        """Delete chunks this failed publish wrote that nothing else has relied on since.
+
+        Newest first: chunks still at the end of the active pack are truncated away.
+        """
         with self._lock:
-            for cid in pub.created:
+            for cid in reversed(pub.created):
                 if self._fresh.get(cid) == pub.token:
                     del self._fresh[cid]
-                    freed = self._files.remove(cid)
+                    freed = self._packs.remove(cid)
                     if freed > 0:
                         self._used = max(0, self._used - freed)
 
@@ -665,13 +678,6 @@ class ContentStore(StoreMaintenance):
 
 def _is_cid(cid: object) -> bool:
     return isinstance(cid, bytes) and len(cid) == CHUNK_ID_SIZE
-
-
-def _check_cid(cid: object) -> bytes:
-    if not _is_cid(cid):
-        raise ValueError(f"chunk id must be {CHUNK_ID_SIZE} bytes")
-    assert isinstance(cid, bytes)
-    return cid
 
 
 def _quota_msg(need: int, free: int, quota: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -19,6 +18,11 @@ from store_helpers import (
     OTHER_PUBLISHER,
     PUBLISHER,
     TEST_AVG,
+    chunk_payload,
+    flip_chunk_byte,
+    live_bytes,
+    live_chunks,
+    pack_files,
     randbytes,
     temp_leftovers,
     tree_snapshot,
@@ -40,10 +44,6 @@ from agent.store import (
     chunk_bytes,
 )
 from agent.store import store as store_mod
-
-
-def chunk_file_of(st: ContentStore, cid: bytes) -> Path:
-    return st.chunk_path(cid)
 
 
 def peer_manifest(data: bytes, *, resource_id: str = "77" * 16, name: str = "peer.bin",
@@ -90,8 +90,11 @@ def test_layout_modes_and_reopen(tmp_path: Path) -> None:
         used = st.usage()
     for d in ("chunks", "manifests", "resources", "quarantine", "tmp"):
         assert stat.S_IMODE((root / d).stat().st_mode) == 0o700
-    cpath = root / "chunks" / m.chunks[0].chunk_id.hex()[:2] / m.chunks[0].chunk_id.hex()
-    assert stat.S_IMODE(cpath.stat().st_mode) == 0o600
+    assert set(live_chunks(root)) == {c.chunk_id for c in m.chunks}
+    chunk_files = list((root / "chunks").iterdir())
+    assert chunk_files == pack_files(root) and chunk_files  # one active pack, no fan-out dirs
+    for p in chunk_files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
     assert (root / "manifests" / f"{m.manifest_hash}.json").read_bytes() == m.to_bytes()
     assert (root / "resources" / f"{m.resource_id}.json").is_file()
     with ContentStore(root, avg_chunk_size=TEST_AVG) as st2:
@@ -218,15 +221,13 @@ def test_flipped_byte_detected_by_get_chunk(store: ContentStore, tmp_path: Path,
     data = randbytes(MIB, seed=13)
     m = store.publish_file(write_file(tmp_path / "f", data), publisher=PUBLISHER)
     victim = m.chunks[len(m.chunks) // 2].chunk_id
-    path = chunk_file_of(store, victim)
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(raw)
+    size = len(chunk_payload(store.root, victim))
+    raw = flip_chunk_byte(store.root, victim, size // 2)
     used = store.usage()[0]
     with caplog.at_level(logging.WARNING), pytest.raises(CorruptChunk, match=victim.hex()):
         store.get_chunk(victim)
     assert f"chunk_id={victim.hex()}" in caplog.text
-    assert not path.exists()
+    assert victim not in live_chunks(store.root) and not store.has_chunk(victim)  # tombstoned
     assert (store.root / "quarantine" / victim.hex()).read_bytes() == raw
     assert store.usage()[0] == used - len(raw)
     assert store.missing_chunks(m) == [c for c in m.chunks if c.chunk_id == victim][:1]
@@ -248,15 +249,13 @@ def test_verify_scrubs_quarantines_and_reports(store: ContentStore, tmp_path: Pa
                            publisher=PUBLISHER)
     assert store.verify().ok
     victim = a.chunks[0].chunk_id
-    path = chunk_file_of(store, victim)
-    raw = bytearray(path.read_bytes())
-    raw[0] ^= 0xFF
-    path.write_bytes(raw)
+    flip_chunk_byte(store.root, victim, 0, 0xFF)
     report = store.verify()
     assert report.corrupt_chunks == (victim.hex(),)
     assert report.incomplete == (a.resource_id,)
     assert report.chunks_checked == len(a.chunks) + len(b.chunks)
-    assert (store.root / "quarantine" / victim.hex()).exists() and not path.exists()
+    assert (store.root / "quarantine" / victim.hex()).exists()
+    assert victim not in live_chunks(store.root)
     assert store.complete(b) and not store.complete(a)
 
 
@@ -265,8 +264,12 @@ def test_truncated_or_swapped_chunk_is_corrupt(store: ContentStore) -> None:
     cx, cy = blake3(x).digest(), blake3(y).digest()
     store.put_chunk(cx, x)
     store.put_chunk(cy, y)
-    chunk_file_of(store, cx).write_bytes(y)  # right size, wrong content
-    chunk_file_of(store, cy).write_bytes(y[:10])  # truncated
+    path, off, _ = live_chunks(store.root)[cx]
+    with open(path, "r+b") as f:  # right size, wrong content
+        f.seek(off)
+        f.write(y)
+    path, off, _ = live_chunks(store.root)[cy]  # the last record: cut inside its payload
+    os.truncate(path, off + 10)
     for cid in (cx, cy):
         with pytest.raises(CorruptChunk):
             store.get_chunk(cid)
@@ -311,38 +314,37 @@ def test_failed_manifest_write_leaves_store_unchanged(store: ContentStore, tmp_p
     assert (tmp_path / "out").read_bytes() == new.read_bytes()
 
 
-def test_failed_chunk_write_leaves_no_partial_file(store: ContentStore, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_chunk_write_leaves_no_partial_record(store: ContentStore, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real_write = store._files.write
+    real_pwritev = os.pwritev
 
-    def flaky(cid: bytes, data: memoryview) -> None:
+    def flaky(fd: int, buffers: list, offset: int) -> int:
         calls["n"] += 1
-        if calls["n"] == 5:
-            from agent.fsutil import atomic_writer
-            with atomic_writer(store._files.path(cid), 0o600) as f:
-                f.write(bytes(data)[:100])
-                raise OSError(5, "I/O error")
-        real_write(cid, data)
+        if calls["n"] == 5:  # half a record reaches the pack, then the disk fails
+            os.pwrite(fd, b"".join(bytes(b) for b in buffers)[:100], offset)
+            raise OSError(5, "I/O error")
+        return real_pwritev(fd, buffers, offset)
 
-    monkeypatch.setattr(store._files, "write", flaky)
+    monkeypatch.setattr(os, "pwritev", flaky)
     with pytest.raises(OSError, match="I/O error"):
         store.publish_file(write_file(tmp_path / "f", randbytes(2 * MIB, seed=18)),
                            publisher=PUBLISHER)
+    monkeypatch.undo()
     assert temp_leftovers(store.root) == []
     assert store.usage()[0] == 0 and store.resources() == []
-    assert list((store.root / "chunks").rglob("*")) == [
-        p for p in (store.root / "chunks").rglob("*") if p.is_dir()]
+    # the partial record and the 4 chunks before it (rolled back) are truncated away
+    assert [p.stat().st_size for p in pack_files(store.root)] == [0]
+    store.close()
+    with ContentStore(store.root, avg_chunk_size=TEST_AVG) as st:
+        assert st.usage()[0] == 0 and st.verify().ok
 
 
 def test_export_failure_never_leaves_partial_dest(store: ContentStore, tmp_path: Path) -> None:
     m = store.publish_file(write_file(tmp_path / "f", randbytes(2 * MIB, seed=19)),
                            publisher=PUBLISHER)
     dest = write_file(tmp_path / "out" / "dest.bin", b"previous content")
-    last = chunk_file_of(store, m.chunks[-1].chunk_id)
-    raw = bytearray(last.read_bytes())
-    raw[-1] ^= 1
-    last.write_bytes(raw)  # only detected when export reaches the last chunk
+    flip_chunk_byte(store.root, m.chunks[-1].chunk_id, -1)  # found when export reaches it
     with pytest.raises(CorruptChunk):
         store.export(m, dest)
     assert dest.read_bytes() == b"previous content"
@@ -488,8 +490,7 @@ def test_recover_cleans_temps_and_bad_records(tmp_path: Path,
         a = st.publish_file(write_file(tmp_path / "a", b"a" * 1000), publisher=PUBLISHER)
         b = st.publish_file(write_file(tmp_path / "b", b"b" * 1000), publisher=PUBLISHER)
         c = st.publish_file(write_file(tmp_path / "c", b"c" * 1000), publisher=PUBLISHER)
-    fan = root / "chunks" / a.chunks[0].chunk_id.hex()[:2]
-    for d in (fan, root / "manifests", root / "resources", root / "tmp"):
+    for d in (root / "chunks", root / "manifests", root / "resources", root / "tmp"):
         (d / ".tmp-crash").write_bytes(b"partial")
     (root / "manifests" / f"{b.manifest_hash}.json").unlink()  # record b loses its manifest
     (root / "resources" / f"{c.resource_id}.json").write_bytes(b'{"garbage":')
@@ -568,6 +569,4 @@ def test_usage_is_exact_after_reopen(tmp_path: Path) -> None:
         st.publish_file(write_file(tmp_path / "a", randbytes(MIB + 5, seed=1)),
                         publisher=PUBLISHER)
         live = st.usage()[0]
-    on_disk = sum(p.stat().st_size for p in (tmp_path / "s" / "chunks").rglob("*")
-                  if p.is_file() and re.fullmatch(r"[0-9a-f]{64}", p.name))
-    assert live == on_disk == MIB + 5
+    assert live == live_bytes(tmp_path / "s") == MIB + 5
