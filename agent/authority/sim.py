@@ -29,21 +29,30 @@ Liveness (loose): after the chaos phase the network heals and every node restart
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import heapq
+import multiprocessing
+import os
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from .authority_map import Assign, AuthorityMap, encode_command
+from .raft.confchange import apply_conf_change
 from .raft.core import ConfChangeError, ProposalDroppedError, RaftNode
 from .raft.messages import (
+    ConfChange,
     ConfChangeType,
+    ConfState,
     Entry,
     EntryType,
     Message,
+    RaftMessageError,
+    Snapshot,
     decode,
     describe_message,
 )
@@ -84,9 +93,34 @@ class SimConfig:
     heartbeat_tick: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
+    max_entries_per_msg: int = 64
+    randomize: bool = True
+    """Let the seed also pick a fault profile (batch size, loss, churn), for variety."""
     codec: bool = False
     """Round-trip every message through encode()/decode() (slower, tests the schema)."""
     trace: bool = False
+
+
+def _apply_conf(conf: ConfState, data: bytes) -> ConfState:
+    try:
+        return apply_conf_change(conf, ConfChange.decode(data))
+    except RaftMessageError:
+        return conf
+
+
+def _profile(cfg: SimConfig, rng: random.Random) -> SimConfig:
+    """A seed-chosen variation of *cfg*: small append batches expose commit-rule bugs
+    (Raft's Figure 8), heavy churn exposes membership bugs, loss exposes retry bugs."""
+    return replace(
+        cfg,
+        voters=rng.choice((3, cfg.voters, cfg.voters)),
+        max_entries_per_msg=rng.choice((1, 2, 4, cfg.max_entries_per_msg)),
+        drop_rate=rng.choice((0.0, cfg.drop_rate, 3 * cfg.drop_rate)),
+        crash_rate=rng.choice((cfg.crash_rate / 2, cfg.crash_rate, 2 * cfg.crash_rate)),
+        conf_change_rate=rng.choice((cfg.conf_change_rate, 5 * cfg.conf_change_rate)),
+        transfer_rate=rng.choice((cfg.transfer_rate, 4 * cfg.transfer_rate)),
+        partition_rate=rng.choice((cfg.partition_rate, 3 * cfg.partition_rate)),
+    )
 
 
 class InvariantViolation(AssertionError):
@@ -165,8 +199,11 @@ class _Node:
 class Simulation:
     def __init__(self, seed: int, config: SimConfig | None = None) -> None:
         self.seed = seed
-        self.cfg = cfg = config or SimConfig()
+        self.config = cfg = config or SimConfig()
         self.rng = random.Random(seed)
+        if cfg.randomize:
+            cfg = _profile(cfg, self.rng)
+        self.cfg = cfg
         self.result = SimResult(seed)
         self.tick_no = 0
         self.now = 0
@@ -186,6 +223,8 @@ class Simulation:
         self._chain: dict[tuple[int, int], tuple[EntryType, bytes, int]] = {}
         self._committed: dict[int, tuple[int, EntryType, bytes]] = {}
         self._commit_marks: list[tuple[int, int]] = []  # (commit index, term committed in)
+        self._conf_idx: list[int] = [0]  # committed configurations, by log index
+        self._confs: list[ConfState] = [ConfState()]
         self._epochs: dict[tuple[str, int], tuple[str | None, int, int]] = {}
         self._snap_digest: dict[int, bytes] = {}
         self._trace: list[str] | None = [] if cfg.trace else None
@@ -198,7 +237,7 @@ class Simulation:
     # Plumbing.
 
     def _fail(self, detail: str) -> InvariantViolation:
-        return InvariantViolation(self.seed, self.tick_no, self.step_no, detail, self.cfg)
+        return InvariantViolation(self.seed, self.tick_no, self.step_no, detail, self.config)
 
     def _log(self, text: str) -> None:
         if self._trace is not None:
@@ -219,6 +258,7 @@ class Simulation:
             heartbeat_tick=cfg.heartbeat_tick,
             pre_vote=cfg.pre_vote,
             check_quorum=cfg.check_quorum,
+            max_entries_per_msg=cfg.max_entries_per_msg,
             logger=self._log if self._trace is not None else None,
         )
         if raft.commit_index < node.durable_commit:
@@ -230,7 +270,9 @@ class Simulation:
         node.raft = raft
         node.app = AuthorityMap.restore(snap.data)
         if node.app.applied_index != snap.index:
-            raise self._fail(f"{node.id} snapshot at {snap.index} holds state of {node.app.applied_index}")
+            raise self._fail(
+                f"{node.id} snapshot at {snap.index} holds state of {node.app.applied_index}"
+            )
         node.checked_commit = snap.index
         node.max_commit = raft.commit_index
         self._log(f"{node.id} started (term {raft.term}, commit {raft.commit_index})")
@@ -284,7 +326,11 @@ class Simulation:
 
     def _after_step(self, node: _Node) -> None:
         raft = node.raft
+        rounds = 0
         while raft is not None and raft.has_ready():
+            rounds += 1
+            if rounds > 2:
+                raise self._fail(f"{node.id} still has a Ready after advance()")
             rd = raft.ready()
             st = node.storage
             if rd.snapshot is not None:
@@ -306,7 +352,7 @@ class Simulation:
             for m in rd.messages:
                 self._send(m)
             if rd.snapshot is not None:
-                self._restore_app(node, rd.snapshot.index, rd.snapshot.term, rd.snapshot.data)
+                self._restore_app(node, rd.snapshot)
             for e in rd.committed_entries:
                 self._apply(node, e)
             raft.advance(rd)
@@ -352,6 +398,13 @@ class Simulation:
         c = raft.commit_index
         if c < node.max_commit:
             raise self._fail(f"{node.id} commit index went back from {node.max_commit} to {c}")
+        if c > node.max_commit and raft.state is LEADER and raft.log.term_of(c) != raft.term:
+            # Raft §5.4.2: a leader only ever commits by counting replicas of an entry of
+            # its own term (earlier ones follow indirectly), else Figure 8 bites.
+            raise self._fail(
+                f"commit rule: leader {node.id} of term {raft.term} committed "
+                f"{raft.log.term_of(c)}/{c} by counting"
+            )
         node.max_commit = c
         if c <= node.checked_commit:
             return
@@ -371,8 +424,13 @@ class Simulation:
             val = (e.term, e.type, e.data)
             known = self._committed.get(e.index)
             if known is None:
+                if e.index != len(self._committed) + 1:
+                    raise self._fail(f"{node.id} commits {e.index} ahead of a gap")
                 self._committed[e.index] = val
                 newly.append(e)
+                if e.type is EntryType.CONF_CHANGE:
+                    self._conf_idx.append(e.index)
+                    self._confs.append(_apply_conf(self._confs[-1], e.data))
             elif known != val:
                 raise self._fail(
                     f"{node.id} commits {e.term}/{e.index} but {known[0]}/{e.index} was "
@@ -416,11 +474,24 @@ class Simulation:
                 f"{lt}/{index} where {term}/{index} is committed"
             )
 
-    def _restore_app(self, node: _Node, index: int, term: int, data: bytes) -> None:
+    def _committed_conf(self, index: int) -> ConfState:
+        return self._confs[bisect.bisect_right(self._conf_idx, index) - 1]
+
+    def _check_snapshot_conf(self, node: _Node, snap: Snapshot) -> None:
+        want = self._committed_conf(snap.index)
+        if snap.conf_state != want:
+            raise self._fail(
+                f"{node.id} snapshot at {snap.index} records membership {snap.conf_state}, "
+                f"the log says {want}"
+            )
+
+    def _restore_app(self, node: _Node, snap: Snapshot) -> None:
         self.result.snapshots_installed += 1
+        index, term, data = snap.index, snap.term, snap.data
         known = self._committed.get(index)
         if known is None or known[0] != term:
             raise self._fail(f"{node.id} installed snapshot {term}/{index} of uncommitted state")
+        self._check_snapshot_conf(node, snap)
         digest = hashlib.blake2b(data, digest_size=16).digest()
         if self._snap_digest.get(index, digest) != digest:
             raise self._fail(f"snapshot at {index} differs between nodes")
@@ -489,10 +560,12 @@ class Simulation:
             self._groups = None
             self._log("heal")
         if rng.random() < cfg.crash_rate:
-            alive = self._alive()
-            if alive:
+            # Leaders are the interesting victims: half the crashes target one.
+            pool = self._leaders_alive() if rng.random() < 0.5 else []
+            pool = pool or self._alive()
+            if pool:
                 self.step_no += 1
-                self._crash(rng.choice(alive), "random")
+                self._crash(rng.choice(pool), "random")
         if rng.random() < cfg.compact_rate:
             self._compact()
         if rng.random() < cfg.transfer_rate:
@@ -544,7 +617,8 @@ class Simulation:
         if self._snap_digest.setdefault(index, digest) != digest:
             raise self._fail(f"{node.id} snapshot at {index} differs from another node's")
         self.step_no += 1
-        raft.compact(index, data)
+        snap = raft.compact(index, data)
+        self._check_snapshot_conf(node, snap)
         self.result.compactions += 1
         self._log(f"{node.id} compacted through {index}")
 
@@ -622,18 +696,18 @@ class Simulation:
         for i in range(self.cfg.quiet_ticks):
             self._deliver_until((self.tick_no + 1) * self.cfg.tick_ms)
             self._tick_round()
-            leaders = sorted(
-                (n for n in self._leaders_alive()), key=lambda n: -n.raft.term  # type: ignore[union-attr]
-            )
+            leaders = [(n.raft.term, n) for n in self._leaders_alive() if n.raft is not None]
             if not leaders:
                 continue
-            leader = leaders[0]
+            leader = max(leaders, key=lambda tn: tn[0])[1]  # a stale leader may linger
             raft = leader.raft
             assert raft is not None
             if probe is not None and probe[1] != raft.term:
                 probe = None  # leadership moved before the probe committed; try again
             if probe is None:
-                data = encode_command(Assign("liveness", leader.id, leader.app.epoch_of("liveness")))
+                data = encode_command(
+                    Assign("liveness", leader.id, leader.app.epoch_of("liveness"))
+                )
                 try:
                     index = raft.propose(data)
                 except ProposalDroppedError:
@@ -661,7 +735,7 @@ class Simulation:
             f"no progress {self.cfg.quiet_ticks} ticks after healing "
             f"(leaders: {[(n.id, n.raft.term) for n in self._leaders_alive() if n.raft]}, "
             f"probe: {probe and probe[1:3]})",
-            self.cfg,
+            self.config,
         )
 
     def run(self) -> SimResult:
@@ -702,6 +776,33 @@ def run_seeds(seeds: Iterable[int], config: SimConfig | None = None) -> list[Sim
     return [run_seed(s, config) for s in seeds]
 
 
+def check_seeds(seeds: Sequence[int], config: SimConfig | None = None) -> list[str]:
+    """Run *seeds*; return one report per failing seed (each says how to replay it)."""
+    failures = []
+    for s in seeds:
+        try:
+            run_seed(s, config)
+        except InvariantViolation as exc:
+            failures.append(str(exc))
+    return failures
+
+
+def run_parallel(
+    seeds: Sequence[int], config: SimConfig | None = None, workers: int | None = None
+) -> list[str]:
+    """`check_seeds` spread over processes (results do not depend on the split)."""
+    workers = workers or os.cpu_count() or 1
+    seeds = list(seeds)
+    if workers <= 1 or len(seeds) < 2:
+        return check_seeds(seeds, config)
+    chunks = [seeds[i::workers] for i in range(workers)]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        parts = pool.map(check_seeds, chunks, [config] * workers)
+        failures = [f for part in parts for f in part]
+    return sorted(failures, key=lambda f: int(f.split()[1].rstrip(":")))
+
+
 def _parse_range(text: str) -> range:
     lo, _, hi = text.partition(":")
     return range(int(lo), int(hi)) if hi else range(int(lo), int(lo) + 1)
@@ -714,11 +815,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="print the event trace")
     p.add_argument("--codec", action="store_true", help="round-trip messages through JSON")
     p.add_argument("--chaos-ticks", type=int, default=SimConfig.chaos_ticks)
+    p.add_argument("--workers", type=int, default=1, help="processes for a seed range")
     args = p.parse_args(argv)
     cfg = SimConfig(trace=args.trace, codec=args.codec, chaos_ticks=args.chaos_ticks)
     seeds = range(args.seed, args.seed + 1) if args.seed is not None else _parse_range(args.seeds)
     start = time.perf_counter()
     failures = 0
+    if args.seed is None and args.workers > 1:
+        reports = run_parallel(seeds, cfg, args.workers)
+        for r in reports:
+            print(f"FAIL {r}", file=sys.stderr)
+        elapsed = time.perf_counter() - start
+        print(
+            f"{len(seeds)} seeds, {len(reports)} failures, {elapsed:.2f}s "
+            f"({len(seeds) / elapsed:.0f} seeds/s on {args.workers} processes)"
+        )
+        return 1 if reports else 0
     for s in seeds:
         try:
             res = run_seed(s, cfg)

@@ -24,6 +24,7 @@ entry of its own term (the fix for the single-server-change bug, raft-dev 2015).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -314,10 +315,8 @@ class RaftNode:
     def _track_conf(self, confs: Sequence[Entry]) -> None:
         conf = self._conf_states[-1] if self._conf_states else self._conf_base
         for e in confs:
-            try:
+            with contextlib.suppress(RaftMessageError):  # malformed: a no-op everywhere
                 conf = apply_conf_change(conf, ConfChange.decode(e.data))
-            except RaftMessageError:
-                pass  # malformed change: a deterministic no-op everywhere
             self._conf_idx.append(e.index)
             self._conf_states.append(conf)
         self._set_conf(conf)
@@ -337,10 +336,21 @@ class RaftNode:
             self._sync_progress()
 
     def _sync_progress(self) -> None:
-        """Leader: make the progress map match the configuration."""
+        """Leader: make the progress map match the configuration.
+
+        A removed member is kept as a *lame duck* (no vote, no quorum) until it has the
+        entry that removes it: with use-on-append semantics, holding that entry is what
+        stops it from campaigning, so it should not be left to time out and pester the
+        cluster with (pre-)votes.
+        """
         members = self._voter_set | self._learner_set
-        for nid in [n for n in self._prs if n not in members]:
-            del self._prs[nid]
+        removal = self._conf_idx[-1] if self._conf_idx else self.log.last_index()
+        for nid, pr in list(self._prs.items()):
+            if nid not in members:
+                if nid == self.id or pr.match >= removal:
+                    del self._prs[nid]
+                elif not pr.removed_at:
+                    pr.removed_at = removal
         next_index = self.log.last_index() + 1
         for nid in sorted(members):
             pr = self._prs.get(nid)
@@ -349,11 +359,16 @@ class RaftNode:
                 pr.recent_active = True  # don't fail check-quorum before it answers
                 self._prs[nid] = pr
             pr.is_learner = nid in self._learner_set
+            pr.removed_at = 0
         self._peers = sorted(n for n in self._prs if n != self.id)
         if self._lead_transferee is not None and self._lead_transferee not in self._voter_set:
             self._abort_transfer()
         if self.id not in self._voter_set:  # cannot happen via propose; be defensive
             self._become_follower(self.term, None)
+
+    def _drop_lame_duck(self, nid: str) -> None:
+        del self._prs[nid]
+        self._peers.remove(nid)
 
     # ==================================================================================
     # Time.
@@ -378,8 +393,10 @@ class RaftNode:
                     self._log(f"{self.id} stepped down to follower since quorum is not active")
                     self._become_follower(self.term, None)
                     return
-                for nid, pr in self._prs.items():
+                for nid, pr in list(self._prs.items()):
                     if nid != self.id:
+                        if pr.removed_at and not pr.recent_active:
+                            self._drop_lame_duck(nid)  # gone; stop trying
                         pr.recent_active = False
             if self._lead_transferee is not None:
                 self._abort_transfer()
@@ -575,9 +592,7 @@ class RaftNode:
         )
         if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
             self._send(
-                VoteResponse(
-                    term=m.term, src=self.id, dst=m.src, granted=True, pre_vote=m.pre_vote
-                )
+                VoteResponse(term=m.term, src=self.id, dst=m.src, granted=True, pre_vote=m.pre_vote)
             )
             if not m.pre_vote:
                 self._election_elapsed = 0
@@ -791,12 +806,16 @@ class RaftNode:
                 self._maybe_send_append(m.src, send_if_empty=True)
             while self._maybe_send_append(m.src, send_if_empty=False):
                 pass
+            if pr.removed_at and pr.match >= pr.removed_at:
+                self._drop_lame_duck(m.src)  # it now knows it was removed
+                return
             if m.src == self._lead_transferee and pr.match == self.log.last_index():
                 self._send_timeout_now(m.src)
 
     def _send_timeout_now(self, to: str) -> None:
-        self._log(f"{self.id} sends MsgTimeoutNow to {to} immediately as {to} already has"
-                  " up-to-date log")
+        self._log(
+            f"{self.id} sends MsgTimeoutNow to {to} immediately as {to} already has up-to-date log"
+        )
         self._send(TimeoutNow(term=self.term, src=self.id, dst=to))
 
     # ==================================================================================
@@ -971,9 +990,7 @@ class RaftNode:
             self.log.applied_to(rd.committed_entries[-1].index)
 
     def _quorum_active(self) -> bool:
-        active = sum(
-            1 for v in self._voters if v == self.id or self._prs[v].recent_active
-        )
+        active = sum(1 for v in self._voters if v == self.id or self._prs[v].recent_active)
         return active >= len(self._voters) // 2 + 1
 
     def _log(self, text: str) -> None:

@@ -113,9 +113,7 @@ class FileStorage(RaftStorage):
         try:
             (meta_len,) = _META_LEN.unpack_from(payload)
             meta = json.loads(payload[_META_LEN.size : _META_LEN.size + meta_len])
-            snap = Snapshot.from_dict(
-                {**meta, "data": ""}, max_size=MAX_RECORD
-            )
+            snap = Snapshot.from_dict({**meta, "data": ""}, max_size=MAX_RECORD)
         except (struct.error, ValueError, RaftMessageError) as exc:
             raise RaftStorageError(f"snapshot metadata is corrupt: {exc}") from exc
         return Snapshot(
@@ -156,10 +154,9 @@ class FileStorage(RaftStorage):
                 continue
             expected = snap.index + 1 + len(self._ents)
             if e.index != expected:
-                if not self._ents and e.index > expected:
-                    keep_until = 0  # old log with a gap after the snapshot: unusable
-                else:
-                    keep_until = offset
+                # A gap right after the snapshot makes the whole old log unusable;
+                # anything else is a broken tail from this record on.
+                keep_until = 0 if not self._ents and e.index > expected else offset
                 break
             self._ents.append(e)
             self._offsets.append(offset)

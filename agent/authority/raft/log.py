@@ -20,9 +20,7 @@ class RaftInvariantError(RuntimeError):
 
 
 class RaftLog:
-    def __init__(
-        self, storage: RaftStorage, on_append: Callable[[Sequence[Entry]], None]
-    ) -> None:
+    def __init__(self, storage: RaftStorage, on_append: Callable[[Sequence[Entry]], None]) -> None:
         self.storage = storage
         self._on_append = on_append
         self._unstable: list[Entry] = []
@@ -88,8 +86,10 @@ class RaftLog:
         return out
 
     def snapshot(self) -> Snapshot:
-        return self.pending_snapshot if self.pending_snapshot is not None else (
-            self.storage.snapshot()
+        return (
+            self.pending_snapshot
+            if self.pending_snapshot is not None
+            else (self.storage.snapshot())
         )
 
     def has_unstable(self) -> bool:
@@ -175,9 +175,7 @@ class RaftLog:
 
     def applied_to(self, index: int) -> None:
         if index < self.applied or index > self.committed:
-            raise RaftInvariantError(
-                f"applied {index} outside [{self.applied}, {self.committed}]"
-            )
+            raise RaftInvariantError(f"applied {index} outside [{self.applied}, {self.committed}]")
         self.applied = index
 
     def stable_to(self, index: int, term: int) -> None:

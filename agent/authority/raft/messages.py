@@ -329,7 +329,9 @@ class Message:
     ) -> Message:
         d = _expect_dict(d, "message")
         if d.get("type") != cls.TYPE:
-            raise RaftMessageError(f"message: expected type {cls.TYPE!r}, got {d.get('type')!r:.40}")
+            raise RaftMessageError(
+                f"message: expected type {cls.TYPE!r}, got {d.get('type')!r:.40}"
+            )
         where = cls.TYPE
         _check_keys(d, _KEYSETS[cls.TYPE], where)
         kwargs: dict[str, Any] = {}
@@ -545,9 +547,7 @@ def _loads(data: bytes, max_size: int) -> Any:
         raise RaftMessageError(f"message of {len(data)} bytes exceeds limit {max_size}")
     try:
         text = bytes(data).decode("utf-8")
-        return json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except RaftMessageError:
         raise
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, ...

@@ -28,13 +28,12 @@ class Progress:
         "paused",
         "pending_snapshot",
         "recent_active",
+        "removed_at",
         "snapshot_ticks",
         "state",
     )
 
-    def __init__(
-        self, next_index: int, *, max_inflight: int, is_learner: bool = False
-    ) -> None:
+    def __init__(self, next_index: int, *, max_inflight: int, is_learner: bool = False) -> None:
         self.match = 0
         self.next = next_index
         self.state = ProgressState.PROBE
@@ -43,6 +42,7 @@ class Progress:
         self.snapshot_ticks = 0
         self.recent_active = False
         self.is_learner = is_learner
+        self.removed_at = 0  # >0: removed by the conf entry at this index (lame duck)
         self.max_inflight = max_inflight
         self.inflights: deque[int] = deque()  # last index of each outstanding append
 

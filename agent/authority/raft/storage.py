@@ -12,6 +12,7 @@ Log layout (as in etcd): the snapshot stands in for every entry up to and includ
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -101,7 +102,7 @@ def check_append(first: int, last: int, entries: Sequence[Entry]) -> None:
         raise RaftStorageError(f"append at {lo} leaves a gap after last index {last}")
     if lo < first:
         raise CompactedError(f"append at {lo} overwrites compacted index (first {first})")
-    for prev, cur in zip(entries, entries[1:], strict=False):
+    for prev, cur in itertools.pairwise(entries):
         if cur.index != prev.index + 1:
             raise RaftStorageError("appended entries are not contiguous")
 
