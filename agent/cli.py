@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub.required = True
     csub.add_parser("defaults", help="print the default configuration as TOML")
     csub.add_parser("check", help="validate --config and print the effective values")
+    au = sub.add_parser("authority", help="who serves each resource (replicated map)")
+    au.add_argument("resource", nargs="?", help="only this resource (name or ID prefix)")
     sub.add_parser("stop", help="ask the running agent to stop")
     d = sub.add_parser("demo", help="start a 3-agent mesh on this machine, show it working, "
                        "clean up")
@@ -191,7 +193,8 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
         return 0
     where = f" -> {target}" if target else " (kept in the store)"
     _print(args, result | {"output": str(target) if target else None},
-           f"fetched {result['name']} v{result['version']} ({_size(result['size'])}){where}")
+           f"fetched {result['name']} v{result['version']} ({_size(result['size'])}){where}"
+           f"\n  source: {result.get('why', '')}")
     return 0
 
 
@@ -314,6 +317,16 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
         lines = [f"{d['name']:<20} {d['role']:<7} {d['display_id']}  paired "
                  f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(d['paired_at']))}" for d in r]
         _print(args, r, "\n".join(lines) or "no paired devices")
+    elif cmd == "authority":
+        r = await call_simple(sock, "authority", {"resource": args.resource})
+        head = (f"cluster {r['cluster'][:8]}  term {r['term']}  role {r['role']}  "
+                f"leader {r['leader']}\nvoters: {', '.join(r['voters'])}"
+                + (f"\nlearners: {', '.join(r['learners'])}" if r["learners"] else ""))
+        rows = [f"{x['name'] or x['resource_id'][:12]:<24} {x['holder']:<16} term {x['term']:<4}"
+                f" epoch {x['epoch']:<4} "
+                + " ".join(f"{h}={s}" for h, s in x["scores"].items())
+                for x in r["assignments"]]
+        _print(args, r, head + "\n" + ("\n".join(rows) or "no assignments yet"))
     elif cmd == "stop":
         _print(args, await call_simple(sock, "stop"), "agent stopping")
     return 0

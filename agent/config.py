@@ -182,6 +182,14 @@ class BleConfig:
 
 
 @dataclass(frozen=True)
+class AuthorityConfig:
+    """Dynamic authority: Raft over paired members, reputation with hysteresis."""
+
+    enabled: bool = True
+    hysteresis: float = _num(0.15, 0.0, 10.0)  # a challenger must beat the incumbent by 15 %
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Every field has an embedded default."""
 
@@ -192,6 +200,7 @@ class Config:
     bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
     ble: BleConfig = field(default_factory=BleConfig)
+    authority: AuthorityConfig = field(default_factory=AuthorityConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:

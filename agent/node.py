@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import PROTOCOL_VERSION, __version__, wire
+from agent.authority.service import AuthorityService
 from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
 from agent.control import ControlError, ControlServer, Reply
@@ -129,6 +130,9 @@ class Node:
         self._dial_state: dict[str, tuple[int, float]] = {}  # short id -> (failures, next try)
         self._dialing: set[str] = set()
         self._refresh_public_index()
+        self.authority: AuthorityService | None = None
+        if cfg.authority.enabled:
+            self.authority = AuthorityService(self, hysteresis=cfg.authority.hysteresis)
 
     # ----------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -154,6 +158,8 @@ class Node:
                 if self.cfg.ble.enabled:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name="housekeeping")
+                if self.authority is not None:
+                    tg.create_task(self.authority.run(), name="shoal:authority")
                 self.ready.set()
                 _notify_systemd("READY=1\nSTATUS=running")
                 log.info("agent ready", extra=kv(
@@ -184,6 +190,8 @@ class Node:
                         task.cancel()
         finally:
             await control.close()
+            if self.authority is not None:
+                self.authority.close()
             self._tg = None
             log.info("agent stopped")
 
@@ -390,7 +398,8 @@ class Node:
         peer_key = channel.remote_static
         conn = PeerConnection(
             channel, peer_id=device_id_for(peer_key), peer_key=peer_key, hello=hello,
-            handler=self._handle_request, on_event=None, outgoing=outgoing, address=address,
+            handler=self._handle_request, on_event=self._on_event, outgoing=outgoing,
+            address=address,
             gate=self.gate,
         )
         self._conns.add(conn)
@@ -445,6 +454,9 @@ class Node:
         return conn
 
     # ----------------------------------------------------------------- peer requests
+    def _on_event(self, conn: PeerConnection, event: wire.Event) -> None:
+        if event.op in ("raft", "cluster", "report") and self.authority is not None:
+            self.authority.on_event(conn, event.op, event.args)
     def _refresh_public_index(self) -> None:
         chunks: set[bytes] = set()
         for rec in self.store.resources():
@@ -470,6 +482,10 @@ class Node:
                     p.cancelled = "cancelled by the other device"
             await self._pairing_notify()
             return {}
+        if op == "raft_join":
+            if self.authority is None:
+                raise Refused("authority is disabled on this device")
+            return await self.authority.handle_join(conn, args["c"])
         if op == "endpoints":
             return {"lan": [[a, p] for a, p in self.lan_endpoints()]}
         if op == "list":
@@ -480,6 +496,8 @@ class Node:
             if rec is None or not self._visible(rec, trusted):
                 hint = "" if trusted else " (only public resources are shared before pairing)"
                 raise Refused(f"no resource {args['resource']!r} here{hint}")
+            if self.authority is not None:
+                self.authority.record_use(rec.resource_id)
             return {"manifest": rec.manifest.to_bytes().decode()}
         if op == "chunk":
             cid = bytes.fromhex(args["c"])
@@ -626,6 +644,7 @@ class Node:
             "pair_pending": self._cmd_pair_pending, "pair_wait": self._cmd_pair_wait,
             "unpair": self._cmd_unpair, "trust_list": self._cmd_trust_list,
             "connect": self._cmd_connect, "stop": self._cmd_stop,
+            "authority": self._cmd_authority,
         }
 
     async def _cmd_id(self, args: dict[str, Any], reply: Reply) -> Any:
@@ -708,6 +727,7 @@ class Node:
             manifest, holders = choose_version(offers, resource)
         except FetchError as e:
             raise ControlError(str(e)) from None
+        holders, why = self._prefer_authority(manifest.resource_id, holders)
 
         async def find_sources() -> list[PeerConnection]:
             return self.live_connections()
@@ -728,7 +748,7 @@ class Node:
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
             sources=",".join(names.values()), bytes=result.bytes_fetched))
         return self._resource_entry(self.store.find(manifest.resource_id)) | {
-            "seconds": result.seconds, "bytes_fetched": result.bytes_fetched,
+            "seconds": result.seconds, "bytes_fetched": result.bytes_fetched, "why": why,
             "sources": {names[k]: {"bytes": v["bytes"], "chunks": v["completed"],
                                    "state": v["state"], "reason": v["reason"],
                                    "window": v["window"], "failures": v["failures"],
@@ -736,6 +756,29 @@ class Node:
                                    "throughput": round(v["throughput"] or 0)}
                         for k, v in result.sources.items()},
         }
+
+    def _prefer_authority(self, resource_id: str, holders: list[PeerConnection]
+                          ) -> tuple[list[PeerConnection], str]:
+        """Fetch from the resource's authority; the other holders are the fallback.
+
+        Returns the sources to start with and a sentence saying why.
+        """
+        a = self.authority.map.authority_for(resource_id) if self.authority else None
+        if a is None or a.holder is None:
+            return holders, f"no authority assigned: fetching from {len(holders)} holder(s)"
+        name = self.authority._name(a.holder) if self.authority else a.holder[:12]
+        chosen = [c for c in holders if c.peer_id.hex() == a.holder]
+        if chosen:
+            return chosen[:1], (f"authority {name} (term {a.term}, epoch {a.epoch}); other "
+                                f"holders are the fallback")
+        return holders, (f"authority {name} (term {a.term}) is unreachable or lacks this "
+                         f"version: fell back to {len(holders)} holder(s)")
+
+    async def _cmd_authority(self, args: dict[str, Any], reply: Reply) -> Any:
+        if self.authority is None:
+            raise ControlError("authority is disabled ([authority] enabled = false)")
+        resource = args.get("resource")
+        return self.authority.describe(str(resource) if resource else None)
 
     async def _cmd_fetch(self, args: dict[str, Any], reply: Reply) -> Any:
         resource = str(args.get("resource", ""))

@@ -20,7 +20,7 @@ KIND_RESPONSE = 0x02
 KIND_CHUNK = 0x03
 KIND_EVENT = 0x04
 
-MAX_JSON = 256 * 1024
+MAX_JSON = 1024 * 1024  # a Raft snapshot of a large authority map must fit
 MAX_CHUNK = 4 * 1024 * 1024
 MAX_REQUEST_ID = 2**32 - 1
 _CHUNK_HDR = struct.Struct(">IB32sI")  # request id, flags, chunk id, raw length
@@ -67,11 +67,17 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES)},
     "has": {"manifest": _hex(64)},
     "endpoints": {},
+    "raft_join": {"c": _hex(32)},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "heartbeat": {"t": _num(0, 2**53)},
     "bye": {"reason?": _str(200)},
+    # authority (agent/authority/service.py validates the contents further)
+    "raft": {"c": _hex(32), "m": _str(MAX_JSON - 1024)},
+    "cluster": {"c": _hex(32), "n": _num(1, 10_000), "l": (str, lambda v: len(v) <= 64)},
+    "report": {"c": _hex(32), "h": (dict, lambda v: len(v) <= 4096), "load": _num(0, 1),
+               "up": _num(0, 1)},
 }
 
 
