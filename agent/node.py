@@ -36,7 +36,7 @@ from radio.lan import LanDiscovery, LanPeerGone, LanPeerSeen
 
 log = logging.getLogger("shoal.node")
 MAX_HELLO = 1024
-FAST_LINK = 300e6  # bytes/s above which chunks are sent uncompressed (see _compress_for)
+DIAL_GRACE = 0.3  # s the larger ID waits for the smaller one to dial (avoids twin sessions)
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
@@ -325,8 +325,11 @@ class Node:
         fails, next_try = self._dial_state.get(short_id, (0, 0.0))
         if now < next_try:
             return
-        if self.short_id > short_id and now - entry[1] < 1.5 and fails == 0:
-            return  # the other side dials first; housekeeping retries after the grace
+        if self.short_id > short_id and now - entry[1] < DIAL_GRACE and fails == 0:
+            # the other side dials first; look again once the grace is over
+            asyncio.get_running_loop().call_later(
+                DIAL_GRACE - (now - entry[1]) + 0.01, self._maybe_dial, short_id)
+            return
         self._dialing.add(short_id)
         self._spawn(self._dial(short_id, entry[0]), "dial")
 
@@ -334,15 +337,17 @@ class Node:
         try:
             for addr in seen.addresses:
                 try:
-                    conn = await self.connect((addr, seen.port))
+                    conn = await self.connect((addr, seen.port), expect=short_id)
                 except ControlError as e:
                     log.debug("dial failed", extra=kv(peer=seen.name, addr=addr, reason=e))
                     continue
                 if not conn.peer_id.hex().startswith(short_id):
-                    log.warning("mDNS record names another device", extra=kv(
+                    # a stale record: another (valid) device answers there now; keep its
+                    # session and forget the record until mDNS announces it again
+                    log.info("stale mDNS record", extra=kv(
                         advertised=short_id, actual=conn.peer_id.hex()[:16], addr=addr))
-                    await conn.close("identity does not match its advertisement")
-                    continue
+                    self._lan_seen.pop(short_id, None)
+                    return
                 self.peers.upsert(conn.peer_id, source="mdns", name=seen.name)
                 self._dial_state.pop(short_id, None)
                 return
@@ -425,10 +430,16 @@ class Node:
             await self._pairing_notify()
             log.info("session closed", extra=kv(peer=conn.name, reason=conn.close_reason))
 
-    async def connect(self, address: tuple[str, int]) -> PeerConnection:
-        """Open (or reuse) an authenticated session to the agent at *address*."""
+    async def connect(self, address: tuple[str, int], expect: str | None = None
+                      ) -> PeerConnection:
+        """Open (or reuse) an authenticated session to the agent at *address*.
+
+        *expect* (a device ID hex prefix) restricts reuse to a session with that device: an
+        address may have changed hands since a stale mDNS record was cached.
+        """
         for c in self._conns:
-            if c.address == address and not c.closed.is_set():
+            if c.address == address and not c.closed.is_set() and (
+                    expect is None or c.peer_id.hex().startswith(expect)):
                 return c
         timeout = self.cfg.lan.connect_timeout
         try:
@@ -509,7 +520,8 @@ class Node:
                 data = self.store.get_chunk(cid)
             except StoreError as e:
                 raise Refused(str(e)) from None
-            return ChunkData(cid, data, self._compress_for(conn))
+            # the requester asks for raw bytes on links faster than lz4 (see the fetcher)
+            return ChunkData(cid, data, self.cfg.transfer.compress and args.get("z", True))
         raise Refused(f"operation {op!r} is not supported")
 
     def _lookup(self, resource: str) -> Any:
@@ -522,17 +534,6 @@ class Node:
             return self.store.find(resource)
         except StoreError:
             return None
-
-    def _compress_for(self, conn: PeerConnection) -> bool:
-        """lz4 only pays when the link is slower than the compressor (~0.8 GB/s per core).
-
-        On a link measured faster than FAST_LINK (loopback, 2.5 GbE) compression would make
-        this single-threaded sender the bottleneck, so chunks go out as they are.
-        """
-        if not self.cfg.transfer.compress:
-            return False
-        rate = self.gate.scheduler.capacity_estimate(conn.peer_id.hex())
-        return rate is None or rate < FAST_LINK
 
     @staticmethod
     def _resource_entry(rec: Any) -> dict[str, Any]:

@@ -64,7 +64,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "pair_cancel": {},
     "list": {},
     "manifest": {"resource": _str(255)},
-    "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES)},
+    "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
     "has": {"manifest": _hex(64)},
     "endpoints": {},
     "raft_join": {"c": _hex(32)},

@@ -80,7 +80,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from agent.fsutil import TMP_PREFIX, atomic_writer, remove_stale_temps
+from agent.fsutil import TMP_PREFIX, atomic_writer, fsync_dir, remove_stale_temps
 from agent.store.chunker import ABSOLUTE_MAX_CHUNK_SIZE, CHUNK_ID_SIZE
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,8 @@ class Packs:
         self.quarantine_dir = quarantine
         self.pack_size = pack_size
         self._sync = sync
+        self._dirty: set[int] = set()  # packs appended to since the last flush()
+        self._new_entries = False  # pack files created since the last flush()
         self._max_open = max(1, max_open)
         self._lock = threading.Lock()
         self._wlock = threading.Lock()
@@ -512,6 +514,25 @@ class Packs:
 
     # -- writes ---------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Make every record appended so far durable: fdatasync the packs written since the
+        last flush (and the directory if packs were created). The store calls this right
+        before a commit record; unlike syncfs it never waits for other writers' data."""
+        with self._wlock:
+            dirty, self._dirty = self._dirty, set()
+            new_entries, self._new_entries = self._new_entries, False
+        for seq in sorted(dirty):
+            try:
+                fd = os.open(self.pack_path(seq), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # compacted away meanwhile: its records moved on
+                continue
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        if new_entries:
+            fsync_dir(self.base)
+
     def put(self, cid: bytes, data: bytes | bytearray | memoryview) -> bool:
         """Append a (verified) chunk; False if already present. Not durable until syncfs."""
         if len(cid) != CHUNK_ID_SIZE:
@@ -540,6 +561,7 @@ class Packs:
         assert h is not None
         off = a.size
         _pwrite_all(h.fd, make_header(kind, cid, length, t), payload, off)
+        self._dirty.add(a.seq)
         self._active_entries += _IDX_ENTRY.pack(kind, cid, off, length)
         with self._lock:
             a.size = off + n
@@ -580,6 +602,7 @@ class Packs:
             os.close(fd)
             raise
         self._next_seq = seq + 1
+        self._new_entries = True
         pack = _Pack(seq)
         with self._lock:
             self._packs[seq] = pack

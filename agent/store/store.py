@@ -393,10 +393,9 @@ class ContentStore(StoreMaintenance):
         return self._resources_dir / f"{resource_id}.json"
 
     def _write_record(self, rec: ResourceRecord) -> None:
-        # Pack appends are not fsynced: flush them (and the manifest) before the commit.
-        syncfs(self.root)
-        if self._chunks_elsewhere:
-            syncfs(self._chunks_dir)
+        # Pack appends are not fsynced one by one: flush the packs written since the last
+        # commit (manifests are written durably) before the record that makes them reachable.
+        self._packs.flush()
         atomic_write_bytes(self._record_path(rec.resource_id), rec.to_bytes(), FILE_MODE)
         self._records[rec.resource_id] = rec
 

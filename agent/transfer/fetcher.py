@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -250,6 +251,20 @@ class Fetch:
         if old is not None:
             old.cancel()
         self._tasks[key] = asyncio.create_task(self._request(src, conn, want))
+
+    def _compress(self, src: str) -> bool:
+        """Ask for lz4 except over loopback, the one link faster than lz4 (~0.8 GB/s/core).
+
+        Decided from the address, not from measured rates: throughput measured with
+        compression on depends on the compression itself (a feedback loop that flaps), and
+        the sender's own send rate only shows its socket buffer filling.
+        """
+        addr = self.conns[src].address
+        if addr is None:
+            return True
+        with contextlib.suppress(ValueError):
+            return not ipaddress.ip_address(addr[0]).is_loopback
+        return True
 
     def _cancel(self, src: str, chunk_id: bytes) -> None:
         task = self._tasks.pop((src, chunk_id), None)
