@@ -199,9 +199,23 @@ class Node:
         self.stopping.set()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run *coro* as a task of the node's TaskGroup, guarded: a failure in one
+        background job (a send to a peer that just vanished) is logged, not fatal."""
         if self._tg is None:
             raise RuntimeError("node is not running")
-        return self._tg.create_task(coro, name=f"shoal:{name}")
+        return self._tg.create_task(self._guarded(coro, name), name=f"shoal:{name}")
+
+    @staticmethod
+    async def _guarded(coro: Any, name: str) -> Any:
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionError, OSError, TimeoutError, SessionError) as e:
+            log.debug("background task ended", extra=kv(task=name, reason=e))
+        except Exception:
+            log.exception("background task failed", extra=kv(task=name))
+        return None
 
     async def _housekeeping(self) -> None:
         """Heartbeats and liveness: mDNS records linger for minutes, so peers prove they live."""
@@ -213,22 +227,29 @@ class Node:
             await asyncio.sleep(interval)
             if watchdog_usec:
                 _notify_systemd("WATCHDOG=1")
-            now = time.monotonic()
-            self.pairing.expire(time.time())
-            for info in self.peers.all():
-                conn = info.connection
-                if conn is None or conn.closed.is_set():
-                    info.reachable = False
-                    continue
-                if now - conn.last_seen > self.cfg.lan.peer_timeout:
-                    info.reachable = False
-                    log.info("peer unreachable", extra=kv(peer=info.name))
-                    self._spawn(conn.close("heartbeat timeout"), "close")
-                    continue
-                info.reachable = True
-                self._spawn(self._heartbeat(conn), "heartbeat")
-            for short_id in list(self._lan_seen):
-                self._maybe_dial(short_id)
+            try:
+                self._check_peers()
+            except Exception:  # never let bookkeeping take the agent down
+                log.exception("housekeeping failed")
+
+    def _check_peers(self) -> None:
+        """Heartbeat live sessions, mark silent peers unreachable, redial known ones."""
+        now = time.monotonic()
+        self.pairing.expire(time.time())
+        for info in self.peers.all():
+            conn = info.connection
+            if conn is None or conn.closed.is_set():
+                info.reachable = False
+                continue
+            if now - conn.last_seen > self.cfg.lan.peer_timeout:
+                info.reachable = False
+                log.info("peer unreachable", extra=kv(peer=info.name))
+                self._spawn(conn.close("heartbeat timeout"), "close")
+                continue
+            info.reachable = True
+            self._spawn(self._heartbeat(conn), "heartbeat")
+        for short_id in list(self._lan_seen):
+            self._maybe_dial(short_id)
 
     async def _heartbeat(self, conn: PeerConnection) -> None:
         with contextlib.suppress(PeerGone, ConnectionError, TimeoutError, RemoteError):
@@ -716,6 +737,10 @@ class Node:
             conns = [await self.connect(parse_address(source, self.cfg.lan.port or 47474))]
         else:
             conns = self.live_connections()
+            deadline = time.monotonic() + self.cfg.lan.connect_timeout
+            while not conns and time.monotonic() < deadline:  # just started: peers dialling
+                await asyncio.sleep(0.1)
+                conns = self.live_connections()
         if not conns:
             raise ControlError(f"no peer is reachable to fetch {resource!r} from "
                                "(see: shoal peers)")
@@ -760,18 +785,21 @@ class Node:
 
     def _prefer_authority(self, resource_id: str, holders: list[PeerConnection]
                           ) -> tuple[list[PeerConnection], str]:
-        """Fetch from the resource's authority; the other holders are the fallback.
+        """Order the sources: the resource's authority first, then the other holders.
 
-        Returns the sources to start with and a sentence saying why.
+        The authority is always among the sources (max_sources cuts the others); the rest
+        add speed in parallel and take over when the authority fails. Returns the sources
+        and a sentence saying why.
         """
         a = self.authority.map.authority_for(resource_id) if self.authority else None
         if a is None or a.holder is None:
             return holders, f"no authority assigned: fetching from {len(holders)} holder(s)"
         name = self.authority._name(a.holder) if self.authority else a.holder[:12]
-        chosen = [c for c in holders if c.peer_id.hex() == a.holder]
-        if chosen:
-            return chosen[:1], (f"authority {name} (term {a.term}, epoch {a.epoch}); other "
-                                f"holders are the fallback")
+        first = [c for c in holders if c.peer_id.hex() == a.holder]
+        if first:
+            others = [c for c in holders if c is not first[0]]
+            extra = f" plus {len(others)} other holder(s)" if others else ""
+            return first[:1] + others, f"authority {name} (term {a.term}, epoch {a.epoch}){extra}"
         return holders, (f"authority {name} (term {a.term}) is unreachable or lacks this "
                          f"version: fell back to {len(holders)} holder(s)")
 

@@ -19,6 +19,7 @@ from typing import Any
 from agent import wire
 from agent.identity import short_device_id
 from agent.log import kv
+from agent.session import SessionError
 
 log = logging.getLogger("shoal.peer")
 
@@ -98,7 +99,10 @@ class PeerConnection:
         if self.closed.is_set():
             raise PeerGone(f"connection to {self.name} is closed: {self.close_reason}")
         async with self._send_lock:
-            await self.channel.send(payload)
+            try:
+                await self.channel.send(payload)
+            except (ConnectionError, OSError, SessionError) as e:  # closed underneath us
+                raise PeerGone(f"connection to {self.name} lost: {e}") from None
 
     async def request(self, op: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
         """Send a request and wait for its answer (raises RemoteError, PeerGone, TimeoutError)."""

@@ -75,7 +75,7 @@ EVENT_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "bye": {"reason?": _str(200)},
     # authority (agent/authority/service.py validates the contents further)
     "raft": {"c": _hex(32), "m": _str(MAX_JSON - 1024)},
-    "cluster": {"c": _hex(32), "n": _num(1, 10_000), "l": (str, lambda v: len(v) <= 64)},
+    "cluster": {"c": _hex(32), "n": _num(0, 10_000), "l": (str, lambda v: len(v) <= 64)},
     "report": {"c": _hex(32), "h": (dict, lambda v: len(v) <= 4096), "load": _num(0, 1),
                "up": _num(0, 1)},
 }

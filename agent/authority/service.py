@@ -400,6 +400,8 @@ class AuthorityService:
     # ----------------------------------------------------------------- cluster merge
     def _announce_cluster(self) -> None:
         voters, learners = self.members()
+        if not voters:
+            return  # just joined: nothing to announce until the log tells us our members
         args = {"c": self.cluster_id, "n": len(voters) + len(learners), "l": self.leader or ""}
         for conn in self.node.live_connections():
             if self._member_peer(conn):
