@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--force", action="store_true", help="overwrite an existing output file")
     f.add_argument("--no-output", action="store_true", help="keep it in the store only")
     pa = sub.add_parser("pair", help="pair with a nearby device (numeric comparison)")
-    pa.add_argument("address", nargs="?", help="the other agent's HOST[:PORT]; omit to wait "
-                    "for the other device to pair with this one")
+    pa.add_argument("address", nargs="?", help="the other agent's HOST[:PORT], or ble:NAME "
+                    "for a device met over BLE; omit to wait for the other device to pair "
+                    "with this one")
     pa.add_argument("--code", help="confirm without prompting if the code is this one")
     pa.add_argument("--open", action="store_true",
                     help="only open the pairing window and return")
@@ -261,8 +262,10 @@ def _print_peers(args: argparse.Namespace, peers: list[dict[str, Any]]) -> None:
     for x in peers:
         state = "reachable" if x["reachable"] else "unreachable"
         rtt = f"{x['rtt_ms']} ms" if x["rtt_ms"] is not None else "-"
+        rssi = f"{x['rssi']} dBm" if x.get("rssi") is not None else "-"
         rows.append(f"{x['name']:<20} {x['short_id']}  {'paired' if x['trusted'] else 'unpaired':8}"
-                    f" {state:11} {','.join(x['sources']):10} {rtt:>9}  {' '.join(x['addresses'])}")
+                    f" {state:11} {','.join(x['sources']):10} {rtt:>9} {rssi:>8}  "
+                    f"{' '.join(x['addresses'])}")
     _print(args, peers, "\n".join(rows) or "no peers seen yet")
 
 

@@ -414,19 +414,20 @@ class Node:
         remote_payload, handshake_hash. Raises ValueError for a malformed hello.
         """
         hello = parse_hello(channel.remote_payload)
-        conn = self._make_conn(channel, hello, outgoing=outgoing, address=None)
+        conn = self._make_conn(channel, hello, outgoing=outgoing, address=None,
+                               transport=transport)
         self.peers.upsert(conn.peer_id, source=transport, name=conn.name, rssi=rssi)
         self._spawn(self._serve_conn(conn), f"{transport}-conn")
         return conn
 
     def _make_conn(self, channel: Any, hello: dict[str, Any], *, outgoing: bool,
-                   address: tuple[str, int] | None) -> PeerConnection:
+                   address: tuple[str, int] | None, transport: str = "lan") -> PeerConnection:
         peer_key = channel.remote_static
         conn = PeerConnection(
             channel, peer_id=device_id_for(peer_key), peer_key=peer_key, hello=hello,
             handler=self._handle_request, on_event=self._on_event, outgoing=outgoing,
             address=address,
-            gate=self.gate,
+            gate=self.gate, transport=transport,
         )
         self._conns.add(conn)
         info = self.peers.attach(conn)
@@ -683,6 +684,7 @@ class Node:
             "paired": len(self.trust.list()), "resources": len(self.store.resources()),
             "store_used": used, "store_quota": quota,
             "pairing_window_open": self.pairing.window_open(time.time()),
+            "ble": self.ble.status() if self.ble is not None else None,
         }
 
     async def _cmd_peers(self, args: dict[str, Any], reply: Reply) -> Any:
@@ -706,6 +708,8 @@ class Node:
         except StoreError as e:
             raise ControlError(str(e)) from None
         self._refresh_public_index()
+        if self.ble is not None:
+            self.ble.catalog_changed()
         return self._resource_entry(self.store.find(m.resource_id))
 
     async def _cmd_resources(self, args: dict[str, Any], reply: Reply) -> Any:
@@ -828,7 +832,12 @@ class Node:
         return result
 
     async def _cmd_pair_start(self, args: dict[str, Any], reply: Reply) -> Any:
-        return await self.pair_start(parse_address(str(args.get("address", "")), 47474))
+        address = str(args.get("address", ""))
+        if address.startswith("ble:"):  # a device met over BLE: pair over that session
+            if self.ble is None:
+                raise ControlError("BLE is not running on this agent (see [ble] in the config)")
+            return await self.ble.pair_start(address[4:])
+        return await self.pair_start(parse_address(address, 47474))
 
     async def _cmd_pair_open(self, args: dict[str, Any], reply: Reply) -> Any:
         seconds = float(args.get("seconds") or self.cfg.pairing.window_seconds)

@@ -66,6 +66,7 @@ class PeerConnection:
         outgoing: bool,
         address: tuple[str, int] | None = None,
         gate: Any = None,
+        transport: str = "lan",
     ) -> None:
         self.channel = channel
         self.peer_id = peer_id
@@ -73,6 +74,7 @@ class PeerConnection:
         self.hello = hello
         self.outgoing = outgoing
         self.address = address
+        self.transport = transport  # "lan" (TCP) or "ble": only "lan" carries bulk data
         self.handshake_hash: bytes = channel.handshake_hash
         self._handler = handler
         self._gate = gate  # BandwidthGate: chunk replies wait their class's turn on the link

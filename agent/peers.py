@@ -72,8 +72,14 @@ class PeerTable:
         return info
 
     def attach(self, conn: PeerConnection) -> PeerInfo:
-        info = self.upsert(conn.peer_id, source="lan", name=conn.name)
-        info.connection = conn
+        """Record a new session; it becomes the peer's primary connection unless it is a
+        control-plane-only link (BLE) and a live LAN session already exists."""
+        info = self.upsert(conn.peer_id, source=conn.transport, name=conn.name)
+        current = info.connection
+        keep = (current is not None and not current.closed.is_set()
+                and current.transport == "lan" and conn.transport != "lan")
+        if not keep:
+            info.connection = conn
         info.reachable = True
         return info
 

@@ -288,10 +288,9 @@ class CentralRole:
         self._resolver.learn(peer_id)
         self._observe("authenticated", link, peer=peer_id.hex())
         if peer_id == host.device_id or host.is_connected(peer_id):
-            # Raced with the other side (or our own advert): finish the handshake so the
-            # peripheral does not wait for msg3, then leave. No second session.
+            # Raced with the other side (or our own advert): leave before msg3, so the
+            # peripheral never attaches a second session (it sees SessionClose).
             self.stats["duplicates"] += 1
-            await channel.uncork()
             await channel.close()
             seen.next_try = time.monotonic() + lim.duplicate_holdoff
             return False

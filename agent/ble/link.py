@@ -29,7 +29,7 @@ from agent.ble.channel import BleSecureChannel
 from agent.ble.peripheral import PeripheralLimits, PeripheralRole
 from agent.ble.tag import TAG_EPOCH_SECONDS, TagResolver
 from agent.control import ControlError
-from agent.identity import device_id_for, format_device_id
+from agent.identity import format_device_id
 from agent.log import kv
 from radio.base import Advertiser, GattClient, GattServer, Scanner
 
@@ -149,26 +149,23 @@ class NodeHost:
         self.node.peers.upsert(peer_id, source="ble", name=name, rssi=rssi)
 
     def attach(self, channel: BleSecureChannel, *, outgoing: bool, rssi: int | None) -> Any:
-        """node.attach_channel, keeping a live LAN session as the peer's primary connection.
-
-        PeerTable.attach makes the newest session primary and tags it "lan"; a BLE session
-        must not displace a TCP one (fetches use the primary) nor claim a LAN source.
-        """
-        peers = self.node.peers
-        peer_id = device_id_for(channel.remote_static)
-        prev = peers.get(peer_id)
-        primary = prev.connection if prev is not None else None
-        had_lan = prev is not None and "lan" in prev.sources
+        """node.attach_channel; the peer table keeps a live LAN session primary (a BLE
+        session must not displace a TCP one: fetches use the primary)."""
         conn = self.node.attach_channel(channel, outgoing=outgoing, transport="ble", rssi=rssi)
-        info = peers.get(peer_id)
-        if info is not None:
-            if not had_lan:
-                info.sources.discard("lan")
-            if primary is not None and not primary.closed.is_set():
-                info.connection = primary
         if self.on_attached is not None:
             self.on_attached(conn)
         return conn
+
+    def remember_catalog(self, conn: Any, entries: Any) -> int:
+        """Keep a peer's `list` answer in the peer table (what it offers us, bounded)."""
+        info = self.node.peers.get(conn.peer_id)
+        if info is None or not isinstance(entries, list):
+            return 0
+        info.resources = {
+            e["resource_id"]: e for e in entries[:MAX_REMEMBERED]
+            if isinstance(e, dict) and isinstance(e.get("resource_id"), str)
+        }
+        return len(info.resources)
 
     def wants_handover(self, channel: BleSecureChannel) -> bool:
         if not (self.cfg.handover and self.node.cfg.lan.enabled):

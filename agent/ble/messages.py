@@ -43,6 +43,7 @@ __all__ = [
     "encode_session",
     "is_session_message",
     "new_link_id",
+    "stream_chunks",
 ]
 
 MSG_SESSION_DATA = 0x40

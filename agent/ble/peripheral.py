@@ -146,13 +146,14 @@ class PeripheralRole:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for session in list(self._sessions.values()):
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await self._send(
-                        session.central,
-                        encode_session(SessionClose(session.channel.link_id, CLOSE_SHUTDOWN)),
-                    )
+        sessions = list(self._sessions.values())
+        with contextlib.suppress(Exception):  # best effort, bounded: tell centrals we go
+            async with asyncio.timeout(1.0):
+                await asyncio.gather(*(
+                    self._send(s.central, encode_session(
+                        SessionClose(s.channel.link_id, CLOSE_SHUTDOWN)))
+                    for s in sessions), return_exceptions=True)
+        for session in sessions:
             session.channel.peer_closed("agent stopping")
         self._sessions.clear()
         if self._advertiser is not None:
@@ -342,8 +343,8 @@ class PeripheralRole:
             return
         try:
             conn = self._host.attach(channel, outgoing=False, rssi=None)
-        except ValueError as exc:
-            _log.info("BLE peer %s sent a bad hello: %s", session.central, exc)
+        except Exception as exc:  # ValueError: bad hello; RuntimeError: node stopping
+            _log.info("BLE session from %s not attached: %s", session.central, exc)
             await channel.close()
             return
         self.counters.sessions_attached += 1
