@@ -159,6 +159,7 @@ class Fetch:
         for conn in self._holders:
             self._add(conn)
         stalled_since: float | None = None
+        progress_mark = -1
         last_report = 0.0
         t_loop = time.monotonic()
         try:
@@ -167,11 +168,14 @@ class Fetch:
                 for src, want in planner.next_requests(now):
                     self._send(src, want)
                 if planner.failed or not planner.active_sources():
+                    # the clock restarts only on real progress, so a source that keeps
+                    # being re-recruited and keeps failing cannot hold a fetch forever
                     stalled_since = stalled_since or now
                     if now - stalled_since > self.stall_timeout:
                         raise FetchError(planner.failed or "no peer holds this resource")
                     await self._recruit()
-                else:
+                elif planner.bytes_done != progress_mark:
+                    progress_mark = planner.bytes_done
                     stalled_since = None
                 deadline = planner.next_deadline()
                 wait = POLL if deadline is None else max(0.0, min(POLL, deadline - now))

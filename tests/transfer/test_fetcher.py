@@ -1,0 +1,106 @@
+"""The asyncio fetch adapter against in-process fake peers and a real content store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from agent import wire
+from agent.peer import RemoteError
+from agent.store import ContentStore
+from agent.transfer.fetcher import Fetch, FetchError
+
+
+class FakeConn:
+    """Answers chunk requests from a source store; can lie or refuse."""
+
+    def __init__(self, name: str, source: ContentStore, *, lie: bool = False,
+                 refuse: bool = False, delay: float = 0.0) -> None:
+        self.name = name
+        self.peer_id = name.encode().ljust(32, b"\0")
+        self.address = ("10.0.0.1", 1)
+        self.source = source
+        self.lie, self.refuse, self.delay = lie, refuse, delay
+        self.served = 0
+
+    async def request(self, op: str, args: dict, timeout: float = 10.0):
+        if op == "manifest":
+            rec = next(r for r in self.source.resources()
+                       if r.manifest.manifest_hash == args["resource"])
+            return {"manifest": rec.manifest.to_bytes().decode()}
+        assert op == "chunk"
+        await asyncio.sleep(self.delay)
+        if self.refuse:
+            raise RemoteError("no such chunk here")
+        cid = bytes.fromhex(args["c"])
+        data = self.source.get_chunk(cid)
+        if self.lie:
+            data = b"x" + data[1:]
+        self.served += 1
+        return wire.ChunkReply(1, cid, data)
+
+
+@pytest.fixture
+def published(tmp_path: Path):
+    src = ContentStore(tmp_path / "src", avg_chunk_size=16 * 1024)
+    f = tmp_path / "data.bin"
+    f.write_bytes(os.urandom(600 * 1024))
+    m = src.publish_file(f, name="data.bin", publisher="ab" * 16)
+    yield src, m, f
+    src.close()
+
+
+async def test_multi_source_fetch_completes_and_shares(tmp_path, published):
+    src, m, f = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    a, b = FakeConn("a", src), FakeConn("b", src)
+    result = await Fetch(dst, m, [a, b], request_timeout=2.0).run()
+    assert dst.complete(m)
+    assert a.served > 0 and b.served > 0
+    assert result.bytes_fetched == m.size
+    out = tmp_path / "out.bin"
+    dst.export(m, out)
+    assert out.read_bytes() == f.read_bytes()
+    dst.close()
+
+
+async def test_lying_source_is_dropped_and_honest_one_finishes(tmp_path, published):
+    src, m, _ = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    liar, honest = FakeConn("liar", src, lie=True), FakeConn("honest", src, delay=0.001)
+    result = await Fetch(dst, m, [liar, honest], request_timeout=2.0).run()
+    assert dst.complete(m)
+    stats = result.sources[liar.peer_id.hex()]
+    assert stats["state"] == "dropped" and "hash" in stats["reason"]
+    dst.close()
+
+
+async def test_resume_requests_only_missing_chunks(tmp_path, published):
+    src, m, _ = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    half = m.chunks[: len(m.chunks) // 2]
+    for c in half:
+        dst.put_chunk(c.chunk_id, src.get_chunk(c.chunk_id))
+    peer = FakeConn("a", src)
+    result = await Fetch(dst, m, [peer], request_timeout=2.0).run()
+    assert peer.served == len({c.chunk_id for c in m.chunks} - {c.chunk_id for c in half})
+    assert result.bytes_fetched == m.size - sum(c.length for c in half)
+    dst.close()
+
+
+async def test_a_source_that_always_refuses_cannot_hold_the_fetch_forever(tmp_path, published):
+    src, m, _ = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    bad = FakeConn("bad", src, refuse=True)
+
+    async def find_sources():  # keeps offering the same failing source back
+        return [bad]
+
+    job = Fetch(dst, m, [bad], request_timeout=0.5, stall_timeout=1.0,
+                find_sources=find_sources)
+    with pytest.raises(FetchError, match="no usable source|no peer holds"):
+        await asyncio.wait_for(job.run(), 30)
+    dst.close()
