@@ -101,6 +101,6 @@ async def test_a_source_that_always_refuses_cannot_hold_the_fetch_forever(tmp_pa
 
     job = Fetch(dst, m, [bad], request_timeout=0.5, stall_timeout=1.0,
                 find_sources=find_sources)
-    with pytest.raises(FetchError, match="no usable source|no peer holds"):
+    with pytest.raises(FetchError, match=r"no usable source|no peer holds"):
         await asyncio.wait_for(job.run(), 30)
     dst.close()
