@@ -710,6 +710,8 @@ class Node:
         self._refresh_public_index()
         if self.ble is not None:
             self.ble.catalog_changed()
+        if self.authority is not None:
+            self.authority.catalog_changed()
         return self._resource_entry(self.store.find(m.resource_id))
 
     async def _cmd_resources(self, args: dict[str, Any], reply: Reply) -> Any:
@@ -773,6 +775,8 @@ class Node:
             result = await job.run()
         except (FetchError, StoreError) as e:
             raise ControlError(f"fetch of {manifest.name!r} failed: {e}") from None
+        if self.authority is not None:
+            self.authority.catalog_changed()
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
         log.info("fetched", extra=kv(
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),

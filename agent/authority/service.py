@@ -63,9 +63,10 @@ ELECTION_TICKS = 6  # election timeout 0.3-0.6 s (randomised in [6, 12) ticks)
 HEARTBEAT_TICKS = 1  # leader heartbeat every 50 ms
 LEASE = 0.4  # an authority acts only while it heard from a leader this recently
 DEAD_AFTER = 0.6  # the leader moves authority off a holder silent this long (> LEASE)
-REPORT_INTERVAL = 1.0
-REPORT_STALE = 5.0
-EVALUATE_INTERVAL = 0.1
+REPORT_INTERVAL = 2.0  # plus an immediate report whenever our holdings change
+REPORT_STALE = 7.0
+EVALUATE_INTERVAL = 0.1  # quick pass: resources of holders that just went silent, new ones
+FULL_EVALUATE_INTERVAL = 2.0  # every resource, scores compared with hysteresis
 MEMBERSHIP_INTERVAL = 1.0
 DEMOTE_AFTER = 30.0  # a voter silent this long is replaced by a live learner
 COMPACT_EVERY = 1000
@@ -104,6 +105,10 @@ class AuthorityService:
         self.leader_since: float | None = None
         self.last_leader_contact = 0.0
         self._revoked_at: dict[str, float] = {}  # resource -> when our Revoke was applied
+        self._assigned_at: dict[str, float] = {}  # resource -> when its assignment applied here
+        self._by_holder: dict[str, set[str]] = {}  # holder -> resources it is authority for
+        self._pending: set[str] = set()  # resources to look at in the next quick pass
+        self._report_now = False
         self._proposed: dict[str, float] = {}  # resource -> when we last proposed for it
         self._joining = False
         self._storage: FileStorage | None = None
@@ -133,6 +138,7 @@ class AuthorityService:
         self.map = AuthorityMap.restore(snap.data) if snap.index else AuthorityMap()
         if snap.index:
             self.map.applied_index = snap.index
+        self._reindex()
         self.raft = RaftNode(
             self.me, voters, self._storage, random.Random(secrets.randbits(64)),
             election_tick=ELECTION_TICKS, heartbeat_tick=HEARTBEAT_TICKS,
@@ -140,8 +146,19 @@ class AuthorityService:
         )
         log.info("authority cluster", extra=kv(cluster=cluster_id[:8], voters=len(voters)))
 
+    def _reindex(self) -> None:
+        """Rebuild holder -> resources after the whole map was replaced (snapshot)."""
+        self._by_holder = {}
+        now = time.monotonic()
+        for rid, a in self.map.assignments():
+            self._assigned_at[rid] = now
+            if a.holder is not None:
+                self._by_holder.setdefault(a.holder, set()).add(rid)
+
     def _switch_cluster(self, cluster_id: str) -> None:
         """Leave our cluster for *cluster_id*: its leader has added us as a learner."""
+        self._by_holder.clear()
+        self._pending.clear()
         old = self.dir / self.cluster_id
         atomic_write_bytes(self.dir / "cluster.json",
                            json.dumps({"cluster": cluster_id}).encode(), 0o600)
@@ -173,10 +190,23 @@ class AuthorityService:
         return a.holder if a is not None else None
 
     def acting_for(self, resource_id: str) -> bool:
-        """True while this device may act as the resource's authority (map + lease)."""
+        """True while this device may act as the resource's authority.
+
+        Three conditions: the map names us; we heard from a leader within LEASE (so a
+        device cut off from the group stops acting); and our assignment was applied at least
+        LEASE ago (so the previous holder has surely applied the change or lost its lease).
+        Together: two devices never act for one resource at the same moment.
+        """
         if self.authority_for(resource_id) != self.me:
             return False
-        return self.is_leader or time.monotonic() - self.last_leader_contact < LEASE
+        now = time.monotonic()
+        if now - self._assigned_at.get(resource_id, now) < LEASE:
+            return False
+        return self.is_leader or now - self.last_leader_contact < LEASE
+
+    def catalog_changed(self) -> None:
+        """Our holdings changed (publish, fetch): report at the next driver step."""
+        self._report_now = True
 
     def scores(self, resource_id: str, now: float | None = None) -> dict[str, float]:
         """Reputation of each holder of *resource_id* known from recent reports."""
@@ -244,6 +274,10 @@ class AuthorityService:
                                        integrity_failures=max(0, int(integrity))),
                 uptime=float(args["up"]), load=float(args["load"]),
             )
+        previous = self.reports.get(src)
+        if previous is None or holdings.keys() != previous.holdings.keys():
+            known = previous.holdings.keys() if previous else set()
+            self._pending.update(holdings.keys() - known)
         self.reports[src] = HolderReport(now, float(args["load"]), float(args["up"]), holdings)
 
     async def handle_join(self, conn: PeerConnection, cluster: str) -> dict[str, Any]:
@@ -284,7 +318,7 @@ class AuthorityService:
         """Tick, step, persist, send, apply; plus the periodic duties of members/leaders."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + TICK
-        next_report = next_eval = next_membership = 0.0
+        next_report = next_eval = next_membership = next_full_eval = 0.0
         while True:
             timeout = max(0.0, next_tick - loop.time())
             item: tuple[str, Any] | None = None
@@ -303,12 +337,16 @@ class AuthorityService:
                 item = None if self.inbox.empty() else self.inbox.get_nowait()
             await self._process_ready()
             now = time.monotonic()
-            if now >= next_report:
+            if now >= next_report or self._report_now:
                 next_report = now + REPORT_INTERVAL
+                self._report_now = False
                 self._send_reports()
             if self.is_leader and now >= next_eval:
                 next_eval = now + EVALUATE_INTERVAL
-                self._evaluate(now)
+                full = now >= next_full_eval
+                if full:
+                    next_full_eval = now + FULL_EVALUATE_INTERVAL
+                self._evaluate(now, full=full)
             if now >= next_membership:
                 next_membership = now + MEMBERSHIP_INTERVAL
                 self._announce_cluster()
@@ -354,6 +392,7 @@ class AuthorityService:
             if rd.snapshot is not None and rd.snapshot.index > self.map.applied_index:
                 self.map = AuthorityMap.restore(rd.snapshot.data)
                 self.map.applied_index = rd.snapshot.index
+                self._reindex()
             self._send(rd.messages)
             for entry in rd.committed_entries:
                 result = self.map.apply(entry)
@@ -378,6 +417,13 @@ class AuthorityService:
 
     def _on_assignment(self, resource_id: str, a: Any) -> None:
         self._proposed.pop(resource_id, None)
+        self._assigned_at[resource_id] = time.monotonic()
+        for held in self._by_holder.values():
+            held.discard(resource_id)
+        if a.holder is not None:
+            self._by_holder.setdefault(a.holder, set()).add(resource_id)
+        else:
+            self._pending.add(resource_id)  # revoked: a successor is chosen next pass
         if a.holder is None:
             self._revoked_at[resource_id] = time.monotonic()
         log.info("authority assigned", extra=kv(
@@ -488,19 +534,32 @@ class AuthorityService:
             return True
         return now - self.last_heard.get(member, -1e9) < DEAD_AFTER
 
-    def _evaluate(self, now: float) -> None:
-        """Leader: (re)assign every held resource to its best live holder."""
+    def _evaluate(self, now: float, *, full: bool) -> None:
+        """Leader: (re)assign held resources to their best live holder.
+
+        The quick pass (every 0.1 s) looks only at resources whose authority went silent
+        and at newly reported or revoked ones, so a mesh with thousands of resources costs
+        nothing while nothing changes; the full pass compares every score.
+        """
         assert self.raft is not None
         if self.leader_since is None:
             self.leader_since = now
         voters, learners = self.members()
         members = set(voters) | set(learners)
-        resources: set[str] = set()
-        for holder, rep in self.reports.items():
-            if holder in members and now - rep.received < REPORT_STALE:
-                resources.update(rep.holdings)
+        if full:
+            resources: set[str] = set()
+            for holder, rep in self.reports.items():
+                if holder in members and now - rep.received < REPORT_STALE:
+                    resources.update(rep.holdings)
+        else:
+            resources = self._pending
+            for holder, held in self._by_holder.items():
+                if held and not self._alive(holder, now):
+                    resources |= held
+        self._pending = set()
         for rid in sorted(resources):
             if now - self._proposed.get(rid, -1e9) < 1.0:
+                self._pending.add(rid)
                 continue  # our last proposal for it is still in flight
             scores = {h: s for h, s in self.scores(rid, now).items()
                       if h in members and self._alive(h, now)}
@@ -521,6 +580,7 @@ class AuthorityService:
                 continue
             if current is None and rid in self._revoked_at and \
                     now - self._revoked_at[rid] < LEASE:
+                self._pending.add(rid)
                 continue
             self._propose(rid, encode_command(Assign(rid, best, epoch)), now)
 
