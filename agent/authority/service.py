@@ -109,6 +109,8 @@ class AuthorityService:
         self._by_holder: dict[str, set[str]] = {}  # holder -> resources it is authority for
         self._pending: set[str] = set()  # resources to look at in the next quick pass
         self._report_now = False
+        self._raw_reports: dict[str, tuple[Any, ...]] = {}  # last raw report per member
+        self._scores_dirty = True  # a report changed since the last full evaluation
         self._proposed: dict[str, float] = {}  # resource -> when we last proposed for it
         self._joining = False
         self._storage: FileStorage | None = None
@@ -258,6 +260,13 @@ class AuthorityService:
         return dev is not None and dev.role == "member"
 
     def _on_report(self, src: str, args: dict[str, Any], now: float) -> None:
+        previous = self.reports.get(src)
+        raw = (args["h"], args["load"], args["up"])
+        if previous is not None and self._raw_reports.get(src) == raw:
+            previous.received = now  # nothing new: keep the parsed stats, skip re-scoring
+            return
+        self._raw_reports[src] = raw
+        self._scores_dirty = True
         holdings: dict[str, HolderStats] = {}
         for rid, raw in list(args["h"].items())[:MAX_HOLDINGS]:
             if not (isinstance(rid, str) and len(rid) == 32 and isinstance(raw, list)
@@ -274,7 +283,6 @@ class AuthorityService:
                                        integrity_failures=max(0, int(integrity))),
                 uptime=float(args["up"]), load=float(args["load"]),
             )
-        previous = self.reports.get(src)
         if previous is None or holdings.keys() != previous.holdings.keys():
             known = previous.holdings.keys() if previous else set()
             self._pending.update(holdings.keys() - known)
@@ -343,9 +351,12 @@ class AuthorityService:
                 self._send_reports()
             if self.is_leader and now >= next_eval:
                 next_eval = now + EVALUATE_INTERVAL
-                full = now >= next_full_eval
+                # full pass only when some report changed (or every 5 intervals anyway)
+                full = now >= next_full_eval and (
+                    self._scores_dirty or now >= next_full_eval + 4 * FULL_EVALUATE_INTERVAL)
                 if full:
                     next_full_eval = now + FULL_EVALUATE_INTERVAL
+                    self._scores_dirty = False
                 self._evaluate(now, full=full)
             if now >= next_membership:
                 next_membership = now + MEMBERSHIP_INTERVAL
@@ -511,15 +522,17 @@ class AuthorityService:
             rid = rec.resource_id
             usage = self.usage.get(rid, UsageCounter()).value_at(now, USAGE_HALF_LIFE)
             errors = self.served_errors.get(rid, 0)
-            out[rid] = [round(usage, 3), round(rate), 0.0, errors, rec.name]
+            out[rid] = [round(usage, 1), round(rate, -5), 0.0, errors, rec.name]
         return out
 
     def _load(self) -> float:
         """Serving load in [0, 1]: chunk sends waiting for the link, 16 of them = full."""
-        return min(1.0, self.node.gate.scheduler.queued() / 16)
+        return round(min(1.0, self.node.gate.scheduler.queued() / 16), 2)
 
     def _uptime(self) -> float:
-        return min(1.0, (time.monotonic() - self.started) / 3600.0)
+        """Fraction of the last hour this agent has been up (rounded: reports that do not
+        change are cheap to receive)."""
+        return round(min(1.0, (time.monotonic() - self.started) / 3600.0), 2)
 
     def _send_reports(self) -> None:
         args = {"c": self.cluster_id, "h": self._holdings_report(), "load": self._load(),
