@@ -21,7 +21,7 @@ from agent import wire
 from agent.log import kv
 from agent.peer import PeerConnection, PeerGone, RemoteError
 from agent.store import ChunkMismatch, Manifest, ManifestError, StoreError
-from agent.transfer.planner import HASH_MISMATCH, FetchPlanner, Want
+from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 
 if TYPE_CHECKING:
     from agent.store import ContentStore
@@ -173,7 +173,8 @@ class Fetch:
                     stalled_since = stalled_since or now
                     if now - stalled_since > self.stall_timeout:
                         raise FetchError(planner.failed or "no peer holds this resource")
-                    await self._recruit()
+                    if not await self._recruit() and planner.failed:
+                        raise FetchError(planner.failed)  # every source refused: no point waiting
                 elif planner.bytes_done != progress_mark:
                     progress_mark = planner.bytes_done
                     stalled_since = None
@@ -226,27 +227,44 @@ class Fetch:
         self.conns[name] = conn
         self.planner.add_source(name, time.monotonic())
 
-    async def _recruit(self) -> None:
-        """All sources gone: look for holders again (a restarted peer, a new one)."""
+    async def _recruit(self) -> bool:
+        """All sources gone: look for holders again (a restarted peer, a new one).
+
+        A source dropped on the same session for refusing chunks (it lacks or quarantined
+        them) or for lying is not asked again: only a new session, or one dropped for
+        timeouts, may help. Returns whether anyone could still help.
+        """
         if self.find_sources is None:
-            return
+            return False
         assert self.planner is not None
         stats = self.planner.source_stats()
+        hopeful = False
         for conn in await self.find_sources():
             name = conn.peer_id.hex()
-            old = self.conns.get(name)
-            if old is conn and stats.get(name) and stats[name].state == "active":
-                continue
-            if old is not conn or (stats.get(name) and stats[name].state != "active"):
-                with contextlib.suppress(
-                    FetchError, RemoteError, PeerGone, TimeoutError, ConnectionError
-                ):
-                    offered = await ask_manifest(
-                        conn, self.manifest.manifest_hash, self.request_timeout
-                    )
-                    if offered.manifest_hash == self.manifest.manifest_hash:
-                        log.info("source joined", extra=kv(peer=conn.name))
-                        self._add(conn)
+            old, st = self.conns.get(name), stats.get(name)
+            if old is conn and st is not None:
+                if st.state == "active":
+                    hopeful = True
+                    continue
+                if TIMEOUT not in (st.last_error or "") and "timeout" not in (st.reason or ""):
+                    continue  # refused or lied on this very session: asking again is futile
+            hopeful = True
+            with contextlib.suppress(
+                FetchError, RemoteError, PeerGone, TimeoutError, ConnectionError
+            ):
+                offered = await ask_manifest(
+                    conn, self.manifest.manifest_hash, self.request_timeout
+                )
+                if offered.manifest_hash == self.manifest.manifest_hash:
+                    log.info("source joined", extra=kv(peer=conn.name))
+                    self._add(conn)
+        return hopeful or self._lost_sessions()
+
+    def _lost_sessions(self) -> bool:
+        """Some source was dropped because its connection died: it may come back."""
+        assert self.planner is not None
+        return any((st.reason or "").startswith("connection lost")
+                   for st in self.planner.source_stats().values())
 
     def _send(self, src: str, want: Want) -> None:
         conn = self.conns[src]

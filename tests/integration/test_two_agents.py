@@ -97,3 +97,44 @@ def test_second_agent_on_same_data_dir_refused(agents):
     assert res.returncode == 1
     assert "another agent is already running" in res.stderr
     assert a.json("status")["name"] == "alpha"  # the first agent is unharmed
+
+
+def test_agent_sigkilled_mid_publish_restarts_consistent(agents, tmp_path):
+    import subprocess
+    import time
+
+    from .agents import PY
+
+    a = agents("alpha")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(96 * 1024 * 1024))
+    proc = subprocess.Popen([PY, "-m", "agent.cli", "--data-dir", str(a.data_dir), "publish",
+                             str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.4)
+    a.kill()  # mid-publish (96 MiB takes well over 0.4 s to chunk, hash and store)
+    proc.communicate(timeout=30)
+    a.start()
+    assert a.json("resources", "--local")["local"] == [] or \
+        a.json("resources", "--local")["local"][0]["size"] == big.stat().st_size
+    r = a.json("publish", str(big))  # publishing again works and is complete
+    out = tmp_path / "round.bin"
+    other = agents("beta")
+    pair(a, other)
+    other.json("fetch", r["name"], "-o", str(out))
+    assert _sha(out) == _sha(big)
+
+
+def test_flipped_byte_in_a_served_chunk_is_detected(agents, tmp_path):
+    a, b = agents("alpha"), agents("beta")
+    data = tmp_path / "d.bin"
+    data.write_bytes(os.urandom(512 * 1024))
+    a.json("publish", str(data), "--public")
+    a.stop()
+    packs = sorted((a.data_dir / "store" / "chunks").glob("pack-*.shp"))
+    raw = bytearray(packs[0].read_bytes())
+    raw[200] ^= 0xFF  # inside the first record's payload (header is 52 bytes)
+    packs[0].write_bytes(bytes(raw))
+    a.start()
+    res = b.cli("fetch", "d.bin", "--from", a.address, "--no-output", check=False)
+    assert res.returncode == 1
+    assert "quarantined" in a.log() or "corrupt" in a.log().lower()
