@@ -23,7 +23,8 @@ from typing import Any
 from agent.log import kv
 
 log = logging.getLogger("shoal.control")
-MAX_LINE = 64 * 1024
+MAX_LINE = 64 * 1024  # a request from the CLI
+MAX_REPLY = 64 * 1024 * 1024  # one JSON reply line from the agent
 
 
 class ControlError(Exception):
@@ -153,7 +154,8 @@ async def call(
     """Client side: yield progress events (dicts) and data (bytes); the last item is the final
     reply dict. Raises ControlError when no agent is listening."""
     try:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
+        # replies (a catalog, the authority map) may be far larger than a request line
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REPLY)
     except FileNotFoundError:
         raise ControlError(
             f"no agent is running (no control socket at {path}); start one with: shoal run"

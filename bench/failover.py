@@ -3,7 +3,7 @@ the authority of a hot resource; time until the survivors agree on who serves it
 through that authority succeeds.
 
     .venv/bin/python bench/failover.py [--trials 20] [--cases leader,authority]
-        [--size-kib 1024] [--json PATH] [--keep]
+        [--size-kib 1024] [--max-sources 1] [--json PATH] [--keep]
 
 Needs root (network namespaces; skipped with a reason otherwise). Set-up as in
 tests/netns/test_authority_mesh.py: five hosts on one bridge, one agent each (port 47474,
@@ -17,7 +17,10 @@ the final fetch really moves chunks and is planned from the fetcher's authority 
              resource's authority). Victim: the leader.
   authority  published on a non-leader and fetched by two other non-leaders (3 holders, none
              of them the leader), so its authority is a non-leader. Victim: that authority.
-Before the kill every agent must report the same (holder, term, epoch) for the resource.
+Before the kill every agent must report the same (holder, term, epoch) for the resource, with
+scores for all three holders, unchanged for 1.5 s (a fresh resource is first assigned to the
+first holder the leader hears from, and may be revoked and reassigned on score once the
+others report; a kill in that window would time that handover instead).
 
 Measurement (time 0 = just before ``killpg(SIGKILL)``): every ~20 ms (start to start) the
 bench polls ``authority {"resource": RID}`` on every live agent, concurrently, through the
@@ -29,9 +32,13 @@ the last answer of the round arrived (conservative).
   new leader first poll instant where every live agent names the same leader, not the victim.
   total      agreed, then at once a live non-holder (the "fetcher") runs the control-API
              ``fetch {"resource": NAME}`` (retried on error); total = kill -> that call's
-             successful return. The fetch result's ``why`` must name the agreed authority with
-             the agreed term and epoch (``_prefer_authority`` put it first); the bytes it
-             served are recorded.
+             successful return. Every agent runs with ``[transfer] max_sources = 1``
+             (``--max-sources``), so the fetch uses only the first source of the fetcher's
+             plan, which ``_prefer_authority`` makes the authority in the fetcher's own map:
+             the fetch is served by the new authority alone. Checked per trial: the result's
+             ``why`` names the agreed authority with the agreed term and epoch, and all bytes
+             came from it. (With the default of 4 sources, the other holders served all of a
+             1 MiB fetch in some trials.)
   splits     at each poll instant, rows of live agents for the resource with a holder:
              - same_term: two different holders with the same term (the brief's literal test;
                an apply lag on one follower also shows up here when the reassignment happens
@@ -85,6 +92,7 @@ PORT = 47474
 N_AGENTS = 5
 TRIAL_TIMEOUT = 15.0
 AFTER_FETCH = 0.3
+SETTLE = 1.5  # the hot resource's authority must be unchanged this long before the kill
 
 
 # --------------------------------------------------------------------------- control calls
@@ -137,6 +145,33 @@ async def _all_agree(agents: list[Any], timeout: float, rid: str | None = None) 
         last = (vs, st)
         await asyncio.sleep(0.05)
     raise TimeoutError(f"agents did not agree within {timeout} s; last: {str(last)[:2000]}")
+
+
+async def _settled(
+    agents: list[Any], rid: str, holders: set[str], stable: float = SETTLE, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Until every agent agrees (as ``_all_agree``) on an authority for ``rid``, every agent
+    has scores for all its holders, and that (holder, term, epoch) has not changed for
+    ``stable`` seconds. The leader assigns a fresh resource to the first holder it hears about
+    and may revoke it (hysteresis) once the other holders' reports arrive, then reassigns it
+    after LEASE: a kill inside that window would time the score-based handover, not failover."""
+    deadline = time.monotonic() + timeout
+    since: float | None = None
+    token: Any = None
+    while time.monotonic() < deadline:
+        view = await _all_agree(agents, max(0.1, deadline - time.monotonic()), rid)
+        vs = await views(agents, "authority", {"resource": rid})
+        rows = [None if isinstance(v, BaseException) else _row(v, rid) for v in vs]
+        now = time.monotonic()
+        tok = (rows[0] or {}).get("holder_id"), (rows[0] or {}).get("epoch")
+        ok = all(r is not None and holders <= set(r["scores"]) for r in rows)
+        ok = ok and len({(r["holder_id"], r["epoch"]) for r in rows if r}) == 1
+        if not ok or tok != token:
+            token, since = (tok, now) if ok else (None, None)
+        elif since is not None and now - since >= stable:
+            return view
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"authority for {rid[:12]} did not settle within {timeout} s")
 
 
 def all_agree(agents: list[Any], timeout: float = 60.0, rid: str | None = None) -> dict[str, Any]:
@@ -273,6 +308,7 @@ async def measure(
                 srcs = res.get("sources", {})
                 out["fetch_sources"] = {k: v.get("bytes", 0) for k, v in srcs.items()}
                 out["bytes_from_authority"] = srcs.get(nh["name"], {}).get("bytes", 0)
+                out["fetch_bytes"] = sum(v.get("bytes", 0) for v in srcs.values())
                 break
             end = time.perf_counter() + AFTER_FETCH
             while time.perf_counter() < end:
@@ -288,13 +324,15 @@ async def measure(
 
 
 class Mesh:
-    def __init__(self, lan: Any, work: Path, cls: Any) -> None:
+    def __init__(self, lan: Any, work: Path, cls: Any, max_sources: int) -> None:
         self.lan = lan
         self.work = work
         self.agents: list[Any] = []
         for i in range(1, N_AGENTS + 1):
             h = lan.host(i)
             a = cls(f"h{i}", work / f"h{i}" / "data", netns=h.ns, host_addr=h.addr)
+            if max_sources:
+                a.config(f"[transfer]\nmax_sources = {max_sources}\n")
             self.agents.append(a)
         for a in self.agents:
             a.launch(port=PORT)
@@ -348,7 +386,7 @@ def prepare(
     ]
     for h in holders[1:]:
         h.call("fetch", {"resource": name})
-    view = all_agree(mesh.agents, timeout=30.0, rid=rid)
+    view = asyncio.run(_settled(mesh.agents, rid, {h.name for h in holders}))
     row = _row(view, rid)
     assert row is not None
     victim = leader if case == "leader" else mesh.ids[row["holder_id"]]
@@ -438,6 +476,10 @@ def summarise(trials: list[dict[str, Any]], cases: list[str]) -> dict[str, Any]:
             "fetch_bytes_from_authority_trials": sum(
                 (t.get("bytes_from_authority") or 0) > 0 for t in ts
             ),
+            "fetch_all_bytes_from_authority_trials": sum(
+                bool(t.get("fetch_bytes")) and t.get("bytes_from_authority") == t.get("fetch_bytes")
+                for t in ts
+            ),
             "fetch_retries": sum(max(0, t["fetch_attempts"] - 1) for t in ts),
             "victim_was_authority": sum(t["victim_was_authority"] for t in ts),
             "victim_was_leader": sum(t["victim_was_leader"] for t in ts),
@@ -509,6 +551,7 @@ def report(summary: dict[str, Any]) -> None:
                 str(s["trials_split_same_token"]),
                 str(s["trials_dual_acting"]),
                 f"{s['fetch_via_agreed_authority']}/{s['trials']}",
+                f"{s['fetch_all_bytes_from_authority_trials']}/{s['trials']}",
                 str(s["fetch_retries"]),
                 f"{s['victim_was_authority']}/{s['trials']}",
             ]
@@ -525,6 +568,7 @@ def report(summary: dict[str, Any]) -> None:
             "same (term,epoch)",
             "2 acting",
             "fetch via agreed auth",
+            "all bytes from it",
             "fetch retries",
             "victim was authority",
         ],
@@ -539,6 +583,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=20, help="trials per case (default 20)")
     ap.add_argument("--cases", default="leader,authority")
     ap.add_argument("--size-kib", type=int, default=1024, help="hot resource size (1024)")
+    ap.add_argument(
+        "--max-sources",
+        type=int,
+        default=1,
+        help="[transfer] max_sources of every agent (default 1: the fetch is served by the "
+        "authority alone; 0 = the agent default, 4)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", action="store_true", help="keep the work dir (agent logs)")
@@ -566,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     mesh: Mesh | None = None
     try:
         with Lan(hosts=N_AGENTS) as lan:
-            mesh = Mesh(lan, work, cls)
+            mesh = Mesh(lan, work, cls, args.max_sources)
             t0 = time.perf_counter()
             mesh.pair_all()
             all_agree(mesh.agents, timeout=90.0)

@@ -1,12 +1,18 @@
 """Footprint of an idle ``shoal run`` holding 1,000 resources with 5 connected peers.
 
     .venv/bin/python bench/footprint.py [--resources 1000] [--peers 5] [--starts 10]
-        [--idle-runs 5] [--idle-seconds 30] [--settle 5] [--quick] [--json PATH]
+        [--idle-runs 5] [--idle-seconds 30] [--settle 5] [--quick] [--paired]
+        [--shared-loopback] [--json PATH]
 
-Everything on loopback (mDNS on lo only, LOOPBACK_ONLY as in the tests). Once, a template
-data dir is filled by publishing --resources small files (1-4 KiB, distinct) through the
-control API; each run starts the agent under test on a fresh copy of it. --peers other agents
-(empty stores) run throughout; sessions come from mDNS auto-dial (no pairing).
+Everything on loopback (mDNS on lo only, LOOPBACK_ONLY as in the tests), inside a private
+network namespace when root can create one (``--shared-loopback`` to skip it): on the
+machine's own loopback, agents of concurrent test runs were auto-dialled too (8 sessions
+instead of 5 seen once). Once, a template data dir is filled by publishing --resources small
+files (1-4 KiB, distinct) through the control API; each run starts the agent under test on a
+fresh copy of it. --peers other agents (empty stores) run throughout; sessions come from mDNS
+auto-dial (no pairing: each agent is alone in its own authority cluster). ``--paired`` pairs
+all of them first (one Raft group; the leader heartbeats every 50 ms), the role of the agent
+under test is printed.
 
   start to ready: process launch -> the control socket answers ``status`` (polled every
                   5 ms in-process); median of --starts launches.
@@ -45,11 +51,24 @@ from _common import (
 )
 
 MB = 1e6
+# ``authority`` filtered on a name no resource has: cluster, leader and members without the
+# 1,000 assignment rows, whose one-line reply would exceed the control client's 64 KiB line
+# limit (agent/control.py MAX_LINE; `shoal authority` itself fails with a few hundred
+# resources).
+NO_ROWS = {"resource": "-no-such-resource-"}
 
 
-def make_template(cls: Any, work: Path, n: int) -> Path:
+def make_agent(cls: Any, name: str, data_dir: Path, ns: str | None, loopback_only: str) -> Any:
+    """An agent on loopback; inside ``ns`` (a private namespace) when given, so that other
+    agents on this machine's loopback (test runs, other benchmarks) cannot join the mesh."""
+    agent = cls(name, data_dir, netns=ns)
+    agent.config(loopback_only)
+    return agent
+
+
+def make_template(cls: Any, work: Path, n: int, ns: str | None, loopback_only: str) -> Path:
     tpl = work / "template"
-    agent = cls("fp-main", tpl / "data")
+    agent = make_agent(cls, "fp-main", tpl / "data", ns, loopback_only)
     files = work / "files"
     files.mkdir()
     agent.start()
@@ -70,6 +89,42 @@ def make_template(cls: Any, work: Path, n: int) -> Path:
         with contextlib.suppress(OSError):
             (tpl / "data" / leftover).unlink()
     return tpl / "data"
+
+
+def pair_mesh(cls: Any, tpl: Path, peers: list[Any], ns: str | None, loopback_only: str) -> None:
+    """--paired: pair the template agent and the peers, every pair, and wait for one authority
+    cluster of all of them, so that each run's agent is a Raft member (heartbeats every 50 ms
+    over the sessions) as in a real household mesh."""
+    from tests.integration.agents import pair
+
+    t0 = time.perf_counter()
+    main = make_agent(cls, "fp-main", tpl, ns, loopback_only)
+    main.start()
+    try:
+        everyone = [main, *peers]
+        for i, a in enumerate(everyone):
+            for b in everyone[i + 1 :]:
+                pair(a, b)
+        deadline = time.monotonic() + 90
+        while True:
+            vs = [a.call("authority", NO_ROWS, timeout=5) for a in everyone]
+            keys = {
+                (v["cluster"], v["leader_id"], len(v["voters"]) + len(v["learners"])) for v in vs
+            }
+            if len(keys) == 1 and next(iter(keys))[2] == len(everyone) and vs[0]["leader_id"]:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no single authority cluster of {len(everyone)}: {keys}")
+            time.sleep(0.2)
+        print(
+            f"paired {len(everyone)} agents, one authority cluster ({len(vs[0]['voters'])} "
+            f"voters, {len(vs[0]['learners'])} learners) in {time.perf_counter() - t0:.1f} s"
+        )
+    finally:
+        main.stop()
+    for leftover in ("control.sock", "agent.lock"):
+        with contextlib.suppress(OSError):
+            (tpl / leftover).unlink()
 
 
 def wait_connected(agent: Any, n: int, timeout: float = 20.0) -> float | None:
@@ -98,6 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds after the peers are connected before measuring",
     )
     ap.add_argument("--quick", action="store_true", help="3 idle runs of 10 s, 5 starts")
+    ap.add_argument(
+        "--paired",
+        action="store_true",
+        help="pair all agents (one authority cluster: Raft heartbeats between them); default: "
+        "unpaired peers, each agent alone in its own cluster",
+    )
+    ap.add_argument(
+        "--shared-loopback",
+        action="store_true",
+        help="run on the machine's loopback instead of a private namespace (then agents of "
+        "other runs on this machine can join the mesh)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.quick:
@@ -106,22 +173,39 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     print(f"footprint benchmark; machine: {info}")
-    cls, _ = agent_classes()
+    cls, loopback_only = agent_classes()
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-footprint-"))
     peers: list[Any] = []
     main_agent: Any = None
     ready: list[float] = []
     runs: list[dict[str, Any]] = []
+    lan: Any = None
+    ns: str | None = None
+    if not args.shared_loopback:
+        from tests.netns.harness import Lan, netns_available
+
+        reason = netns_available()
+        if reason is None:
+            lan = Lan(hosts=1).__enter__()
+            ns = lan.host(1).ns
+        else:
+            print(f"note: no private namespace ({reason}); agents use the shared loopback")
+    info["isolation"] = f"private network namespace {ns}" if ns else "shared loopback"
+    info["paired"] = args.paired
     try:
-        tpl = make_template(cls, work, args.resources)
+        tpl = make_template(cls, work, args.resources, ns, loopback_only)
         for i in range(args.peers):
-            p = cls(f"fp-peer{i + 1}", work / f"peer{i + 1}" / "data")
+            p = make_agent(
+                cls, f"fp-peer{i + 1}", work / f"peer{i + 1}" / "data", ns, loopback_only
+            )
             p.start()
             peers.append(p)
+        if args.paired:
+            pair_mesh(cls, tpl, peers, ns, loopback_only)
         for i in range(args.starts):
             run_dir = work / f"run{i}"
             shutil.copytree(tpl, run_dir / "data", symlinks=True)
-            main_agent = cls("fp-main", run_dir / "data")
+            main_agent = make_agent(cls, "fp-main", run_dir / "data", ns, loopback_only)
             main_agent.launch()
             ready.append(main_agent.wait_ready(poll=0.005))
             row: dict[str, Any] = {"ready_s": ready[-1]}
@@ -131,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                 st = main_agent.call("status")
                 row["connected"] = st["connected"]
                 row["resources"] = st["resources"]
+                with contextlib.suppress(Exception):
+                    v = main_agent.call("authority", NO_ROWS, timeout=5)
+                    row["raft_role"] = v["role"]
+                    row["raft_voters"] = len(v["voters"])
+                    row["raft_learners"] = len(v["learners"])
                 rss0 = main_agent.rss()
                 c0 = main_agent.cpu()
                 pc0 = [p.cpu() for p in peers]
@@ -145,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
                     (b - a) / dt * 100 for a, b in zip(pc0, pc1, strict=True)
                 )
                 row["peer_rss_bytes"] = statistics.median(p.rss() for p in peers)
+                role = f" as Raft {row.get('raft_role')}" if args.paired else ""
                 print(
                     f"  run {i + 1}: ready {row['ready_s']:.3f} s, {row['connected']} "
                     f"sessions, {row['resources']} resources, RSS {row['rss_bytes'] / MB:.1f}"
-                    f" MB, idle CPU {row['idle_cpu_pct']:.2f} % (peers: "
+                    f" MB, idle CPU {row['idle_cpu_pct']:.2f} %"
+                    f"{role}"
+                    " (peers: "
                     f"{row['peer_idle_cpu_pct']:.2f} %, RSS {row['peer_rss_bytes'] / MB:.1f}"
                     " MB)"
                 )
@@ -163,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             if ag is not None:
                 with contextlib.suppress(Exception):
                     ag.stop()
+        if lan is not None:
+            lan.close()
         shutil.rmtree(work, ignore_errors=True)
 
     idle = [r for r in runs if "idle_cpu_pct" in r]

@@ -60,7 +60,9 @@ log = logging.getLogger("shoal.authority")
 
 TICK = 0.05  # seconds per Raft tick
 ELECTION_TICKS = 6  # election timeout 0.3-0.6 s (randomised in [6, 12) ticks)
-HEARTBEAT_TICKS = 1  # leader heartbeat every 50 ms
+HEARTBEAT_TICKS = 2  # leader heartbeat every 100 ms (a third of the shortest election timeout)
+SOLO_TICK = 0.5  # alone in its cluster an agent has nobody to heartbeat: tick slowly (idle CPU)
+SOLO_REPORT_INTERVAL = 10.0
 LEASE = 0.4  # an authority acts only while it heard from a leader this recently
 DEAD_AFTER = 0.6  # the leader moves authority off a holder silent this long (> LEASE)
 REPORT_INTERVAL = 2.0  # plus an immediate report whenever our holdings change
@@ -339,14 +341,16 @@ class AuthorityService:
                         item = await self.inbox.get()
             if loop.time() >= next_tick:
                 self.raft.tick()
-                next_tick = max(next_tick + TICK, loop.time() - TICK)
+                step = TICK if self._has_company() else SOLO_TICK
+                next_tick = max(next_tick + step, loop.time() - step)
             while item is not None:
                 self._handle(item)
                 item = None if self.inbox.empty() else self.inbox.get_nowait()
             await self._process_ready()
             now = time.monotonic()
             if now >= next_report or self._report_now:
-                next_report = now + REPORT_INTERVAL
+                next_report = now + (REPORT_INTERVAL if self._has_company()
+                                     else SOLO_REPORT_INTERVAL)
                 self._report_now = False
                 self._send_reports()
             if self.is_leader and now >= next_eval:
@@ -363,6 +367,11 @@ class AuthorityService:
                 self._announce_cluster()
                 if self.is_leader:
                     self._manage_voters(now)
+
+    def _has_company(self) -> bool:
+        """Other members in our cluster, or paired members we may merge with."""
+        voters, learners = self.members()
+        return len(voters) + len(learners) > 1 or self._joining
 
     def _handle(self, item: tuple[str, Any]) -> None:
         kind, payload = item
@@ -613,7 +622,9 @@ class AuthorityService:
             uptimes[m] = (rep.uptime if rep else 0.0) + (1.0 if alive else -1.0)
         want_voters, _ = choose_voters(uptimes)
         for m in want_voters:
-            if m in learners:
+            # promote only while below the target count: a full voter set changes only when
+            # a dead voter is removed below (else 5 voters + a promotion = 6)
+            if m in learners and len(voters) < len(want_voters):
                 pr = status.progress.get(m)
                 if pr is not None and pr.match >= status.commit - 5 and self._alive(m, now):
                     self._handle(("conf", ("promote_learner", m, None)))

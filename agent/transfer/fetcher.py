@@ -297,7 +297,7 @@ class Fetch:
         try:
             reply = await conn.request(
                 "chunk",
-                {"c": want.chunk_id.hex(), "cls": self.cls},
+                {"c": want.chunk_id.hex(), "cls": self.cls, "z": self._compress(src)},
                 timeout=self.request_timeout * 3,
             )
             if not isinstance(reply, wire.ChunkReply) or reply.chunk_id != want.chunk_id:

@@ -25,6 +25,7 @@ class FakeConn:
         self.source = source
         self.lie, self.refuse, self.delay = lie, refuse, delay
         self.served = 0
+        self.compress_asked: set[bool] = set()
 
     async def request(self, op: str, args: dict, timeout: float = 10.0):
         if op == "manifest":
@@ -32,6 +33,7 @@ class FakeConn:
                        if r.manifest.manifest_hash == args["resource"])
             return {"manifest": rec.manifest.to_bytes().decode()}
         assert op == "chunk"
+        self.compress_asked.add(args["z"])
         await asyncio.sleep(self.delay)
         if self.refuse:
             raise RemoteError("no such chunk here")
@@ -103,4 +105,14 @@ async def test_a_source_that_always_refuses_cannot_hold_the_fetch_forever(tmp_pa
                 find_sources=find_sources)
     with pytest.raises(FetchError, match=r"no usable source|no peer holds"):
         await asyncio.wait_for(job.run(), 30)
+    dst.close()
+
+
+async def test_lz4_is_asked_for_except_over_loopback(tmp_path, published):
+    src, m, _ = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    lan, lo = FakeConn("lan", src), FakeConn("lo", src)
+    lo.address = ("127.0.0.1", 1)
+    await Fetch(dst, m, [lan, lo], request_timeout=2.0).run()
+    assert lan.compress_asked == {True} and lo.compress_asked == {False}
     dst.close()
