@@ -43,6 +43,7 @@ from agent.ble.messages import (
 from agent.ble.peripheral import FRAMED_MAX_MESSAGE
 from agent.ble.stats import CountingGattClient, GattCounters
 from agent.ble.tag import TAG_EPOCH_SECONDS, TagResolver
+from agent.ble.tasks import TaskSet
 from agent.identity import device_id_for
 from agent.session import SessionError
 from radio.base import GattClient, NotConnectedError, RadioError, Scanner, Sighting
@@ -151,7 +152,7 @@ class CentralRole:
         self._links: dict[str, _Link] = {}  # by address
         self._connecting = False
         self._kick = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self._unsubscribe: Callable[[], None] | None = None
         self.totals = GattCounters()
         self.stats = {"connects": 0, "failures": 0, "sessions": 0, "duplicates": 0,
@@ -166,11 +167,7 @@ class CentralRole:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel_all()
         with contextlib.suppress(Exception):
             await self._scanner.stop()
 
@@ -404,15 +401,7 @@ class CentralRole:
             _log.exception("BLE observer failed")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"shoal-ble:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("BLE task %s failed: %r", task.get_name(), task.exception())
+        return self._tasks.spawn(coro, name)
 
 
 async def read_public_catalog(

@@ -30,6 +30,7 @@ from agent.ble.messages import (
     is_session_message,
 )
 from agent.ble.tag import TAG_EPOCH_SECONDS, node_tag, tag_epoch
+from agent.ble.tasks import TaskSet
 from agent.session import SessionError
 from radio.base import Advertiser, GattServer, RadioError
 from radio.ble import PeripheralChannel
@@ -116,7 +117,7 @@ class PeripheralRole:
         self._on_attached = on_attached
         self._pch: PeripheralChannel | None = None
         self._sessions: dict[int, _Session] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self._reply_slots = 0
         self._snapshot: CatalogSnapshot | None = None
         self._advert: bytes | None = None
@@ -141,11 +142,7 @@ class PeripheralRole:
 
     async def stop(self) -> None:
         self.running = False
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel_all()
         sessions = list(self._sessions.values())
         with contextlib.suppress(Exception):  # best effort, bounded: tell centrals we go
             async with asyncio.timeout(1.0):
@@ -366,12 +363,4 @@ class PeripheralRole:
 
     # ------------------------------------------------------------------ tasks
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"shoal-ble:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("BLE task %s failed: %r", task.get_name(), task.exception())
+        return self._tasks.spawn(coro, name)
