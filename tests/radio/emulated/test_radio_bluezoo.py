@@ -13,10 +13,7 @@ simulator does those).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,104 +23,18 @@ from radio.base import Sighting
 from radio.ble import CentralChannel, PeripheralChannel
 from radio.ble import profile as p
 
-DBUS_DAEMON = shutil.which("dbus-daemon")
-BLUEZOO = os.environ.get("SHOAL_BLUEZOO") or shutil.which("bluezoo")
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from tests.ble_agent.bluezoo_env import missing, prepare_adapters, private_bluez
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(DBUS_DAEMON is None, reason="dbus-daemon not installed (apt: dbus)"),
-    pytest.mark.skipif(
-        BLUEZOO is None, reason="bluezoo not found (pip install bluezoo, or set SHOAL_BLUEZOO)"
-    ),
-]
-
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <limit name="max_replies_per_connection">1000000</limit>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/><allow send_type="signal"/>
-    <allow send_type="method_return"/><allow send_type="error"/>
-    <allow receive_type="method_call"/><allow receive_type="signal"/>
-    <allow receive_type="method_return"/><allow receive_type="error"/>
-  </policy>
-</busconfig>
-"""
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=str(missing()))]
 
 
 @pytest.fixture
 def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    socket = tmp_path / "system_bus"
-    config = tmp_path / "bus.conf"
-    config.write_text(BUS_CONFIG.format(socket=socket))
-    assert DBUS_DAEMON is not None and BLUEZOO is not None
-    daemon = subprocess.Popen(
-        [DBUS_DAEMON, f"--config-file={config}", "--nofork"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not socket.exists():
-        if time.monotonic() > deadline or daemon.poll() is not None:
-            _stop(daemon)
-            pytest.skip("private dbus-daemon did not start")
-        time.sleep(0.05)
-    address = f"unix:path={socket}"
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
-    zoo_log = (tmp_path / "bluezoo.log").open("wb")
-    zoo = subprocess.Popen(
-        [BLUEZOO, "--auto-enable", "--scan-interval", "1",
-         "-a", "00:00:00:01:00:00", "-a", "00:00:00:02:00:00"],
-        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address},
-        stdout=zoo_log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    """A private system bus with a fresh BlueZoo (two adapters) for this test only."""
+    with private_bluez(tmp_path / "bluez", adapters=2) as address:
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
         yield address
-    finally:
-        _stop(zoo)
-        _stop(daemon)
-        zoo_log.close()
-
-
-async def _prepare_adapters() -> None:
-    """BlueZoo needs the adapters powered and discoverable before scanning finds anything."""
-    from dbus_next import Variant
-    from dbus_next.aio import MessageBus
-    from dbus_next.constants import BusType
-
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    try:
-        for name in ("hci0", "hci1"):
-            for _ in range(100):  # BlueZoo registers its name shortly after starting
-                try:
-                    intro = await bus.introspect("org.bluez", f"/org/bluez/{name}")
-                    break
-                except Exception:
-                    await asyncio.sleep(0.1)
-            else:
-                pytest.skip("BlueZoo did not publish its adapters")
-            props = bus.get_proxy_object("org.bluez", f"/org/bluez/{name}", intro).get_interface(
-                "org.freedesktop.DBus.Properties"
-            )
-            await props.call_set("org.bluez.Adapter1", "Powered", Variant("b", True))
-            await props.call_set("org.bluez.Adapter1", "Discoverable", Variant("b", True))
-    finally:
-        bus.disconnect()
 
 
 CATALOG = [p.ResourceEntry(i.to_bytes(8, "big"), i * 10, i) for i in range(40)]
@@ -141,7 +52,7 @@ async def test_bless_serves_bleak_end_to_end(bluez: str) -> None:
     from radio.ble.bleak_central import BleakCentral
     from radio.ble.bless_peripheral import BlessPeripheral
 
-    await _prepare_adapters()
+    await prepare_adapters(["hci0", "hci1"])
     periph = BlessPeripheral("Shoal", adapter="hci0")
     pch = PeripheralChannel(periph)
     await periph.start(p.shoal_service_spec(2), pch.on_write, pch.on_disconnect)
