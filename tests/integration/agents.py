@@ -107,6 +107,19 @@ class Agent:
             self.proc = None
 
 
+def wait_until(pred: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll *pred* until it returns something truthy and return that. A guard against
+    hanging, not a timing assertion: the timeout is generous and only ends a stuck test."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
 def pair(a: Agent, b: Agent) -> str:
     """Scripted numeric-comparison pairing, reading the code off both 'screens'."""
     b.cli("pair", "--open")

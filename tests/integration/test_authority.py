@@ -4,22 +4,10 @@ every agent reads the same map, fetch prefers the authority and survives its dea
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
-from .agents import Agent, pair
-
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+from .agents import Agent, pair, wait_until
 
 
 def _auth(a: Agent, resource: str | None = None) -> dict:
@@ -49,7 +37,7 @@ def trio(agents):
     a, b, c = agents("ant"), agents("bee"), agents("cod")
     for x, y in ((a, b), (a, c), (b, c)):
         pair(x, y)
-    _wait(lambda: _one_cluster([a, b, c], 3), 30, "one cluster with 3 voters")
+    wait_until(lambda: _one_cluster([a, b, c], 3), 30, "one cluster with 3 voters")
     return a, b, c
 
 
@@ -58,7 +46,7 @@ def test_cluster_forms_and_every_agent_reads_the_same_map(trio, tmp_path):
     src = tmp_path / "hot.bin"
     src.write_bytes(os.urandom(2 * 1024 * 1024))
     rid = a.json("publish", str(src))["resource_id"]
-    holder = _wait(lambda: _holder_everywhere([a, b, c], rid), 15, "an authority for hot.bin")
+    holder = wait_until(lambda: _holder_everywhere([a, b, c], rid), 15, "an authority for hot.bin")
     assert holder == "ant"  # the only holder
     r = b.json("fetch", "hot.bin", "--no-output")
     assert r["why"].startswith("authority ant"), r["why"]
@@ -73,12 +61,12 @@ def test_authority_moves_when_it_dies_and_fetch_falls_back(trio, tmp_path):
     src.write_bytes(os.urandom(2 * 1024 * 1024))
     rid = a.json("publish", str(src))["resource_id"]
     b.json("fetch", "hot.bin", "--no-output")  # now two holders
-    first = _wait(lambda: _holder_everywhere([a, b, c], rid), 15, "an authority")
+    first = wait_until(lambda: _holder_everywhere([a, b, c], rid), 15, "an authority")
     victim = {"ant": a, "bee": b}[first]
     survivor = b if victim is a else a
     victim.kill()
     live = [survivor, c]
-    new = _wait(lambda: (h := _holder_everywhere(live, rid)) not in (None, first) and h, 15,
+    new = wait_until(lambda: (h := _holder_everywhere(live, rid)) not in (None, first) and h, 15,
                 "authority to move off the dead holder")
     assert new == survivor.name
     out = tmp_path / "out.bin"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.agents import Agent, pair  # noqa: E402
+from tests.integration.agents import Agent, pair, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 def _views(agents: list[Agent]) -> list[dict]:
@@ -65,7 +54,7 @@ def five(lan_factory, tmp_path):
         for i, a in enumerate(agents):
             for b in agents[i + 1:]:
                 pair(a, b)
-        _wait(lambda: (v := _agreed(agents)) and len(v["voters"]) == 5, 60,
+        wait_until(lambda: (v := _agreed(agents)) and len(v["voters"]) == 5, 60,
               "one cluster of 5 voters")
         yield lan, agents
     finally:
@@ -80,13 +69,13 @@ def test_failover_partition_heal(five, tmp_path):
     rid = agents[0].json("publish", str(hot))["resource_id"]
     agents[1].json("fetch", "hot.bin", "--no-output")
     agents[2].json("fetch", "hot.bin", "--no-output")
-    view = _wait(lambda: _agreed(agents, rid), 20, "an authority for the hot resource")
+    view = wait_until(lambda: _agreed(agents, rid), 20, "an authority for the hot resource")
 
     # 1. SIGKILL the Raft leader
     leader = next(a for a in agents if a.name == view["leader"])
     leader.kill()
     live = [a for a in agents if a is not leader]
-    view = _wait(lambda: (v := _agreed(live, rid)) and v["leader"] != leader.name and v, 20,
+    view = wait_until(lambda: (v := _agreed(live, rid)) and v["leader"] != leader.name and v, 20,
                  "a new leader everyone agrees on")
     out = tmp_path / "after-leader.bin"
     live[0].json("fetch", "hot.bin", "-o", str(out), "--force")
@@ -98,7 +87,7 @@ def test_failover_partition_heal(five, tmp_path):
     if victim is not None:
         victim.kill()
         live = [a for a in live if a is not victim]
-        view = _wait(lambda: (v := _agreed(live, rid)) and _holder(v, rid) != auth_name and v,
+        view = wait_until(lambda: (v := _agreed(live, rid)) and _holder(v, rid) != auth_name and v,
                      20, "a new authority for the hot resource")
     holders_alive = {a.name for a in live}
     assert _holder(view, rid) in holders_alive
@@ -109,13 +98,13 @@ def test_failover_partition_heal(five, tmp_path):
     for a in agents:
         if a not in live:
             a.start()
-    _wait(lambda: _agreed(agents, rid), 40, "all five to agree again after restarts")
+    wait_until(lambda: _agreed(agents, rid), 40, "all five to agree again after restarts")
     minority = [3, 4]
     for i in minority:
         lan.partition(i + 1)
     majority = [a for i, a in enumerate(agents) if i not in minority]
-    _wait(lambda: _agreed(majority, rid), 20, "the majority to keep one view")
+    wait_until(lambda: _agreed(majority, rid), 20, "the majority to keep one view")
     for i in minority:
         lan.heal(i + 1)
-    final = _wait(lambda: _agreed(agents, rid), 40, "all five to agree after the heal")
+    final = wait_until(lambda: _agreed(agents, rid), 40, "all five to agree after the heal")
     assert _holder(final, rid) in {a.name for a in agents}

@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.agents import PY, Agent, pair  # noqa: E402
+from tests.integration.agents import PY, Agent, pair, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.netns
 
@@ -30,15 +30,6 @@ pytestmark = pytest.mark.netns
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -83,7 +74,7 @@ def test_discover_pair_and_fetch_across_hosts(mesh, tmp_path):
     _lan, (a, b, c) = mesh(3)
     for x in (a, b, c):
         others = {"h1", "h2", "h3"} - {x.name}
-        _wait(lambda x=x, o=others: _reachable(x) >= o, 15, f"{x.name} to see {others}")
+        wait_until(lambda x=x, o=others: _reachable(x) >= o, 15, f"{x.name} to see {others}")
     peers = a.json("peers")
     assert all("mdns" in p["sources"] or "lan" in p["sources"] for p in peers)
     pair(a, b)
@@ -104,12 +95,12 @@ def test_discover_pair_and_fetch_across_hosts(mesh, tmp_path):
 
 def test_partition_detected_and_healed(mesh):
     lan, (a, _b, c) = mesh(3)
-    _wait(lambda: _reachable(a) >= {"h2", "h3"}, 15, "h1 to see both peers")
+    wait_until(lambda: _reachable(a) >= {"h2", "h3"}, 15, "h1 to see both peers")
     lan.partition(3)
-    _wait(lambda: "h3" not in _reachable(a), 10, "h1 to notice h3 is cut off")
+    wait_until(lambda: "h3" not in _reachable(a), 10, "h1 to notice h3 is cut off")
     assert "h2" in _reachable(a)
     lan.heal(3)
-    _wait(lambda: "h3" in _reachable(a) and "h1" in _reachable(c), 25, "the partition to heal")
+    wait_until(lambda: "h3" in _reachable(a) and "h1" in _reachable(c), 25, "the partition to heal")
 
 
 def test_source_sigkilled_mid_transfer_then_restarted(mesh, tmp_path):
