@@ -802,7 +802,7 @@ class Node:
         a = self.authority.map.authority_for(resource_id) if self.authority else None
         if a is None or a.holder is None:
             return holders, f"no authority assigned: fetching from {len(holders)} holder(s)"
-        name = self.authority._name(a.holder) if self.authority else a.holder[:12]
+        name = self.authority.name_of(a.holder) if self.authority else a.holder[:12]
         first = [c for c in holders if c.peer_id.hex() == a.holder]
         if first:
             others = [c for c in holders if c is not first[0]]

@@ -447,7 +447,7 @@ class AuthorityService:
         if a.holder is None:
             self._revoked_at[resource_id] = time.monotonic()
         log.info("authority assigned", extra=kv(
-            resource=resource_id[:12], holder=self._name(a.holder), term=a.term, epoch=a.epoch))
+            resource=resource_id[:12], holder=self.name_of(a.holder), term=a.term, epoch=a.epoch))
 
     def _send(self, msgs: Any) -> None:
         by_dst: dict[str, list[bytes]] = {}
@@ -636,7 +636,7 @@ class AuthorityService:
                 return
 
     # ----------------------------------------------------------------- presentation
-    def _name(self, member: str | None) -> str:
+    def name_of(self, member: str | None) -> str:
         if member is None:
             return "-"
         if member == self.me:
@@ -660,19 +660,19 @@ class AuthorityService:
                 continue
             rows.append({
                 "resource_id": rid, "name": names.get(rid, ""),
-                "holder": self._name(a.holder), "holder_id": a.holder, "term": a.term,
+                "holder": self.name_of(a.holder), "holder_id": a.holder, "term": a.term,
                 "epoch": a.epoch, "index": a.index,
                 "acting_here": self.acting_for(rid),
-                "scores": {self._name(h): round(s, 4) for h, s in
+                "scores": {self.name_of(h): round(s, 4) for h, s in
                            sorted(self.scores(rid, now).items(), key=lambda x: -x[1])},
             })
         return {
             "cluster": self.cluster_id, "term": self.raft.term,
             "role": "leader" if self.is_leader else (
                 "learner" if self.me in learners else "follower"),
-            "leader": self._name(self.leader), "leader_id": self.leader,
-            "voters": [self._name(v) for v in voters],
-            "learners": [self._name(x) for x in learners],
+            "leader": self.name_of(self.leader), "leader_id": self.leader,
+            "voters": [self.name_of(v) for v in voters],
+            "learners": [self.name_of(x) for x in learners],
             "commit": self.raft.commit_index, "applied": self.map.applied_index,
             "assignments": rows,
         }
