@@ -61,7 +61,7 @@ class DemoAgent:
     def start(self) -> None:
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "--config", str(self.config), "--data-dir",
+                [sys.executable, "-m", "agent", "--config", str(self.config), "--data-dir",
                  str(self.dir), "run", "--name", self.name],
                 stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
             )

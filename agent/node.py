@@ -18,20 +18,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import PROTOCOL_VERSION, __version__, wire
+from agent import PROTOCOL_VERSION, __version__
 from agent.authority.service import AuthorityService
 from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
-from agent.control import ControlError, ControlServer, Reply
-from agent.identity import device_id_for, format_device_id, load_or_create_identity
+from agent.control.errors import ControlError
+from agent.control.server import ControlServer, Reply
 from agent.log import kv
-from agent.pairing import PairingBook, PairingError, format_code, normalize_code
-from agent.peer import ChunkData, PeerConnection, PeerGone, Refused, RemoteError
-from agent.peers import PeerTable
-from agent.session import SessionError, open_channel
+from agent.peer import wire
+from agent.peer.connection import ChunkData, PeerConnection, PeerGone, Refused, RemoteError
+from agent.peer.table import PeerTable
+from agent.security.identity import device_id_for, format_device_id, load_or_create_identity
+from agent.security.pairing import PairingBook, PairingError, format_code, normalize_code
+from agent.security.session import SessionError, open_channel
+from agent.security.trust import TrustStore
 from agent.store import ContentStore, StoreError
 from agent.transfer.fetcher import Fetch, FetchError, choose_version, find_offers
-from agent.trust import TrustStore
 from radio.lan import LanDiscovery, LanPeerGone, LanPeerSeen
 
 log = logging.getLogger("shoal.node")
@@ -125,7 +127,7 @@ class Node:
         self._pair_conns: dict[str, PeerConnection] = {}
         self.short_id = self.identity.hex_id[:16]
         self.discovery: LanDiscovery | None = None
-        self.ble: Any = None  # agent.ble_link.BleLink when [ble] enabled
+        self.ble: Any = None  # agent.links.ble.BleLink when [ble] enabled
         self._lan_seen: dict[str, tuple[LanPeerSeen, float]] = {}  # short id -> (event, first)
         self._dial_state: dict[str, tuple[int, float]] = {}  # short id -> (failures, next try)
         self._dialing: set[str] = set()
@@ -261,7 +263,7 @@ class Node:
     # ----------------------------------------------------------------- BLE
     async def _start_ble(self) -> None:
         """BLE is the control plane; a missing adapter or D-Bus must not stop the agent."""
-        from agent.ble_link import BleLink
+        from agent.links.ble import BleLink
 
         try:
             self.ble = BleLink(self, self.cfg.ble)
@@ -859,7 +861,7 @@ class Node:
         return await self.pair_wait(args.get("pairing_id"), float(args.get("timeout", 120)))
 
     async def _cmd_unpair(self, args: dict[str, Any], reply: Reply) -> Any:
-        from agent.trust import TrustError
+        from agent.security.trust import TrustError
 
         try:
             dev = self.trust.resolve(str(args.get("device", "")))

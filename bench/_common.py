@@ -328,7 +328,7 @@ def agent_classes() -> tuple[Any, str]:
                     *prefix,
                     PY,
                     "-m",
-                    "agent.cli",
+                    "agent.control.cli",
                     "--config",
                     str(cfg),
                     "--data-dir",

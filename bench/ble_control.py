@@ -18,7 +18,7 @@ A *round trip* is an ATT request the central waits for: a read, a write with res
 the CCC descriptor write of a subscription. Counted from "connected" until the handover
 starts (the `endpoints` answer is in). Links: the simulator (radio.sim, real clock,
 --latency-ms one-way per ATT PDU) and, when available, real bless + bleak through BlueZoo
-(fixed MTU; see tests/ble_agent/bluezoo_env.py). Never asserts; the target is <= 3 round
+(fixed MTU; see tests/links/ble/bluezoo_env.py). Never asserts; the target is <= 3 round
 trips from connect to handover.
 """
 
@@ -40,12 +40,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "ble_agent"))
+sys.path.insert(0, str(ROOT / "tests" / "links" / "ble"))
 
-from agent.ble import BleBackends, BleLink, BleTiming, bluez_backends, sim_backends  # noqa: E402
-from agent.ble.central import read_public_catalog  # noqa: E402
-from agent.ble.stats import CountingGattClient  # noqa: E402
 from agent.config import config_from_dict  # noqa: E402
+from agent.links.ble import BleBackends, BleLink, BleTiming, bluez_backends, sim_backends  # noqa: E402
+from agent.links.ble.central import read_public_catalog  # noqa: E402
+from agent.links.ble.stats import CountingGattClient  # noqa: E402
 from agent.node import Node  # noqa: E402
 from radio.ble import CentralChannel  # noqa: E402
 from radio.sim import LinkParams, RealClock, SimAir  # noqa: E402
@@ -215,7 +215,7 @@ async def run_sim(mtu: int, latency_ms: float, entries: int) -> dict[str, Any]:
 async def run_bluezoo(entries: int) -> dict[str, Any]:
     from bluezoo_env import prepare_adapters, private_bluez
 
-    from agent.ble.tag import node_tag, tag_epoch
+    from agent.links.ble.tag import node_tag, tag_epoch
     from radio.ble.bleak_central import BleakCentral
 
     out: dict[str, Any] = {"link": "bluezoo", "mtu": "fixed (BlueZoo)", "latency_ms": None}

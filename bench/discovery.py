@@ -63,7 +63,7 @@ def _peer_state(agent: Any, name: str) -> bool:
 def identity_with_order(data_dir: Path, a_id: str, b_smaller: bool) -> str:
     """Create B's identity in ``data_dir`` before launch, drawing keys until B's short ID
     sorts on the requested side of A's (the smaller one dials at once, the other waits)."""
-    from agent.identity import load_or_create_identity
+    from agent.security.identity import load_or_create_identity
 
     for _ in range(200):
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -126,7 +126,7 @@ def fetch_latency(a: Any, b: Any, work: Path, n: int) -> dict[str, Any]:
     shoal = str(ROOT / ".venv" / "bin" / "shoal")
     if not Path(shoal).exists():
         shoal = ""
-    base = [shoal] if shoal else [sys.executable, "-m", "agent.cli"]
+    base = [shoal] if shoal else [sys.executable, "-m", "agent"]
     base += ["--data-dir", str(b.data_dir), "--json"]
     subprocess.run(
         [*base, "fetch", names[1], "--no-output"], check=True, capture_output=True, cwd=ROOT

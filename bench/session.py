@@ -34,8 +34,8 @@ import cryptography
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from agent.session import SecureConnection, open_channel
-from agent.session.records import MAX_RECORD_SIZE
+from agent.security.session import SecureConnection, open_channel
+from agent.security.session.records import MAX_RECORD_SIZE
 
 CHUNK = MAX_RECORD_SIZE - 17  # payload bytes of one full record
 MB = 1e6

@@ -54,7 +54,7 @@ from agent.log import kv
 
 if TYPE_CHECKING:
     from agent.node import Node
-    from agent.peer import PeerConnection
+    from agent.peer.connection import PeerConnection
 
 log = logging.getLogger("shoal.authority")
 
@@ -292,7 +292,7 @@ class AuthorityService:
 
     async def handle_join(self, conn: PeerConnection, cluster: str) -> dict[str, Any]:
         """A paired member of another cluster asks to join ours (we must be its leader)."""
-        from agent.peer import Refused
+        from agent.peer.connection import Refused
 
         if not self._member_peer(conn):
             raise Refused("only paired members may join the authority group")
@@ -499,7 +499,7 @@ class AuthorityService:
         self.node._spawn(self._join(target, args["c"]), "raft-join")
 
     async def _join(self, conn: PeerConnection, cluster: str) -> None:
-        from agent.peer import PeerGone, RemoteError
+        from agent.peer.connection import PeerGone, RemoteError
 
         try:
             for _ in range(5):

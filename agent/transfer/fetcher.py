@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent import wire
 from agent.log import kv
-from agent.peer import PeerConnection, PeerGone, RemoteError
+from agent.peer import wire
+from agent.peer.connection import PeerConnection, PeerGone, RemoteError
 from agent.store import ChunkMismatch, Manifest, ManifestError, StoreError
 from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 

@@ -33,7 +33,7 @@ class Agent:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60,
             input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = [PY, "-m", "agent.cli", "--data-dir", str(self.data_dir), *args]
+        cmd = [PY, "-m", "agent", "--data-dir", str(self.data_dir), *args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                              input=input.decode() if input else None)
         if check and res.returncode != 0:
@@ -57,7 +57,7 @@ class Agent:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         listen = ["--listen", "127.0.0.1"] if self.netns is None else []
         self.proc = subprocess.Popen(
-            [*prefix, PY, "-m", "agent.cli", "--config", str(cfg), "--data-dir", str(self.data_dir),
+            [*prefix, PY, "-m", "agent", "--config", str(cfg), "--data-dir", str(self.data_dir),
              "--log-level", "debug", "run", "--port", str(self.port), *listen,
              "--name", self.name, *extra],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,

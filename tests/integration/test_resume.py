@@ -37,7 +37,7 @@ def test_sigkill_at_random_points_always_ends_identical(agents, tmp_path):
         out = tmp_path / f"out{rnd}.bin"
         dst.cli("--json", "status")  # both up
         proc = subprocess.Popen(
-            [PY, "-m", "agent.cli", "--data-dir", str(dst.data_dir), "--json", "fetch",
+            [PY, "-m", "agent", "--data-dir", str(dst.data_dir), "--json", "fetch",
              "data.bin", "-o", str(out), "--force"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.05, 0.6))

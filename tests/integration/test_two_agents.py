@@ -108,7 +108,7 @@ def test_agent_sigkilled_mid_publish_restarts_consistent(agents, tmp_path):
     a = agents("alpha")
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(96 * 1024 * 1024))
-    proc = subprocess.Popen([PY, "-m", "agent.cli", "--data-dir", str(a.data_dir), "publish",
+    proc = subprocess.Popen([PY, "-m", "agent", "--data-dir", str(a.data_dir), "publish",
                              str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.4)
     a.kill()  # mid-publish (96 MiB takes well over 0.4 s to chunk, hash and store)

@@ -64,7 +64,7 @@ def _sample(path: Path, mib: int) -> Path:
 
 def _fetch_bg(a: Agent, resource: str, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PY, "-m", "agent.cli", "--data-dir", str(a.data_dir), "--json", "fetch", resource,
+        [PY, "-m", "agent", "--data-dir", str(a.data_dir), "--json", "fetch", resource,
          "-o", str(out), "--force"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import wire
-from agent.peer import RemoteError
+from agent.peer import wire
+from agent.peer.connection import RemoteError
 from agent.store import ContentStore
 from agent.transfer.fetcher import Fetch, FetchError
 

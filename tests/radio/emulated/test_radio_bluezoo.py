@@ -24,7 +24,7 @@ from radio.ble import CentralChannel, PeripheralChannel
 from radio.ble import profile as p
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from tests.ble_agent.bluezoo_env import missing, prepare_adapters, private_bluez
+from tests.links.ble.bluezoo_env import missing, prepare_adapters, private_bluez
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=str(missing()))]
 

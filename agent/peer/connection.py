@@ -1,0 +1,210 @@
+"""One authenticated connection to a peer: symmetric request/response over a secure channel.
+
+Either side may send requests; responses are matched by id so many requests (chunk fetches)
+are in flight at once. A malformed message ends the connection with a logged reason: a peer
+that breaks the protocol is not given a second guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.log import kv
+from agent.peer import wire
+from agent.security.identity import short_device_id
+from agent.security.session import SessionError
+
+log = logging.getLogger("shoal.peer")
+
+MAX_CONCURRENT_HANDLERS = 128
+
+
+class RemoteError(Exception):
+    """The peer answered a request with an error."""
+
+
+class PeerGone(ConnectionError):
+    """The connection closed before the answer came."""
+
+
+class Refused(Exception):
+    """Raised by a request handler to answer with a clear error message."""
+
+
+@dataclass(frozen=True)
+class ChunkData:
+    """A handler result sent as a binary chunk reply."""
+
+    chunk_id: bytes
+    data: bytes | memoryview
+    compress: bool = True
+
+
+Handler = Callable[["PeerConnection", wire.Request], Awaitable[Any]]
+EventHandler = Callable[["PeerConnection", wire.Event], None]
+
+
+class PeerConnection:
+    """Wraps a SecureChannel; `serve()` must run for responses to be delivered."""
+
+    def __init__(
+        self,
+        channel: Any,
+        *,
+        peer_id: bytes,
+        peer_key: bytes,
+        hello: dict[str, Any],
+        handler: Handler,
+        on_event: EventHandler | None = None,
+        outgoing: bool,
+        address: tuple[str, int] | None = None,
+        gate: Any = None,
+        transport: str = "lan",
+    ) -> None:
+        self.channel = channel
+        self.peer_id = peer_id
+        self.peer_key = peer_key
+        self.hello = hello
+        self.outgoing = outgoing
+        self.address = address
+        self.transport = transport  # "lan" (TCP) or "ble": only "lan" carries bulk data
+        self.handshake_hash: bytes = channel.handshake_hash
+        self._handler = handler
+        self._gate = gate  # BandwidthGate: chunk replies wait their class's turn on the link
+        self._on_event = on_event
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._send_lock = asyncio.Lock()
+        self._handlers = asyncio.Semaphore(MAX_CONCURRENT_HANDLERS)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.last_seen = time.monotonic()
+        self.rtt: float | None = None
+        self.bytes_in = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.hello.get("name", "?"))
+
+    def __repr__(self) -> str:
+        return f"<PeerConnection {short_device_id(self.peer_id)} {self.name}>"
+
+    async def _send(self, payload: bytes) -> None:
+        if self.closed.is_set():
+            raise PeerGone(f"connection to {self.name} is closed: {self.close_reason}")
+        async with self._send_lock:
+            try:
+                await self.channel.send(payload)
+            except (ConnectionError, OSError, SessionError) as e:  # closed underneath us
+                raise PeerGone(f"connection to {self.name} lost: {e}") from None
+
+    async def request(self, op: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
+        """Send a request and wait for its answer (raises RemoteError, PeerGone, TimeoutError)."""
+        req_id = next(self._ids) & wire.MAX_REQUEST_ID
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        try:
+            await self._send(wire.encode_request(req_id, op, args))
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} did not answer {op} within {timeout:.1f} s") from None
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        t0 = time.monotonic()
+        await self.request("ping", {"t": time.time()}, timeout)
+        self.rtt = time.monotonic() - t0
+        return self.rtt
+
+    async def send_event(self, op: str, args: dict[str, Any]) -> None:
+        await self._send(wire.encode_event(op, args))
+
+    async def serve(self) -> None:
+        """Read messages until the channel closes; dispatch requests, events and answers."""
+        reason = "closed by peer"
+        try:
+            while True:
+                try:
+                    raw = await self.channel.recv()
+                except (ConnectionError, asyncio.IncompleteReadError, EOFError):
+                    break
+                self.last_seen = time.monotonic()
+                self.bytes_in += len(raw)
+                msg = wire.decode(raw)
+                if isinstance(msg, wire.Request):
+                    await self._handlers.acquire()
+                    task = asyncio.create_task(self._answer(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif isinstance(msg, (wire.Response, wire.ChunkReply)):
+                    fut = self._pending.get(msg.id)
+                    if fut is not None and not fut.done():
+                        if isinstance(msg, wire.ChunkReply):
+                            fut.set_result(msg)
+                        elif msg.ok:
+                            fut.set_result(msg.result)
+                        else:
+                            fut.set_exception(RemoteError(msg.result))
+                elif self._on_event is not None:
+                    self._on_event(self, msg)
+        except wire.WireError as e:
+            reason = f"protocol error: {e}"
+            log.warning("closing connection", extra=kv(peer=self.name, reason=reason))
+        except Exception as e:  # session errors (tamper, oversize) end the connection
+            reason = f"{type(e).__name__}: {e}"
+            log.warning("closing connection", extra=kv(peer=self.name, reason=reason))
+        finally:
+            await self._shutdown(reason)
+
+    async def _answer(self, req: wire.Request) -> None:
+        try:
+            try:
+                result = await self._handler(self, req)
+            except Refused as e:
+                await self._send(wire.encode_response(req.id, False, str(e)))
+                return
+            except Exception as e:
+                log.exception("request handler failed", extra=kv(op=req.op, peer=self.name))
+                await self._send(wire.encode_response(req.id, False, f"internal error: {e}"))
+                return
+            if isinstance(result, ChunkData):
+                parts = wire.encode_chunk(req.id, result.chunk_id, result.data, result.compress)
+                payload = b"".join(parts)
+                if self._gate is None:
+                    await self._send(payload)
+                else:
+                    cls = req.args.get("cls", "demand")
+                    async with self._gate.permit(self.peer_id.hex(), cls, len(payload)):
+                        await self._send(payload)
+            else:
+                await self._send(wire.encode_response(req.id, True, result))
+        except (PeerGone, ConnectionError):
+            pass
+        finally:
+            self._handlers.release()
+
+    async def _shutdown(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(PeerGone(f"connection to {self.name} closed: {reason}"))
+        for t in list(self._tasks):
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await self.channel.close()
+
+    async def close(self, reason: str = "closed locally") -> None:
+        await self._shutdown(reason)

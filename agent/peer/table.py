@@ -1,0 +1,100 @@
+"""The peer table: one row per device, whichever radio found it.
+
+Why one table: BLE sightings, mDNS records and live sessions all describe the same device;
+merging them by device ID lets fetch, authority and prefetch ask one question ("who is near
+and reachable?") without caring how the device was found.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agent.security.identity import format_device_id, short_device_id
+
+if TYPE_CHECKING:
+    from agent.peer.connection import PeerConnection
+
+
+@dataclass
+class PeerInfo:
+    peer_id: bytes
+    name: str = "?"
+    addresses: dict[tuple[str, int], float] = field(default_factory=dict)  # addr -> last seen
+    sources: set[str] = field(default_factory=set)  # "mdns", "lan", "ble", "manual"
+    connection: PeerConnection | None = None
+    last_seen: float = 0.0  # monotonic
+    reachable: bool = False
+    rssi: int | None = None
+    rtt: float | None = None
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self, trusted: bool, now: float | None = None) -> dict[str, Any]:
+        now = time.monotonic() if now is None else now
+        return {
+            "peer_id": self.peer_id.hex(),
+            "display_id": format_device_id(self.peer_id),
+            "short_id": short_device_id(self.peer_id),
+            "name": self.name,
+            "addresses": [f"{h}:{p}" for (h, p) in self.addresses],
+            "sources": sorted(self.sources),
+            "connected": self.connection is not None and not self.connection.closed.is_set(),
+            "reachable": self.reachable,
+            "trusted": trusted,
+            "last_seen_s": round(now - self.last_seen, 2) if self.last_seen else None,
+            "rtt_ms": round(self.rtt * 1000, 2) if self.rtt is not None else None,
+            "rssi": self.rssi,
+        }
+
+
+class PeerTable:
+    """Merged view of every peer seen by any radio."""
+
+    def __init__(self) -> None:
+        self._peers: dict[bytes, PeerInfo] = {}
+
+    def get(self, peer_id: bytes) -> PeerInfo | None:
+        return self._peers.get(peer_id)
+
+    def upsert(self, peer_id: bytes, *, source: str, name: str | None = None,
+               address: tuple[str, int] | None = None, rssi: int | None = None) -> PeerInfo:
+        info = self._peers.setdefault(peer_id, PeerInfo(peer_id))
+        info.sources.add(source)
+        if name:
+            info.name = name
+        now = time.monotonic()
+        if address is not None:
+            info.addresses[address] = now
+        if rssi is not None:
+            info.rssi = rssi
+        info.last_seen = now
+        return info
+
+    def attach(self, conn: PeerConnection) -> PeerInfo:
+        """Record a new session; it becomes the peer's primary connection unless it is a
+        control-plane-only link (BLE) and a live LAN session already exists."""
+        info = self.upsert(conn.peer_id, source=conn.transport, name=conn.name)
+        current = info.connection
+        keep = (current is not None and not current.closed.is_set()
+                and current.transport == "lan" and conn.transport != "lan")
+        if not keep:
+            info.connection = conn
+        info.reachable = True
+        return info
+
+    def detach(self, conn: PeerConnection) -> None:
+        info = self._peers.get(conn.peer_id)
+        if info is not None and info.connection is conn:
+            info.connection = None
+
+    def all(self) -> list[PeerInfo]:
+        return sorted(self._peers.values(), key=lambda p: p.name)
+
+    def reachable(self) -> list[PeerInfo]:
+        return [p for p in self._peers.values() if p.reachable]
+
+    def remove_address(self, peer_id: bytes, address: tuple[str, int]) -> None:
+        info = self._peers.get(peer_id)
+        if info is not None:
+            info.addresses.pop(address, None)

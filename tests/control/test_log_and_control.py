@@ -1,0 +1,102 @@
+import asyncio
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.control import ControlError, call_simple
+from agent.control.server import ControlServer
+from agent.log import KeyValueFormatter, kv, under_systemd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _record(msg: str, **fields) -> logging.LogRecord:
+    rec = logging.LogRecord("shoal.test", logging.INFO, __file__, 1, msg, None, None)
+    for k, v in kv(**fields).items():
+        setattr(rec, k, v)
+    return rec
+
+
+def test_key_value_lines_without_timestamps_under_systemd():
+    line = KeyValueFormatter(timestamps=False).format(
+        _record("peer connected", peer="kitchen pi", port=47474, note='a "quote"'))
+    assert line == ('INFO shoal.test: peer connected peer="kitchen pi" port=47474 '
+                    'note="a \\"quote\\""')
+    with_ts = KeyValueFormatter(timestamps=True).format(_record("x"))
+    assert with_ts[:4].isdigit() and "\n" not in with_ts
+
+
+def test_systemd_detection(monkeypatch):
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    assert not under_systemd()
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    assert under_systemd()
+
+
+async def test_control_socket_is_owner_only_and_answers(tmp_path):
+    async def echo(args, reply):
+        return {"echo": args["x"]}
+
+    server = ControlServer(tmp_path / "c.sock", {"echo": echo})
+    await server.start()
+    try:
+        mode = stat.S_IMODE(os.stat(tmp_path / "c.sock").st_mode)
+        assert mode & 0o077 == 0
+        assert await call_simple(tmp_path / "c.sock", "echo", {"x": 5}) == {"echo": 5}
+        with pytest.raises(ControlError, match="unknown command"):
+            await call_simple(tmp_path / "c.sock", "nope")
+        with pytest.raises(ControlError, match="already running"):
+            await ControlServer(tmp_path / "c.sock", {}).start()
+    finally:
+        await server.close()
+    with pytest.raises(ControlError, match="no agent is running"):
+        await call_simple(tmp_path / "c.sock", "echo", {"x": 1})
+
+
+async def test_garbage_on_the_control_socket_gets_a_clear_error(tmp_path):
+    server = ControlServer(tmp_path / "c.sock", {})
+    await server.start()
+    try:
+        r, w = await asyncio.open_unix_connection(str(tmp_path / "c.sock"))
+        w.write(b"not json\n")
+        await w.drain()
+        line = await r.readline()
+        assert b"bad control request" in line
+        w.close()
+    finally:
+        await server.close()
+
+
+def test_cli_errors_are_one_line_and_nonzero(tmp_path):
+    env = {**os.environ, "SHOAL_DATA_DIR": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-m", "agent", "status"], capture_output=True,
+                         text=True, env=env, timeout=30)
+    assert res.returncode == 1
+    assert res.stderr.startswith("shoal: error: no agent is running")
+    assert res.stderr.count("\n") == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[store]\navg_chunk_size = "huge"\n')
+    res = subprocess.run([sys.executable, "-m", "agent", "--config", str(bad), "config",
+                          "check"], capture_output=True, text=True, env=env, timeout=30)
+    assert res.returncode == 1 and "store.avg_chunk_size" in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_service_unit_verifies(tmp_path):
+    unit = (REPO / "systemd" / "shoal.service").read_text()
+    shoal = Path(sys.executable).parent / "shoal"
+    if not shoal.exists():
+        pytest.skip("the shoal console script is not installed in this environment")
+    unit_path = tmp_path / "shoal.service"
+    unit_path.write_text(unit.replace("/usr/local/bin/shoal", str(shoal)))
+    res = subprocess.run(["systemd-analyze", "verify", str(unit_path)], capture_output=True,
+                         text=True, timeout=60)
+    problems = [ln for ln in res.stderr.splitlines() if "shoal.service" in ln]
+    assert not problems, res.stderr
