@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.security.identity import short_device_id
@@ -26,16 +27,22 @@ log = logging.getLogger("shoal.peer")
 MAX_CONCURRENT_HANDLERS = 128
 
 
-class RemoteError(Exception):
+class RemoteError(ShoalError):
     """The peer answered a request with an error."""
 
+    kind = ErrorKind.REFUSED
 
-class PeerGone(ConnectionError):
+
+class PeerGone(ShoalError, ConnectionError):
     """The connection closed before the answer came."""
 
+    kind = ErrorKind.GONE
 
-class Refused(Exception):
+
+class Refused(ShoalError):
     """Raised by a request handler to answer with a clear error message."""
+
+    kind = ErrorKind.REFUSED
 
 
 @dataclass(frozen=True)

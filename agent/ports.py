@@ -1,0 +1,125 @@
+"""Ports: the small typed interfaces through which subsystems reach each other.
+
+Why ports: a service (authority, pairing, BLE, fetch, and the coming prefetch, mirror and DHT
+services) that held a reference to the node could call anything on it, so every change to the
+node rippled through every service and no service could be tested without a whole agent.
+Each service instead receives exactly the capabilities it needs, as structural
+``Protocol``s; the node (the composition root) passes the real objects, tests pass fakes.
+Nothing here imports a subsystem: the types below describe shapes, not implementations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol
+
+__all__ = [
+    "Clock",
+    "ConnectionsPort",
+    "HolderStatsPort",
+    "PeerLink",
+    "PeerSightings",
+    "Spawner",
+    "StoreView",
+    "TrustView",
+]
+
+Clock = Callable[[], float]
+"""Monotonic seconds. Pure policies take one so simulations can drive time (and skew it)."""
+
+JSONValue = Any
+"""A value that went through (or will go through) ``json``: validated by the receiver."""
+
+
+class Spawner(Protocol):
+    """Runs a background coroutine owned by the node's TaskGroup; a failure is logged, never
+    fatal (a send to a vanished peer must not take the agent down)."""
+
+    def __call__(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]: ...
+
+
+class PeerLink(Protocol):
+    """One live, authenticated session with a peer, whatever link carries it."""
+
+    @property
+    def peer_id(self) -> bytes: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def closed(self) -> asyncio.Event: ...
+
+    @property
+    def address(self) -> tuple[str, int] | None: ...
+
+    async def request(self, op: str, args: dict[str, JSONValue],
+                      timeout: float = 10.0) -> JSONValue: ...
+
+    async def send_event(self, op: str, args: dict[str, JSONValue]) -> None: ...
+
+    async def close(self, reason: str = "closed locally") -> None: ...
+
+
+class ConnectionsPort(Protocol):
+    """The live sessions: find one, list them, open one."""
+
+    def live_connection(self, peer_hex_prefix: str) -> PeerLink | None: ...
+
+    def live_connections(self) -> Sequence[PeerLink]: ...
+
+    async def connect(self, address: tuple[str, int], expect: str | None = None) -> PeerLink: ...
+
+
+class TrustedDeviceView(Protocol):
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+class TrustView(Protocol):
+    """Read-only view of the paired devices."""
+
+    def is_trusted(self, device_id: bytes) -> bool: ...
+
+    def get(self, device_id: bytes) -> TrustedDeviceView | None: ...
+
+
+class ResourceView(Protocol):
+    @property
+    def resource_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+class StoreView(Protocol):
+    """What a policy may read of the content store: which resources are held here."""
+
+    def resources(self) -> Sequence[ResourceView]: ...
+
+
+class HolderStatsPort(Protocol):
+    """How busy this device's uplink is (authority reports it as load and bitrate)."""
+
+    def capacity_estimate(self) -> float | None: ...
+
+    def queued(self, cls: str | None = None) -> int: ...
+
+
+class PeerSightings(Protocol):
+    """Feeds the peer table from a radio that saw a device (BLE advertisement, mDNS)."""
+
+    def saw(self, peer_id: bytes, *, source: str, name: str | None = None,
+            rssi: int | None = None) -> None: ...
+
+    def known_ids(self) -> Iterable[bytes]: ...
