@@ -53,8 +53,10 @@ from agent.fsutil import atomic_write_bytes
 from agent.log import kv
 
 if TYPE_CHECKING:
-    from agent.node import Node
+    from pathlib import Path
+
     from agent.peer.connection import PeerConnection
+    from agent.ports import ConnectionsPort, HolderStatsPort, Spawner, StoreView, TrustView
 
 log = logging.getLogger("shoal.authority")
 
@@ -89,11 +91,17 @@ class HolderReport:
 class AuthorityService:
     """Owned by the node; ``run()`` is one task in the node's TaskGroup."""
 
-    def __init__(self, node: Node, *, weights: ReputationWeights | None = None,
-                 hysteresis: float = 0.15) -> None:
-        self.node = node
-        self.me = node.identity.hex_id
-        self.dir = node.cfg.node.data_dir / "raft"
+    def __init__(self, me: str, name: str, data_dir: Path, connections: ConnectionsPort,
+                 trust: TrustView, store: StoreView, load: HolderStatsPort, spawn: Spawner, *,
+                 hysteresis: float = 0.15, weights: ReputationWeights | None = None) -> None:
+        self.me = me
+        self.my_name = name
+        self.dir = data_dir / "raft"
+        self.connections = connections
+        self.trust = trust
+        self.store = store
+        self.load = load
+        self.spawn = spawn
         self.weights = weights or ReputationWeights()
         self.hysteresis = hysteresis
         self.map = AuthorityMap()
@@ -258,7 +266,7 @@ class AuthorityService:
             self._on_report(src, args, now)
 
     def _member_peer(self, conn: PeerConnection) -> bool:
-        dev = self.node.trust.get(conn.peer_id)
+        dev = self.trust.get(conn.peer_id)
         return dev is not None and dev.role == "member"
 
     def _on_report(self, src: str, args: dict[str, Any], now: float) -> None:
@@ -310,6 +318,13 @@ class AuthorityService:
             except (RaftError, TimeoutError) as e:
                 raise Refused(f"cannot add member now: {e}") from None
         return {"cluster": self.cluster_id}
+
+    def handlers(self) -> dict[str, Any]:
+        """Peer requests this service answers (for the router's table)."""
+        return {"raft_join": self._on_join_request}
+
+    async def _on_join_request(self, conn: PeerConnection, req: Any) -> dict[str, Any]:
+        return await self.handle_join(conn, req.args["c"])
 
     # ----------------------------------------------------------------- the driver
     async def run(self) -> None:
@@ -454,12 +469,12 @@ class AuthorityService:
         for m in msgs:
             by_dst.setdefault(m.dst, []).append(raft_messages.encode(m))
         for dst, payloads in by_dst.items():
-            conn = self.node.live_connection(dst)
+            conn = self.connections.live_connection(dst)
             if conn is None:
                 with contextlib.suppress(RaftError):
                     self.raft.report_unreachable(dst)
                 continue
-            self.node._spawn(self._deliver(conn, payloads), "raft-send")
+            self.spawn(self._deliver(conn, payloads), "raft-send")
 
     async def _deliver(self, conn: PeerConnection, payloads: list[bytes]) -> None:
         for p in payloads:
@@ -474,9 +489,9 @@ class AuthorityService:
         if not voters:
             return  # just joined: nothing to announce until the log tells us our members
         args = {"c": self.cluster_id, "n": len(voters) + len(learners), "l": self.leader or ""}
-        for conn in self.node.live_connections():
+        for conn in self.connections.live_connections():
             if self._member_peer(conn):
-                self.node._spawn(self._quiet(conn.send_event("cluster", args)), "cluster-hello")
+                self.spawn(self._quiet(conn.send_event("cluster", args)), "cluster-hello")
 
     @staticmethod
     async def _quiet(coro: Any) -> None:
@@ -494,9 +509,9 @@ class AuthorityService:
         target = conn
         leader = args["l"]
         if leader and leader != conn.peer_id.hex():
-            target = self.node.live_connection(leader) or conn
+            target = self.connections.live_connection(leader) or conn
         self._joining = True
-        self.node._spawn(self._join(target, args["c"]), "raft-join")
+        self.spawn(self._join(target, args["c"]), "raft-join")
 
     async def _join(self, conn: PeerConnection, cluster: str) -> None:
         from agent.peer.connection import PeerGone, RemoteError
@@ -507,7 +522,7 @@ class AuthorityService:
                     await conn.request("raft_join", {"c": cluster}, timeout=6.0)
                 except RemoteError as e:
                     hint = str(e).partition("leader=")[2].strip()
-                    nxt = self.node.live_connection(hint) if hint else None
+                    nxt = self.connections.live_connection(hint) if hint else None
                     if nxt is None:
                         await asyncio.sleep(0.5)
                     else:
@@ -525,9 +540,9 @@ class AuthorityService:
     # ----------------------------------------------------------------- member duties
     def _holdings_report(self) -> dict[str, list[Any]]:
         now = time.time()
-        rate = self.node.gate.scheduler.capacity_estimate() or 0.0
+        rate = self.load.capacity_estimate() or 0.0
         out: dict[str, list[Any]] = {}
-        for rec in self.node.store.resources()[:MAX_HOLDINGS]:
+        for rec in self.store.resources()[:MAX_HOLDINGS]:
             rid = rec.resource_id
             usage = self.usage.get(rid, UsageCounter()).value_at(now, USAGE_HALF_LIFE)
             errors = self.served_errors.get(rid, 0)
@@ -536,7 +551,7 @@ class AuthorityService:
 
     def _load(self) -> float:
         """Serving load in [0, 1]: chunk sends waiting for the link, 16 of them = full."""
-        return round(min(1.0, self.node.gate.scheduler.queued() / 16), 2)
+        return round(min(1.0, self.load.queued() / 16), 2)
 
     def _uptime(self) -> float:
         """Fraction of the last hour this agent has been up (rounded: reports that do not
@@ -547,9 +562,9 @@ class AuthorityService:
         args = {"c": self.cluster_id, "h": self._holdings_report(), "load": self._load(),
                 "up": self._uptime()}
         self._on_report(self.me, args, time.monotonic())  # the leader scores itself too
-        for conn in self.node.live_connections():
+        for conn in self.connections.live_connections():
             if self._member_peer(conn):
-                self.node._spawn(self._quiet(conn.send_event("report", args)), "report")
+                self.spawn(self._quiet(conn.send_event("report", args)), "report")
 
     def _alive(self, member: str, now: float) -> bool:
         if member == self.me:
@@ -640,11 +655,11 @@ class AuthorityService:
         if member is None:
             return "-"
         if member == self.me:
-            return self.node.cfg.node.name
-        conn = self.node.live_connection(member)
+            return self.my_name
+        conn = self.connections.live_connection(member)
         if conn is not None:
             return conn.name
-        dev = self.node.trust.get(bytes.fromhex(member))
+        dev = self.trust.get(bytes.fromhex(member))
         return dev.name if dev is not None else member[:12]
 
     def describe(self, resource: str | None = None) -> dict[str, Any]:
@@ -654,7 +669,7 @@ class AuthorityService:
         now = time.monotonic()
         rows = []
         names = dict(self.names)
-        names.update((r.resource_id, r.name) for r in self.node.store.resources())
+        names.update((r.resource_id, r.name) for r in self.store.resources())
         for rid, a in self.map.assignments():
             if resource and not (rid.startswith(resource.lower()) or names.get(rid) == resource):
                 continue

@@ -58,6 +58,6 @@ async def call_simple(path: Path, cmd: str, args: dict[str, Any] | None = None) 
     async for item in call(path, cmd, args):
         if isinstance(item, dict) and "ok" in item:
             if not item["ok"]:
-                raise ControlError(item["error"])
+                raise ControlError(str(item["error"]), item.get("kind"))
             return item.get("result")
     raise ControlError("no answer from the agent")

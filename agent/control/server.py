@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.control.errors import ControlError
+from agent.errors import ErrorKind, ShoalError, kind_of
 from agent.log import kv
 
 log = logging.getLogger("shoal.control")
@@ -106,19 +107,23 @@ class ControlServer:
                 if not isinstance(args, dict):
                     raise ValueError("args must be an object")
             except ValueError as e:
-                await _final(writer, False, f"bad control request: {e}")
+                await _final(writer, False, f"bad control request: {e}", ErrorKind.INVALID)
                 return
             cmd = self.commands.get(req["cmd"])
             if cmd is None:
-                await _final(writer, False, f"unknown command {req['cmd']!r}")
+                await _final(writer, False, f"unknown command {req['cmd']!r}", ErrorKind.INVALID)
                 return
             try:
                 result = await cmd(args, Reply(writer))
-            except (ControlError, ValueError, LookupError, OSError, TimeoutError) as e:
-                await _final(writer, False, str(e) or type(e).__name__)
+            except ControlError as e:
+                await _final(writer, False, str(e), e.error_kind)
+            except (ShoalError, ValueError, LookupError, OSError, TimeoutError) as e:
+                # every layer's typed failure is one line for the user, with its kind
+                await _final(writer, False, str(e) or type(e).__name__, kind_of(e))
             except Exception as e:
                 log.exception("control command failed", extra=kv(cmd=req["cmd"]))
-                await _final(writer, False, f"internal error: {type(e).__name__}: {e}")
+                await _final(writer, False, f"internal error: {type(e).__name__}: {e}",
+                             ErrorKind.INTERNAL)
             else:
                 await _final(writer, True, result)
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -129,9 +134,17 @@ class ControlServer:
                 await writer.wait_closed()
 
 
-async def _final(writer: asyncio.StreamWriter, ok: bool, value: Any) -> None:
-    key = "result" if ok else "error"
-    writer.write(json.dumps({"ok": ok, key: value}).encode() + b"\n")
+async def _final(writer: asyncio.StreamWriter, ok: bool, value: Any,
+                 kind: ErrorKind | None = None) -> None:
+    msg = {"ok": True, "result": value} if ok else {
+        "ok": False, "error": value, "kind": str(kind or ErrorKind.INVALID)}
+    try:  # a reply is strict JSON: Infinity/NaN are not, so they are a bug here, not output
+        line = json.dumps(msg, allow_nan=False)
+    except ValueError as e:
+        log.error("control reply is not JSON", extra=kv(reason=e))
+        line = json.dumps({"ok": False, "error": f"internal error: {e}",
+                           "kind": str(ErrorKind.INTERNAL)})
+    writer.write(line.encode() + b"\n")
     await writer.drain()
 
 

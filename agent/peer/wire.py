@@ -65,14 +65,11 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "list": {},
     "manifest": {"resource": _str(255)},
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
-    "has": {"manifest": _hex(64)},
     "endpoints": {},
     "raft_join": {"c": _hex(32)},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
-    "heartbeat": {"t": _num(0, 2**53)},
-    "bye": {"reason?": _str(200)},
     # authority (agent/authority/service.py validates the contents further)
     "raft": {"c": _hex(32), "m": _str(MAX_JSON - 1024)},
     "cluster": {"c": _hex(32), "n": _num(0, 10_000), "l": (str, lambda v: len(v) <= 64)},

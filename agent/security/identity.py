@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from agent.errors import ErrorKind, ShoalError
 from agent.fsutil import atomic_write_bytes
 
 KEY_FILE = "identity.pem"
@@ -24,8 +25,10 @@ _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _DISPLAY_BYTES = 20  # 160 bits shown to people: 32 base32 characters
 
 
-class IdentityError(Exception):
+class IdentityError(ShoalError):
     """The identity key is missing, unreadable, unsafe or malformed."""
+
+    kind = ErrorKind.INVALID
 
 
 def device_id_for(public_key: bytes) -> bytes:

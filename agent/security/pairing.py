@@ -15,6 +15,8 @@ import itertools
 import secrets
 from dataclasses import dataclass, field
 
+from agent.errors import ErrorKind, ShoalError
+
 CODE_DIGITS = 6
 
 
@@ -36,8 +38,10 @@ def normalize_code(text: str) -> str:
     return digits
 
 
-class PairingError(Exception):
+class PairingError(ShoalError):
     """A pairing request is refused or cannot proceed."""
+
+    kind = ErrorKind.REFUSED
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent.errors import ErrorKind, ShoalError
 from agent.fsutil import atomic_write_bytes
 from agent.security.identity import format_device_id, parse_device_id
 
@@ -23,8 +24,10 @@ TRUST_FILE = "trust.json"
 MAX_DEVICES = 1024
 
 
-class TrustError(Exception):
+class TrustError(ShoalError):
     """The trust store file is damaged or a request names an unknown device."""
+
+    kind = ErrorKind.NOT_FOUND
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.peer.connection import PeerConnection, PeerGone, RemoteError
@@ -33,8 +34,16 @@ POLL = 0.25
 MIN_BYTES_IN_FLIGHT = 2 * 1024 * 1024  # per source: keeps CPU-bound ends busy (see planner)
 
 
-class FetchError(Exception):
+class FetchError(ShoalError):
     """The resource cannot be fetched; the message says why, per source."""
+
+    kind = ErrorKind.UNREACHABLE
+
+
+class AmbiguousName(FetchError):
+    """A name matches several resources: the user must choose by ID."""
+
+    kind = ErrorKind.AMBIGUOUS
 
 
 @dataclass
@@ -99,7 +108,7 @@ def choose_version(offers: list[Offer], resource: str) -> tuple[Manifest, list[P
             choices = ", ".join(
                 f"{rid[:12]} (from {os_[0].conn.name})" for rid, os_ in by_resource.items()
             )
-            raise FetchError(f"{resource!r} names several resources: {choices}; fetch by ID")
+            raise AmbiguousName(f"{resource!r} names several resources: {choices}; fetch by ID")
         by_resource = {exact[0]: by_resource[exact[0]]}
     group = next(iter(by_resource.values()))
     best = max(group, key=lambda o: (o.manifest.version, o.manifest.created)).manifest

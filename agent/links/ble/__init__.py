@@ -7,6 +7,17 @@ session messages with link ids (:mod:`.messages`), the Noise channel over them
 (:mod:`.link`).
 """
 
-from agent.links.ble.link import BleBackends, BleLink, BleTiming, bluez_backends, sim_backends
+from agent.links.ble.link import (
+    BleAgent,
+    BleBackends,
+    BleLink,
+    BleNotFound,
+    BleTiming,
+    bluez_backends,
+    sim_backends,
+)
 
-__all__ = ["BleBackends", "BleLink", "BleTiming", "bluez_backends", "sim_backends"]
+__all__ = [
+    "BleAgent", "BleBackends", "BleLink", "BleNotFound", "BleTiming", "bluez_backends",
+    "sim_backends",
+]

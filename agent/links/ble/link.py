@@ -1,6 +1,6 @@
 """BleLink: the node's BLE control plane (peripheral + central roles over injectable radios).
 
-The node creates ``BleLink(node, cfg.ble)`` and awaits ``start()`` / ``stop()``. With no
+The node creates ``BleLink(BleAgent(...), cfg.ble)`` and awaits ``start()`` / ``stop()``. With no
 ``backends`` argument the real ones are built (bless peripheral + bleak central on
 ``cfg.adapter``); tests and the benchmark pass simulated ones (:func:`sim_backends`).
 
@@ -21,19 +21,30 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.control import ControlError
+from agent.config import BleConfig
+from agent.errors import ErrorKind, ShoalError
 from agent.links.ble.catalog import CatalogSnapshot, build_snapshot
 from agent.links.ble.central import CentralLimits, CentralRole, Observer
 from agent.links.ble.channel import BleSecureChannel
 from agent.links.ble.peripheral import PeripheralLimits, PeripheralRole
 from agent.links.ble.tag import TAG_EPOCH_SECONDS, TagResolver
 from agent.log import kv
-from agent.security.identity import format_device_id
+from agent.peer.connection import PeerConnection
+from agent.peer.connections import Connections, Unreachable
+from agent.peer.hello import parse_hello
+from agent.peer.table import PeerTable
+from agent.security.identity import Identity, format_device_id
+from agent.security.trust import TrustStore
+from agent.store import ContentStore
 from radio.base import Advertiser, GattClient, GattServer, Scanner
 
-__all__ = ["BleBackends", "BleLink", "BleTiming", "NodeHost", "bluez_backends", "sim_backends"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+__all__ = ["AgentHost", "BleAgent", "BleBackends", "BleLink", "BleTiming", "bluez_backends",
+           "sim_backends"]
 
 log = logging.getLogger("shoal.ble")
 MAX_ENDPOINTS = 4
@@ -65,7 +76,7 @@ class BleTiming:
     catalog_on_connect: bool = False  # see CentralLimits
 
 
-def bluez_backends(cfg: Any, name: str = "Shoal") -> BleBackends:
+def bluez_backends(cfg: BleConfig, name: str = "Shoal") -> BleBackends:
     """bless (peripheral) and bleak (central) on ``cfg.adapter`` (imports them lazily)."""
     from radio.ble.bleak_central import BleakCentral
     from radio.ble.bless_peripheral import BlessPeripheral
@@ -107,58 +118,79 @@ def parse_endpoints(answer: Any) -> list[tuple[str, int]]:
     return out
 
 
-class NodeHost:
-    """:class:`agent.links.ble.host.BleHost` on a real :class:`agent.node.Node`."""
+@dataclass
+class BleAgent:
+    """The parts of the agent the BLE link works with (built by the node; tests build their
+    own). Ports, not the node: the link never reaches past these."""
 
-    def __init__(self, node: Any, cfg: Any,
-                 on_attached: Callable[[Any], None] | None = None) -> None:
-        self.node = node
+    identity: Identity
+    store: ContentStore
+    trust: TrustStore
+    peers: PeerTable
+    connections: Connections
+    lan_enabled: bool
+
+
+class BleNotFound(ShoalError):
+    """No (or more than one) live BLE session matches what the user named."""
+
+    kind = ErrorKind.NOT_FOUND
+
+
+class AgentHost:
+    """:class:`agent.links.ble.host.BleHost` over the agent's ports."""
+
+    def __init__(self, agent: BleAgent, cfg: BleConfig,
+                 on_attached: Callable[[PeerConnection], None] | None = None) -> None:
+        self.agent = agent
         self.cfg = cfg
         self.on_attached = on_attached
 
     @property
-    def static_key(self) -> Any:
-        return self.node.identity.private_key
+    def static_key(self) -> X25519PrivateKey:
+        return self.agent.identity.private_key
 
     @property
     def device_id(self) -> bytes:
-        return self.node.identity.device_id
+        return self.agent.identity.device_id
 
     def hello(self) -> bytes:
-        return self.node.hello()
+        return self.agent.connections.hello()
 
     def catalog(self, slots: int) -> CatalogSnapshot:
-        node = self.node
-        port = node.lan_port if node.cfg.lan.enabled else None
-        return build_snapshot(node.store.resources(), device_id=self.device_id,
+        a = self.agent
+        port = a.connections.lan_port if a.lan_enabled else None
+        return build_snapshot(a.store.resources(), device_id=self.device_id,
                               lan_port=port, slots=slots)
 
     def known_peer_ids(self) -> Iterable[bytes]:
-        ids = [bytes.fromhex(d.device_id) for d in self.node.trust.list()]
-        ids.extend(p.peer_id for p in self.node.peers.all())
+        ids = [bytes.fromhex(d.device_id) for d in self.agent.trust.list()]
+        ids.extend(p.peer_id for p in self.agent.peers.all())
         return ids
 
     def is_connected(self, peer_id: bytes) -> bool:
-        return any(c.peer_id == peer_id for c in self.node.live_connections())
+        return any(c.peer_id == peer_id for c in self.agent.connections.live_connections())
 
     def saw_peer(self, peer_id: bytes, rssi: int) -> None:
         name = None
-        if self.node.peers.get(peer_id) is None:
-            trusted = self.node.trust.get(peer_id)
+        if self.agent.peers.get(peer_id) is None:
+            trusted = self.agent.trust.get(peer_id)
             name = trusted.name if trusted is not None else None
-        self.node.peers.upsert(peer_id, source="ble", name=name, rssi=rssi)
+        self.agent.peers.upsert(peer_id, source="ble", name=name, rssi=rssi)
 
-    def attach(self, channel: BleSecureChannel, *, outgoing: bool, rssi: int | None) -> Any:
-        """node.attach_channel; the peer table keeps a live LAN session primary (a BLE
-        session must not displace a TCP one: fetches use the primary)."""
-        conn = self.node.attach_channel(channel, outgoing=outgoing, transport="ble", rssi=rssi)
+    def attach(self, channel: BleSecureChannel, *, outgoing: bool,
+               rssi: int | None) -> PeerConnection:
+        """Run the peer protocol over the BLE session; the peer table keeps a live LAN session
+        primary (a BLE session must not displace a TCP one: fetches use the primary)."""
+        conn = self.agent.connections.attach_channel(channel, outgoing=outgoing,
+                                                     transport="ble", rssi=rssi)
         if self.on_attached is not None:
             self.on_attached(conn)
         return conn
 
-    def remember_catalog(self, conn: Any, entries: Any) -> int:
+    def remember_catalog(self, conn: PeerConnection, entries: object) -> int:
         """Keep a peer's `list` answer in the peer table (what it offers us, bounded)."""
-        info = self.node.peers.get(conn.peer_id)
+        info = self.agent.peers.get(conn.peer_id)
         if info is None or not isinstance(entries, list):
             return 0
         info.resources = {
@@ -168,27 +200,27 @@ class NodeHost:
         return len(info.resources)
 
     def wants_handover(self, channel: BleSecureChannel) -> bool:
-        if not (self.cfg.handover and self.node.cfg.lan.enabled):
+        if not (self.cfg.handover and self.agent.lan_enabled):
             return False
         try:
-            from agent.node import parse_hello
-
-            return int(parse_hello(channel.remote_payload).get("port") or 0) > 0
+            port = parse_hello(channel.remote_payload).get("port")
         except ValueError:
             return False
+        return isinstance(port, int) and port > 0
 
-    async def handover(self, conn: Any, endpoints: Any) -> bool:
+    async def handover(self, conn: PeerConnection, endpoints: object) -> bool:
         """Connect to the peer's LAN endpoint and insist it is the same device."""
-        node = self.node
+        connections = self.agent.connections
         for address in parse_endpoints(endpoints):
-            other = next((c for c in node.live_connections() if c.address == address), None)
+            other = next((c for c in connections.live_connections() if c.address == address),
+                         None)
             if other is not None and other.peer_id != conn.peer_id:
                 log.warning("BLE peer names another device's endpoint", extra=kv(
                     peer=conn.name, addr=address, holder=other.name))
                 continue
             try:
-                tcp = await node.connect(address)
-            except ControlError as e:
+                tcp = await connections.connect(address)
+            except Unreachable as e:
                 log.info("handover endpoint unreachable", extra=kv(addr=address, reason=e))
                 continue
             if tcp.peer_id != conn.peer_id:
@@ -196,7 +228,7 @@ class NodeHost:
                     peer=conn.name, addr=address, got=format_device_id(tcp.peer_id)[:9]))
                 await tcp.close("identity does not match the BLE session")
                 continue
-            node.peers.upsert(conn.peer_id, source="ble")
+            self.agent.peers.upsert(conn.peer_id, source="ble")
             log.info("handed over to LAN", extra=kv(peer=conn.name, addr=address))
             return True
         return False
@@ -207,26 +239,26 @@ class BleLink:
 
     def __init__(
         self,
-        node: Any,
-        cfg: Any,
+        agent: BleAgent,
+        cfg: BleConfig,
         backends: BleBackends | None = None,
         *,
         timing: BleTiming | None = None,
         observer: Observer | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.node = node
+        self.agent = agent
         self.cfg = cfg
         self._backends = backends
         self.timing = timing or BleTiming()
         self._observer = observer
         self._wall = wall_clock
-        self.host = NodeHost(node, cfg, on_attached=self._remember)
+        self.host = AgentHost(agent, cfg, on_attached=self._remember)
         self.resolver = TagResolver(self.host.known_peer_ids, clock=wall_clock,
                                     period=self.timing.tag_period)
         self.peripheral: PeripheralRole | None = None
         self.central: CentralRole | None = None
-        self.ble_conns: set[Any] = set()
+        self.ble_conns: set[PeerConnection] = set()
         self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -287,15 +319,15 @@ class BleLink:
     def _my_tag(self) -> bytes | None:
         return self.peripheral.current_tag() if self.peripheral is not None else None
 
-    def _remember(self, conn: Any) -> None:
+    def _remember(self, conn: PeerConnection) -> None:
         self.ble_conns.add(conn)
 
-    def _on_peripheral_session(self, conn: Any) -> None:
+    def _on_peripheral_session(self, conn: PeerConnection) -> None:
         self.resolver.learn(conn.peer_id)
         if self.central is not None:
             rssi = self.central.rssi_of(conn.peer_id)
             if rssi is not None:
-                self.node.peers.upsert(conn.peer_id, source="ble", rssi=rssi)
+                self.agent.peers.upsert(conn.peer_id, source="ble", rssi=rssi)
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -309,7 +341,7 @@ class BleLink:
         """A peer whose primary (LAN) session ended but whose BLE session lives is reachable
         over BLE: make that session its connection again (the control plane falls back)."""
         for conn in self.connections():
-            info = self.node.peers.get(conn.peer_id)
+            info = self.agent.peers.get(conn.peer_id)
             if info is None:
                 continue
             current = info.connection
@@ -318,12 +350,12 @@ class BleLink:
                 info.reachable = True
 
     # ------------------------------------------------------------------ sessions & pairing
-    def connections(self) -> list[Any]:
+    def connections(self) -> list[PeerConnection]:
         """Live peer connections that run over BLE (both roles)."""
         self.ble_conns = {c for c in self.ble_conns if not c.closed.is_set()}
         return sorted(self.ble_conns, key=lambda c: c.name)
 
-    def find_connection(self, target: str) -> Any:
+    def find_connection(self, target: str) -> PeerConnection:
         """A live BLE session by peer name, display ID prefix or hex ID prefix."""
         t = target.strip()
         conns = self.connections()
@@ -333,35 +365,10 @@ class BleLink:
             matches = [c for c in conns if c.peer_id.hex().startswith(low)
                        or format_device_id(c.peer_id).startswith(up)]
         if not matches:
-            raise ControlError(f"no BLE session with {target!r} (see: shoal peers)")
+            raise BleNotFound(f"no BLE session with {target!r} (see: shoal peers)")
         if len({c.peer_id for c in matches}) > 1:
-            raise ControlError(f"{target!r} matches several BLE peers; use its ID")
+            raise BleNotFound(f"{target!r} matches several BLE peers; use its ID")
         return matches[0]
-
-    async def pair_start(self, target: str) -> dict[str, Any]:
-        """Start numeric-comparison pairing over the BLE session with ``target``.
-
-        Same bookkeeping as ``Node.pair_start`` after its TCP connect; the code derives from
-        this BLE session's handshake hash, so both screens agree only without a MITM.
-        """
-        node = self.node
-        conn = self.find_connection(target)
-        if node.trust.is_trusted(conn.peer_id):
-            raise ControlError(
-                f"already paired with {conn.name} ({format_device_id(conn.peer_id)})")
-        try:
-            answer = await conn.request("pair_request", {"name": node.cfg.node.name[:64]},
-                                        timeout=self.timing.request_timeout)
-        except Exception as e:  # RemoteError, PeerGone, TimeoutError
-            raise ControlError(f"{conn.name} refused pairing: {e}") from None
-        p = node.pairing.add(
-            peer_id=conn.peer_id, peer_public_key=conn.peer_key,
-            peer_name=str(answer.get("name", conn.name))[:64],
-            handshake_hash=conn.handshake_hash, incoming=False, now=time.time(),
-        )
-        node._pair_conns[p.pairing_id] = conn
-        await node._pairing_notify()
-        return p.summary()
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"adapter": self.cfg.adapter}

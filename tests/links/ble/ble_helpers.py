@@ -216,21 +216,19 @@ class SimAgent:
 
     async def start_ble(self, timing: BleTiming = FAST, **ble: Any) -> BleLink:
         cfg = replace(self.node.cfg.ble, enabled=True, **ble)
-        self.link = BleLink(self.node, cfg, sim_backends(self.sim, scan_interval=0.05),
+        self.link = BleLink(self.node.ble_agent(), cfg, sim_backends(self.sim, scan_interval=0.05),
                             timing=timing, observer=self.observe)
-        self.node.ble = self.link
+        self.node.use_ble(self.link)
         await self.link.start()
         return self.link
 
     async def publish(self, path: Path, *, public: bool, name: str | None = None) -> dict[str, Any]:
-        res = await self.node._cmd_publish({"path": str(path), "name": name or path.name,
-                                            "public": public}, None)
-        if self.link is not None:
-            self.link.catalog_changed()
-        return res
+        res = await self.node.commands.publish({"path": str(path), "name": name or path.name,
+                                                "public": public}, None)
+        return res  # type: ignore[no-any-return]
 
     async def remote_resources(self) -> list[dict[str, Any]]:
-        res = await self.node._cmd_resources({}, None)
+        res: Any = await self.node.commands.resources({}, None)
         return res["remote"]
 
     def peer_info(self, other: SimAgent) -> Any:
@@ -243,7 +241,7 @@ class SimAgent:
                      if c.peer_id == other.node.identity.device_id), None)
 
     def tcp_conn(self, other: SimAgent) -> Any:
-        return next((c for c in self.node.live_connections() + list(self.node._conns)
+        return next((c for c in self.node.connections.sessions()
                      if c.peer_id == other.node.identity.device_id and c.address is not None
                      and not c.closed.is_set()), None)
 

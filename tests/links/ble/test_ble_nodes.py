@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ble_helpers import FAST, SimAgent, channel_pair, open_cch, sim_agents, wait_until, write_file
 
-from agent.control import ControlError
+from agent.errors import ShoalError
 from agent.links.ble.central import read_public_catalog
 from agent.links.ble.channel import BleSecureChannel
 from radio.ble import profile as p
@@ -69,7 +69,7 @@ async def test_full_flow_over_ble_then_tcp(tmp_path: Path, mtu: int) -> None:
         priv_id = node_b.store.find("priv.bin").resource_id
         assert info.device_id == node_b.identity.device_id[:8]
         assert info.catalog_count == 1 and info.flags & p.FLAG_LAN
-        assert info.lan_port == node_b.lan_port
+        assert info.lan_port == node_b.connections.lan_port
         assert [e.resource_prefix for e in entries] == [bytes.fromhex(pub_id)[:8]]
         assert bytes.fromhex(priv_id)[:8] not in {e.resource_prefix for e in entries}
 
@@ -94,20 +94,20 @@ async def test_full_flow_over_ble_then_tcp(tmp_path: Path, mtu: int) -> None:
 
         # pair over the BLE session (numeric comparison, same code on both sides)
         assert not a.node.trust.is_trusted(node_b.identity.device_id)
-        b.node.pairing.open_window(time.time(), 60)
-        started = await a.link.pair_start("b")
-        pending_b = b.node.pairing.active()
+        b.node.pairing.open_window(60)
+        started = await a.node.pairing.start(a.link.find_connection("b"))
+        pending_b = b.node.pairing.pending()
         assert [x.code for x in pending_b] == [started["code"]]
-        assert b.node._pair_conns[pending_b[0].pairing_id] is b.ble_conn(a)  # over BLE
-        await a.node.pair_confirm(started["code"])
-        done = await b.node.pair_confirm(started["code"])
+        assert b.node.pairing.session_of(pending_b[0].pairing_id) is b.ble_conn(a)  # over BLE
+        await a.node.pairing.confirm(str(started["code"]))
+        done = await b.node.pairing.confirm(str(started["code"]))
         assert done["complete"]
         assert a.node.trust.is_trusted(node_b.identity.device_id)
         assert b.node.trust.is_trusted(a.node.identity.device_id)
         assert names(await ble.request("list", {})) == {"pub.bin", "priv.bin"}
 
         # fetch over TCP (BLE refuses bulk, so success proves the LAN link carried it)
-        result = await a.node.fetch("priv.bin")
+        result = await a.node.fetcher.fetch("priv.bin")
         assert result["size"] == priv.stat().st_size
         got = b"".join(a.node.store.get_chunk(c.chunk_id)
                        for c in a.node.store.find("priv.bin").manifest.chunks)
@@ -135,8 +135,8 @@ async def test_ble_only_control_plane_refuses_bulk(tmp_path: Path) -> None:
         assert info.sources == {"ble"}  # no LAN session, and not claimed
         assert info.connection is a.ble_conn(b)
         assert a.tcp_conn(b) is None and b.tcp_conn(a) is None
-        with pytest.raises(ControlError, match="not sent over BLE"):
-            await a.node.fetch("pub.bin")
+        with pytest.raises(ShoalError, match="not sent over BLE"):
+            await a.node.fetcher.fetch("pub.bin")
         refused = a.ble_conn(b).channel.refused_bulk + b.ble_conn(a).channel.refused_bulk
         assert refused >= 1
         assert not a.ble_conn(b).closed.is_set()  # refusing bulk does not cost the session
@@ -147,16 +147,17 @@ async def test_handover_refuses_endpoint_of_another_device(tmp_path: Path) -> No
     """b names c's LAN endpoint: a must see the TCP session authenticate c, and refuse it."""
     async with sim_agents(make_air(), "a", "b", "c") as ag:
         a, b, c = ag["a"], ag["b"], ag["c"]
-        c_endpoints = c.node.lan_endpoints()
-        b.node.lan_endpoints = lambda: c_endpoints  # type: ignore[method-assign]
-        a.node.lan_endpoints = lambda: c_endpoints  # type: ignore[method-assign]
+        c_endpoints = c.node.connections.lan_endpoints()
+        b.node.connections.lan_endpoints = lambda: c_endpoints  # type: ignore[method-assign]
+        a.node.connections.lan_endpoints = lambda: c_endpoints  # type: ignore[method-assign]
         await a.start_ble()
         await b.start_ble()
         await ble_session(a, b)
         await wait_until(lambda: a.saw("handover") or b.saw("handover"), what="handover try")
         assert not a.saw("handover", ok=True) and not b.saw("handover", ok=True)
         assert a.tcp_conn(b) is None and b.tcp_conn(a) is None
-        await wait_until(lambda: not c.node.live_connections(), what="c's session closed")
+        await wait_until(lambda: not c.node.connections.live_connections(),
+                         what="c's session closed")
         assert not a.ble_conn(b).closed.is_set()  # the BLE session itself stays
 
 
@@ -284,8 +285,8 @@ async def test_catalog_change_reaches_nodeinfo(tmp_path: Path) -> None:
         await b.publish(write_file(tmp_path, "x.bin", 100), public=False)
         assert await count() == 0  # private: never in plaintext
         # publish without the hook: the peripheral's poll must find it
-        await b.node._cmd_publish({"path": str(write_file(tmp_path, "y.bin", 100)),
-                                   "public": True}, None)
+        b.node.store.publish_file(write_file(tmp_path, "y.bin", 100), name="y.bin",
+                                  public=True, publisher=b.node.identity.hex_id)
         for _ in range(200):
             if await count() == 1:
                 break
@@ -311,7 +312,7 @@ async def test_lan_loss_falls_back_to_the_kept_ble_session(tmp_path: Path) -> No
                          what="TCP gone on both sides")
         await wait_until(lambda: a.peer_info(b).connection is ble_a
                          and b.peer_info(a).connection is ble_b, what="BLE is primary again")
-        assert a.node.live_connections() == [ble_a]
+        assert a.node.connections.live_connections() == [ble_a]
         assert names(await a.remote_resources()) == {"pub.bin"}  # control plane over BLE
         summary = a.peer_info(b).summary(False)
         assert summary["connected"] and "ble" in summary["sources"]
@@ -323,14 +324,14 @@ async def test_a_ble_session_never_displaces_a_lan_session(tmp_path: Path) -> No
     async with sim_agents(make_air(), "a", "b") as ag:
         a, b = ag["a"], ag["b"]
         await a.start_ble(handover=False, scan=False)
-        tcp = await a.node.connect(b.node.lan_endpoints()[0])
+        tcp = await a.node.connections.connect(b.node.connections.lan_endpoints()[0])
         i, r = await channel_pair(b.node.identity.private_key, a.node.identity.private_key,
-                                  b.node.hello(), a.node.hello())
+                                  b.node.connections.hello(), a.node.connections.hello())
         conn = a.link.host.attach(r, outgoing=False, rssi=-60)
         info = a.peer_info(b)
         assert info.connection is tcp and conn is not tcp
         assert info.sources == {"lan", "ble"}
-        assert set(a.node.live_connections()) == {tcp}
+        assert set(a.node.connections.live_connections()) == {tcp}
         await tcp.close("gone")
         await wait_until(lambda: info.connection is conn, what="reconciled to the BLE session")
 
@@ -338,7 +339,7 @@ async def test_a_ble_session_never_displaces_a_lan_session(tmp_path: Path) -> No
         async with sim_agents(make_air(), "c") as ag2:
             c = ag2["c"]
             i2, r2 = await channel_pair(c.node.identity.private_key, a.node.identity.private_key,
-                                        c.node.hello(), a.node.hello())
+                                        c.node.connections.hello(), a.node.connections.hello())
             a.link.host.attach(r2, outgoing=False, rssi=None)
             assert a.node.peers.get(c.node.identity.device_id).sources == {"ble"}
         for ch in (i, r, i2, r2):

@@ -1,0 +1,242 @@
+"""The control commands: a table from command name to a handler over the agent's services.
+
+Why here and not in the node: the node composes subsystems and owns their lifetimes; what a
+command *does* (validate its arguments, call a service, shape the answer for the CLI) is the
+control API's job. Each handler receives the services it needs through
+:class:`CommandContext`, so commands are tested with small fakes and adding one touches this
+table, not the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from agent import __version__
+from agent.control.errors import ControlError
+from agent.control.server import Command, Reply
+from agent.peer.hello import DEFAULT_PORT, parse_address
+from agent.security.identity import format_device_id
+from agent.security.pairing import format_code
+from agent.transfer.service import FetchService, lookup, resource_entry
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.peer.connection import PeerConnection
+    from agent.peer.connections import Connections
+    from agent.peer.pairing import PairingService
+    from agent.peer.table import PeerTable
+    from agent.security.identity import Identity
+    from agent.security.trust import TrustStore
+    from agent.store import ContentStore
+
+Args = dict[str, object]
+MAX_WAIT = 3600.0  # seconds any command may be asked to wait
+LIST_TIMEOUT = 3.0
+
+
+class BleControl(Protocol):
+    """What the commands need of the BLE link (present only with [ble] enabled)."""
+
+    def status(self) -> dict[str, object]: ...
+
+    def find_connection(self, target: str) -> PeerConnection: ...
+
+
+class AuthorityControl(Protocol):
+    def describe(self, resource: str | None = None) -> dict[str, object]: ...
+
+
+@dataclass
+class CommandContext:
+    """The services the commands act on; built by the node."""
+
+    cfg: Config
+    identity: Identity
+    started: float  # monotonic
+    store: ContentStore
+    trust: TrustStore
+    peers: PeerTable
+    connections: Connections
+    pairing: PairingService
+    fetcher: FetchService
+    catalog_changed: Callable[[], None]
+    stop: Callable[[], None]
+    ble: BleControl | None = None
+    authority: AuthorityControl | None = None
+
+
+def _seconds(value: object, default: float, what: str) -> float:
+    """A duration from the CLI: finite, positive and bounded (never inf/nan/negative)."""
+    if value is None or value == "":
+        return default
+    try:
+        s = float(value)  # type: ignore[arg-type]  # validated just below
+    except (TypeError, ValueError):
+        raise ControlError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(s) or not 0 < s <= MAX_WAIT:
+        raise ControlError(f"{what} must be between 0 and {MAX_WAIT:.0f} seconds, not {value!r}")
+    return s
+
+
+class Commands:
+    """Every control command; :meth:`table` is what the control server serves."""
+
+    def __init__(self, ctx: CommandContext) -> None:
+        self.ctx = ctx
+
+    def table(self) -> dict[str, Command]:
+        return {
+            "id": self.id, "status": self.status, "peers": self.peers,
+            "publish": self.publish, "resources": self.resources, "fetch": self.fetch,
+            "pair_start": self.pair_start, "pair_open": self.pair_open,
+            "pair_confirm": self.pair_confirm, "pair_pending": self.pair_pending,
+            "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
+            "connect": self.connect, "stop": self.stop, "authority": self.authority,
+        }
+
+    async def id(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        return {"display_id": c.identity.display_id, "hex": c.identity.hex_id,
+                "name": c.cfg.node.name}
+
+    async def status(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        used, quota = c.store.usage()
+        return {
+            "name": c.cfg.node.name, "display_id": c.identity.display_id,
+            "version": __version__, "uptime_s": round(time.monotonic() - c.started, 1),
+            "lan_port": c.connections.lan_port, "data_dir": str(c.cfg.node.data_dir),
+            "peers": len(c.peers.all()), "connected": c.connections.count(),
+            "paired": len(c.trust.list()), "resources": len(c.store.resources()),
+            "store_used": used, "store_quota": quota,
+            "pairing_window_open": c.pairing.window_open(),
+            "ble": c.ble.status() if c.ble is not None else None,
+        }
+
+    async def peers(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        return [p.summary(c.trust.is_trusted(p.peer_id)) for p in c.peers.all()]
+
+    async def publish(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        path = Path(str(args.get("path", "")))
+        if not path.is_absolute():
+            raise ControlError("publish needs an absolute path")
+        if not path.is_file():
+            raise ControlError(f"{path}: not a readable regular file")
+        if not os.access(path, os.R_OK):
+            raise ControlError(f"{path}: the agent (uid {os.getuid()}) cannot read it")
+        name = str(args.get("name") or path.name)
+        public = bool(args.get("public", False))
+        m = await asyncio.to_thread(c.store.publish_file, path, name=name, public=public,
+                                    publisher=c.identity.hex_id)
+        c.catalog_changed()
+        return resource_entry(c.store.find(m.resource_id))
+
+    async def resources(self, args: Args, reply: Reply) -> object:
+        """Resources held here and, unless local_only, what reachable peers offer us."""
+        c = self.ctx
+        local = [resource_entry(r) for r in c.store.resources()]
+        remote: list[dict[str, object]] = []
+        if not args.get("local_only"):
+            conns = c.connections.live_connections()
+            answers = await asyncio.gather(
+                *(x.request("list", {}, timeout=LIST_TIMEOUT) for x in conns),
+                return_exceptions=True)
+            for conn, ans in zip(conns, answers, strict=True):
+                if isinstance(ans, list):
+                    remote.extend({**e, "holder": conn.name} for e in ans if isinstance(e, dict))
+        return {"local": local, "remote": remote}
+
+    async def fetch(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        resource = str(args.get("resource", ""))
+        if not resource:
+            raise ControlError("fetch needs a resource name or ID")
+
+        async def progress(p: dict[str, object]) -> None:
+            await reply.event(**p)
+
+        source = args.get("source")
+        result = await c.fetcher.fetch(resource, source=str(source) if source else None,
+                                       progress=progress)
+        if args.get("stream"):
+            rec = lookup(c.store, str(result["resource_id"]))
+            if rec is None:
+                raise ControlError(f"{resource!r} vanished from the store before export")
+            manifest = rec.manifest
+            await reply.event(stage="export", name=manifest.name, size=manifest.size)
+            for entry in manifest.chunks:
+                await reply.data(await asyncio.to_thread(c.store.get_chunk, entry.chunk_id))
+        return result
+
+    async def connect(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        conn = await c.connections.connect(parse_address(str(args.get("address", "")),
+                                                         DEFAULT_PORT))
+        rtt = await conn.ping()
+        return {"name": conn.name, "display_id": format_device_id(conn.peer_id),
+                "trusted": c.trust.is_trusted(conn.peer_id), "rtt_ms": round(rtt * 1000, 2)}
+
+    async def pair_start(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        address = str(args.get("address", ""))
+        if address.startswith("ble:"):  # a device met over BLE: pair over that session
+            if c.ble is None:
+                raise ControlError("BLE is not running on this agent (see [ble] in the config)")
+            conn = c.ble.find_connection(address[4:])
+        else:
+            conn = await c.connections.connect(parse_address(address, DEFAULT_PORT))
+        return await c.pairing.start(conn)
+
+    async def pair_open(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        seconds = _seconds(args.get("seconds"), c.cfg.pairing.window_seconds, "seconds")
+        until = c.pairing.open_window(seconds)
+        return {"open_until": until, "seconds": seconds}
+
+    async def pair_confirm(self, args: Args, reply: Reply) -> object:
+        return await self.ctx.pairing.confirm(str(args.get("code", "")))
+
+    async def pair_pending(self, args: Args, reply: Reply) -> object:
+        return [p.summary() | {"code_display": format_code(p.code)}
+                for p in self.ctx.pairing.pending()]
+
+    async def pair_wait(self, args: Args, reply: Reply) -> object:
+        pid = args.get("pairing_id")
+        timeout = _seconds(args.get("timeout"), 120.0, "timeout")
+        try:
+            return await self.ctx.pairing.wait(str(pid) if pid else None, timeout)
+        except TimeoutError:
+            raise ControlError(f"no pairing happened within {timeout:.0f} s; "
+                               "start again with: shoal pair") from None
+
+    async def unpair(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        dev = c.trust.resolve(str(args.get("device", "")))
+        c.trust.remove(dev.device_id)
+        await c.connections.close_peer(bytes.fromhex(dev.device_id), "unpaired")
+        return {"name": dev.name, "display_id": dev.display_id}
+
+    async def trust_list(self, args: Args, reply: Reply) -> object:
+        return [{"name": d.name, "display_id": d.display_id, "role": d.role,
+                 "paired_at": d.paired_at} for d in self.ctx.trust.list()]
+
+    async def authority(self, args: Args, reply: Reply) -> object:
+        c = self.ctx
+        if c.authority is None:
+            raise ControlError("authority is disabled ([authority] enabled = false)")
+        resource = args.get("resource")
+        return c.authority.describe(str(resource) if resource else None)
+
+    async def stop(self, args: Args, reply: Reply) -> object:
+        asyncio.get_running_loop().call_later(0.05, self.ctx.stop)
+        return {"stopping": True}
+

@@ -1,0 +1,59 @@
+"""What a long-running agent owes its host: one agent per data dir, and systemd's protocol.
+
+Kept out of the node so the composition root only composes: the lock and sd_notify are
+operating-system plumbing with their own failure modes and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from agent.errors import ErrorKind, ShoalError
+
+
+class DataDirBusy(ShoalError):
+    """Another agent already runs on this data directory."""
+
+    kind = ErrorKind.CONFLICT
+
+
+class StartupError(ShoalError):
+    """The agent cannot start (a port in use, a bad listen address); one line says why."""
+
+    kind = ErrorKind.UNAVAILABLE
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """One agent per data dir: two would race on the store's crash recovery."""
+    fd = os.open(data_dir / "agent.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirBusy(f"another agent is already running with data dir {data_dir}; "
+                          "stop it (shoal stop) or pass --data-dir") from None
+    return fd
+
+
+def notify_systemd(state: str) -> None:
+    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(state.encode(), addr)
+
+
+def watchdog_interval(default: float) -> tuple[float, bool]:
+    """How often the housekeeping loop must run, and whether it must ping the watchdog
+    (systemd sets WATCHDOG_USEC; we ping at half the period, as sd_watchdog_enabled advises)."""
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    if not usec:
+        return default, False
+    return min(default, usec / 2e6), True

@@ -1,0 +1,59 @@
+"""The hello each side sends inside the Noise handshake, and peer addresses typed by people.
+
+Both arrive from outside (a peer's handshake payload, a CLI argument), so both are parsed
+strictly: small, known keys only, ranges checked, one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+
+from agent import PROTOCOL_VERSION, __version__
+
+MAX_HELLO = 1024
+DEFAULT_PORT = 47474
+
+
+def make_hello(name: str, port: int | None) -> bytes:
+    """Our own hello, sent in the handshake (so it is authenticated with the session)."""
+    return json.dumps({
+        "v": PROTOCOL_VERSION, "name": name[:64], "port": port or 0,
+        "agent": f"shoal/{__version__}",
+    }).encode()
+
+
+def parse_hello(raw: bytes) -> dict[str, object]:
+    """Validate the peer's handshake payload: small JSON with known keys only."""
+    if len(raw) > MAX_HELLO:
+        raise ValueError("hello too large")
+    obj = json.loads(raw)
+    if not isinstance(obj, dict) or not set(obj) <= {"v", "name", "port", "agent"}:
+        raise ValueError("hello has unknown keys")
+    v = obj.get("v")
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError("hello has no protocol version")
+    name = obj.get("name", "?")
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        raise ValueError("hello has a bad name")
+    port = obj.get("port", 0)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+        raise ValueError("hello has a bad port")
+    agent = obj.get("agent", "")
+    if not isinstance(agent, str) or len(agent) > 64:
+        raise ValueError("hello has a bad agent string")
+    return obj
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """'host', 'host:port' or '[v6]:port' -> (host, port); ValueError with a clear message."""
+    t = text.strip()
+    if t.startswith("["):
+        host, _, rest = t[1:].partition("]")
+        port = rest.lstrip(":") or str(default_port)
+    elif t.count(":") == 1:
+        host, port = t.split(":")
+    else:
+        host, port = t, str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a peer address: {text!r} (expected HOST or HOST:PORT)")
+    return host, int(port)
