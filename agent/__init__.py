@@ -1,4 +1,4 @@
 """Shoal agent: everything above the radio links (identity, sessions, store, transfer, policy)."""
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
+WIRE_VERSION = 1

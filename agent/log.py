@@ -18,10 +18,20 @@ def kv(**fields: Any) -> dict[str, Any]:
     return {_KV_ATTR: fields}
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def clean(text: str) -> str:
+    """*text* with every control character escaped: names and reasons come from peers and
+    files, and a raw ESC or CR in a log line can rewrite an operator's terminal."""
+    return text.translate(_CONTROL)
+
+
 def _render(value: Any) -> str:
     s = str(value)
-    if not s or any(c in s for c in ' "=\n'):
-        s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not s or any(c in s for c in ' "=\\') or s != clean(s):
+        s = '"' + clean(s.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return s
 
 
@@ -35,7 +45,7 @@ class KeyValueFormatter(logging.Formatter):
         super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record).replace("\n", " | ")
+        line = clean(super().format(record).replace("\n", " | "))
         fields = getattr(record, _KV_ATTR, None)
         if fields:
             line += " " + " ".join(f"{k}={_render(v)}" for k, v in fields.items())

@@ -123,7 +123,7 @@ def _size(n: int | float) -> str:
     return str(n)
 
 
-class Progress:
+class ProgressLine:
     """A one-line progress bar on a terminal; silent otherwise."""
 
     def __init__(self) -> None:
@@ -149,7 +149,7 @@ class Progress:
 async def _fetch(args: argparse.Namespace, sock: Path) -> int:
     """Fetch into the agent's store, then stream the verified bytes into an atomic file."""
     out = args.output
-    progress = Progress()
+    progress = ProgressLine()
     result: dict[str, Any] | None = None
     target: Path | None = None
     writer_cm: Any = None

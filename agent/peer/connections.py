@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from agent import PROTOCOL_VERSION
+from agent import WIRE_VERSION
 from agent.config import LanConfig
 from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
@@ -326,7 +326,7 @@ class Connections:
         assert self.lan_port is not None
         try:
             self.discovery = LanDiscovery(
-                self.name, self.short_id, self.lan_port, PROTOCOL_VERSION,
+                self.name, self.short_id, self.lan_port, WIRE_VERSION,
                 interfaces=self.cfg.interfaces, include_loopback=self.cfg.include_loopback,
                 on_event=self._on_lan_event)
             await self.discovery.start()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from agent import PROTOCOL_VERSION, __version__
+from agent import WIRE_VERSION, __version__
 
 MAX_HELLO = 1024
 DEFAULT_PORT = 47474
@@ -17,7 +17,7 @@ DEFAULT_PORT = 47474
 def make_hello(name: str, port: int | None) -> bytes:
     """Our own hello, sent in the handshake (so it is authenticated with the session)."""
     return json.dumps({
-        "v": PROTOCOL_VERSION, "name": name[:64], "port": port or 0,
+        "v": WIRE_VERSION, "name": name[:64], "port": port or 0,
         "agent": f"shoal/{__version__}",
     }).encode()
 

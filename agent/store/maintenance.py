@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.fsutil import fsync_dir
+from agent.log import kv
 from agent.store import _schema as s
 from agent.store.chunker import chunk_id
 from agent.store.errors import ManifestError, NotFound
@@ -169,8 +170,11 @@ class StoreMaintenance:
                 self._used = max(0, self._used - freed)
         compacted, _copied = self._packs.compact()
         report = GcReport(removed, freed, removed_manifests, compacted)
-        log.info("gc done chunks_removed=%d bytes_freed=%d manifests_removed=%d "
-                 "packs_compacted=%d", removed, freed, removed_manifests, compacted)
+        log.info("gc done", extra=kv(
+            chunks_removed=removed,
+            bytes_freed=freed,
+            manifests_removed=removed_manifests,
+            packs_compacted=compacted))
         return report
 
     def _live_chunks(self, manifest_hashes: Iterable[str],
@@ -187,8 +191,9 @@ class StoreMaintenance:
                     raise ManifestError("hash mismatch")
                 m = Manifest.from_bytes(data)
             except (OSError, ManifestError) as e:
-                log.warning("gc skips chunk sweep: unreadable manifest manifest=%s error=%s",
-                            mhash, e)
+                log.warning("gc skips chunk sweep: unreadable manifest", extra=kv(
+                    manifest=mhash,
+                    error=e))
                 return None
             live.update(c.chunk_id for c in m.chunks)
         return live

@@ -81,6 +81,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from agent.fsutil import TMP_PREFIX, atomic_writer, fsync_dir, remove_stale_temps
+from agent.log import kv
 from agent.store.chunker import ABSOLUTE_MAX_CHUNK_SIZE, CHUNK_ID_SIZE
 
 log = logging.getLogger(__name__)
@@ -255,8 +256,11 @@ class Packs:
             report = OpenReport(len(self._packs), len(self._index), rebuilt, torn, damaged,
                                 imported, bad, temps + legacy_temps)
         if torn or damaged or rebuilt:
-            log.warning("packs repaired root=%s sidecars_rebuilt=%d torn_bytes=%d "
-                        "damaged_bytes=%d", self.base, rebuilt, torn, damaged)
+            log.warning("packs repaired", extra=kv(
+                root=self.base,
+                sidecars_rebuilt=rebuilt,
+                torn_bytes=torn,
+                damaged_bytes=damaged))
         return report
 
     def close(self) -> None:
@@ -277,7 +281,7 @@ class Packs:
         path = self.pack_path(seq)
         st = os.stat(path, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode):
-            log.error("ignoring pack that is not a regular file path=%s", path)
+            log.error("ignoring pack that is not a regular file", extra=kv(path=path))
             return 0, 0, 0
         sidecar = self._read_sidecar(seq, st.st_size)
         rebuilt = torn = damaged = 0
@@ -292,8 +296,10 @@ class Packs:
             try:
                 entries, end, damaged = _scan(fd, st.st_size)
                 if end < st.st_size:
-                    log.warning("truncating torn pack tail pack=%s offset=%d bytes=%d",
-                                path.name, end, st.st_size - end)
+                    log.warning("truncating torn pack tail", extra=kv(
+                        pack=path.name,
+                        offset=end,
+                        bytes=st.st_size - end))
                     os.ftruncate(fd, end)
                     torn = st.st_size - end
             except BaseException:
@@ -301,7 +307,7 @@ class Packs:
                 raise
             size = end
             if had_sidecar:
-                log.warning("pack sidecar missing or invalid, rescanned pack=%s", path.name)
+                log.warning("pack sidecar missing or invalid, rescanned", extra=kv(pack=path.name))
             if not last or had_sidecar:
                 try:
                     self._write_sidecar(seq, size, _pack_entries(entries))
@@ -451,8 +457,9 @@ class Packs:
         for cid in lost:
             self._live -= self._index.pop(cid) & _LEN_MASK
         self._packs.pop(seq, None)
-        log.error("pack file vanished pack=%s chunks_lost=%d", self.pack_path(seq).name,
-                  len(lost))
+        log.error("pack file vanished", extra=kv(
+            pack=self.pack_path(seq).name,
+            chunks_lost=len(lost)))
 
     def read(self, cid: bytes) -> bytes:
         """Raw payload of a chunk, unverified; FileNotFoundError if absent. Thread-safe."""
@@ -714,7 +721,7 @@ class Packs:
             deleted = 0
             for seq in victims:  # oldest first: a tombstone never outlives what it hides
                 deleted += self._delete_pack(seq)
-        log.info("packs compacted deleted=%d bytes_copied=%d", deleted, copied)
+        log.info("packs compacted", extra=kv(deleted=deleted, bytes_copied=copied))
         return deleted, copied
 
     def _copy_record(self, seq: int, loc: int, cid: bytes) -> int:
@@ -727,8 +734,9 @@ class Packs:
         finally:
             self._release(h)
         if len(raw) != HEADER_SIZE + length:
-            log.error("pack shorter than its index, chunk lost pack=%s chunk_id=%s",
-                      self.pack_path(seq).name, cid.hex())
+            log.error("pack shorter than its index, chunk lost", extra=kv(
+                pack=self.pack_path(seq).name,
+                chunk_id=cid.hex()))
             with self._lock:
                 del self._index[cid]
                 self._kill(loc, cid)
@@ -781,7 +789,7 @@ class Packs:
                         os.unlink(p)
                 pending.clear()
 
-        log.info("importing chunk files of the old layout into packs root=%s", self.base)
+        log.info("importing chunk files of the old layout into packs", extra=kv(root=self.base))
         for d in fans:
             with os.scandir(d) as it:
                 names = sorted(e.name for e in it)
@@ -805,8 +813,10 @@ class Packs:
                     if not 1 <= len(data) <= ABSOLUTE_MAX_CHUNK_SIZE or blake3(
                             data).digest() != cid:
                         os.replace(path, self.quarantine_dir / name)
-                        log.warning("corrupt chunk quarantined chunk_id=%s size=%d "
-                                    "context=import", name, len(data))
+                        log.warning("corrupt chunk quarantined", extra=kv(
+                            chunk_id=name,
+                            size=len(data),
+                            context="import"))
                         bad += 1
                         continue
                     self._append(KIND_CHUNK, cid, data, int(mtime))
@@ -823,7 +833,7 @@ class Packs:
                 d.rmdir()
             except OSError:
                 left += 1
-        log.info("old chunk files imported=%d quarantined=%d dirs_left=%d", imported, bad, left)
+        log.info("old chunk files", extra=kv(imported=imported, quarantined=bad, dirs_left=left))
         return imported, bad, temps
 
 
@@ -882,7 +892,7 @@ def _scan(fd: int, size: int) -> tuple[list[Entry], int, int]:
         nxt = _find_record(fd, off + 1, size)
         if nxt is None:
             break  # torn tail
-        log.error("damaged pack region skipped offset=%d bytes=%d", off, nxt - off)
+        log.error("damaged pack region skipped", extra=kv(offset=off, bytes=nxt - off))
         damaged += nxt - off
         off = nxt
     return entries, end, damaged

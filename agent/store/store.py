@@ -43,6 +43,7 @@ from agent.fsutil import (
     remove_stale_temps,
     syncfs,
 )
+from agent.log import kv
 from agent.store import _schema as s
 from agent.store.chunker import (
     ABSOLUTE_MAX_CHUNK_SIZE,
@@ -199,14 +200,18 @@ class ContentStore(StoreMaintenance):
             self._used = self._packs.live_bytes()
         report = RecoverReport(temps, tuple(dropped), tuple(quarantined))
         if temps or dropped or quarantined:
-            log.warning(
-                "store recovered root=%s temps_removed=%d records_dropped=%s "
-                "records_quarantined=%s", self.root, temps, ",".join(dropped) or "-",
-                ",".join(quarantined) or "-",
-            )
-        log.info("store open root=%s resources=%d chunks=%d chunk_bytes=%d packs=%d quota=%s",
-                 self.root, len(records), packs.chunks, self._used, packs.packs,
-                 self.quota_bytes)
+            log.warning("store recovered", extra=kv(
+                root=self.root,
+                temps_removed=temps,
+                records_dropped=",".join(dropped) or "-",
+                records_quarantined=",".join(quarantined) or "-"))
+        log.info("store open", extra=kv(
+            root=self.root,
+            resources=len(records),
+            chunks=packs.chunks,
+            chunk_bytes=self._used,
+            packs=packs.packs,
+            quota=self.quota_bytes))
         return report
 
     def _load_records(self) -> tuple[dict[str, ResourceRecord], list[str], list[str]]:
@@ -222,7 +227,7 @@ class ContentStore(StoreMaintenance):
                 if stored.resource_id != rid:
                     raise ManifestError(f"file {p.name} holds resource {stored.resource_id}")
             except (ManifestError, OSError) as e:
-                log.warning("bad resource record quarantined resource_id=%s error=%s", rid, e)
+                log.warning("bad resource record quarantined", extra=kv(resource_id=rid, error=e))
                 self._quarantine_file(p, f"record-{p.name}")
                 quarantined.append(rid)
                 continue
@@ -230,8 +235,10 @@ class ContentStore(StoreMaintenance):
                 manifest = self._load_manifest(stored.current)
                 records[rid] = ResourceRecord.from_stored(stored, manifest)
             except (NotFound, ManifestError) as e:
-                log.warning("dropping record without valid manifest resource_id=%s "
-                            "manifest=%s error=%s", rid, stored.current, e)
+                log.warning("dropping record without valid manifest", extra=kv(
+                    resource_id=rid,
+                    manifest=stored.current,
+                    error=e))
                 p.unlink()
                 fsync_dir(self._resources_dir)
                 dropped.append(rid)
@@ -321,8 +328,11 @@ class ContentStore(StoreMaintenance):
             if moved >= 0:
                 self._used = max(0, self._used - moved)
                 self._fresh.pop(cid, None)
-        log.warning("corrupt chunk quarantined chunk_id=%s size=%d actual=%s context=%s",
-                    cid.hex(), size, actual.hex(), context)
+        log.warning("corrupt chunk quarantined", extra=kv(
+            chunk_id=cid.hex(),
+            size=size,
+            actual=actual.hex(),
+            context=context))
         return True
 
     # -- manifests ------------------------------------------------------------------------
@@ -370,7 +380,7 @@ class ContentStore(StoreMaintenance):
         except ManifestError as e:
             with self._lock:
                 self._quarantine_file(path, path.name)
-            log.warning("corrupt manifest quarantined manifest=%s error=%s", manifest_hash, e)
+            log.warning("corrupt manifest quarantined", extra=kv(manifest=manifest_hash, error=e))
             raise ManifestError(f"stored manifest {manifest_hash} is corrupt: {e}") from None
 
     def missing_chunks(self, manifest: Manifest) -> list[ChunkEntry]:
@@ -437,8 +447,10 @@ class ContentStore(StoreMaintenance):
                 new = rec.with_version(manifest, entry, public=manifest.public)
             self._write_manifest(manifest)
             self._write_record(new)
-        log.info("resource committed resource_id=%s version=%d manifest=%s",
-                 rid, manifest.version, mhash)
+        log.info("resource committed", extra=kv(
+            resource_id=rid,
+            version=manifest.version,
+            manifest=mhash))
         return new
 
     def resources(self) -> list[ResourceRecord]:
@@ -491,7 +503,7 @@ class ContentStore(StoreMaintenance):
                 with contextlib.suppress(FileNotFoundError):
                     self._manifest_path(e.manifest_hash).unlink()
             fsync_dir(self._manifests_dir)
-        log.info("resource removed resource_id=%s name=%r", rec.resource_id, rec.name)
+        log.info("resource removed", extra=kv(resource_id=rec.resource_id, name=rec.name))
 
     # -- publish / export -----------------------------------------------------------------
 
@@ -605,9 +617,14 @@ class ContentStore(StoreMaintenance):
             self._write_record(rec)
             self._forget_fresh(pub)
         e = rec.latest
-        log.info("published resource_id=%s name=%r version=%d size=%d chunks=%d "
-                 "chunks_added=%d bytes_added=%d", manifest.resource_id, name,
-                 manifest.version, size, len(chunks), e.chunks_added, e.bytes_added)
+        log.info("published", extra=kv(
+            resource_id=manifest.resource_id,
+            name=name,
+            version=manifest.version,
+            size=size,
+            chunks=len(chunks),
+            chunks_added=e.chunks_added,
+            bytes_added=e.bytes_added))
         return manifest
 
     def _own_record(self, publisher: str, name: str) -> ResourceRecord | None:

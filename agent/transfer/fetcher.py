@@ -63,7 +63,7 @@ class FetchResult:
     already_held: bool = False
 
 
-Progress = Callable[[dict[str, Any]], Awaitable[None]]
+ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
 FindSources = Callable[[], Awaitable[list[PeerConnection]]]
 
 
@@ -131,7 +131,7 @@ class Fetch:
         request_timeout: float = 10.0,
         stall_timeout: float = 30.0,
         find_sources: FindSources | None = None,
-        progress: Progress | None = None,
+        progress: ProgressSink | None = None,
     ) -> None:
         self.store = store
         self.manifest = manifest

@@ -19,7 +19,13 @@ from agent.log import kv
 from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
 from agent.store import StoreError
-from agent.transfer.fetcher import Fetch, FetchError, Progress, choose_version, find_offers
+from agent.transfer.fetcher import (
+    Fetch,
+    FetchError,
+    ProgressSink,
+    choose_version,
+    find_offers,
+)
 
 if TYPE_CHECKING:
     from agent.config import TransferConfig
@@ -95,7 +101,7 @@ class FetchService:
 
     async def fetch(self, resource: str, *, source: str | None = None,
                     traffic_class: str = "demand",
-                    progress: Progress | None = None) -> dict[str, object]:
+                    progress: ProgressSink | None = None) -> dict[str, object]:
         """Fetch a resource by name or ID from the peers that hold it (or from *source*)."""
         rec = lookup(self._store, resource)
         if rec is not None and source is None:

@@ -28,6 +28,7 @@ from radio.base import SAFE_READ_VALUE_MAX, ServiceSpec
 __all__ = [
     "ADVERT_PAYLOAD_SIZE",
     "BASE_UUID",
+    "BLE_PROFILE_VERSION",
     "CONTROL_UUID",
     "DEFAULT_RESOURCE_SLOTS",
     "ENTRY_SIZE",
@@ -36,7 +37,6 @@ __all__ = [
     "MAX_RESOURCE_SLOTS",
     "NODEINFO_SIZE",
     "NODEINFO_UUID",
-    "PROTOCOL_VERSION",
     "SERVICE_UUID",
     "Advert",
     "CatalogPage",
@@ -61,7 +61,7 @@ class ProfileError(ValueError):
     """A profile value is malformed (decoding) or cannot be represented (encoding)."""
 
 
-PROTOCOL_VERSION = 1
+BLE_PROFILE_VERSION = 1
 
 # --- UUIDs -------------------------------------------------------------------------------------
 # One random v4 UUID (generated once, frozen forever). Every Shoal attribute UUID is this base
@@ -171,7 +171,7 @@ def decode_advert(data: bytes) -> Advert:
     version, flags, tag = _ADV.unpack_from(data)
     if version == 0:
         raise ProfileError("protocol version 0 is invalid")
-    if version == PROTOCOL_VERSION and len(data) != ADVERT_PAYLOAD_SIZE:
+    if version == BLE_PROFILE_VERSION and len(data) != ADVERT_PAYLOAD_SIZE:
         raise ProfileError("v1 advert must be exactly 8 bytes")
     return Advert(version, tag, flags)
 

@@ -100,3 +100,18 @@ def test_service_unit_verifies(tmp_path):
                          text=True, timeout=60)
     problems = [ln for ln in res.stderr.splitlines() if "shoal.service" in ln]
     assert not problems, res.stderr
+
+
+def test_log_lines_never_carry_raw_control_characters() -> None:
+    """A peer-chosen name with ESC/CR/NEL must not reach an operator's terminal raw."""
+    import logging as _logging
+
+    from agent.log import KeyValueFormatter, kv
+
+    rec = _logging.LogRecord("shoal.t", _logging.WARNING, __file__, 1,
+                             "peer \x1b[2J said %s", ("hi\rthere",), None)
+    rec.__dict__.update(kv(name="evil\x1b]0;pwned\x07\u0085", ok="plain"))
+    line = KeyValueFormatter(timestamps=False).format(rec)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
+    assert "\\x1b[2J" in line and "hi\\rthere" in line
+    assert 'name="evil\\x1b]0;pwned\\x07\\x85"' in line and "ok=plain" in line

@@ -258,12 +258,9 @@ def test_open_reads_sidecars_not_packs(tmp_path: Path, monkeypatch: pytest.Monke
     scans = []
     real = packs_mod._scan
     monkeypatch.setattr(packs_mod, "_scan", lambda *a: scans.append(a) or real(*a))
-    t0 = time.perf_counter()
     with open_store(root, pack_size=SMALL_PACK) as st:
-        elapsed = time.perf_counter() - t0
         assert len(st._packs) == n
-    assert len(scans) == 1  # only the active pack is scanned
-    assert elapsed < 2.0, elapsed  # ~0.1 s here; generous for slow CI machines
+    assert len(scans) == 1  # only the active pack is scanned: opening is O(sidecars), not O(data)
 
 
 # -- compaction ---------------------------------------------------------------------------------

@@ -49,10 +49,10 @@ from agent.security.session import SessionError
 from radio.base import GattClient, NotConnectedError, RadioError, Scanner, Sighting
 from radio.ble import CentralChannel
 from radio.ble.profile import (
+    BLE_PROFILE_VERSION,
     FLAG_CATALOG_PAGING,
     MAX_PAGE_ENTRIES,
     NODEINFO_UUID,
-    PROTOCOL_VERSION,
     CatalogPage,
     CatalogPageRequest,
     ControlError,
@@ -173,7 +173,7 @@ class CentralRole:
 
     # ------------------------------------------------------------------ sightings
     def _on_sighting(self, s: Sighting) -> None:
-        if s.protocol_version != PROTOCOL_VERSION:
+        if s.protocol_version != BLE_PROFILE_VERSION:
             return
         now = time.monotonic()
         seen = self._seen.get(s.node_tag)

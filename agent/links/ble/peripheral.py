@@ -36,12 +36,12 @@ from radio.base import Advertiser, GattServer, RadioError
 from radio.ble import PeripheralChannel
 from radio.ble.bless_peripheral import UNKNOWN_CENTRAL
 from radio.ble.profile import (
+    BLE_PROFILE_VERSION,
     ERR_BAD_REQUEST,
     ERR_BUSY,
     ERR_UNSUPPORTED,
     MAX_PAGE_ENTRIES,
     NODEINFO_UUID,
-    PROTOCOL_VERSION,
     SERVICE_UUID,
     Advert,
     CatalogPageRequest,
@@ -185,7 +185,7 @@ class PeripheralRole:
     async def _advertise(self) -> None:
         if self._advertiser is None or self._snapshot is None:
             return
-        data = Advert(PROTOCOL_VERSION, self.current_tag(), self._snapshot.flags).encode()
+        data = Advert(BLE_PROFILE_VERSION, self.current_tag(), self._snapshot.flags).encode()
         if data != self._advert:
             await self._advertiser.start(SERVICE_UUID, data)
             self._advert = data
