@@ -122,7 +122,7 @@ def _advertisement_class() -> type:
     from dbus_next.constants import PropertyAccess
     from dbus_next.service import dbus_property
 
-    class ShoalAdvertisement(BlueZLEAdvertisement):  # type: ignore[misc]
+    class ShoalAdvertisement(BlueZLEAdvertisement):
         @dbus_property(access=PropertyAccess.READ)
         def Discoverable(self) -> "b":  # type: ignore[name-defined]  # noqa: F821, UP037
             return True

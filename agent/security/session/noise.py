@@ -254,7 +254,7 @@ class HandshakeState:
     # ------------------------------------------------------------------ tokens
 
     def _dh_token(self, token: str) -> bytes:
-        assert self._re is not None
+        assert self._e is not None and self._re is not None
         if token == "ee":
             return _dh(self._e, self._re)
         # "es": DH(e_initiator, s_responder); "se": DH(s_initiator, e_responder)
