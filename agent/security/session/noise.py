@@ -287,7 +287,7 @@ class HandshakeState:
         self._advance()
         return bytes(out)
 
-    def read_message(self, message: bytes) -> bytes:
+    def read_message(self, message: bytes | bytearray | memoryview) -> bytes:
         """Process a handshake message and return its payload; raises :class:`HandshakeError`."""
         if self.complete:
             raise ProtocolError("handshake already complete")
