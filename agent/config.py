@@ -14,9 +14,12 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 import platformdirs
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 SERVICE_CONFIG_PATH = Path("/etc/shoal/shoal.toml")
 SERVICE_DATA_DIR = Path("/var/lib/shoal")
@@ -242,7 +245,10 @@ def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:
     raise ConfigError(key, f"a value of type {text}", raw)  # pragma: no cover
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+_T = TypeVar("_T", bound="DataclassInstance")
+
+
+def _build(cls: type[_T], raw: dict[str, Any], prefix: str) -> _T:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
@@ -253,7 +259,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     for name, value in raw.items():
         f, hint = fields[name], hints[name]
         key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(key, f"a [{key}] table", value)
             kwargs[name] = _build(hint, value, key + ".")

@@ -104,7 +104,8 @@ async def _pair(a: DemoAgent, b: DemoAgent) -> str:
     done = await b.cmd("pair_wait", pairing_id=pending[0]["pairing_id"], timeout=10)
     if not done["complete"]:
         raise RuntimeError(f"pairing {a.name}-{b.name} failed: {done['cancelled']}")
-    return started["code"]
+    code: str = started["code"]
+    return code
 
 
 async def _wait_peers(agent: DemoAgent, n: int, timeout: float = 10.0) -> float:

@@ -15,7 +15,6 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from typing import Any
 
 from agent.authority.service import AuthorityService
 from agent.bandwidth import BandwidthGate, LinkScheduler
@@ -154,7 +153,7 @@ class Node:
     def stop(self) -> None:
         self.stopping.set()
 
-    def spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]:
+    def spawn(self, coro: Coroutine[object, None, object], name: str) -> asyncio.Task[object]:
         """Run *coro* as a task of the node's TaskGroup, guarded: a failure in one
         background job (a send to a peer that just vanished) is logged, not fatal."""
         if self._tg is None:
@@ -163,7 +162,7 @@ class Node:
         return self._tg.create_task(self._guarded(coro, name), name=f"{TASK_PREFIX}{name}")
 
     @staticmethod
-    async def _guarded(coro: Coroutine[Any, Any, object], name: str) -> object:
+    async def _guarded(coro: Coroutine[object, None, object], name: str) -> object:
         try:
             return await coro
         except asyncio.CancelledError:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Protocol, TypeAlias
 
 __all__ = [
     "Clock",
     "ConnectionsPort",
     "HolderStatsPort",
+    "JSONValue",
     "PeerLink",
     "PeerSightings",
     "Spawner",
@@ -28,7 +29,7 @@ __all__ = [
 Clock = Callable[[], float]
 """Monotonic seconds. Pure policies take one so simulations can drive time (and skew it)."""
 
-JSONValue = Any
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 """A value that went through (or will go through) ``json``: validated by the receiver."""
 
 
@@ -36,7 +37,8 @@ class Spawner(Protocol):
     """Runs a background coroutine owned by the node's TaskGroup; a failure is logged, never
     fatal (a send to a vanished peer must not take the agent down)."""
 
-    def __call__(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]: ...
+    def __call__(self, coro: Coroutine[object, None, object], name: str
+                 ) -> asyncio.Task[object]: ...
 
 
 class PeerLink(Protocol):
@@ -58,7 +60,9 @@ class PeerLink(Protocol):
     def address(self) -> tuple[str, int] | None: ...
 
     async def request(self, op: str, args: dict[str, JSONValue],
-                      timeout: float = 10.0) -> JSONValue: ...
+                      timeout: float = 10.0) -> object:
+        """The peer's answer: decoded JSON, or a binary reply (a chunk); the caller checks."""
+        ...
 
     async def send_event(self, op: str, args: dict[str, JSONValue]) -> None: ...
 

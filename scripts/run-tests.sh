@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs and run it: system packages (when root), the
-# virtualenv with test extras, ruff, then pytest. Extra arguments go to pytest.
+# virtualenv with test extras, ruff, mypy, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -22,6 +22,7 @@ if [ -z "${SHOAL_BLUEZOO:-}" ] && bluezoo=$(bash scripts/setup-bluezoo.sh); then
   export SHOAL_BLUEZOO="$bluezoo"
 fi
 .venv/bin/ruff check agent radio tests bench hardware-tests
+.venv/bin/mypy  # config and file list: [tool.mypy] in pyproject.toml
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

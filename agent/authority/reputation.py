@@ -98,7 +98,8 @@ def decay(value: float, elapsed_s: float, half_life_s: float) -> float:
     """*value* after *elapsed_s* of exponential decay (a clock going back does not grow it)."""
     if elapsed_s <= 0:
         return value
-    return value * 2.0 ** (-elapsed_s / half_life_s)
+    factor: float = 2.0 ** (-elapsed_s / half_life_s)  # float ** float is typed Any (complex)
+    return value * factor
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
         return None
-    _pid, uid, _gid = struct.unpack("3i", creds)
+    uid: int = struct.unpack("3i", creds)[1]  # pid, uid, gid
     return uid
 
 

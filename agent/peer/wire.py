@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,11 @@ class WireError(ValueError):
     """A peer sent a message that does not follow the protocol."""
 
 
-def _hex(n: int) -> tuple[type, Any]:
+# An argument's schema: the JSON type(s) it must have, then a predicate on a value of that type.
+ArgSpec = tuple[type | tuple[type, ...], Callable[[Any], bool]]
+
+
+def _hex(n: int) -> ArgSpec:
     def check(v: Any) -> bool:
         if len(v) != n:
             return False
@@ -46,18 +51,18 @@ def _hex(n: int) -> tuple[type, Any]:
     return (str, check)
 
 
-def _str(maxlen: int) -> tuple[type, Any]:
+def _str(maxlen: int) -> ArgSpec:
     return (str, lambda v: 0 < len(v) <= maxlen)
 
 
-def _num(lo: float, hi: float) -> tuple[type, Any]:
+def _num(lo: float, hi: float) -> ArgSpec:
     return ((int, float), lambda v: not isinstance(v, bool) and lo <= v <= hi)
 
 
-_BOOL = (bool, lambda v: True)
+_BOOL: ArgSpec = (bool, lambda v: True)
 
 # op -> {arg: (type, predicate)}; a trailing "?" marks an optional argument.
-REQUEST_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "ping": {"t": _num(0, 2**53)},
     "pair_request": {"name": _str(64)},
     "pair_confirm": {"code": (str, lambda v: len(v) == 6 and v.isdigit())},
@@ -69,7 +74,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
     "raft_join": {"c": _hex(32)},
 }
 
-EVENT_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     # authority (agent/authority/service.py validates the contents further)
     "raft": {"c": _hex(32), "m": _str(MAX_JSON - 1024)},
     "cluster": {"c": _hex(32), "n": _num(0, 10_000), "l": (str, lambda v: len(v) <= 64)},
@@ -78,7 +83,9 @@ EVENT_SCHEMAS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
 }
 
 
-def _check_args(kind: str, op: str, args: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+def _check_args(
+    kind: str, op: str, args: Any, schemas: dict[str, dict[str, ArgSpec]]
+) -> dict[str, Any]:
     schema = schemas.get(op)
     if schema is None:
         raise WireError(f"unknown {kind} {op!r}")

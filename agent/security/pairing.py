@@ -85,7 +85,7 @@ class PairingBook:
     max_pending: int
     window_until: float = 0.0
     pending: dict[str, PendingPairing] = field(default_factory=dict)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def open_window(self, now: float, seconds: float | None = None) -> float:
         self.window_until = now + (seconds if seconds is not None else self.window_seconds)

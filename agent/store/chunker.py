@@ -99,7 +99,7 @@ def chunk_file(path: Path | str, avg_size: int = DEFAULT_AVG_CHUNK_SIZE) -> Iter
     """Chunk refs of the file at *path*; an empty file yields nothing."""
     check_avg_size(avg_size)
     with open(path, "rb", buffering=0) as f:
-        yield from chunk_stream(f, avg_size)  # type: ignore[arg-type]
+        yield from chunk_stream(f, avg_size)
 
 
 def chunk_bytes(

@@ -27,7 +27,7 @@ import time
 import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from radio.base import (
     ATT_MAX_VALUE,
@@ -41,6 +41,9 @@ from radio.base import (
     Sighting,
 )
 from radio.ble.profile import SERVICE_UUID, ProfileError, decode_advert
+
+if TYPE_CHECKING:
+    from bleak.args.bluez import BlueZClientArgs, BlueZScannerArgs, OrPatternLike
 
 __all__ = ["BleakCentral", "BleakGattClient", "service_data_or_pattern"]
 
@@ -89,11 +92,14 @@ class BleakCentral(Scanner):
             from bleak import BleakScanner
 
             factory = BleakScanner
-        bluez: dict[str, Any] = {}
+        bluez: BlueZScannerArgs = {}
         if self._adapter:
             bluez["adapter"] = self._adapter
         if self._passive:
-            bluez["or_patterns"] = [service_data_or_pattern(self._service_uuid)]
+            # bleak types the AD type as its AdvertisementDataType IntEnum; 0x21 is that value,
+            # and this module must not import bleak before it is needed (see module notes).
+            pattern = cast("OrPatternLike", service_data_or_pattern(self._service_uuid))
+            bluez["or_patterns"] = [pattern]
         scanner = factory(
             self._on_advertisement,
             None,  # see module notes: a UUID filter would drop our service-data-only adverts
@@ -207,7 +213,7 @@ class BleakGattClient(GattClient):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         target = (self._central.device(address) if self._central else None) or address
-        bluez = {"adapter": self._adapter} if self._adapter else {}
+        bluez: BlueZClientArgs = {"adapter": self._adapter} if self._adapter else {}
         last: BaseException | None = None
         self.attempts_used = 0
         for attempt in range(self._attempts):

@@ -122,8 +122,9 @@ def _advertisement_class() -> type:
     from dbus_next.constants import PropertyAccess
     from dbus_next.service import dbus_property
 
-    class ShoalAdvertisement(BlueZLEAdvertisement):  # type: ignore[misc]
-        @dbus_property(access=PropertyAccess.READ)
+    class ShoalAdvertisement(BlueZLEAdvertisement):
+        # dbus-next leaves its decorators unannotated (the D-Bus signature is the annotation)
+        @dbus_property(access=PropertyAccess.READ)  # type: ignore[untyped-decorator]
         def Discoverable(self) -> "b":  # type: ignore[name-defined]  # noqa: F821, UP037
             return True
 
@@ -374,7 +375,8 @@ class BlessPeripheral(GattServer):
         self._on_write(central, bytes(value))
 
     async def _watch_disconnects(self) -> None:
-        from dbus_next import Message, MessageType
+        from dbus_next.constants import MessageType
+        from dbus_next.message import Message
 
         bus = self._server.bus
         try:

@@ -260,7 +260,8 @@ class Reassembler:
         self._clear()
         return message
 
-    def _reject(self, reason: str, detail: str) -> None:
+    def _reject(self, reason: str, detail: str) -> bytes | None:
+        """Count and log a discard; returns what ``feed`` answers for it (always None)."""
         setattr(self.stats, reason, getattr(self.stats, reason) + 1)
         _log.debug("reassembler discard (%s): %s", reason, detail)
         self._clear()

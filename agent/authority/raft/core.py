@@ -345,12 +345,12 @@ class RaftNode:
         """
         members = self._voter_set | self._learner_set
         removal = self._conf_idx[-1] if self._conf_idx else self.log.last_index()
-        for nid, pr in list(self._prs.items()):
+        for nid, old in list(self._prs.items()):
             if nid not in members:
-                if nid == self.id or pr.match >= removal:
+                if nid == self.id or old.match >= removal:
                     del self._prs[nid]
-                elif not pr.removed_at:
-                    pr.removed_at = removal
+                elif not old.removed_at:
+                    old.removed_at = removal
         next_index = self.log.last_index() + 1
         for nid in sorted(members):
             pr = self._prs.get(nid)

@@ -291,9 +291,10 @@ class BleLink:
         except BaseException:
             await self.stop()
             raise
+        tag = self._my_tag()
         log.info("BLE started", extra=kv(
             adapter=self.cfg.adapter, advertise=self.peripheral is not None,
-            scan=self.central is not None, tag=self._my_tag().hex() if self.peripheral else None))
+            scan=self.central is not None, tag=tag.hex() if tag is not None else None))
 
     async def stop(self) -> None:
         if self._reconciler is not None:

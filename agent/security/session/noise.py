@@ -254,7 +254,7 @@ class HandshakeState:
     # ------------------------------------------------------------------ tokens
 
     def _dh_token(self, token: str) -> bytes:
-        assert self._re is not None
+        assert self._e is not None and self._re is not None
         if token == "ee":
             return _dh(self._e, self._re)
         # "es": DH(e_initiator, s_responder); "se": DH(s_initiator, e_responder)
@@ -287,7 +287,7 @@ class HandshakeState:
         self._advance()
         return bytes(out)
 
-    def read_message(self, message: bytes) -> bytes:
+    def read_message(self, message: bytes | bytearray | memoryview) -> bytes:
         """Process a handshake message and return its payload; raises :class:`HandshakeError`."""
         if self.complete:
             raise ProtocolError("handshake already complete")
