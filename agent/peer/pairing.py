@@ -61,8 +61,12 @@ class PairingService:
     def window_open(self) -> bool:
         return self.book.window_open(self._now())
 
-    def expire(self) -> None:
+    async def expire(self) -> None:
+        """Cancel pairings nobody confirmed in time, and wake whoever waits for them."""
+        before = len(self.book.active())
         self.book.expire(self._now())
+        if len(self.book.active()) != before:
+            await self._notify()
 
     async def start(self, conn: PeerConnection, *, timeout: float = 10.0) -> Summary:
         """Ask the peer on *conn* to pair; returns the pending pairing (with its code)."""
