@@ -132,7 +132,8 @@ class PairingService:
         for pid, p in self.book.pending.items():
             if self._conns.get(pid) is conn and not p.complete and p.cancelled is None:
                 p.cancelled = "connection lost before both sides confirmed"
-                self._conns.pop(pid, None)
+        for pid in [pid for pid, c in self._conns.items() if c is conn]:
+            del self._conns[pid]  # finished pairings too: never keep a closed session alive
         await self._notify()
 
     # ----------------------------------------------------------------- the peer's side

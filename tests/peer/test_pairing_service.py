@@ -64,6 +64,11 @@ async def test_both_confirm_then_both_trust(two):
         await a.pairing.start(conn)
     assert e.value.kind is ErrorKind.CONFLICT
     assert b.pairing.pending() == []
+    # the session ends: the service lets go of it (finished pairings hold no session)
+    await conn.close("done")
+    await wait_until(lambda: a.pairing.session_of(str(started["pairing_id"])) is None)
+    await wait_until(lambda: b.pairing.session_of(b_pid) is None)
+    assert (await a.pairing.wait(str(started["pairing_id"]), GUARD))["complete"]
 
 
 async def test_pairing_works_over_any_link(two):
