@@ -123,7 +123,8 @@ def _addr(x: Agent) -> str:
 
 # ----------------------------------------------------------------- durations
 @pytest.mark.parametrize("bad", ["inf", "-inf", "nan", "NaN", -1, 0, "0", 1e9, "1e9",
-                                 MAX_WAIT + 1, "soon", [], {}, float("inf"), float("nan")])
+                                 MAX_WAIT + 1, "soon", [], {}, float("inf"), float("nan"),
+                                 True, False])
 def test_seconds_must_be_finite_positive_and_bounded(bad):
     with pytest.raises(ControlError) as e:
         _seconds(bad, 10.0, "timeout")
