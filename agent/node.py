@@ -181,7 +181,7 @@ class Node:
             if watchdog:
                 notify_systemd("WATCHDOG=1")
             try:
-                self.pairing.expire()
+                await self.pairing.expire()
                 self.connections.check()
             except Exception:  # never let bookkeeping take the agent down
                 log.exception("housekeeping failed")

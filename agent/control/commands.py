@@ -77,6 +77,8 @@ def _seconds(value: object, default: float, what: str) -> float:
     if value is None or value == "":
         return default
     try:
+        if isinstance(value, bool):  # JSON true is not a duration (float(True) == 1.0)
+            raise TypeError
         s = float(value)  # type: ignore[arg-type]  # validated just below
     except (TypeError, ValueError):
         raise ControlError(f"{what} must be a number of seconds, not {value!r}") from None

@@ -138,9 +138,9 @@ async def _final(writer: asyncio.StreamWriter, ok: bool, value: Any,
                  kind: ErrorKind | None = None) -> None:
     msg = {"ok": True, "result": value} if ok else {
         "ok": False, "error": value, "kind": str(kind or ErrorKind.INVALID)}
-    try:  # a reply is strict JSON: Infinity/NaN are not, so they are a bug here, not output
-        line = json.dumps(msg, allow_nan=False)
-    except ValueError as e:
+    try:  # a reply is strict JSON: Infinity/NaN (ValueError), bytes or sets (TypeError) are
+        line = json.dumps(msg, allow_nan=False)  # not, so they are a bug here, not output
+    except (TypeError, ValueError) as e:
         log.error("control reply is not JSON", extra=kv(reason=e))
         line = json.dumps({"ok": False, "error": f"internal error: {e}",
                            "kind": str(ErrorKind.INTERNAL)})

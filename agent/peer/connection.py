@@ -20,7 +20,7 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.security.identity import short_device_id
-from agent.security.session import SessionError
+from agent.security.session import ConnectionClosedError, SessionError
 
 log = logging.getLogger("shoal.peer")
 
@@ -143,7 +143,8 @@ class PeerConnection:
             while True:
                 try:
                     raw = await self.channel.recv()
-                except (ConnectionError, asyncio.IncompleteReadError, EOFError):
+                except (ConnectionError, ConnectionClosedError, asyncio.IncompleteReadError,
+                        EOFError):  # a clean end (TCP's SecureChannel: ConnectionClosedError)
                     break
                 self.last_seen = time.monotonic()
                 self.bytes_in += len(raw)

@@ -61,8 +61,12 @@ class PairingService:
     def window_open(self) -> bool:
         return self.book.window_open(self._now())
 
-    def expire(self) -> None:
+    async def expire(self) -> None:
+        """Cancel pairings nobody confirmed in time, and wake whoever waits for them."""
+        before = len(self.book.active())
         self.book.expire(self._now())
+        if len(self.book.active()) != before:
+            await self._notify()
 
     async def start(self, conn: PeerConnection, *, timeout: float = 10.0) -> Summary:
         """Ask the peer on *conn* to pair; returns the pending pairing (with its code)."""
@@ -128,7 +132,8 @@ class PairingService:
         for pid, p in self.book.pending.items():
             if self._conns.get(pid) is conn and not p.complete and p.cancelled is None:
                 p.cancelled = "connection lost before both sides confirmed"
-                self._conns.pop(pid, None)
+        for pid in [pid for pid, c in self._conns.items() if c is conn]:
+            del self._conns[pid]  # finished pairings too: never keep a closed session alive
         await self._notify()
 
     # ----------------------------------------------------------------- the peer's side

@@ -49,4 +49,7 @@ class Router:
         if sink is None:
             log.debug("event ignored", extra=kv(peer=conn.name, op=event.op))
             return
-        sink(conn, event.op, event.args)
+        try:
+            sink(conn, event.op, event.args)
+        except Exception:  # one service's bug must not end the peer's session
+            log.exception("event handler failed", extra=kv(peer=conn.name, op=event.op))

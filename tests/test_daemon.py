@@ -1,0 +1,83 @@
+"""Host plumbing: one agent per data dir, sd_notify and the systemd watchdog."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from agent.daemon import DataDirBusy, lock_data_dir, notify_systemd, watchdog_interval
+from agent.errors import ErrorKind
+
+
+def test_one_agent_per_data_dir(tmp_path):
+    fd = lock_data_dir(tmp_path)
+    try:
+        assert (tmp_path / "agent.lock").exists()
+        with pytest.raises(DataDirBusy, match="already running") as e:
+            lock_data_dir(tmp_path)  # flock: a second open file is refused, same process too
+        assert e.value.kind is ErrorKind.CONFLICT
+        other = tmp_path / "other"
+        other.mkdir()
+        os.close(lock_data_dir(other))  # another data dir is independent
+    finally:
+        os.close(fd)
+    os.close(lock_data_dir(tmp_path))  # released with its holder
+
+
+def test_a_refused_lock_leaks_no_descriptor(tmp_path):
+    fd = lock_data_dir(tmp_path)
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            with pytest.raises(DataDirBusy):
+                lock_data_dir(tmp_path)
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        os.close(fd)
+
+
+def _listener(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(5)  # a hang guard only
+    return s
+
+
+def test_notify_sends_one_datagram(tmp_path, monkeypatch):
+    path = str(tmp_path / "notify")
+    with _listener(path) as s:
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        notify_systemd("READY=1\nSTATUS=running")
+        assert s.recv(4096) == b"READY=1\nSTATUS=running"
+
+
+def test_notify_abstract_socket(monkeypatch):
+    name = f"shoal-test-{os.getpid()}-{os.urandom(4).hex()}"
+    with _listener("\0" + name) as s:
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        notify_systemd("WATCHDOG=1")
+        assert s.recv(4096) == b"WATCHDOG=1"
+
+
+def test_notify_without_systemd_is_a_no_op(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    notify_systemd("READY=1")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
+    notify_systemd("READY=1")  # a vanished systemd must not take the agent down
+
+
+@pytest.mark.parametrize(("usec", "expected"), [
+    (None, (1.0, False)), ("", (1.0, False)), ("0", (1.0, False)),
+    ("10000000", (1.0, True)),  # 10 s watchdog: ping every 1 s (the default) is enough
+    ("600000", (0.3, True)),  # 0.6 s watchdog: ping at half the period
+])
+def test_watchdog_interval(monkeypatch, usec, expected):
+    if usec is None:
+        monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    else:
+        monkeypatch.setenv("WATCHDOG_USEC", usec)
+    interval, ping = watchdog_interval(1.0)
+    assert ping is expected[1]
+    assert interval == pytest.approx(expected[0])
