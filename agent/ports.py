@@ -20,7 +20,6 @@ __all__ = [
     "HolderStatsPort",
     "JSONValue",
     "PeerLink",
-    "PeerSightings",
     "Spawner",
     "StoreView",
     "TrustView",
@@ -118,12 +117,3 @@ class HolderStatsPort(Protocol):
     def capacity_estimate(self) -> float | None: ...
 
     def queued(self, cls: str | None = None) -> int: ...
-
-
-class PeerSightings(Protocol):
-    """Feeds the peer table from a radio that saw a device (BLE advertisement, mDNS)."""
-
-    def saw(self, peer_id: bytes, *, source: str, name: str | None = None,
-            rssi: int | None = None) -> None: ...
-
-    def known_ids(self) -> Iterable[bytes]: ...

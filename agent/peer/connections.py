@@ -65,7 +65,10 @@ class Channel(Protocol):
 
 
 class Unreachable(ShoalError):
-    """No session could be opened to an address (refused, timed out, wrong device)."""
+    """No session could be opened to an address (refused, timed out, no handshake).
+
+    A session to the wrong device is not this error: callers that expect one device compare
+    the authenticated ``peer_id`` (mDNS dials and BLE handover do)."""
 
     kind = ErrorKind.UNREACHABLE
 
