@@ -11,7 +11,7 @@ Nothing here imports a subsystem: the types below describe shapes, not implement
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Protocol, TypeAlias
 
 __all__ = [
