@@ -136,7 +136,7 @@ class Commands:
         name = str(args.get("name") or path.name)
         public = bool(args.get("public", False))
         m = await asyncio.to_thread(c.store.publish_file, path, name=name, public=public,
-                                    publisher=c.identity.hex_id)
+                                    signer=c.identity)
         c.catalog_changed()
         return resource_entry(c.store.find(m.resource_id))
 
@@ -168,7 +168,7 @@ class Commands:
         result = await c.fetcher.fetch(resource, source=str(source) if source else None,
                                        progress=progress)
         if args.get("stream"):
-            rec = lookup(c.store, str(result["resource_id"]))
+            rec = lookup(c.store, str(result["resource_id"]), c.fetcher.trusted_publisher)
             if rec is None:
                 raise ControlError(f"{resource!r} vanished from the store before export")
             manifest = rec.manifest
