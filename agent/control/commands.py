@@ -24,6 +24,7 @@ from agent.control.server import Command, Reply
 from agent.peer.hello import DEFAULT_PORT, parse_address
 from agent.security.identity import format_device_id
 from agent.security.pairing import format_code
+from agent.transfer.fetcher import publisher_label
 from agent.transfer.service import FetchService, lookup, resource_entry
 
 if TYPE_CHECKING:
@@ -151,8 +152,10 @@ class Commands:
                 *(x.request("list", {}, timeout=LIST_TIMEOUT) for x in conns),
                 return_exceptions=True)
             for conn, ans in zip(conns, answers, strict=True):
-                if isinstance(ans, list):
-                    remote.extend({**e, "holder": conn.name} for e in ans if isinstance(e, dict))
+                if isinstance(ans, list):  # a peer's claims: fetch verifies the signature
+                    remote.extend({**e, "holder": conn.name,
+                                   "publisher_short": publisher_label(str(e.get("publisher")))}
+                                  for e in ans if isinstance(e, dict))
         return {"local": local, "remote": remote}
 
     async def fetch(self, args: Args, reply: Reply) -> object:

@@ -134,7 +134,7 @@ def publisher_label(publisher_hex: str) -> str:
     try:
         return short_device_id(bytes.fromhex(publisher_hex))
     except ValueError:
-        return publisher_hex[:9]
+        return "?"  # never echo a peer's malformed text
 
 
 def believable(offers: Sequence[Offer]) -> tuple[list[Offer], dict[str, str]]:

@@ -96,3 +96,19 @@ def test_every_offer_unbelievable_is_an_untrusted_error() -> None:
     unsigned = manifest(3).with_signature(None)
     with pytest.raises(UntrustedOffers, match="Unsigned"):
         choose_version([offer("m", unsigned, True)], "notes.txt")
+
+
+def test_held_names_resolve_among_trusted_publishers_first(tmp_path: Any) -> None:
+    from agent.store import ContentStore
+    from agent.transfer.service import lookup
+
+    with ContentStore(tmp_path / "s", avg_chunk_size=AVG) as st:
+        for who, rid in ((A, "11" * 16), (EVE, "22" * 16)):
+            m = manifest(1, publisher=who, rid=rid)
+            for c in m.chunks:
+                data = b"notes.txt v1" * 100
+                st.put_chunk(c.chunk_id, data)
+            st.commit_resource(m)
+        assert lookup(st, "notes.txt") is None  # two publishers: no guess
+        rec = lookup(st, "notes.txt", trusted_publisher=lambda p: p == A.hex_id)
+        assert rec is not None and rec.publisher == A.hex_id
