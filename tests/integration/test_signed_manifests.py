@@ -113,10 +113,13 @@ def turn_into_attacker(m: Node, real: Manifest, data: bytes, how: str) -> list[b
     return [r.chunk_id for r in chunk_bytes(data, AVG)]
 
 
+@pytest.mark.parametrize("public", [False, True], ids=["private", "public"])
 @pytest.mark.parametrize("how", ["unsigned", "attacker-signed", "publisher-keys-forged-sig",
                                  "replayed-signature"])
-async def test_unpaired_attacker_cannot_replace_a_private_resource(tmp_path: Path,
-                                                                   how: str) -> None:
+async def test_unpaired_attacker_cannot_replace_a_resource(tmp_path: Path, how: str,
+                                                           public: bool) -> None:
+    """Private: dropped as private-from-unpaired *and* unsigned/forged; public: the
+    signature check alone must stop it."""
     real_bytes = os.urandom(200 * 1024)
     evil_bytes = b"EVIL" * (50 * 1024)
     src = tmp_path / "secret.txt"
@@ -124,7 +127,7 @@ async def test_unpaired_attacker_cannot_replace_a_private_resource(tmp_path: Pat
     async with nodes("a", "b", "m") as n:
         a, b, m = n["a"], n["b"], n["m"]
         pair(a, b)
-        real = a.store.publish_file(src, signer=a.identity, public=False)
+        real = a.store.publish_file(src, signer=a.identity, public=public)
         evil_chunks = turn_into_attacker(m, real, evil_bytes, how)
         await connect(b, a)
         await connect(b, m)
