@@ -58,13 +58,16 @@ class Node:
         self.trust = TrustStore(data_dir)
         self.store = ContentStore(data_dir / "store", avg_chunk_size=cfg.store.avg_chunk_size,
                                   quota_bytes=cfg.store.quota or None)
+        # our own resources carry our signature (those of a v1 identity move to the v2 ID)
+        self.store.adopt_signer(self.identity, (self.identity.legacy_id.hex(),))
         self.peers = PeerTable()
         self.gate = BandwidthGate(LinkScheduler.from_config(cfg.bandwidth))
         self.router = Router()
         self.connections = Connections(
             static_key=self.identity.private_key, device_id=self.identity.device_id,
             name=cfg.node.name, lan=cfg.lan, peers=self.peers, trust=self.trust, gate=self.gate,
-            handler=self.router.handle, on_event=self.router.event, spawn=self.spawn)
+            handler=self.router.handle, on_event=self.router.event, spawn=self.spawn,
+            signing_key=self.identity.signing_public)
         self.pairing = PairingService(
             PairingBook(cfg.pairing.window_seconds, cfg.pairing.max_pending), self.trust,
             cfg.node.name)
@@ -80,7 +83,7 @@ class Node:
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
-            on_fetched=self.catalog_changed)
+            on_fetched=self.catalog_changed, trust=self.trust)
         self.ble: BleLink | None = None
         self.commands = Commands(CommandContext(
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,

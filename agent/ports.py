@@ -90,11 +90,14 @@ class TrustedDeviceView(Protocol):
 
 
 class TrustView(Protocol):
-    """Read-only view of the paired devices."""
+    """View of the paired devices (read-only but for the v1 -> v2 ID upgrade)."""
 
     def is_trusted(self, device_id: bytes) -> bool: ...
 
     def get(self, device_id: bytes) -> TrustedDeviceView | None: ...
+
+    def recognise(self, device_id: bytes, public_key: bytes,
+                  signing_key: bytes | None) -> bool: ...
 
 
 class ResourceView(Protocol):

@@ -30,10 +30,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.security.identity import Identity
 from agent.store import ContentStore, chunk_file, chunk_id
 
 MIB = 1024 * 1024
-PUBLISHER = "be" * 16
+SIGNER = Identity.generate()
 WORDS = [
     "the", "a", "shoal", "mesh", "chunk", "node", "peer", "radio", "device", "file", "share",
     "local", "cache", "data", "sync", "version", "manifest", "resource", "public", "hash",
@@ -127,8 +128,8 @@ def run(size_mib: int, avg_kib: int, workdir: Path, open_chunks: int = 0) -> dic
 
     t_chunk, nchunks = timed(lambda: sum(1 for _ in chunk_file(src, avg)))
     with ContentStore(workdir / "store", avg_chunk_size=avg) as st:
-        t_pub, m = timed(lambda: st.publish_file(src, publisher=PUBLISHER))
-        t_repub, _ = timed(lambda: st.publish_file(src, publisher=PUBLISHER))
+        t_pub, m = timed(lambda: st.publish_file(src, signer=SIGNER))
+        t_repub, _ = timed(lambda: st.publish_file(src, signer=SIGNER))
         t_exp, _ = timed(lambda: st.export(m, workdir / "export.bin"))
         t_ver, report = timed(st.verify)
     same = _same(src, workdir / "export.bin")

@@ -301,11 +301,16 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
                f"{r['chunks']} chunks{', public' if r['public'] else ''}) id {r['resource_id']}")
     elif cmd == "resources":
         r = await call_simple(sock, "resources", {"local_only": args.local})
+        # "by XXXX-XXXX": the publisher's short ID, so two same-named resources by
+        # different devices are never confused
         lines = [f"{x['resource_id'][:12]}  v{x['version']:<3} {_size(x['size']):>10}  "
-                 f"{'public ' if x['public'] else 'private'}  {x['name']}  (here)"
+                 f"{'public ' if x['public'] else 'private'}  {x['name']}  "
+                 f"by {x.get('publisher_short', '?')}"
+                 f"{'' if x.get('signed', True) else ' (unsigned)'}  (here)"
                  for x in r["local"]]
         lines += [f"{x['resource_id'][:12]}  v{x['version']:<3} {_size(x['size']):>10}  "
-                  f"{'public ' if x['public'] else 'private'}  {x['name']}  @ {x['holder']}"
+                  f"{'public ' if x['public'] else 'private'}  {x['name']}  "
+                  f"by {x.get('publisher_short', '?')}  @ {x['holder']}"
                   for x in r.get("remote", [])]
         _print(args, r, "\n".join(lines) or "no resources")
     elif cmd == "fetch":

@@ -24,6 +24,7 @@ from agent.control.server import Command, Reply
 from agent.peer.hello import DEFAULT_PORT, parse_address
 from agent.security.identity import format_device_id
 from agent.security.pairing import format_code
+from agent.transfer.fetcher import publisher_label
 from agent.transfer.service import FetchService, lookup, resource_entry
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class Commands:
         name = str(args.get("name") or path.name)
         public = bool(args.get("public", False))
         m = await asyncio.to_thread(c.store.publish_file, path, name=name, public=public,
-                                    publisher=c.identity.hex_id)
+                                    signer=c.identity)
         c.catalog_changed()
         return resource_entry(c.store.find(m.resource_id))
 
@@ -153,8 +154,10 @@ class Commands:
                 *(x.request("list", {}, timeout=LIST_TIMEOUT) for x in conns),
                 return_exceptions=True)
             for conn, ans in zip(conns, answers, strict=True):
-                if isinstance(ans, list):
-                    remote.extend({**e, "holder": conn.name} for e in ans if isinstance(e, dict))
+                if isinstance(ans, list):  # a peer's claims: fetch verifies the signature
+                    remote.extend({**e, "holder": conn.name,
+                                   "publisher_short": publisher_label(str(e.get("publisher")))}
+                                  for e in ans if isinstance(e, dict))
         return {"local": local, "remote": remote}
 
     async def fetch(self, args: Args, reply: Reply) -> object:
@@ -170,7 +173,7 @@ class Commands:
         result = await c.fetcher.fetch(resource, source=str(source) if source else None,
                                        progress=progress)
         if args.get("stream"):
-            rec = lookup(c.store, str(result["resource_id"]))
+            rec = lookup(c.store, str(result["resource_id"]), c.fetcher.trusted_publisher)
             if rec is None:
                 raise ControlError(f"{resource!r} vanished from the store before export")
             manifest = rec.manifest

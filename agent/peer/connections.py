@@ -23,10 +23,10 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.peer.connection import EventHandler, Handler, PeerConnection, PeerGone, RemoteError
-from agent.peer.hello import make_hello, parse_hello
+from agent.peer.hello import make_hello, parse_hello, peer_device_id, signing_key_of
 from agent.peer.table import PeerTable
 from agent.ports import Clock, Spawner, TrustView
-from agent.security.identity import device_id_for, format_device_id
+from agent.security.identity import format_device_id
 from agent.security.session import SessionError, open_channel
 from radio.lan import LanDiscovery, LanPeerGone, LanPeerSeen, select_interfaces
 
@@ -94,8 +94,10 @@ class Connections:
         on_event: EventHandler,
         spawn: Spawner,
         clock: Clock = time.monotonic,
+        signing_key: bytes | None = None,
     ) -> None:
         self._key = static_key
+        self._signing_key = signing_key  # our Ed25519 public key, announced in the hello
         self.device_id = device_id
         self.short_id = device_id.hex()[:16]
         self.name = name
@@ -147,7 +149,7 @@ class Connections:
         self._closed_listeners.append(listener)
 
     def hello(self) -> bytes:
-        return make_hello(self.name, self.lan_port)
+        return make_hello(self.name, self.lan_port, self._signing_key)
 
     def handlers(self) -> dict[str, Handler]:
         """Peer requests about the session itself: liveness and where to reach us."""
@@ -273,8 +275,11 @@ class Connections:
     def _register(self, channel: Channel, hello: dict[str, object], *, outgoing: bool,
                   address: tuple[str, int] | None, transport: str = "lan") -> PeerConnection:
         peer_key = channel.remote_static
+        peer_id = peer_device_id(peer_key, hello)
+        # a device paired under its v1 ID moves to its v2 ID (same X25519 key, proved)
+        self._trust.recognise(peer_id, peer_key, signing_key_of(hello))
         conn = PeerConnection(
-            channel, peer_id=device_id_for(peer_key), peer_key=peer_key, hello=hello,
+            channel, peer_id=peer_id, peer_key=peer_key, hello=hello,
             handler=self._handler, on_event=self._on_event, outgoing=outgoing,
             address=address, gate=self._gate, transport=transport)
         self._conns.add(conn)

@@ -6,20 +6,47 @@ strictly: small, known keys only, ranges checked, one clear error.
 
 from __future__ import annotations
 
+import base64
 import json
+import string
+from collections.abc import Mapping
 
 from agent import WIRE_VERSION, __version__
+from agent.security.identity import device_id_for
 
 MAX_HELLO = 1024
+_B64URL = frozenset(string.ascii_letters + string.digits + "-_")
 DEFAULT_PORT = 47474
 
 
-def make_hello(name: str, port: int | None) -> bytes:
-    """Our own hello, sent in the handshake (so it is authenticated with the session)."""
-    return json.dumps({
+def make_hello(name: str, port: int | None, signing_key: bytes | None = None) -> bytes:
+    """Our own hello, sent in the handshake (so it is authenticated with the session).
+
+    Compact JSON: at MTU 247 the whole handshake message must stay one BLE write.
+
+    ``sk`` is our Ed25519 public key: with the X25519 key the handshake proves, it makes
+    our v2 device ID (the ID commits to both, so no one can pair a key with our ID).
+    """
+    hello: dict[str, object] = {
         "v": WIRE_VERSION, "name": name[:64], "port": port or 0,
         "agent": f"shoal/{__version__}",
-    }).encode()
+    }
+    if signing_key is not None:  # base64url, unpadded: the hello must fit one BLE write
+        hello["sk"] = base64.urlsafe_b64encode(signing_key).rstrip(b"=").decode("ascii")
+    return json.dumps(hello, separators=(",", ":")).encode()
+
+
+def signing_key_of(hello: Mapping[str, object]) -> bytes | None:
+    """The Ed25519 key a (parsed) hello announces; None from an agent before signing."""
+    sk = hello.get("sk")
+    return base64.urlsafe_b64decode(sk + "=") if isinstance(sk, str) else None
+
+
+def peer_device_id(remote_static: bytes, hello: Mapping[str, object]) -> bytes:
+    """The peer's device ID: v2 from the proved X25519 key and the announced Ed25519 key,
+    v1 (legacy) if the hello has none. Claiming someone else's Ed25519 key only yields
+    a new ID nobody trusts and under which no one's signatures verify."""
+    return device_id_for(remote_static, signing_key_of(hello))
 
 
 def parse_hello(raw: bytes) -> dict[str, object]:
@@ -27,7 +54,7 @@ def parse_hello(raw: bytes) -> dict[str, object]:
     if len(raw) > MAX_HELLO:
         raise ValueError("hello too large")
     obj = json.loads(raw)
-    if not isinstance(obj, dict) or not set(obj) <= {"v", "name", "port", "agent"}:
+    if not isinstance(obj, dict) or not set(obj) <= {"v", "name", "port", "agent", "sk"}:
         raise ValueError("hello has unknown keys")
     v = obj.get("v")
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -41,6 +68,12 @@ def parse_hello(raw: bytes) -> dict[str, object]:
     agent = obj.get("agent", "")
     if not isinstance(agent, str) or len(agent) > 64:
         raise ValueError("hello has a bad agent string")
+    sk = obj.get("sk")
+    if sk is not None and (not isinstance(sk, str) or len(sk) != 43
+                           or any(c not in _B64URL for c in sk)
+                           or base64.urlsafe_b64encode(
+                               base64.urlsafe_b64decode(sk + "="))[:43].decode() != sk):
+        raise ValueError("hello has a bad signing key")
     return obj
 
 

@@ -18,6 +18,7 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.peer.connection import Handler, PeerConnection, Refused, RemoteError
+from agent.peer.hello import signing_key_of
 from agent.security.identity import format_device_id
 from agent.security.pairing import PairingBook, PairingError, PendingPairing, normalize_code
 from agent.security.trust import TrustStore
@@ -172,13 +173,15 @@ class PairingService:
     def _add(self, conn: PeerConnection, peer_name: str, *, incoming: bool) -> PendingPairing:
         p = self.book.add(
             peer_id=conn.peer_id, peer_public_key=conn.peer_key, peer_name=peer_name[:64],
-            handshake_hash=conn.handshake_hash, incoming=incoming, now=self._now())
+            handshake_hash=conn.handshake_hash, incoming=incoming, now=self._now(),
+            peer_signing_key=signing_key_of(conn.hello))
         self._conns[p.pairing_id] = conn
         return p
 
     def _maybe_finish(self, p: PendingPairing) -> None:
         if p.complete and not self._trust.is_trusted(p.peer_id):
-            self._trust.add(p.peer_id, p.peer_public_key, p.peer_name)
+            self._trust.add(p.peer_id, p.peer_public_key, p.peer_name,
+                            signing_key=p.peer_signing_key)
             log.info("paired", extra=kv(peer=p.peer_name, id=format_device_id(p.peer_id)))
 
     async def _notify(self) -> None:

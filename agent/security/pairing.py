@@ -58,6 +58,7 @@ class PendingPairing:
     local_confirmed: bool = False
     remote_confirmed: bool = False
     cancelled: str | None = None
+    peer_signing_key: bytes | None = None  # announced in the hello; bound by the device ID
 
     @property
     def complete(self) -> bool:
@@ -115,6 +116,7 @@ class PairingBook:
         handshake_hash: bytes,
         incoming: bool,
         now: float,
+        peer_signing_key: bytes | None = None,
     ) -> PendingPairing:
         self.expire(now)
         if incoming and not self.window_open(now):
@@ -124,7 +126,7 @@ class PairingBook:
         pid = f"{next(self._ids)}-{secrets.token_hex(3)}"
         p = PendingPairing(
             pid, peer_id, peer_public_key, peer_name[:64], pairing_code(handshake_hash),
-            incoming, now,
+            incoming, now, peer_signing_key=peer_signing_key,
         )
         self.pending[pid] = p
         return p

@@ -3,6 +3,12 @@
 Kept as one small JSON file written atomically; read fully at start (it holds tens of
 entries, not thousands). Strictly parsed: a damaged file is an error, never a silent reset,
 because silently forgetting trust would be a security surprise.
+
+Format version 2 adds each device's Ed25519 ``signing_key`` (hex, or null for a device
+paired before signing keys existed, whose ``device_id`` is still its v1 ID). Version 1 files
+load unchanged. When such a device connects again presenting a v2 ID, the Noise handshake
+has proved it holds the X25519 key we paired with, and its v2 ID commits to that same key:
+:meth:`TrustStore.recognise` moves the entry to the v2 ID and records the signing key.
 """
 
 from __future__ import annotations
@@ -15,12 +21,18 @@ from pathlib import Path
 
 from agent.errors import ErrorKind, ShoalError
 from agent.fsutil import atomic_write_bytes
-from agent.security.identity import format_device_id, parse_device_id
+from agent.security.identity import (
+    device_id_for,
+    format_device_id,
+    legacy_device_id,
+    parse_device_id,
+)
 
 ROLES = ("member", "guest")
 """member: full access (fetch anything, mirror, vote); guest: may fetch, never serves policy."""
 
 TRUST_FILE = "trust.json"
+FORMAT = 2
 MAX_DEVICES = 1024
 
 
@@ -37,6 +49,7 @@ class TrustedDevice:
     name: str
     role: str
     paired_at: float
+    signing_key: str | None = None  # 64 hex chars (raw Ed25519); None: paired before v2
 
     @property
     def display_id(self) -> str:
@@ -44,15 +57,21 @@ class TrustedDevice:
 
 
 def _validate(entry: object) -> TrustedDevice:
-    if not isinstance(entry, dict) or set(entry) != {
-        "device_id", "public_key", "name", "role", "paired_at"
-    }:
+    base = {"device_id", "public_key", "name", "role", "paired_at"}
+    if not isinstance(entry, dict) or set(entry) not in (base, base | {"signing_key"}):
         raise TrustError("trust store entry has the wrong keys")
     d = TrustedDevice(**entry)
-    for hexfield in (d.device_id, d.public_key):
-        if not isinstance(hexfield, str) or len(hexfield) != 64:
-            raise TrustError("trust store entry has a malformed key or ID")
-        bytes.fromhex(hexfield)
+    try:
+        for hexfield in (d.device_id, d.public_key, d.signing_key or "0" * 64):
+            if not isinstance(hexfield, str) or len(hexfield) != 64:
+                raise TrustError("trust store entry has a malformed key or ID")
+            bytes.fromhex(hexfield)
+        x_pub = bytes.fromhex(d.public_key)
+        expect = device_id_for(x_pub, bytes.fromhex(d.signing_key) if d.signing_key else None)
+    except ValueError:
+        raise TrustError("trust store entry has a malformed key or ID") from None
+    if expect.hex() != d.device_id:
+        raise TrustError(f"trust store entry {d.device_id[:16]}: its keys do not match its ID")
     if not isinstance(d.name, str) or not 0 < len(d.name) <= 64:
         raise TrustError("trust store entry has a malformed name")
     if d.role not in ROLES:
@@ -74,7 +93,7 @@ class TrustStore:
                 doc = json.loads(self.path.read_bytes())
             except (OSError, ValueError) as e:
                 raise TrustError(f"trust store {self.path} is unreadable: {e}") from e
-            if not isinstance(doc, dict) or doc.get("version") != 1:
+            if not isinstance(doc, dict) or doc.get("version") not in (1, FORMAT):
                 raise TrustError(f"trust store {self.path}: unknown format")
             devices = doc.get("devices")
             if not isinstance(devices, list) or len(devices) > MAX_DEVICES:
@@ -84,7 +103,7 @@ class TrustStore:
                 self._devices[d.device_id] = d
 
     def _save(self) -> None:
-        doc = {"version": 1, "devices": [asdict(d) for d in self._devices.values()]}
+        doc = {"version": FORMAT, "devices": [asdict(d) for d in self._devices.values()]}
         atomic_write_bytes(self.path, json.dumps(doc, indent=1).encode(), mode=0o600)
 
     def is_trusted(self, device_id: bytes) -> bool:
@@ -96,17 +115,48 @@ class TrustStore:
     def list(self) -> list[TrustedDevice]:
         return sorted(self._devices.values(), key=lambda d: d.name)
 
-    def add(self, device_id: bytes, public_key: bytes, name: str, role: str = "member") -> None:
+    def add(self, device_id: bytes, public_key: bytes, name: str, role: str = "member",
+            signing_key: bytes | None = None) -> None:
+        """Trust a device. *device_id* must be what its keys derive (v2 with *signing_key*,
+        else v1), so an entry can never name keys that are not the device's."""
         if role not in ROLES:
             raise TrustError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if device_id_for(public_key, signing_key) != device_id:
+            raise TrustError("the device ID does not match the device's keys")
         clean = "".join(c for c in name if c.isprintable())[:64] or "unnamed"
         with self._lock:
             if len(self._devices) >= MAX_DEVICES and device_id.hex() not in self._devices:
                 raise TrustError(f"trust store is full ({MAX_DEVICES} devices)")
             self._devices[device_id.hex()] = TrustedDevice(
-                device_id.hex(), public_key.hex(), clean, role, time.time()
+                device_id.hex(), public_key.hex(), clean, role, time.time(),
+                signing_key.hex() if signing_key is not None else None,
             )
             self._save()
+
+    def recognise(self, device_id: bytes, public_key: bytes,
+                  signing_key: bytes | None) -> bool:
+        """Is the device that just authenticated with X25519 *public_key* trusted?
+
+        Call with the keys the session proved (Noise) and announced (hello). A device
+        paired under its v1 ID (before it had a signing key) that now presents a v2 ID for
+        the same X25519 key is the same device: its entry moves to the v2 ID, keeping name,
+        role and pairing time. Never the other way: a v2 entry is not downgraded.
+        """
+        if device_id.hex() in self._devices:
+            return True
+        if signing_key is None or device_id_for(public_key, signing_key) != device_id:
+            return False
+        old_id = legacy_device_id(public_key).hex()
+        with self._lock:
+            old = self._devices.get(old_id)
+            if old is None or old.signing_key is not None or old.public_key != public_key.hex():
+                return False
+            del self._devices[old_id]
+            self._devices[device_id.hex()] = TrustedDevice(
+                device_id.hex(), old.public_key, old.name, old.role, old.paired_at,
+                signing_key.hex())
+            self._save()
+        return True
 
     def resolve(self, text: str) -> TrustedDevice:
         """Find a paired device by name, full display ID, short ID prefix or hex ID."""

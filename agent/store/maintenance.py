@@ -151,6 +151,8 @@ class StoreMaintenance:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
                     removed_manifests += 1
+                with contextlib.suppress(FileNotFoundError):
+                    p.with_suffix(".sig").unlink()
             fsync_dir(self._manifests_dir)
             current = {r.current: r.manifest for r in self._records.values()}
             live = self._live_chunks(set(live_manifests) | set(current), current)

@@ -10,18 +10,37 @@ Wire format (canonical JSON, sorted keys, no spaces, ASCII)::
     {"avg_chunk_size":262144,"chunks":[["<64 hex>",262144],...],"created":1.7e9,
      "name":"notes.txt","parent":null,"public":false,"publisher":"<hex>",
      "resource_id":"<32 hex>","size":262144,"version":1}
+
+Every manifest travels with its publisher's signature (agent/security/signing.py), kept
+*beside* these bytes so the manifest hash still names the version. On the wire and on disk
+the pair is the **envelope**::
+
+    {"manifest": "<canonical manifest JSON text>",
+     "sig": {"x25519": "<64 hex>", "ed25519": "<64 hex>", "sig": "<128 hex>"}}
+
+``Manifest.signature`` holds the parsed signature (None for an unsigned, legacy manifest);
+it takes no part in equality or in the hash. Nothing in a manifest from elsewhere is
+believed before :meth:`Manifest.verify` passed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from blake3 import blake3
 
+from agent.security.signing import (
+    PublisherSignature,
+    Signer,
+    sign_digest,
+    verify_digest,
+)
 from agent.store import _schema as s
 from agent.store.chunker import (
     CHUNK_ID_SIZE,
@@ -115,8 +134,12 @@ class Manifest:
     publisher: str
     public: bool
     parent: str | None
+    #: The publisher's signature over :attr:`digest`; None = unsigned (never believed).
+    signature: PublisherSignature | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.signature is not None and not isinstance(self.signature, PublisherSignature):
+            raise ManifestError("signature must be a PublisherSignature")
         s.check_hex(self.resource_id, "resource_id", length=RESOURCE_ID_HEX)
         validate_name(self.name)
         s.check_int(self.version, "version", 1)
@@ -208,6 +231,53 @@ class Manifest:
             )
         except ManifestError as e:
             raise ManifestError(f"manifest: {e}") from None
+
+    # -- signatures -------------------------------------------------------------------
+
+    def with_signature(self, signature: PublisherSignature | None) -> Manifest:
+        """The same manifest (same bytes, same hash) carrying *signature*."""
+        return dataclasses.replace(self, signature=signature)
+
+    def signed_by(self, signer: Signer) -> Manifest:
+        """Sign as *signer*, who must be the publisher (ManifestError otherwise)."""
+        if signer.device_id.hex() != self.publisher:
+            raise ManifestError(
+                f"only the publisher can sign a manifest (publisher {self.publisher[:16]}, "
+                f"signer {signer.device_id.hex()[:16]})")
+        return self.with_signature(sign_digest(signer, self.digest))
+
+    def verify(self) -> None:
+        """Raise a SignatureError (kind untrusted) unless the publisher signed these bytes."""
+        verify_digest(self.publisher, self.digest, self.signature,
+                      f"manifest {self.manifest_hash[:12]} of {self.name!r}")
+
+    @property
+    def signed(self) -> bool:
+        """Carries a signature (not necessarily a valid one: see :meth:`verify`)."""
+        return self.signature is not None
+
+    def envelope(self) -> dict[str, object]:
+        """The wire/disk form: the manifest text and, if any, the signature unchanged."""
+        env: dict[str, object] = {"manifest": self.to_bytes().decode("ascii")}
+        if self.signature is not None:
+            env["sig"] = self.signature.to_obj()
+        return env
+
+    @classmethod
+    def from_envelope(cls, obj: object, *, max_bytes: int = MAX_MANIFEST_BYTES) -> Manifest:
+        """Parse an envelope from a peer: strict manifest, well-formed (unverified) signature.
+
+        The signature is *parsed* here, not verified: the caller decides what an unsigned or
+        badly signed offer means for it (drop it, report the source). A malformed signature
+        block raises MalformedSignature (kind untrusted).
+        """
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("manifest"), str) or not (
+                set(obj) <= {"manifest", "sig"}):
+            raise ManifestError("manifest envelope must be {manifest, sig}")
+        m = cls.from_bytes(obj["manifest"].encode("utf-8"), max_bytes=max_bytes)
+        if "sig" not in obj:
+            return m
+        return m.with_signature(PublisherSignature.from_obj(obj["sig"]))
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ Layout under ``root`` (dirs 0700, files 0600)::
     chunks/pack-NNNNNN.shp      chunk bytes (named by BLAKE3) in append-only pack files
     chunks/pack-NNNNNN.idx      index sidecar of a sealed pack (see agent.store.packs)
     manifests/<64 hex>.json     canonical manifest bytes, named by their BLAKE3
+    manifests/<64 hex>.sig      the publisher's signature of that manifest (JSON), kept
+                                beside it byte for byte as received (see signing.py)
     resources/<32 hex>.json     ResourceRecord: current manifest + VersionHistory
     quarantine/                 chunks/manifests/records that failed verification
     tmp/                        scratch; ``.tmp-*`` files are deleted at open
@@ -24,8 +26,10 @@ hashing, chunking and reads run outside it (the pack index has its own short loc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import itertools
+import json
 import logging
 import os
 import stat
@@ -44,6 +48,11 @@ from agent.fsutil import (
     syncfs,
 )
 from agent.log import kv
+from agent.security.signing import (
+    PublisherSignature,
+    SignatureError,
+    Signer,
+)
 from agent.store import _schema as s
 from agent.store.chunker import (
     ABSOLUTE_MAX_CHUNK_SIZE,
@@ -340,6 +349,9 @@ class ContentStore(StoreMaintenance):
     def _manifest_path(self, manifest_hash: str) -> Path:
         return self._manifests_dir / f"{manifest_hash}.json"
 
+    def _signature_path(self, manifest_hash: str) -> Path:
+        return self._manifests_dir / f"{manifest_hash}.sig"
+
     def put_manifest(self, manifest: Manifest) -> None:
         """Store a (validated) manifest, e.g. received from a peer before its chunks."""
         if not isinstance(manifest, Manifest):
@@ -348,6 +360,17 @@ class ContentStore(StoreMaintenance):
             self._write_manifest(manifest, touch=True)
 
     def _write_manifest(self, manifest: Manifest, *, touch: bool = False) -> None:
+        sig = manifest.signature
+        if sig is not None and self._load_signature(manifest.manifest_hash) != sig:
+            # A stored signature is replaced only by one that verifies (a forged one put
+            # first by a lying peer must not stick); written before the manifest file.
+            try:
+                manifest.verify()
+            except SignatureError:
+                pass
+            else:
+                atomic_write_bytes(self._signature_path(manifest.manifest_hash),
+                                   s.canonical_json(sig.to_obj()), FILE_MODE)
         path = self._manifest_path(manifest.manifest_hash)
         if path.is_file():
             if touch:
@@ -376,12 +399,27 @@ class ContentStore(StoreMaintenance):
         try:
             if chunk_id(data).hex() != manifest_hash:
                 raise ManifestError("content does not match its hash")
-            return Manifest.from_bytes(data)
+            m = Manifest.from_bytes(data)
         except ManifestError as e:
             with self._lock:
                 self._quarantine_file(path, path.name)
             log.warning("corrupt manifest quarantined", extra=kv(manifest=manifest_hash, error=e))
             raise ManifestError(f"stored manifest {manifest_hash} is corrupt: {e}") from None
+        return m.with_signature(self._load_signature(manifest_hash))
+
+    def _load_signature(self, manifest_hash: str) -> PublisherSignature | None:
+        """The stored signature of a manifest; None if absent or damaged (then unsigned)."""
+        path = self._signature_path(manifest_hash)
+        try:
+            return PublisherSignature.from_obj(json.loads(read_bounded(path, 4096)))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, SignatureError) as e:
+            with self._lock:
+                self._quarantine_file(path, path.name)
+            log.warning("damaged manifest signature quarantined", extra=kv(
+                manifest=manifest_hash, error=e))
+            return None
 
     def missing_chunks(self, manifest: Manifest) -> list[ChunkEntry]:
         """Distinct chunks of *manifest* not in the store, in file order."""
@@ -412,11 +450,16 @@ class ContentStore(StoreMaintenance):
     def commit_resource(self, manifest: Manifest) -> ResourceRecord:
         """Record a complete manifest (e.g. downloaded) as a held resource / new version.
 
-        Idempotent for an already recorded version. Raises IncompleteResource if chunks
-        are missing and VersionConflict if it contradicts the held record.
+        Idempotent for an already recorded version. Raises a SignatureError (kind
+        untrusted) unless the manifest's publisher signed it (checked again here, whoever
+        checked before: the store boundary is the last line), IncompleteResource if chunks
+        are missing and VersionConflict if it contradicts the held record. Only the holder
+        of the publisher's key can make a new version of a resource; an unsigned record
+        (kept from before signing) is replaced by any verified manifest of its resource.
         """
         if not isinstance(manifest, Manifest):
             raise TypeError("commit_resource needs a Manifest")
+        manifest.verify()
         rid, mhash = manifest.resource_id, manifest.manifest_hash
         with self._lock:
             missing = self.missing_chunks(manifest)
@@ -427,6 +470,10 @@ class ContentStore(StoreMaintenance):
             for cid in manifest.distinct_chunks():
                 self._fresh.pop(cid, None)
             rec = self._records.get(rid)
+            if rec is not None and not rec.manifest.signed:
+                log.warning("unsigned record replaced by a signed version", extra=kv(
+                    resource_id=rid, held_version=rec.version, version=manifest.version))
+                rec = None
             if rec is None:
                 new = ResourceRecord(manifest, VersionHistory(
                     (VersionEntry.between(None, manifest),)), manifest.public)
@@ -508,14 +555,17 @@ class ContentStore(StoreMaintenance):
     # -- publish / export -----------------------------------------------------------------
 
     def publish_file(self, path: Path | str, *, name: str | None = None, public: bool = False,
-                     publisher: str) -> Manifest:
+                     signer: Signer) -> Manifest:
         """Chunk + store a local file as a resource (new, or next version of same name).
 
+        *signer* (this device's identity) is the publisher: it signs the manifest.
         Memory stays at a few chunks whatever the file size. Republishing identical
-        content returns the current manifest (only the public flag may change).
+        content returns the current manifest; changing only the public flag makes a new
+        version, because the flag peers act on is the one the publisher signed.
         """
         path = Path(path)
         name = validate_name(path.name if name is None else name)
+        publisher = signer.device_id.hex()
         s.check_hex(publisher, "publisher", min_len=PUBLISHER_MIN_HEX, max_len=PUBLISHER_MAX_HEX)
         s.check_bool(public, "public")
         avg = self.avg_chunk_size
@@ -537,7 +587,7 @@ class ContentStore(StoreMaintenance):
                     c.length for c in chunks
                 ) != st.st_size:
                     raise StoreError(f"{path} changed while it was being published")
-                return self._commit_publish(name, public, publisher, chunks, pub)
+                return self._commit_publish(name, public, signer, chunks, pub)
             except BaseException:
                 self._rollback(pub)
                 raise
@@ -591,26 +641,28 @@ class ContentStore(StoreMaintenance):
             raise StoreError(f"{path} changed while it was being published")
         return chunks
 
-    def _commit_publish(self, name: str, public: bool, publisher: str,
+    def _commit_publish(self, name: str, public: bool, signer: Signer,
                         chunks: list[ChunkEntry], pub: _PublishState) -> Manifest:
         size = sum(c.length for c in chunks)
+        publisher = signer.device_id.hex()
         with self._lock:
             current = self._own_record(publisher, name)
             if current is None:
                 manifest = Manifest(new_resource_id(), name, 1, size, self.avg_chunk_size,
-                                    tuple(chunks), time.time(), publisher, public, None)
+                                    tuple(chunks), time.time(), publisher, public,
+                                    None).signed_by(signer)
                 rec = ResourceRecord(manifest, VersionHistory(
                     (VersionEntry.between(None, manifest),)), public)
             else:
                 prev = current.manifest
-                if prev.chunks == tuple(chunks):
+                if prev.chunks == tuple(chunks) and prev.public == public and prev.signed:
                     if current.public != public:
                         self._write_record(ResourceRecord(prev, current.versions, public))
                     self._forget_fresh(pub)
                     return prev
                 manifest = Manifest(current.resource_id, name, current.version + 1, size,
                                     self.avg_chunk_size, tuple(chunks), time.time(), publisher,
-                                    public, current.current)
+                                    public, current.current).signed_by(signer)
                 rec = current.with_version(manifest, VersionEntry.between(prev, manifest),
                                            public=public)
             self._write_manifest(manifest)
@@ -626,6 +678,41 @@ class ContentStore(StoreMaintenance):
             chunks_added=e.chunks_added,
             bytes_added=e.bytes_added))
         return manifest
+
+    def adopt_signer(self, signer: Signer, legacy_publishers: tuple[str, ...] = ()) -> int:
+        """Make every resource this device published carry its signature; run at start.
+
+        An own record that is merely unsigned is signed in place (same bytes, same hash).
+        A record published under one of our *legacy_publishers* (the v1 device ID, before
+        the identity had a signing key) is republished as the next version under the v2
+        ID: the publisher field changes, so the bytes and the hash do. Returns how many
+        records changed. Others' unsigned records stay for local use; they are never
+        served (a verified manifest of the same resource replaces them).
+        """
+        me = signer.device_id.hex()
+        changed = 0
+        with self._lock:
+            for rec in list(self._records.values()):
+                m = rec.manifest
+                if m.publisher == me and not m.signed:
+                    signed = m.signed_by(signer)
+                    self._write_manifest(signed)
+                    new = ResourceRecord(signed, rec.versions, rec.public)
+                elif m.publisher in legacy_publishers:
+                    nxt = dataclasses.replace(
+                        m, version=m.version + 1, parent=m.manifest_hash, publisher=me,
+                        created=max(time.time(), m.created), signature=None,
+                    ).signed_by(signer)
+                    self._write_manifest(nxt)
+                    new = rec.with_version(nxt, VersionEntry.between(m, nxt),
+                                           public=rec.public)
+                else:
+                    continue
+                self._write_record(new)
+                changed += 1
+                log.info("own resource signed", extra=kv(
+                    resource_id=rec.resource_id, name=rec.name, version=new.version))
+        return changed
 
     def _own_record(self, publisher: str, name: str) -> ResourceRecord | None:
         """The resource this publisher already has under *name* (newest if several)."""

@@ -21,6 +21,8 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.peer.connection import PeerConnection, PeerGone, RemoteError
+from agent.security.identity import short_device_id
+from agent.security.signing import SignatureError
 from agent.store import ChunkMismatch, Manifest, ManifestError, StoreError
 from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 
@@ -46,12 +48,34 @@ class AmbiguousName(FetchError):
     kind = ErrorKind.AMBIGUOUS
 
 
+class UntrustedOffers(FetchError):
+    """Peers offered the resource, but no offer was believable (bad signatures, private
+    content from unpaired sessions); the message names each source and why."""
+
+    kind = ErrorKind.UNTRUSTED
+
+
 @dataclass
 class Offer:
-    """One peer's answer to 'which manifest do you hold for this name?'."""
+    """One peer's answer to 'which manifest do you hold for this name?'.
+
+    *trusted*: the session's peer is paired with us. The manifest's signature is checked
+    by :func:`choose_version`, not here.
+    """
 
     conn: PeerConnection
     manifest: Manifest
+    trusted: bool = False
+
+
+@dataclass
+class Choice:
+    """What :func:`choose_version` decided: the version, who holds it (paired first), and
+    every offer it refused, by peer name, with the reason (to report the source)."""
+
+    manifest: Manifest
+    holders: list[PeerConnection]
+    rejected: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,19 +92,26 @@ FindSources = Callable[[], Awaitable[list[PeerConnection]]]
 
 
 async def ask_manifest(conn: PeerConnection, resource: str, timeout: float) -> Manifest:
+    """The manifest envelope *conn* offers (signature parsed, not yet verified)."""
     answer = await conn.request("manifest", {"resource": resource}, timeout=timeout)
     if not isinstance(answer, dict) or not isinstance(answer.get("manifest"), str):
         raise FetchError(f"{conn.name} sent a malformed manifest answer")
     try:
-        return Manifest.from_bytes(answer["manifest"].encode())
-    except ManifestError as e:
+        return Manifest.from_envelope(answer)
+    except (ManifestError, SignatureError) as e:
         raise FetchError(f"{conn.name} sent an invalid manifest: {e}") from None
 
 
+def _never(peer_id: bytes) -> bool:
+    return False
+
+
 async def find_offers(
-    conns: Sequence[PeerConnection], resource: str, timeout: float
+    conns: Sequence[PeerConnection], resource: str, timeout: float,
+    is_trusted: Callable[[bytes], bool] = _never,
 ) -> tuple[list[Offer], dict[str, str]]:
-    """Ask every peer at once; return the offers and, per peer name, why it had none."""
+    """Ask every peer at once; return the offers (marked by whether the session's peer is
+    paired, per *is_trusted*) and, per peer name, why it had none."""
     results = await asyncio.gather(
         *(ask_manifest(c, resource, timeout) for c in conns), return_exceptions=True
     )
@@ -88,32 +119,91 @@ async def find_offers(
     errors: dict[str, str] = {}
     for conn, res in zip(conns, results, strict=True):
         if isinstance(res, Manifest):
-            offers.append(Offer(conn, res))
+            offers.append(Offer(conn, res, is_trusted(conn.peer_id)))
         elif isinstance(res, BaseException):
             errors[conn.name] = str(res) or type(res).__name__
     return offers, errors
 
 
-def choose_version(offers: list[Offer], resource: str) -> tuple[Manifest, list[PeerConnection]]:
-    """Pick the newest version of one resource and every peer holding exactly that version.
+def _no_publisher(publisher_hex: str) -> bool:
+    return False
 
-    A name published independently by two devices is two resources: refuse to guess.
+
+def publisher_label(publisher_hex: str) -> str:
+    """The publisher's short device ID (what people compare), from its hex ID."""
+    try:
+        return short_device_id(bytes.fromhex(publisher_hex))
+    except ValueError:
+        return "?"  # never echo a peer's malformed text
+
+
+def believable(offers: Sequence[Offer]) -> tuple[list[Offer], dict[str, str]]:
+    """Keep the offers whose content we may believe; say why each other one was dropped.
+
+    An offer counts only if its manifest is signed by its publisher (the signer's keys
+    hash to the ``publisher`` ID and the signature verifies): a session proves who
+    relays, not who wrote. A private resource counts only from a paired session.
     """
-    by_resource: dict[str, list[Offer]] = {}
+    good: list[Offer] = []
+    rejected: dict[str, str] = {}
     for o in offers:
-        by_resource.setdefault(o.manifest.resource_id, []).append(o)
-    if len(by_resource) > 1:
-        exact = [rid for rid in by_resource if rid.startswith(resource.lower())]
-        if len(exact) != 1:
-            choices = ", ".join(
-                f"{rid[:12]} (from {os_[0].conn.name})" for rid, os_ in by_resource.items()
-            )
-            raise AmbiguousName(f"{resource!r} names several resources: {choices}; fetch by ID")
-        by_resource = {exact[0]: by_resource[exact[0]]}
-    group = next(iter(by_resource.values()))
-    best = max(group, key=lambda o: (o.manifest.version, o.manifest.created)).manifest
-    holders = [o.conn for o in group if o.manifest.manifest_hash == best.manifest_hash]
-    return best, holders
+        try:
+            o.manifest.verify()
+        except SignatureError as e:
+            rejected[o.conn.name] = f"{type(e).__name__}: {e}"
+        else:
+            if o.manifest.public or o.trusted:
+                good.append(o)
+                continue
+            rejected[o.conn.name] = "offered a private resource over an unpaired session"
+        log.warning("offer rejected", extra=kv(
+            peer=o.conn.name, id=short_device_id(o.conn.peer_id), resource=o.manifest.name,
+            version=o.manifest.version, reason=rejected[o.conn.name]))
+    return good, rejected
+
+
+def choose_version(offers: list[Offer], resource: str, *,
+                   trusted_publisher: Callable[[str], bool] = _no_publisher) -> Choice:
+    """Pick one resource, the version to fetch, and every peer holding exactly it.
+
+    1. Drop offers that are not believable (:func:`believable`); they are reported.
+    2. A resource is the pair (publisher, resource_id): a forger re-using someone's
+       resource_id under its own key is a different resource. Several candidates: an ID
+       (prefix) match narrows first, then resources by trusted publishers (ourselves or
+       paired devices) win; still several: refuse to guess, naming each publisher.
+    3. The version comes from paired holders when any offer it: an unpaired peer's higher
+       version never displaces a paired holder's (it is still signed, but trust decides
+       whose offers count first). Only without paired holders does the newest version
+       among (signed, public) unpaired offers win.
+    4. Holders of exactly that manifest, paired first: chunks are verified by hash, so
+       an unpaired holder of the same bytes adds speed, never risk.
+    """
+    good, rejected = believable(offers)
+    if not good:
+        why = "; ".join(f"{n}: {r}" for n, r in rejected.items())
+        raise UntrustedOffers(f"no believable offer for {resource!r} ({why})")
+    groups: dict[tuple[str, str], list[Offer]] = {}
+    for o in good:
+        groups.setdefault((o.manifest.resource_id, o.manifest.publisher), []).append(o)
+    if len(groups) > 1:
+        by_id = {k: v for k, v in groups.items() if k[0].startswith(resource.lower())}
+        groups = by_id or groups
+    if len(groups) > 1:
+        rank = {k: (trusted_publisher(k[1]), any(o.trusted for o in v))
+                for k, v in groups.items()}
+        top = max(rank.values())
+        groups = {k: v for k, v in groups.items() if rank[k] == top}
+    if len(groups) > 1:
+        choices = ", ".join(
+            f"{rid[:12]} by {publisher_label(pub)} (from {os_[0].conn.name})"
+            for (rid, pub), os_ in groups.items())
+        raise AmbiguousName(f"{resource!r} names several resources: {choices}; fetch by ID")
+    group = next(iter(groups.values()))
+    pool = [o for o in group if o.trusted] or group
+    best = max(pool, key=lambda o: (o.manifest.version, o.manifest.created)).manifest
+    same = [o for o in group if o.manifest.manifest_hash == best.manifest_hash]
+    holders = [o.conn for o in sorted(same, key=lambda o: not o.trusted)]
+    return Choice(best, holders, rejected)
 
 
 class Fetch:

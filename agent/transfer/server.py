@@ -49,9 +49,11 @@ class ChunkServer:
         if rec is None or not self._visible(rec, trusted):
             hint = "" if trusted else " (only public resources are shared before pairing)"
             raise Refused(f"no resource {req.args['resource']!r} here{hint}")
+        if not rec.manifest.signed:  # kept from before signing: no peer would believe it
+            raise Refused(f"{rec.name!r} is held unsigned here (published before signing)")
         if self._on_use is not None:
             self._on_use(rec.resource_id)
-        return {"manifest": rec.manifest.to_bytes().decode()}
+        return rec.manifest.envelope()  # the publisher's signature, unchanged
 
     async def _chunk(self, conn: PeerConnection, req: wire.Request) -> object:
         cid = bytes.fromhex(req.args["c"])

@@ -18,18 +18,20 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
-from agent.store import StoreError
+from agent.store import NotFound, StoreError
 from agent.transfer.fetcher import (
     Fetch,
     FetchError,
     ProgressSink,
     choose_version,
     find_offers,
+    publisher_label,
 )
 
 if TYPE_CHECKING:
     from agent.config import TransferConfig
     from agent.peer.connections import Connections
+    from agent.ports import TrustView
     from agent.store import ContentStore, ResourceRecord
 
 log = logging.getLogger("shoal.fetch")
@@ -69,17 +71,29 @@ def resource_entry(rec: ResourceRecord) -> dict[str, object]:
         "resource_id": m.resource_id, "name": m.name, "version": m.version,
         "size": m.size, "chunks": len(m.chunks), "public": rec.public,
         "manifest": m.manifest_hash, "publisher": m.publisher,
+        "publisher_short": publisher_label(m.publisher), "signed": m.signed,
     }
 
 
-def lookup(store: ContentStore, resource: str) -> ResourceRecord | None:
-    """A held resource by name, ID, ID prefix or current manifest hash; None if absent."""
+def lookup(store: ContentStore, resource: str,
+           trusted_publisher: Callable[[str], bool] | None = None) -> ResourceRecord | None:
+    """A held resource by name, ID, ID prefix or current manifest hash; None if absent.
+
+    A name held from several publishers resolves among *trusted_publisher*s (ourselves,
+    paired devices) first; still several: None (the fetch path then reports the choice).
+    """
     if len(resource) == 64:
         for rec in store.resources():
             if rec.manifest.manifest_hash == resource.lower():
                 return rec
     try:
         return store.find(resource)
+    except NotFound:
+        if trusted_publisher is None:
+            return None
+        named = [r for r in store.resources()
+                 if r.name == resource and trusted_publisher(r.publisher)]
+        return named[0] if len(named) == 1 else None
     except StoreError:
         return None
 
@@ -90,8 +104,10 @@ class FetchService:
     def __init__(self, store: ContentStore, connections: Connections, cfg: TransferConfig, *,
                  connect_timeout: float, default_port: int,
                  authority: AuthorityLookup | None = None,
-                 on_fetched: Callable[[], None] | None = None) -> None:
+                 on_fetched: Callable[[], None] | None = None,
+                 trust: TrustView | None = None) -> None:
         self._store = store
+        self._trust = trust
         self._connections = connections
         self._cfg = cfg
         self._connect_timeout = connect_timeout
@@ -103,23 +119,29 @@ class FetchService:
                     traffic_class: str = "demand",
                     progress: ProgressSink | None = None) -> dict[str, object]:
         """Fetch a resource by name or ID from the peers that hold it (or from *source*)."""
-        rec = lookup(self._store, resource)
-        if rec is not None and source is None:
+        rec = lookup(self._store, resource, self.trusted_publisher)
+        if rec is not None and source is None and rec.manifest.signed:
+            # (an unsigned record, kept from before signing, is fetched again: a verified
+            # version of the resource replaces it)
             return resource_entry(rec) | {"already_held": True, "sources": {}}
         conns = await self._sources(source)
         if not conns:
             raise NoHolders(f"no peer is reachable to fetch {resource!r} from "
                             "(see: shoal peers)")
         t = self._cfg
-        offers, errors = await find_offers(conns, resource, t.request_timeout)
+        offers, errors = await find_offers(conns, resource, t.request_timeout,
+                                           self.is_trusted)
         if not offers:
             why = "; ".join(f"{n}: {e}" for n, e in errors.items())
             raise NoHolders(f"no reachable peer holds {resource!r} ({why})")
-        manifest, holders = choose_version(offers, resource)
-        holders, why = self._prefer_authority(manifest.resource_id, holders)
+        choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
+        manifest = choice.manifest
+        holders, why = self._prefer_authority(manifest.resource_id, choice.holders)
 
         async def find_sources() -> list[PeerConnection]:
-            return self._connections.live_connections()
+            # a private resource is fetched from paired sessions only
+            return [c for c in self._connections.live_connections()
+                    if manifest.public or self.is_trusted(c.peer_id)]
 
         job = Fetch(
             self._store, manifest, holders[: t.max_sources], traffic_class=traffic_class,
@@ -140,6 +162,7 @@ class FetchService:
             sources=",".join(names.values()), bytes=result.bytes_fetched))
         return resource_entry(self._store.find(manifest.resource_id)) | {
             "seconds": result.seconds, "bytes_fetched": result.bytes_fetched, "why": why,
+            "rejected": choice.rejected,
             "sources": {names[k]: {"bytes": v["bytes"], "chunks": v["completed"],
                                    "state": v["state"], "reason": v["reason"],
                                    "window": v["window"], "failures": v["failures"],
@@ -147,6 +170,19 @@ class FetchService:
                                    "throughput": round(v["throughput"] or 0)}
                         for k, v in result.sources.items()},
         }
+
+    def is_trusted(self, peer_id: bytes) -> bool:
+        """The session's peer is paired with us."""
+        return self._trust is not None and self._trust.is_trusted(peer_id)
+
+    def trusted_publisher(self, publisher_hex: str) -> bool:
+        """Resources by this publisher are resolved first: ourselves or a paired device."""
+        if publisher_hex == self._connections.device_id.hex():
+            return True
+        try:
+            return self.is_trusted(bytes.fromhex(publisher_hex))
+        except ValueError:
+            return False
 
     async def _sources(self, source: str | None) -> list[PeerConnection]:
         if source:

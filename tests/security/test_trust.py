@@ -7,7 +7,7 @@ from agent.security.trust import TrustError, TrustStore
 def test_add_resolve_remove_persist(tmp_path):
     ts = TrustStore(tmp_path)
     a = Identity.generate()
-    ts.add(a.device_id, a.public_key, "kitchen-pi")
+    ts.add(a.device_id, a.public_key, "kitchen-pi", signing_key=a.signing_public)
     assert ts.is_trusted(a.device_id)
     again = TrustStore(tmp_path)
     assert again.is_trusted(a.device_id)

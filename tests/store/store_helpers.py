@@ -7,8 +7,13 @@ import struct
 import zlib
 from pathlib import Path
 
-PUBLISHER = "ab" * 16
-OTHER_PUBLISHER = "cd" * 16
+from agent.security.identity import Identity
+
+SIGNER = Identity.generate()
+OTHER_SIGNER = Identity.generate()
+PUBLISHER = SIGNER.hex_id
+OTHER_PUBLISHER = OTHER_SIGNER.hex_id
+SIGNERS = {PUBLISHER: SIGNER, OTHER_PUBLISHER: OTHER_SIGNER}
 KIB = 1024
 MIB = 1024 * KIB
 TEST_AVG = 64 * KIB  # small average: multi-chunk files stay small and fast

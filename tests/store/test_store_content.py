@@ -16,7 +16,10 @@ from store_helpers import (
     KIB,
     MIB,
     OTHER_PUBLISHER,
+    OTHER_SIGNER,
     PUBLISHER,
+    SIGNER,
+    SIGNERS,
     TEST_AVG,
     chunk_payload,
     flip_chunk_byte,
@@ -51,8 +54,9 @@ def peer_manifest(data: bytes, *, resource_id: str = "77" * 16, name: str = "pee
                   publisher: str = OTHER_PUBLISHER, public: bool = True) -> Manifest:
     """A manifest as a remote publisher would have built it."""
     chunks = tuple(ChunkEntry(r.chunk_id, r.length) for r in chunk_bytes(data, TEST_AVG))
-    return Manifest(resource_id, name, version, len(data), TEST_AVG, chunks, 1_700_000_000.0,
-                    publisher, public, parent)
+    m = Manifest(resource_id, name, version, len(data), TEST_AVG, chunks, 1_700_000_000.0,
+                 publisher, public, parent)
+    return m.signed_by(SIGNERS[publisher]) if publisher in SIGNERS else m
 
 
 def feed(st: ContentStore, m: Manifest, data: bytes) -> None:
@@ -67,7 +71,7 @@ def feed(st: ContentStore, m: Manifest, data: bytes) -> None:
 def test_publish_export_round_trip(store: ContentStore, tmp_path: Path, size: int) -> None:
     data = randbytes(size, seed=size)
     src = write_file(tmp_path / "in" / "file.bin", data)
-    m = store.publish_file(src, publisher=PUBLISHER)
+    m = store.publish_file(src, signer=SIGNER)
     assert (m.name, m.version, m.size, m.parent, m.publisher) == (
         "file.bin", 1, size, None, PUBLISHER)
     assert sum(c.length for c in m.chunks) == size
@@ -86,7 +90,7 @@ def test_layout_modes_and_reopen(tmp_path: Path) -> None:
     root = tmp_path / "store"
     data = randbytes(MIB, seed=9)
     with ContentStore(root, avg_chunk_size=TEST_AVG) as st:
-        m = st.publish_file(write_file(tmp_path / "a.bin", data), publisher=PUBLISHER)
+        m = st.publish_file(write_file(tmp_path / "a.bin", data), signer=SIGNER)
         used = st.usage()
     for d in ("chunks", "manifests", "resources", "quarantine", "tmp"):
         assert stat.S_IMODE((root / d).stat().st_mode) == 0o700
@@ -113,7 +117,7 @@ def test_publish_rejects_non_regular_files(store: ContentStore, tmp_path: Path) 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(StoreError, match="not a regular file"):
-        store.publish_file(fifo, publisher=PUBLISHER)  # must not block either
+        store.publish_file(fifo, signer=SIGNER)  # must not block either
 
 
 def test_publish_memory_is_bounded(tmp_path: Path) -> None:
@@ -124,7 +128,7 @@ def test_publish_memory_is_bounded(tmp_path: Path) -> None:
     with ContentStore(tmp_path / "store") as st:  # default 256 KiB average
         tracemalloc.start()
         try:
-            st.publish_file(src, publisher=PUBLISHER)
+            st.publish_file(src, signer=SIGNER)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -135,10 +139,10 @@ def test_publish_memory_is_bounded(tmp_path: Path) -> None:
 
 def test_dedupe_across_resources(store: ContentStore, tmp_path: Path) -> None:
     data = randbytes(2 * MIB, seed=11)
-    m1 = store.publish_file(write_file(tmp_path / "a.bin", data), publisher=PUBLISHER)
+    m1 = store.publish_file(write_file(tmp_path / "a.bin", data), signer=SIGNER)
     used = store.usage()[0]
     assert used == len(data)
-    m2 = store.publish_file(write_file(tmp_path / "b.bin", data), publisher=PUBLISHER)
+    m2 = store.publish_file(write_file(tmp_path / "b.bin", data), signer=SIGNER)
     assert store.usage()[0] == used
     assert m1.resource_id != m2.resource_id and m1.chunks == m2.chunks
     assert store.history(m2.resource_id).latest.bytes_added == len(data)  # vs. its own v0
@@ -148,11 +152,11 @@ def test_edit_creates_next_version_storing_only_changed_chunks(store: ContentSto
                                                                tmp_path: Path) -> None:
     data = randbytes(4 * MIB, seed=12)
     src = write_file(tmp_path / "doc.bin", data)
-    v1 = store.publish_file(src, publisher=PUBLISHER)
+    v1 = store.publish_file(src, signer=SIGNER)
     used1 = store.usage()[0]
     edited = data[: 2 * MIB] + b"inserted text" + data[2 * MIB:]
     src.write_bytes(edited)
-    v2 = store.publish_file(src, publisher=PUBLISHER)
+    v2 = store.publish_file(src, signer=SIGNER)
     assert (v2.resource_id, v2.version, v2.parent) == (v1.resource_id, 2, v1.manifest_hash)
     grown = store.usage()[0] - used1
     entry = store.history(v1.resource_id).latest
@@ -162,7 +166,7 @@ def test_edit_creates_next_version_storing_only_changed_chunks(store: ContentSto
     assert 1 <= entry.chunks_added <= 3 and 1 <= entry.chunks_removed <= 3
     assert entry.size == len(edited)
     # identical content: no new version
-    assert store.publish_file(src, publisher=PUBLISHER) == v2
+    assert store.publish_file(src, signer=SIGNER) == v2
     assert len(store.history(v1.resource_id)) == 2
     # both versions export byte-identical
     store.export(v1, tmp_path / "v1")
@@ -171,24 +175,31 @@ def test_edit_creates_next_version_storing_only_changed_chunks(store: ContentSto
     assert (tmp_path / "v2").read_bytes() == edited
 
 
-def test_republish_identical_can_flip_public_without_new_version(store: ContentStore,
-                                                                tmp_path: Path) -> None:
+def test_republish_identical_flipping_public_is_a_new_signed_version(
+        store: ContentStore, tmp_path: Path) -> None:
+    # peers act on the public flag the publisher signed, so a flip is a new version
     src = write_file(tmp_path / "f", randbytes(1000, seed=1))
-    m = store.publish_file(src, publisher=PUBLISHER)
-    assert store.publish_file(src, publisher=PUBLISHER, public=True) == m
+    m = store.publish_file(src, signer=SIGNER)
+    assert store.publish_file(src, signer=SIGNER) == m
+    m2 = store.publish_file(src, signer=SIGNER, public=True)
+    assert m2.public and m2.version == 2 and m2.chunks == m.chunks
+    assert m2.parent == m.manifest_hash
+    m2.verify()
     rec = store.find(m.resource_id)
-    assert rec.public and rec.version == 1
+    assert rec.public and rec.version == 2
     store.close()
     with ContentStore(store.root, avg_chunk_size=TEST_AVG) as st2:
-        assert st2.find(m.resource_id).public
+        again = st2.find(m.resource_id)
+        assert again.public
+        again.manifest.verify()  # the signature survived the restart
 
 
 def test_same_name_other_publisher_is_a_different_resource(store: ContentStore,
                                                           tmp_path: Path) -> None:
     src = write_file(tmp_path / "f", b"one")
-    a = store.publish_file(src, publisher=PUBLISHER)
+    a = store.publish_file(src, signer=SIGNER)
     src.write_bytes(b"two")
-    b = store.publish_file(src, publisher=OTHER_PUBLISHER)
+    b = store.publish_file(src, signer=OTHER_SIGNER)
     assert a.resource_id != b.resource_id and b.version == 1
 
 
@@ -219,7 +230,7 @@ def test_put_chunk_verifies_and_dedupes(store: ContentStore) -> None:
 def test_flipped_byte_detected_by_get_chunk(store: ContentStore, tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     data = randbytes(MIB, seed=13)
-    m = store.publish_file(write_file(tmp_path / "f", data), publisher=PUBLISHER)
+    m = store.publish_file(write_file(tmp_path / "f", data), signer=SIGNER)
     victim = m.chunks[len(m.chunks) // 2].chunk_id
     size = len(chunk_payload(store.root, victim))
     raw = flip_chunk_byte(store.root, victim, size // 2)
@@ -244,9 +255,9 @@ def test_flipped_byte_detected_by_get_chunk(store: ContentStore, tmp_path: Path,
 
 def test_verify_scrubs_quarantines_and_reports(store: ContentStore, tmp_path: Path) -> None:
     a = store.publish_file(write_file(tmp_path / "a", randbytes(MIB, seed=14)),
-                           publisher=PUBLISHER)
+                           signer=SIGNER)
     b = store.publish_file(write_file(tmp_path / "b", randbytes(MIB, seed=15)),
-                           publisher=PUBLISHER)
+                           signer=SIGNER)
     assert store.verify().ok
     victim = a.chunks[0].chunk_id
     flip_chunk_byte(store.root, victim, 0, 0xFF)
@@ -277,7 +288,7 @@ def test_truncated_or_swapped_chunk_is_corrupt(store: ContentStore) -> None:
 
 def test_corrupt_manifest_file_is_quarantined_and_healed(store: ContentStore,
                                                          tmp_path: Path) -> None:
-    m = store.publish_file(write_file(tmp_path / "f", b"data" * 100), publisher=PUBLISHER)
+    m = store.publish_file(write_file(tmp_path / "f", b"data" * 100), signer=SIGNER)
     mpath = store.root / "manifests" / f"{m.manifest_hash}.json"
     mpath.write_bytes(mpath.read_bytes().replace(b'"version":1', b'"version":2'))
     report = store.verify()
@@ -290,7 +301,7 @@ def test_corrupt_manifest_file_is_quarantined_and_healed(store: ContentStore,
 def test_failed_manifest_write_leaves_store_unchanged(store: ContentStore, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     base = store.publish_file(write_file(tmp_path / "base", randbytes(MIB, seed=16)),
-                              publisher=PUBLISHER)
+                              signer=SIGNER)
     before = tree_snapshot(store.root)
     used = store.usage()
 
@@ -304,12 +315,12 @@ def test_failed_manifest_write_leaves_store_unchanged(store: ContentStore, tmp_p
     monkeypatch.setattr(store_mod, "atomic_write_bytes", failing)
     new = write_file(tmp_path / "new", randbytes(2 * MIB, seed=17))
     with pytest.raises(OSError, match="No space"):
-        store.publish_file(new, publisher=PUBLISHER)
+        store.publish_file(new, signer=SIGNER)
     assert tree_snapshot(store.root) == before  # new chunks rolled back
     assert store.usage() == used
     assert [r.manifest for r in store.resources()] == [base]
     monkeypatch.undo()
-    m = store.publish_file(new, publisher=PUBLISHER)
+    m = store.publish_file(new, signer=SIGNER)
     store.export(m, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == new.read_bytes()
 
@@ -329,7 +340,7 @@ def test_failed_chunk_write_leaves_no_partial_record(store: ContentStore, tmp_pa
     monkeypatch.setattr(os, "pwritev", flaky)
     with pytest.raises(OSError, match="I/O error"):
         store.publish_file(write_file(tmp_path / "f", randbytes(2 * MIB, seed=18)),
-                           publisher=PUBLISHER)
+                           signer=SIGNER)
     monkeypatch.undo()
     assert temp_leftovers(store.root) == []
     assert store.usage()[0] == 0 and store.resources() == []
@@ -342,7 +353,7 @@ def test_failed_chunk_write_leaves_no_partial_record(store: ContentStore, tmp_pa
 
 def test_export_failure_never_leaves_partial_dest(store: ContentStore, tmp_path: Path) -> None:
     m = store.publish_file(write_file(tmp_path / "f", randbytes(2 * MIB, seed=19)),
-                           publisher=PUBLISHER)
+                           signer=SIGNER)
     dest = write_file(tmp_path / "out" / "dest.bin", b"previous content")
     flip_chunk_byte(store.root, m.chunks[-1].chunk_id, -1)  # found when export reaches it
     with pytest.raises(CorruptChunk):
@@ -356,13 +367,13 @@ def test_export_failure_never_leaves_partial_dest(store: ContentStore, tmp_path:
 def test_quota_refusal_leaves_store_unchanged(tmp_path: Path) -> None:
     with ContentStore(tmp_path / "s", avg_chunk_size=TEST_AVG, quota_bytes=3 * MIB) as st:
         st.publish_file(write_file(tmp_path / "a", randbytes(2 * MIB, seed=20)),
-                        publisher=PUBLISHER)
+                        signer=SIGNER)
         before, used = tree_snapshot(st.root), st.usage()
         assert used == (2 * MIB, 3 * MIB)
         with pytest.raises(QuotaExceeded,
                            match=r"needs \d+ bytes, 1048576 free of 3145728"):
             st.publish_file(write_file(tmp_path / "b", randbytes(2 * MIB, seed=21)),
-                            publisher=PUBLISHER)
+                            signer=SIGNER)
         assert tree_snapshot(st.root) == before and st.usage() == used
         data = randbytes(2 * MIB, seed=22)
         with pytest.raises(QuotaExceeded, match="free of"):
@@ -374,9 +385,9 @@ def test_quota_refusal_leaves_store_unchanged(tmp_path: Path) -> None:
 def test_quota_counts_only_new_chunks(tmp_path: Path) -> None:
     data = randbytes(2 * MIB, seed=23)
     with ContentStore(tmp_path / "s", avg_chunk_size=TEST_AVG, quota_bytes=3 * MIB) as st:
-        st.publish_file(write_file(tmp_path / "a", data), publisher=PUBLISHER)
+        st.publish_file(write_file(tmp_path / "a", data), signer=SIGNER)
         # 2 MiB file but only the edited chunks are new: fits in the 1 MiB left
-        m = st.publish_file(write_file(tmp_path / "b", data + b"tail"), publisher=PUBLISHER)
+        m = st.publish_file(write_file(tmp_path / "b", data + b"tail"), signer=SIGNER)
         assert st.complete(m) and st.usage()[0] < 3 * MIB
 
 
@@ -418,13 +429,14 @@ def test_traversal_names_rejected(store: ContentStore, tmp_path: Path, name: str
     src = write_file(tmp_path / "f", b"payload")
     before = set(tmp_path.rglob("*"))
     with pytest.raises(ManifestError):
-        store.publish_file(src, name=name, publisher=PUBLISHER)
+        store.publish_file(src, name=name, signer=SIGNER)
     assert set(tmp_path.rglob("*")) == before and store.resources() == []
 
 
-def test_bad_publisher_rejected(store: ContentStore, tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="publisher"):
-        store.publish_file(write_file(tmp_path / "f", b"x"), publisher="../..")
+def test_only_the_publisher_can_sign() -> None:
+    m = peer_manifest(b"x" * 100, publisher=PUBLISHER)
+    with pytest.raises(ManifestError, match="only the publisher"):
+        m.signed_by(OTHER_SIGNER)
 
 
 # -- peer flow ---------------------------------------------------------------------------------
@@ -487,9 +499,9 @@ def test_recover_cleans_temps_and_bad_records(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "s"
     with ContentStore(root, avg_chunk_size=TEST_AVG) as st:
-        a = st.publish_file(write_file(tmp_path / "a", b"a" * 1000), publisher=PUBLISHER)
-        b = st.publish_file(write_file(tmp_path / "b", b"b" * 1000), publisher=PUBLISHER)
-        c = st.publish_file(write_file(tmp_path / "c", b"c" * 1000), publisher=PUBLISHER)
+        a = st.publish_file(write_file(tmp_path / "a", b"a" * 1000), signer=SIGNER)
+        b = st.publish_file(write_file(tmp_path / "b", b"b" * 1000), signer=SIGNER)
+        c = st.publish_file(write_file(tmp_path / "c", b"c" * 1000), signer=SIGNER)
     for d in (root / "chunks", root / "manifests", root / "resources", root / "tmp"):
         (d / ".tmp-crash").write_bytes(b"partial")
     (root / "manifests" / f"{b.manifest_hash}.json").unlink()  # record b loses its manifest
@@ -507,9 +519,9 @@ def test_gc_keeps_last_versions_and_frees_the_rest(store: ContentStore, tmp_path
     versions = []
     for i in range(7):
         write_file(src, randbytes(300 * KIB, seed=200 + i))  # every version fully new
-        versions.append(store.publish_file(src, publisher=PUBLISHER))
+        versions.append(store.publish_file(src, signer=SIGNER))
     keeper = store.publish_file(write_file(tmp_path / "k", randbytes(200 * KIB, seed=5)),
-                                publisher=PUBLISHER)
+                                signer=SIGNER)
     orphan = b"orphan chunk"
     store.put_chunk(blake3(orphan).digest(), orphan)
     # old versions' manifests go at once; the default grace still protects recent chunks
@@ -560,13 +572,13 @@ def test_gc_during_publish_cannot_delete_deduped_chunks(store: ContentStore, tmp
         return real(*args, **kwargs)
 
     monkeypatch.setattr(store, "_commit_publish", gc_first)
-    m = store.publish_file(write_file(tmp_path / "f", data), publisher=PUBLISHER)
+    m = store.publish_file(write_file(tmp_path / "f", data), signer=SIGNER)
     assert store.complete(m) and store.verify().ok
 
 
 def test_usage_is_exact_after_reopen(tmp_path: Path) -> None:
     with ContentStore(tmp_path / "s", avg_chunk_size=TEST_AVG) as st:
         st.publish_file(write_file(tmp_path / "a", randbytes(MIB + 5, seed=1)),
-                        publisher=PUBLISHER)
+                        signer=SIGNER)
         live = st.usage()[0]
     assert live == live_bytes(tmp_path / "s") == MIB + 5

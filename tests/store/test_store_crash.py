@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-from store_helpers import MIB, PUBLISHER, live_bytes, temp_leftovers
+from store_helpers import MIB, PUBLISHER, SIGNER, live_bytes, temp_leftovers
 
 from agent.store import ContentStore
 
@@ -28,9 +28,11 @@ RUNS = 10
 CHILD = textwrap.dedent(
     """
     import sys
+    from agent.security.identity import Identity
     from agent.store import ContentStore
 
     root, publisher, *files = sys.argv[1:]
+    signer = Identity.generate()
     st = ContentStore(root, pack_size=8 * 1024 * 1024)
 
     def drop_other():
@@ -38,9 +40,9 @@ CHILD = textwrap.dedent(
         st.gc(keep_versions=1, grace_seconds=0)  # its packs are now dead: compacted
 
     steps = [
-        lambda: st.publish_file(files[0], name="big", publisher=publisher),
-        lambda: st.publish_file(files[1], name="big", publisher=publisher),  # v2, deduped
-        lambda: st.publish_file(files[2], name="other", publisher=publisher),
+        lambda: st.publish_file(files[0], name="big", signer=signer),
+        lambda: st.publish_file(files[1], name="big", signer=signer),  # v2, deduped
+        lambda: st.publish_file(files[2], name="other", signer=signer),
         lambda: st.gc(keep_versions=1, grace_seconds=0),  # drops v1 and its unique chunks
         drop_other,
     ]
@@ -130,7 +132,7 @@ def _check_consistent(root: Path, digests: dict[str, bytes], out: Path) -> None:
             out.unlink()
         # still fully usable: publish again, then gc leaves exact usage
         smallest = min(digests, key=lambda p: Path(p).stat().st_size)
-        m = st.publish_file(smallest, name="after-crash", publisher=PUBLISHER)
+        m = st.publish_file(smallest, name="after-crash", signer=SIGNER)
         assert st.complete(m)
         st.gc(grace_seconds=0)
         assert st.usage()[0] == live_bytes(root)

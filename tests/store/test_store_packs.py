@@ -22,7 +22,8 @@ from store_helpers import (
     KIB,
     MIB,
     OTHER_PUBLISHER,
-    PUBLISHER,
+    OTHER_SIGNER,
+    SIGNER,
     TEST_AVG,
     TOMBSTONE,
     chunk_payload,
@@ -76,7 +77,8 @@ def committed(st: ContentStore, chunks: list[bytes], name: str = "kept") -> Mani
     """Commit chunks already in the store as a peer's resource (so gc keeps them)."""
     entries = tuple(ChunkEntry(blake3(c).digest(), len(c)) for c in chunks)
     m = Manifest(blake3(name.encode()).hexdigest()[:32], name, 1, sum(len(c) for c in chunks),
-                 TEST_AVG, entries, 1_700_000_000.0, OTHER_PUBLISHER, True, None)
+                 TEST_AVG, entries, 1_700_000_000.0, OTHER_PUBLISHER, True,
+                 None).signed_by(OTHER_SIGNER)
     st.commit_resource(m)
     return m
 
@@ -212,7 +214,7 @@ def test_rollback_of_failed_publish_truncates_instead_of_tombstoning(
     monkeypatch.setattr(store, "_commit_publish", boom)
     with pytest.raises(OSError):
         store.publish_file(write_file(tmp_path / "f", randbytes(MIB, seed=6)),
-                           publisher=PUBLISHER)
+                           signer=SIGNER)
     assert pack.stat().st_size == size
 
 
@@ -455,7 +457,7 @@ def test_old_file_per_chunk_store_is_imported(tmp_path: Path) -> None:
     root = tmp_path / "s"
     data = randbytes(2 * MIB, seed=15)
     with open_store(root) as st:
-        m = st.publish_file(write_file(tmp_path / "f", data), publisher=PUBLISHER)
+        m = st.publish_file(write_file(tmp_path / "f", data), signer=SIGNER)
         orphan = put(st, b"an orphan chunk")
     chunks = _to_old_layout(root)
     old = time.time() - 3600
@@ -483,7 +485,7 @@ def test_interrupted_import_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     root = tmp_path / "s"
     data = randbytes(2 * MIB, seed=16)
     with open_store(root) as st:
-        m = st.publish_file(write_file(tmp_path / "f", data), publisher=PUBLISHER)
+        m = st.publish_file(write_file(tmp_path / "f", data), signer=SIGNER)
     _to_old_layout(root)
     monkeypatch.setattr(packs_mod, "_IMPORT_BATCH", 256 * KIB)
     calls = {"n": 0}

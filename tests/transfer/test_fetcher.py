@@ -10,6 +10,7 @@ import pytest
 
 from agent.peer import wire
 from agent.peer.connection import RemoteError
+from agent.security.identity import Identity
 from agent.store import ContentStore
 from agent.transfer.fetcher import Fetch, FetchError
 
@@ -31,7 +32,7 @@ class FakeConn:
         if op == "manifest":
             rec = next(r for r in self.source.resources()
                        if r.manifest.manifest_hash == args["resource"])
-            return {"manifest": rec.manifest.to_bytes().decode()}
+            return rec.manifest.envelope()
         assert op == "chunk"
         self.compress_asked.add(args["z"])
         await asyncio.sleep(self.delay)
@@ -50,7 +51,7 @@ def published(tmp_path: Path):
     src = ContentStore(tmp_path / "src", avg_chunk_size=16 * 1024)
     f = tmp_path / "data.bin"
     f.write_bytes(os.urandom(600 * 1024))
-    m = src.publish_file(f, name="data.bin", publisher="ab" * 16)
+    m = src.publish_file(f, name="data.bin", signer=Identity.generate())
     yield src, m, f
     src.close()
 

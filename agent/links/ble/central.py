@@ -44,7 +44,7 @@ from agent.links.ble.peripheral import FRAMED_MAX_MESSAGE
 from agent.links.ble.stats import CountingGattClient, GattCounters
 from agent.links.ble.tag import TAG_EPOCH_SECONDS, TagResolver
 from agent.links.ble.tasks import TaskSet
-from agent.security.identity import device_id_for
+from agent.peer.hello import parse_hello, peer_device_id
 from agent.security.session import SessionError
 from radio.base import GattClient, NotConnectedError, RadioError, Scanner, Sighting
 from radio.ble import CentralChannel
@@ -280,7 +280,7 @@ class CentralRole:
         link.channel = channel
         link.pump = self._spawn(self._pump(link), "ble-pump")
         await channel.handshake(lim.handshake_timeout)
-        peer_id = device_id_for(channel.remote_static)
+        peer_id = peer_device_id(channel.remote_static, parse_hello(channel.remote_payload))
         seen.peer_id = peer_id
         self._resolver.learn(peer_id)
         self._observe("authenticated", link, peer=peer_id.hex())

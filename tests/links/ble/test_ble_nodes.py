@@ -286,7 +286,7 @@ async def test_catalog_change_reaches_nodeinfo(tmp_path: Path) -> None:
         assert await count() == 0  # private: never in plaintext
         # publish without the hook: the peripheral's poll must find it
         b.node.store.publish_file(write_file(tmp_path, "y.bin", 100), name="y.bin",
-                                  public=True, publisher=b.node.identity.hex_id)
+                                  public=True, signer=b.node.identity)
         for _ in range(200):
             if await count() == 1:
                 break
