@@ -12,16 +12,18 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
 
     0 foundation   agent (the package itself), agent.errors, agent.log, agent.fsutil,
                    agent.config, agent.ports, agent.daemon
-    1 security     agent.security.*        store  agent.store.*      bandwidth  agent.bandwidth
-    2 peer         agent.peer.*
-    3 transfer     agent.transfer.*        authority  agent.authority.*   links  agent.links.*
+    1 security     agent.security.*  (identity, signing, trust, pairing book, sessions)
+    2 store        agent.store.*  (manifests are signed: store uses security)
+                   bandwidth  agent.bandwidth
+    3 peer         agent.peer.*
+    4 transfer     agent.transfer.*        authority  agent.authority.*   links  agent.links.*
                    prefetch, mirrors, dht  (names reserved for the coming services)
-    4 control      agent.control.* except agent.control.cli
-    5 node         agent.node (the composition root)
-    6 entry        agent.control.cli, agent.demo, agent.__main__
+    5 control      agent.control.* except agent.control.cli
+    6 node         agent.node (the composition root)
+    7 entry        agent.control.cli, agent.demo, agent.__main__
 
     Sideways: two *different* layers of the same rank never import each other (store does
-    not import security, links does not import transfer, authority does not import
+    not import bandwidth, links does not import transfer, authority does not import
     transfer). Siblings meet through a port (:mod:`agent.ports`) that the node wires, or a
     shared type moves down to the layer both already import. Inside one layer (one package,
     or the foundation modules among themselves) any import is fine as long as it is acyclic.
@@ -60,18 +62,18 @@ LAYERS: tuple[Layer, ...] = (
     Layer("foundation", 0, modules=("agent", "agent.errors", "agent.log", "agent.fsutil",
                                     "agent.config", "agent.ports", "agent.daemon")),
     Layer("security", 1, packages=("agent.security",)),
-    Layer("store", 1, packages=("agent.store",)),
-    Layer("bandwidth", 1, modules=("agent.bandwidth",)),
-    Layer("peer", 2, packages=("agent.peer",)),
-    Layer("transfer", 3, packages=("agent.transfer",)),
-    Layer("authority", 3, packages=("agent.authority",)),
-    Layer("links", 3, packages=("agent.links",)),
-    Layer("prefetch", 3, packages=("agent.prefetch",)),
-    Layer("mirrors", 3, packages=("agent.mirrors",)),
-    Layer("dht", 3, packages=("agent.dht",)),
-    Layer("control", 4, packages=("agent.control",)),
-    Layer("node", 5, modules=("agent.node",)),
-    Layer("entry", 6, modules=("agent.control.cli", "agent.demo", "agent.__main__")),
+    Layer("store", 2, packages=("agent.store",)),
+    Layer("bandwidth", 2, modules=("agent.bandwidth",)),
+    Layer("peer", 3, packages=("agent.peer",)),
+    Layer("transfer", 4, packages=("agent.transfer",)),
+    Layer("authority", 4, packages=("agent.authority",)),
+    Layer("links", 4, packages=("agent.links",)),
+    Layer("prefetch", 4, packages=("agent.prefetch",)),
+    Layer("mirrors", 4, packages=("agent.mirrors",)),
+    Layer("dht", 4, packages=("agent.dht",)),
+    Layer("control", 5, packages=("agent.control",)),
+    Layer("node", 6, modules=("agent.node",)),
+    Layer("entry", 7, modules=("agent.control.cli", "agent.demo", "agent.__main__")),
 )
 NODE = "agent.node"
 
@@ -348,14 +350,14 @@ def test_an_upward_import_is_reported() -> None:
     graph = {"agent.peer.wire": {"agent.transfer.planner": 7, "agent.errors": 3},
              "agent.store.store": {"agent.fsutil": 1}}
     assert upward_imports(graph) == [
-        "agent.peer.wire:7 imports agent.transfer.planner (peer rank 2 -> transfer rank 3)"]
+        "agent.peer.wire:7 imports agent.transfer.planner (peer rank 3 -> transfer rank 4)"]
 
 
 def test_a_sideways_import_is_reported_but_not_one_inside_a_layer() -> None:
     graph = {"agent.links.ble.link": {"agent.transfer.fetcher": 4, "agent.links.ble.tag": 5},
              "agent.daemon": {"agent.errors": 1}}
     assert sideways_imports(graph) == [
-        "agent.links.ble.link:4 imports agent.transfer.fetcher (links -> transfer, both rank 3)"]
+        "agent.links.ble.link:4 imports agent.transfer.fetcher (links -> transfer, both rank 4)"]
 
 
 def test_an_unplaced_module_is_reported() -> None:
@@ -376,5 +378,5 @@ def test_node_importers_and_radio_importing_agent_are_reported() -> None:
              "radio.sim": {"agent.errors": 9, "radio.base": 1}}
     assert node_importers(graph) == ["agent.transfer.service:12 imports agent.node"]
     assert upward_imports(graph) == [
-        "agent.transfer.service:12 imports agent.node (transfer rank 3 -> node rank 5)"]
+        "agent.transfer.service:12 imports agent.node (transfer rank 4 -> node rank 6)"]
     assert radio_imports_of_agent(graph) == ["radio.sim:9 imports agent.errors"]
