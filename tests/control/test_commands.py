@@ -51,6 +51,9 @@ class FakeFetcher:
             raise self.result
         return self.result
 
+    def trusted_publisher(self, publisher_hex: str) -> bool:
+        return True
+
 
 @dataclass
 class FakeBle:
@@ -225,7 +228,8 @@ async def test_resources_asks_every_live_peer_and_skips_those_that_fail(two, tmp
         await a.peer.conns.connect(b.peer.address)
         await a.peer.conns.connect(c.peer.address)
         out = await a.run("resources")
-        assert out == {"local": [], "remote": [{**offered, "holder": "bravo"}]}
+        assert out == {"local": [], "remote": [
+            {**offered, "holder": "bravo", "publisher_short": "?"}]}  # no publisher named
     finally:
         await c.peer.stop()
         c.store.close()
@@ -358,7 +362,8 @@ async def test_pair_start_over_ble(two):
 # ----------------------------------------------------------------- unpair
 async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
     a, b = two
-    a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo")
+    a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo",
+                    signing_key=b.peer.identity.signing_public)
     conn = await a.peer.conns.connect(b.peer.address)
     twin = await a.peer.conns.connect(b.peer.address, expect="ffff")
     out = await a.run("unpair", device="bravo")
@@ -375,7 +380,8 @@ async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
 
 async def test_unpair_by_display_id_prefix(two):
     a, b = two
-    a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo")
+    a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo",
+                    signing_key=b.peer.identity.signing_public)
     out = await a.run("unpair", device=b.peer.identity.display_id[:9])
     assert out["name"] == "bravo" and a.peer.trust.list() == []
 
@@ -402,7 +408,8 @@ async def test_error_kinds_reach_the_cli(two, tmp_path):
         assert await kind("unpair", device="nobody") is ErrorKind.NOT_FOUND
         assert await kind("pair_confirm", code="123456") is ErrorKind.REFUSED
         assert await kind("pair_start", address=_addr(b)) is ErrorKind.REFUSED  # window shut
-        a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo")
+        a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo",
+                    signing_key=b.peer.identity.signing_public)
         assert await kind("pair_start", address=_addr(b)) is ErrorKind.CONFLICT
         assert await kind("authority") is ErrorKind.INVALID
         status = await call_simple(sock, "status")

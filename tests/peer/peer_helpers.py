@@ -9,7 +9,6 @@ only time is faked where a test needs to move it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +20,7 @@ from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import BandwidthConfig, LanConfig
 from agent.peer.connection import PeerConnection
 from agent.peer.connections import Connections
+from agent.peer.hello import make_hello
 from agent.peer.pairing import PairingService
 from agent.peer.router import Router
 from agent.peer.table import PeerTable
@@ -132,6 +132,7 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
     wall = FakeClock(time.time())
     conns = Connections(
         static_key=identity.private_key, device_id=identity.device_id, name=name, lan=lan,
+        signing_key=identity.signing_public,
         peers=peers, trust=trust,
         gate=BandwidthGate(LinkScheduler.from_config(BandwidthConfig())),
         handler=router.handle, on_event=router.event, spawn=spawner, clock=clock)
@@ -163,8 +164,9 @@ async def wait_until(pred: Callable[[], Any], what: str = "", timeout: float = G
         await asyncio.sleep(0.01)
 
 
-def hello(name: str = "fake", port: int = 0) -> bytes:
-    return json.dumps({"v": 1, "name": name, "port": port, "agent": "shoal/test"}).encode()
+def hello(name: str = "fake", port: int = 0, signing_key: bytes | None = None) -> bytes:
+    """A peer's hello; with *signing_key* it announces the Ed25519 half of a v2 device ID."""
+    return make_hello(name, port, signing_key)
 
 
 class MemoryChannel:
@@ -206,8 +208,10 @@ def memory_pair(a: Peer, b: Peer, *, a_hello: bytes | None = None,
                 b_hello: bytes | None = None) -> tuple[MemoryChannel, MemoryChannel]:
     """Channels for a session between *a* and *b*: (a's end, b's end)."""
     h = os.urandom(32)
-    end_a = MemoryChannel(b.identity.public_key, b_hello or hello(b.name), h)
-    end_b = MemoryChannel(a.identity.public_key, a_hello or hello(a.name), h)
+    end_a = MemoryChannel(b.identity.public_key,
+                          b_hello or hello(b.name, signing_key=b.identity.signing_public), h)
+    end_b = MemoryChannel(a.identity.public_key,
+                          a_hello or hello(a.name, signing_key=a.identity.signing_public), h)
     end_a.other, end_b.other = end_b, end_a
     return end_a, end_b
 
