@@ -64,7 +64,7 @@ class Node:
         self.router = Router()
         self.connections = Connections(
             static_key=self.identity.private_key, device_id=self.identity.device_id,
-            name=cfg.node.name, lan=cfg.lan, peers=self.peers, trust=self.trust, gate=self.gate,
+            name=cfg.node.name, lan=cfg.lan, peers=self.peers, trust=self.trust,
             handler=self.router.handle, on_event=self.router.event, spawn=self.spawn)
         self.pairing = PairingService(
             PairingBook(cfg.pairing.window_seconds, cfg.pairing.max_pending), self.trust,

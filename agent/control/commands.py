@@ -24,7 +24,8 @@ from agent.control.server import Command, Reply
 from agent.peer.hello import DEFAULT_PORT, parse_address
 from agent.security.identity import format_device_id
 from agent.security.pairing import format_code
-from agent.transfer.service import FetchService, lookup, resource_entry
+from agent.transfer.catalog import lookup, resource_entry
+from agent.transfer.service import FetchService
 
 if TYPE_CHECKING:
     from agent.config import Config

@@ -18,13 +18,13 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
-from agent.store import StoreError
+from agent.transfer.catalog import lookup, resource_entry
 from agent.transfer.fetcher import Fetch, FetchError, Progress, choose_version, find_offers
 
 if TYPE_CHECKING:
     from agent.config import TransferConfig
     from agent.peer.connections import Connections
-    from agent.store import ContentStore, ResourceRecord
+    from agent.store import ContentStore
 
 log = logging.getLogger("shoal.fetch")
 
@@ -54,28 +54,6 @@ class FetchFailed(ShoalError):
     """The transfer started but could not complete; the message says why, per source."""
 
     kind = ErrorKind.UNREACHABLE
-
-
-def resource_entry(rec: ResourceRecord) -> dict[str, object]:
-    """How a held resource is described to the CLI and to peers (`list`)."""
-    m = rec.manifest
-    return {
-        "resource_id": m.resource_id, "name": m.name, "version": m.version,
-        "size": m.size, "chunks": len(m.chunks), "public": rec.public,
-        "manifest": m.manifest_hash, "publisher": m.publisher,
-    }
-
-
-def lookup(store: ContentStore, resource: str) -> ResourceRecord | None:
-    """A held resource by name, ID, ID prefix or current manifest hash; None if absent."""
-    if len(resource) == 64:
-        for rec in store.resources():
-            if rec.manifest.manifest_hash == resource.lower():
-                return rec
-    try:
-        return store.find(resource)
-    except StoreError:
-        return None
 
 
 class FetchService:
