@@ -21,7 +21,7 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.peer.connection import PeerConnection, PeerGone, RemoteError
-from agent.store import ChunkMismatch, Manifest, ManifestError, StoreError
+from agent.store import ChunkMismatch, Manifest, ManifestError, QuotaExceeded, StoreError
 from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 
 if TYPE_CHECKING:
@@ -61,6 +61,9 @@ class FetchResult:
     seconds: float
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     already_held: bool = False
+    #: Chunks this fetch received, hashed and wrote itself (not ones already held): an
+    #: export right after the fetch may read these back without hashing them again.
+    stored: frozenset[bytes] = frozenset()
 
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
@@ -147,6 +150,7 @@ class Fetch:
         self._tasks: dict[tuple[str, bytes], asyncio.Task[None]] = {}
         self._results: asyncio.Queue[tuple[str, Want, Any]] = asyncio.Queue()
         self.planner: FetchPlanner | None = None
+        self.stored: set[bytes] = set()
 
     async def run(self) -> FetchResult:
         t0 = time.monotonic()
@@ -218,6 +222,7 @@ class Fetch:
             seconds,
             {n: vars(s) for n, s in planner.source_stats().items()},
             already_held=planner.bytes_total == 0,
+            stored=frozenset(self.stored),
         )
 
     def _progress(self, already: int, elapsed: float) -> dict[str, Any]:
@@ -313,7 +318,10 @@ class Fetch:
                 raise FetchError(f"{conn.name} answered with the wrong chunk")
             # Inline, not in a thread: hashing + writing 256 KiB takes ~0.2 ms, less than a
             # thread hand-off and its wake-up latency; the loop stays responsive enough.
-            self.store.put_chunk(want.chunk_id, reply.data)
+            # put_chunk hashes the peer's bytes before anything is written: the one check
+            # that guards this device against a lying or broken peer (never skipped).
+            if self.store.put_chunk(want.chunk_id, reply.data):
+                self.stored.add(want.chunk_id)
             result: Any = None
         except asyncio.CancelledError:
             raise
@@ -321,6 +329,8 @@ class Fetch:
             result = HASH_MISMATCH
         except PeerGone as e:
             result = PeerGone(str(e))
+        except QuotaExceeded as e:  # no other source can help: the fetch stops (see _handle)
+            result = e
         except (RemoteError, FetchError, TimeoutError, StoreError, ConnectionError) as e:
             result = str(e) or type(e).__name__
         await self._results.put((src, want, result))
@@ -337,6 +347,6 @@ class Fetch:
             log.info("source lost", extra=kv(peer=self.conns[src].name, reason=result))
             self.planner.remove_source(src, f"connection lost ({result})", now)
         else:
-            if isinstance(result, str) and "quota" in result.lower():
-                raise FetchError(result)
+            if isinstance(result, QuotaExceeded):
+                raise result  # keeps its kind (quota) up to the CLI
             self.planner.on_failure(src, want.chunk_id, result, now)

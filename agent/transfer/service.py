@@ -12,12 +12,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
+from agent.store import CorruptChunk, Manifest
 from agent.transfer.catalog import lookup, resource_entry
 from agent.transfer.fetcher import Fetch, FetchError, Progress, choose_version, find_offers
 
@@ -42,6 +43,14 @@ class AuthorityHint:
 
 
 AuthorityLookup = Callable[[str], AuthorityHint | None]
+
+
+class ExportSink(Protocol):
+    """Where ``fetch --stream`` sends the resource: its manifest first, then each chunk."""
+
+    async def start(self, manifest: Manifest) -> None: ...
+
+    async def data(self, chunk: bytes) -> None: ...
 
 
 class NoHolders(ShoalError):
@@ -72,11 +81,14 @@ class FetchService:
         self._on_fetched = on_fetched
 
     async def fetch(self, resource: str, *, source: str | None = None,
-                    traffic_class: str = "demand",
-                    progress: Progress | None = None) -> dict[str, object]:
-        """Fetch a resource by name or ID from the peers that hold it (or from *source*)."""
+                    traffic_class: str = "demand", progress: Progress | None = None,
+                    export: ExportSink | None = None) -> dict[str, object]:
+        """Fetch a resource by name or ID from the peers that hold it (or from *source*);
+        then, with *export*, stream the fetched version to it."""
         rec = lookup(self._store, resource)
         if rec is not None and source is None:
+            if export is not None:
+                await self._export(rec.manifest, export, fresh=frozenset())
             return resource_entry(rec) | {"already_held": True, "sources": {}}
         conns = await self._sources(source)
         if not conns:
@@ -106,6 +118,8 @@ class FetchService:
         # a StoreError (quota, integrity) propagates with its own kind
         if self._on_fetched is not None:
             self._on_fetched()
+        if export is not None:
+            await self._export(manifest, export, fresh=result.stored)
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
         log.info("fetched", extra=kv(
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
@@ -119,6 +133,24 @@ class FetchService:
                                    "throughput": round(v["throughput"] or 0)}
                         for k, v in result.sources.items()},
         }
+
+    async def _export(self, manifest: Manifest, sink: ExportSink, *,
+                      fresh: frozenset[bytes]) -> None:
+        """Read the resource back from the store, chunk by chunk, into *sink*.
+
+        Chunks in *fresh* were hashed by this fetch moments ago, in memory, before they were
+        written: reading them back is not hashed again (it would only compare the page cache
+        with itself). Chunks that were already held (a resumed fetch, dedupe across
+        resources, ``already_held``) come from the disk's past and are verified on read.
+        """
+        await sink.start(manifest)
+        for entry in manifest.chunks:
+            data = await asyncio.to_thread(self._store.get_chunk, entry.chunk_id,
+                                           verify=entry.chunk_id not in fresh)
+            if len(data) != entry.length:  # a short read: the pack changed under us
+                raise CorruptChunk(f"chunk {entry.chunk_id.hex()} read back as {len(data)} "
+                                   f"bytes, the manifest says {entry.length}")
+            await sink.data(data)
 
     async def _sources(self, source: str | None) -> list[PeerConnection]:
         if source:
