@@ -151,6 +151,7 @@ class Fetch:
         self._results: asyncio.Queue[tuple[str, Want, Any]] = asyncio.Queue()
         self.planner: FetchPlanner | None = None
         self.stored: set[bytes] = set()
+        self._lost: set[str] = set()  # sources dropped because their session died
 
     async def run(self) -> FetchResult:
         t0 = time.monotonic()
@@ -239,6 +240,7 @@ class Fetch:
         assert self.planner is not None
         name = conn.peer_id.hex()
         self.conns[name] = conn
+        self._lost.discard(name)
         self.planner.add_source(name, time.monotonic())
 
     async def _recruit(self) -> bool:
@@ -275,10 +277,9 @@ class Fetch:
         return hopeful or self._lost_sessions()
 
     def _lost_sessions(self) -> bool:
-        """Some source was dropped because its connection died: it may come back."""
-        assert self.planner is not None
-        return any((st.reason or "").startswith("connection lost")
-                   for st in self.planner.source_stats().values())
+        """Some source was dropped because its connection died (PeerGone, recorded by type,
+        not read back from the drop reason): it may come back."""
+        return bool(self._lost)
 
     def _send(self, src: str, want: Want) -> None:
         conn = self.conns[src]
@@ -344,6 +345,8 @@ class Fetch:
         if result is None:
             self.planner.on_chunk(src, want.chunk_id, now)
         elif isinstance(result, PeerGone):
+            if src in self.planner.active_sources():  # dropped now, for this reason
+                self._lost.add(src)
             log.info("source lost", extra=kv(peer=self.conns[src].name, reason=result))
             self.planner.remove_source(src, f"connection lost ({result})", now)
         else:

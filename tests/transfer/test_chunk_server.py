@@ -363,3 +363,35 @@ async def test_a_refusal_reaches_the_peer_as_an_error_response(store, held):
     msg = wire.decode(b"".join(ch.sent[0]))
     assert isinstance(msg, wire.Response) and not msg.ok and "not paired" in msg.result
     assert gate.permits == []
+
+
+async def test_with_the_real_gate_the_send_happens_inside_a_released_permit(store, held):
+    from agent.bandwidth import DEFAULT_WEIGHTS, BandwidthGate, LinkScheduler
+
+    gate = BandwidthGate(LinkScheduler(DEFAULT_WEIGHTS))
+    server = ChunkServer(store, FakeTrust(PAIRED), gate, compress=False)
+    router = server.handlers()
+    in_flight: list[int] = []
+
+    class Probe(RecordingChannel):
+        async def send_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+            in_flight.append(gate.scheduler.in_flight(PAIRED.hex()))
+            await super().send_parts(parts)
+
+    async def handle(c: PeerConnection, r: wire.Request) -> object:
+        return await router[r.op](c, r)
+
+    pc = PeerConnection(Probe(RecordingGate()), peer_id=PAIRED, peer_key=b"k" * 32,
+                        hello={"name": "peer"}, handler=handle, outgoing=False,
+                        address=("192.0.2.1", 47474))
+    serving = asyncio.create_task(pc.serve())
+    cid = held[1].chunks[0].chunk_id
+    await pc.channel.inbox.put(wire.encode_request(3, "chunk", {"c": cid.hex(),
+                                                                "cls": "mirror"}))
+    async with asyncio.timeout(10):
+        await pc.channel.got_one.wait()
+    await pc.close()
+    await serving
+    assert in_flight == [1]  # released to us and not yet reported sent
+    assert gate.scheduler.in_flight(PAIRED.hex()) == 0  # reported once the send returned
+    gate.close()
