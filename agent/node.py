@@ -65,7 +65,7 @@ class Node:
         self.router = Router()
         self.connections = Connections(
             static_key=self.identity.private_key, device_id=self.identity.device_id,
-            name=cfg.node.name, lan=cfg.lan, peers=self.peers, trust=self.trust, gate=self.gate,
+            name=cfg.node.name, lan=cfg.lan, peers=self.peers, trust=self.trust,
             handler=self.router.handle, on_event=self.router.event, spawn=self.spawn,
             signing_key=self.identity.signing_public)
         self.pairing = PairingService(

@@ -24,8 +24,8 @@ from agent.control.server import Command, Reply
 from agent.peer.hello import DEFAULT_PORT, parse_address
 from agent.security.identity import format_device_id
 from agent.security.pairing import format_code
-from agent.transfer.fetcher import publisher_label
-from agent.transfer.service import FetchService, lookup, resource_entry
+from agent.transfer.catalog import publisher_label, resource_entry
+from agent.transfer.service import FetchService
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from agent.peer.table import PeerTable
     from agent.security.identity import Identity
     from agent.security.trust import TrustStore
-    from agent.store import ContentStore
+    from agent.store import ContentStore, Manifest
 
 Args = dict[str, object]
 MAX_WAIT = 3600.0  # seconds any command may be asked to wait
@@ -52,6 +52,19 @@ class BleControl(Protocol):
 
 class AuthorityControl(Protocol):
     def describe(self, resource: str | None = None) -> dict[str, object]: ...
+
+
+class _StreamExport:
+    """``fetch --stream``: the fetched resource goes to the CLI as data events."""
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+
+    async def start(self, manifest: Manifest) -> None:
+        await self._reply.event(stage="export", name=manifest.name, size=manifest.size)
+
+    async def data(self, chunk: bytes) -> None:
+        await self._reply.data(chunk)
 
 
 @dataclass
@@ -170,17 +183,9 @@ class Commands:
             await reply.event(**p)
 
         source = args.get("source")
-        result = await c.fetcher.fetch(resource, source=str(source) if source else None,
-                                       progress=progress)
-        if args.get("stream"):
-            rec = lookup(c.store, str(result["resource_id"]), c.fetcher.trusted_publisher)
-            if rec is None:
-                raise ControlError(f"{resource!r} vanished from the store before export")
-            manifest = rec.manifest
-            await reply.event(stage="export", name=manifest.name, size=manifest.size)
-            for entry in manifest.chunks:
-                await reply.data(await asyncio.to_thread(c.store.get_chunk, entry.chunk_id))
-        return result
+        return await c.fetcher.fetch(resource, source=str(source) if source else None,
+                                     progress=progress,
+                                     export=_StreamExport(reply) if args.get("stream") else None)
 
     async def connect(self, args: Args, reply: Reply) -> object:
         c = self.ctx

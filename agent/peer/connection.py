@@ -12,7 +12,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.security.identity import short_device_id
-from agent.security.session import ConnectionClosedError, SessionError
+from agent.security.session import Buffer, ConnectionClosedError, SessionError
 
 log = logging.getLogger("shoal.peer")
 
@@ -46,12 +47,19 @@ class Refused(ShoalError):
 
 
 @dataclass(frozen=True)
-class ChunkData:
-    """A handler result sent as a binary chunk reply."""
+class RawReply:
+    """A handler result that is already one complete wire message, given as parts.
 
-    chunk_id: bytes
-    data: bytes | memoryview
-    compress: bool = True
+    Why parts: a chunk reply is a small header plus megabytes read from the store; the parts
+    go down to the record layer as they are (:meth:`SecureChannel.send_parts`), so served
+    bytes are never joined into a new buffer. Why ``hold``: the peer layer applies no policy;
+    the service that built the reply may pass a context (the chunk server's bandwidth
+    permit) that is entered right before the send and left once the bytes are written and
+    drained, so "done" means the bytes left.
+    """
+
+    parts: Sequence[Buffer]
+    hold: AbstractAsyncContextManager[None] | None = None
 
 
 Handler = Callable[["PeerConnection", wire.Request], Awaitable[Any]]
@@ -72,7 +80,6 @@ class PeerConnection:
         on_event: EventHandler | None = None,
         outgoing: bool,
         address: tuple[str, int] | None = None,
-        gate: Any = None,
         transport: str = "lan",
     ) -> None:
         self.channel = channel
@@ -84,7 +91,6 @@ class PeerConnection:
         self.transport = transport  # "lan" (TCP) or "ble": only "lan" carries bulk data
         self.handshake_hash: bytes = channel.handshake_hash
         self._handler = handler
-        self._gate = gate  # BandwidthGate: chunk replies wait their class's turn on the link
         self._on_event = on_event
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -105,11 +111,15 @@ class PeerConnection:
         return f"<PeerConnection {short_device_id(self.peer_id)} {self.name}>"
 
     async def _send(self, payload: bytes) -> None:
+        await self._send_parts((payload,))
+
+    async def _send_parts(self, parts: Sequence[Buffer]) -> None:
+        """Send one message made of *parts* (not joined: see :class:`RawReply`)."""
         if self.closed.is_set():
             raise PeerGone(f"connection to {self.name} is closed: {self.close_reason}")
         async with self._send_lock:
             try:
-                await self.channel.send(payload)
+                await self.channel.send_parts(parts)
             except (ConnectionError, OSError, SessionError) as e:  # closed underneath us
                 raise PeerGone(f"connection to {self.name} lost: {e}") from None
 
@@ -185,15 +195,9 @@ class PeerConnection:
                 log.exception("request handler failed", extra=kv(op=req.op, peer=self.name))
                 await self._send(wire.encode_response(req.id, False, f"internal error: {e}"))
                 return
-            if isinstance(result, ChunkData):
-                parts = wire.encode_chunk(req.id, result.chunk_id, result.data, result.compress)
-                payload = b"".join(parts)
-                if self._gate is None:
-                    await self._send(payload)
-                else:
-                    cls = req.args.get("cls", "demand")
-                    async with self._gate.permit(self.peer_id.hex(), cls, len(payload)):
-                        await self._send(payload)
+            if isinstance(result, RawReply):
+                async with result.hold or contextlib.nullcontext():
+                    await self._send_parts(result.parts)
             else:
                 await self._send(wire.encode_response(req.id, True, result))
         except (PeerGone, ConnectionError):

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from agent import WIRE_VERSION
@@ -27,13 +27,11 @@ from agent.peer.hello import make_hello, parse_hello, peer_device_id, signing_ke
 from agent.peer.table import PeerTable
 from agent.ports import Clock, Spawner, TrustView
 from agent.security.identity import format_device_id
-from agent.security.session import SessionError, open_channel
+from agent.security.session import Buffer, SessionError, open_channel
 from radio.lan import LanDiscovery, LanPeerGone, LanPeerSeen, select_interfaces
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-    from agent.bandwidth import BandwidthGate
 
 log = logging.getLogger("shoal.connections")
 
@@ -58,6 +56,8 @@ class Channel(Protocol):
     def handshake_hash(self) -> bytes: ...
 
     async def send(self, payload: bytes) -> None: ...
+
+    async def send_parts(self, parts: Sequence[Buffer]) -> None: ...
 
     async def recv(self) -> bytes: ...
 
@@ -89,7 +89,6 @@ class Connections:
         lan: LanConfig,
         peers: PeerTable,
         trust: TrustView,
-        gate: BandwidthGate,
         handler: Handler,
         on_event: EventHandler,
         spawn: Spawner,
@@ -104,7 +103,6 @@ class Connections:
         self.cfg = lan
         self.peers = peers
         self._trust = trust
-        self._gate = gate
         self._handler = handler
         self._on_event = on_event
         self._spawn = spawn
@@ -281,7 +279,7 @@ class Connections:
         conn = PeerConnection(
             channel, peer_id=peer_id, peer_key=peer_key, hello=hello,
             handler=self._handler, on_event=self._on_event, outgoing=outgoing,
-            address=address, gate=self._gate, transport=transport)
+            address=address, transport=transport)
         self._conns.add(conn)
         info = self.peers.attach(conn)
         if address is not None:

@@ -132,7 +132,9 @@ class Event:
 class ChunkReply:
     id: int
     chunk_id: bytes
-    data: bytes  # raw (decompressed) bytes; NOT yet verified against chunk_id
+    # Raw (decompressed) bytes; NOT yet verified against chunk_id. Uncompressed, a view into
+    # the received message (no copy: the store hashes and writes it from there).
+    data: bytes | memoryview
 
 
 def _json(kind: int, obj: dict[str, Any]) -> bytes:
@@ -225,13 +227,14 @@ def _decode_chunk(message: bytes | memoryview) -> ChunkReply:
     if raw_len > MAX_CHUNK or flags & ~FLAG_LZ4:
         raise WireError("bad chunk header")
     payload = memoryview(message)[1 + _CHUNK_HDR.size :]
+    data: bytes | memoryview
     if flags & FLAG_LZ4:
         try:
             data = lz4.block.decompress(payload, uncompressed_size=raw_len)
         except lz4.block.LZ4BlockError as e:
             raise WireError(f"corrupt compressed chunk: {e}") from None
     else:
-        data = bytes(payload)
+        data = payload
     if len(data) != raw_len:
         raise WireError("chunk length does not match its header")
     return ChunkReply(req_id, chunk_id, data)

@@ -23,7 +23,8 @@ from agent.peer import wire
 from agent.peer.connection import PeerConnection, PeerGone, RemoteError
 from agent.security.identity import short_device_id
 from agent.security.signing import SignatureError
-from agent.store import ChunkMismatch, Manifest, ManifestError, StoreError
+from agent.store import ChunkMismatch, Manifest, ManifestError, QuotaExceeded, StoreError
+from agent.transfer.catalog import publisher_label
 from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 
 if TYPE_CHECKING:
@@ -85,6 +86,9 @@ class FetchResult:
     seconds: float
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     already_held: bool = False
+    #: Chunks this fetch received, hashed and wrote itself (not ones already held): an
+    #: export right after the fetch may read these back without hashing them again.
+    stored: frozenset[bytes] = frozenset()
 
 
 ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
@@ -127,14 +131,6 @@ async def find_offers(
 
 def _no_publisher(publisher_hex: str) -> bool:
     return False
-
-
-def publisher_label(publisher_hex: str) -> str:
-    """The publisher's short device ID (what people compare), from its hex ID."""
-    try:
-        return short_device_id(bytes.fromhex(publisher_hex))
-    except ValueError:
-        return "?"  # never echo a peer's malformed text
 
 
 def believable(offers: Sequence[Offer]) -> tuple[list[Offer], dict[str, str]]:
@@ -237,6 +233,8 @@ class Fetch:
         self._tasks: dict[tuple[str, bytes], asyncio.Task[None]] = {}
         self._results: asyncio.Queue[tuple[str, Want, Any]] = asyncio.Queue()
         self.planner: FetchPlanner | None = None
+        self.stored: set[bytes] = set()
+        self._lost: set[str] = set()  # sources dropped because their session died
 
     async def run(self) -> FetchResult:
         t0 = time.monotonic()
@@ -308,6 +306,7 @@ class Fetch:
             seconds,
             {n: vars(s) for n, s in planner.source_stats().items()},
             already_held=planner.bytes_total == 0,
+            stored=frozenset(self.stored),
         )
 
     def _progress(self, already: int, elapsed: float) -> dict[str, Any]:
@@ -324,6 +323,7 @@ class Fetch:
         assert self.planner is not None
         name = conn.peer_id.hex()
         self.conns[name] = conn
+        self._lost.discard(name)
         self.planner.add_source(name, time.monotonic())
 
     async def _recruit(self) -> bool:
@@ -360,10 +360,9 @@ class Fetch:
         return hopeful or self._lost_sessions()
 
     def _lost_sessions(self) -> bool:
-        """Some source was dropped because its connection died: it may come back."""
-        assert self.planner is not None
-        return any((st.reason or "").startswith("connection lost")
-                   for st in self.planner.source_stats().values())
+        """Some source was dropped because its connection died (PeerGone, recorded by type,
+        not read back from the drop reason): it may come back."""
+        return bool(self._lost)
 
     def _send(self, src: str, want: Want) -> None:
         conn = self.conns[src]
@@ -403,7 +402,10 @@ class Fetch:
                 raise FetchError(f"{conn.name} answered with the wrong chunk")
             # Inline, not in a thread: hashing + writing 256 KiB takes ~0.2 ms, less than a
             # thread hand-off and its wake-up latency; the loop stays responsive enough.
-            self.store.put_chunk(want.chunk_id, reply.data)
+            # put_chunk hashes the peer's bytes before anything is written: the one check
+            # that guards this device against a lying or broken peer (never skipped).
+            if self.store.put_chunk(want.chunk_id, reply.data):
+                self.stored.add(want.chunk_id)
             result: Any = None
         except asyncio.CancelledError:
             raise
@@ -411,6 +413,8 @@ class Fetch:
             result = HASH_MISMATCH
         except PeerGone as e:
             result = PeerGone(str(e))
+        except QuotaExceeded as e:  # no other source can help: the fetch stops (see _handle)
+            result = e
         except (RemoteError, FetchError, TimeoutError, StoreError, ConnectionError) as e:
             result = str(e) or type(e).__name__
         await self._results.put((src, want, result))
@@ -424,9 +428,11 @@ class Fetch:
         if result is None:
             self.planner.on_chunk(src, want.chunk_id, now)
         elif isinstance(result, PeerGone):
+            if src in self.planner.active_sources():  # dropped now, for this reason
+                self._lost.add(src)
             log.info("source lost", extra=kv(peer=self.conns[src].name, reason=result))
             self.planner.remove_source(src, f"connection lost ({result})", now)
         else:
-            if isinstance(result, str) and "quota" in result.lower():
-                raise FetchError(result)
+            if isinstance(result, QuotaExceeded):
+                raise result  # keeps its kind (quota) up to the CLI
             self.planner.on_failure(src, want.chunk_id, result, now)

@@ -12,27 +12,27 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
-from agent.store import NotFound, StoreError
+from agent.store import CorruptChunk, Manifest
+from agent.transfer.catalog import lookup, resource_entry
 from agent.transfer.fetcher import (
     Fetch,
     FetchError,
     ProgressSink,
     choose_version,
     find_offers,
-    publisher_label,
 )
 
 if TYPE_CHECKING:
     from agent.config import TransferConfig
     from agent.peer.connections import Connections
     from agent.ports import TrustView
-    from agent.store import ContentStore, ResourceRecord
+    from agent.store import ContentStore
 
 log = logging.getLogger("shoal.fetch")
 
@@ -52,6 +52,14 @@ class AuthorityHint:
 AuthorityLookup = Callable[[str], AuthorityHint | None]
 
 
+class ExportSink(Protocol):
+    """Where ``fetch --stream`` sends the resource: its manifest first, then each chunk."""
+
+    async def start(self, manifest: Manifest) -> None: ...
+
+    async def data(self, chunk: bytes) -> None: ...
+
+
 class NoHolders(ShoalError):
     """No reachable peer offers the resource (or no peer is reachable at all)."""
 
@@ -62,40 +70,6 @@ class FetchFailed(ShoalError):
     """The transfer started but could not complete; the message says why, per source."""
 
     kind = ErrorKind.UNREACHABLE
-
-
-def resource_entry(rec: ResourceRecord) -> dict[str, object]:
-    """How a held resource is described to the CLI and to peers (`list`)."""
-    m = rec.manifest
-    return {
-        "resource_id": m.resource_id, "name": m.name, "version": m.version,
-        "size": m.size, "chunks": len(m.chunks), "public": rec.public,
-        "manifest": m.manifest_hash, "publisher": m.publisher,
-        "publisher_short": publisher_label(m.publisher), "signed": m.signed,
-    }
-
-
-def lookup(store: ContentStore, resource: str,
-           trusted_publisher: Callable[[str], bool] | None = None) -> ResourceRecord | None:
-    """A held resource by name, ID, ID prefix or current manifest hash; None if absent.
-
-    A name held from several publishers resolves among *trusted_publisher*s (ourselves,
-    paired devices) first; still several: None (the fetch path then reports the choice).
-    """
-    if len(resource) == 64:
-        for rec in store.resources():
-            if rec.manifest.manifest_hash == resource.lower():
-                return rec
-    try:
-        return store.find(resource)
-    except NotFound:
-        if trusted_publisher is None:
-            return None
-        named = [r for r in store.resources()
-                 if r.name == resource and trusted_publisher(r.publisher)]
-        return named[0] if len(named) == 1 else None
-    except StoreError:
-        return None
 
 
 class FetchService:
@@ -116,13 +90,16 @@ class FetchService:
         self._on_fetched = on_fetched
 
     async def fetch(self, resource: str, *, source: str | None = None,
-                    traffic_class: str = "demand",
-                    progress: ProgressSink | None = None) -> dict[str, object]:
-        """Fetch a resource by name or ID from the peers that hold it (or from *source*)."""
+                    traffic_class: str = "demand", progress: ProgressSink | None = None,
+                    export: ExportSink | None = None) -> dict[str, object]:
+        """Fetch a resource by name or ID from the peers that hold it (or from *source*);
+        then, with *export*, stream the fetched version to it."""
         rec = lookup(self._store, resource, self.trusted_publisher)
         if rec is not None and source is None and rec.manifest.signed:
             # (an unsigned record, kept from before signing, is fetched again: a verified
             # version of the resource replaces it)
+            if export is not None:
+                await self._export(rec.manifest, export, fresh=frozenset())
             return resource_entry(rec) | {"already_held": True, "sources": {}}
         conns = await self._sources(source)
         if not conns:
@@ -156,6 +133,8 @@ class FetchService:
         # a StoreError (quota, integrity) propagates with its own kind
         if self._on_fetched is not None:
             self._on_fetched()
+        if export is not None:
+            await self._export(manifest, export, fresh=result.stored)
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
         log.info("fetched", extra=kv(
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
@@ -183,6 +162,24 @@ class FetchService:
             return self.is_trusted(bytes.fromhex(publisher_hex))
         except ValueError:
             return False
+
+    async def _export(self, manifest: Manifest, sink: ExportSink, *,
+                      fresh: frozenset[bytes]) -> None:
+        """Read the resource back from the store, chunk by chunk, into *sink*.
+
+        Chunks in *fresh* were hashed by this fetch moments ago, in memory, before they were
+        written: reading them back is not hashed again (it would only compare the page cache
+        with itself). Chunks that were already held (a resumed fetch, dedupe across
+        resources, ``already_held``) come from the disk's past and are verified on read.
+        """
+        await sink.start(manifest)
+        for entry in manifest.chunks:
+            data = await asyncio.to_thread(self._store.get_chunk, entry.chunk_id,
+                                           verify=entry.chunk_id not in fresh)
+            if len(data) != entry.length:  # a short read: the pack changed under us
+                raise CorruptChunk(f"chunk {entry.chunk_id.hex()} read back as {len(data)} "
+                                   f"bytes, the manifest says {entry.length}")
+            await sink.data(data)
 
     async def _sources(self, source: str | None) -> list[PeerConnection]:
         if source:

@@ -22,7 +22,7 @@ import pytest
 from agent.config import config_from_dict
 from agent.node import Node
 from agent.peer import wire
-from agent.peer.connection import ChunkData, PeerConnection
+from agent.peer.connection import PeerConnection, RawReply
 from agent.security.identity import Identity
 from agent.security.signing import PublisherSignature
 from agent.store import ChunkEntry, Manifest, chunk_bytes
@@ -106,7 +106,7 @@ def turn_into_attacker(m: Node, real: Manifest, data: bytes, how: str) -> list[b
 
     async def chunk(conn: PeerConnection, req: wire.Request) -> object:
         cid = bytes.fromhex(req.args["c"])
-        return ChunkData(cid, m.store.get_chunk(cid), False)
+        return RawReply(wire.encode_chunk(req.id, cid, m.store.get_chunk(cid), False))
 
     m.router._requests["manifest"] = manifest
     m.router._requests["chunk"] = chunk

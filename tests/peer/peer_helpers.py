@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.bandwidth import BandwidthGate, LinkScheduler
-from agent.config import BandwidthConfig, LanConfig
+from agent.config import LanConfig
 from agent.peer.connection import PeerConnection
 from agent.peer.connections import Connections
 from agent.peer.hello import make_hello
@@ -26,7 +25,7 @@ from agent.peer.router import Router
 from agent.peer.table import PeerTable
 from agent.security.identity import Identity
 from agent.security.pairing import PairingBook
-from agent.security.session import SessionError
+from agent.security.session import Buffer, SessionError
 from agent.security.trust import TrustStore
 
 LOOPBACK_LAN = LanConfig(listen="127.0.0.1", port=0, mdns=False, connect_timeout=5.0)
@@ -134,7 +133,6 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
         static_key=identity.private_key, device_id=identity.device_id, name=name, lan=lan,
         signing_key=identity.signing_public,
         peers=peers, trust=trust,
-        gate=BandwidthGate(LinkScheduler.from_config(BandwidthConfig())),
         handler=router.handle, on_event=router.event, spawn=spawner, clock=clock)
     pairing = PairingService(PairingBook(window_seconds, max_pending), trust, name,
                              wall_clock=wall)
@@ -186,6 +184,9 @@ class MemoryChannel:
         if self.is_closed or self.other is None or self.other.is_closed:
             raise ConnectionError("memory channel closed")
         self.other.inbox.put_nowait(bytes(payload))
+
+    async def send_parts(self, parts: Sequence[Buffer]) -> None:
+        await self.send(b"".join(parts))
 
     async def recv(self) -> bytes:
         if self.is_closed:

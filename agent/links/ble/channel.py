@@ -28,7 +28,7 @@ import json
 import logging
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agent.links.ble.messages import (
@@ -147,6 +147,11 @@ class BleSecureChannel:
     @property
     def is_closed(self) -> bool:
         return self.closed.is_set()
+
+    async def send_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """The SecureChannel multi-part send. Joined here: over BLE nothing is bulk (chunk
+        replies are refused by the outgoing policy), so a copy of a small message is free."""
+        await self.send(b"".join(parts))
 
     async def send(self, payload: bytes | bytearray | memoryview) -> None:
         """Encrypt and transmit one message (queued only, while corked)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -19,6 +20,7 @@ from .noise import HandshakeError, SessionError
 from .records import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PROLOGUE,
+    Buffer,
     ConnectionClosed,
     HandshakeComplete,
     Message,
@@ -69,17 +71,22 @@ class SecureChannel:
         """The underlying sans-I/O connection (for introspection)."""
         return self._conn
 
-    async def send(self, payload: bytes | bytearray | memoryview) -> None:
+    async def send(self, payload: Buffer) -> None:
         """Encrypt and write one message, then wait for the transport to drain."""
+        await self.send_parts((payload,))
+
+    async def send_parts(self, parts: Sequence[Buffer]) -> None:
+        """Encrypt and write the concatenation of ``parts`` as one message, never joining
+        them (a served chunk goes from the store's buffer to the cipher in one copy)."""
         if self._closed:
             raise ConnectionClosedError("channel is closed")
         try:
-            self._conn.send_message(payload)
+            self._conn.send_parts(parts)
         except SessionError:
             _abort(self._writer)
             raise
-        # send_message + write happen without a suspension point, so concurrent send() calls
-        # never interleave records.
+        # send_parts + write happen without a suspension point, so concurrent sends never
+        # interleave records.
         self._writer.write(self._conn.data_to_send())
         await self._writer.drain()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -42,6 +43,7 @@ __all__ = [
     "MAX_HANDSHAKE_PAYLOAD",
     "MAX_RECORD_SIZE",
     "RECORD_OVERHEAD",
+    "Buffer",
     "ConnectionClosed",
     "Event",
     "HandshakeComplete",
@@ -71,6 +73,20 @@ _HS_MAX = (
 
 _nonce_bytes = struct.Struct("<4xQ").pack
 _pack_header = struct.Struct(">H").pack_into
+_EMPTY = memoryview(b"")
+
+#: What may be sent: any bytes-like object (typed views count by bytes, not items).
+Buffer = bytes | bytearray | memoryview
+
+
+def _byte_view(data: Buffer) -> memoryview:
+    """A flat unsigned-byte view of ``data``."""
+    view = memoryview(data)
+    if view.format == "B" and view.ndim == 1:
+        return view
+    flat = view.cast("B")
+    view.release()
+    return flat
 
 
 # --------------------------------------------------------------------------- events
@@ -255,56 +271,80 @@ class SecureConnection:
             return first if isinstance(first, bytearray) else bytearray(first)
         return bytearray().join(out)
 
-    def send_message(self, payload: bytes | bytearray | memoryview) -> None:
+    def send_message(self, payload: Buffer) -> None:
         """Encrypt ``payload`` as one message (split into records as needed)."""
+        self.send_parts((payload,))
+
+    def send_parts(self, parts: Sequence[Buffer]) -> None:
+        """Encrypt the concatenation of ``parts`` as one message, without joining them.
+
+        Why: a chunk reply is a small header plus a payload read from disk (or compressed);
+        joining them first would copy every served byte once more before encryption. Each
+        record's plaintext (flag byte + up to one record of data) is gathered from the parts
+        straight into a reusable scratch buffer, which is the one copy the AEAD needs (the
+        flag byte must precede the data in a contiguous plaintext), and encrypted with
+        ``encrypt_into`` into the output buffer (no per-record ciphertext object).
+        Record boundaries do not depend on how the message is split into parts.
+        """
         if self._error is not None:
             self._raise_dead()
         aead = self._send_aead
         if aead is None:
             raise self._fail(ProtocolError("send_message() before the handshake completed"))
-        with memoryview(payload) as view:
-            mv = view if view.format == "B" and view.ndim == 1 else view.cast("B")
-            size = len(mv)
-            if size > self._max_message:
-                raise self._fail(
-                    FrameTooLarge(
-                        f"message of {size} bytes exceeds max_message_size {self._max_message}"
-                    )
+        views = [_byte_view(p) for p in parts]
+        try:
+            self._encrypt_parts(aead, views)
+        finally:
+            for v in views:
+                v.release()
+
+    def _encrypt_parts(self, aead: ChaCha20Poly1305, views: list[memoryview]) -> None:
+        size = sum(v.nbytes for v in views)
+        if size > self._max_message:
+            raise self._fail(
+                FrameTooLarge(
+                    f"message of {size} bytes exceeds max_message_size {self._max_message}"
                 )
-            max_chunk = self._max_chunk
-            count = (size + max_chunk - 1) // max_chunk or 1
-            nonce = self._send_nonce
-            if nonce + count >= MAX_NONCE:  # nonces used: nonce .. nonce+count-1 < 2^64-1
-                raise self._fail(
-                    ProtocolError("send nonce space exhausted (2^64-1); open a new session")
-                )
-            out = bytearray(size + count * RECORD_OVERHEAD)
-            scratch = self._scratch
-            if len(scratch) < min(size, max_chunk) + _FLAGS:
-                scratch = self._scratch = bytearray(max_chunk + _FLAGS)
-            encrypt_into = aead.encrypt_into
-            with memoryview(out) as omv, memoryview(scratch) as smv:
-                pos = 0
-                opos = 0
-                for _ in range(count - 1):
-                    _pack_header(out, opos, max_chunk + _MIN_RECORD)
-                    scratch[0] = 0
-                    smv[1 : 1 + max_chunk] = mv[pos : pos + max_chunk]
-                    end = opos + _HEADER + max_chunk + _MIN_RECORD
-                    encrypt_into(
-                        _nonce_bytes(nonce), smv[: 1 + max_chunk], None, omv[opos + _HEADER : end]
-                    )
-                    nonce += 1
-                    pos += max_chunk
-                    opos = end
-                last = size - pos
-                _pack_header(out, opos, last + _MIN_RECORD)
-                scratch[0] = FIN
-                smv[1 : 1 + last] = mv[pos:]
-                encrypt_into(_nonce_bytes(nonce), smv[: 1 + last], None, omv[opos + _HEADER :])
+            )
+        max_chunk = self._max_chunk
+        count = (size + max_chunk - 1) // max_chunk or 1
+        nonce = self._send_nonce
+        if nonce + count >= MAX_NONCE:  # nonces used: nonce .. nonce+count-1 < 2^64-1
+            raise self._fail(
+                ProtocolError("send nonce space exhausted (2^64-1); open a new session")
+            )
+        out = bytearray(size + count * RECORD_OVERHEAD)
+        scratch = self._scratch
+        if len(scratch) < min(size, max_chunk) + _FLAGS:
+            scratch = self._scratch = bytearray(max_chunk + _FLAGS)
+        encrypt_into = aead.encrypt_into
+        parts = iter(views)
+        cur = _EMPTY
+        cpos = 0  # read position in cur
+        left = size
+        opos = 0  # write position in out
+        with memoryview(out) as omv, memoryview(scratch) as smv:
+            for _ in range(count):
+                n = min(left, max_chunk)
+                left -= n
+                _pack_header(out, opos, n + _MIN_RECORD)
+                scratch[0] = 0 if left else FIN
+                filled = 0
+                while filled < n:  # gather this record's bytes from one or more parts
+                    avail = cur.nbytes - cpos
+                    if avail == 0:
+                        cur, cpos = next(parts), 0
+                        continue
+                    take = min(avail, n - filled)
+                    smv[1 + filled : 1 + filled + take] = cur[cpos : cpos + take]
+                    filled += take
+                    cpos += take
+                end = opos + _HEADER + n + _MIN_RECORD
+                encrypt_into(_nonce_bytes(nonce), smv[: 1 + n], None, omv[opos + _HEADER : end])
                 nonce += 1
-            self._send_nonce = nonce
-            self._out.append(out)
+                opos = end
+        self._send_nonce = nonce
+        self._out.append(out)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the transport; ``b""`` signals EOF.

@@ -244,3 +244,13 @@ async def test_close_does_not_hang_on_a_stalled_peer():
         flooder.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError, SessionError):
             await flooder
+
+
+async def test_send_parts_over_tcp_arrives_as_one_message():
+    async with channel_pair() as (client, server):
+        head, body = b"\x03header", os.urandom(300_000)
+        send = asyncio.create_task(client.send_parts([head, memoryview(body), b""]))
+        assert await server.recv() == head + body
+        await send
+        await client.send(b"next")
+        assert await server.recv() == b"next"
