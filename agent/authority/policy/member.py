@@ -1,0 +1,164 @@
+"""One device's authority policy: every decision of the service, none of its I/O.
+
+The adapters (:mod:`agent.authority.service` over asyncio and peer sessions,
+:mod:`agent.authority.mesh_sim` over a seeded virtual network) own the Raft node, persist
+and send its Ready, and call in here at fixed points with the time on *their* clock:
+
+==========================  ====================================================
+adapter event               call
+==========================  ====================================================
+any message from a member   :meth:`heard`
+Raft message stepped        :meth:`raft_message` (leader contact for the lease)
+soft state changed          :meth:`soft_state`
+snapshot restored           :meth:`restored`
+committed entry             :meth:`apply`
+report received             :meth:`report`
+hello received              :meth:`hello` -> merge decision
+every evaluate interval     :meth:`evaluate` (leader) -> commands to propose
+every membership interval   :meth:`voter_change` (leader), :meth:`merge`
+join request (leader)       :meth:`join_request`, then :meth:`join_settle`
+switched cluster            :meth:`switched`
+==========================  ====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..authority_map import ApplyResult, Assign, AuthorityMap, Revoke
+from ..raft.core import RaftNode
+from ..raft.messages import Entry
+from ..reputation import ReputationWeights
+from .lease import NEVER, Lease, Liveness
+from .merge import ClusterView, Hello, JoinAnswer, JoinDesk, MergeDecision, Merger
+from .reassign import LeaderView, Reassigner
+from .reports import HolderReport, Reports
+from .timing import DEFAULT_TIMING, Timing
+from .voters import Membership, VoterChange, voter_change
+
+Paired = Callable[[str], bool]
+"""Is this device ID a paired member (role "member") right now?"""
+
+
+class AuthorityPolicy:
+    def __init__(self, me: str, cluster: str, now: float, *, timing: Timing = DEFAULT_TIMING,
+                 hysteresis: float = 0.15, weights: ReputationWeights | None = None) -> None:
+        self.me = me
+        self.cluster = cluster
+        self.timing = timing
+        self.map = AuthorityMap()
+        self.liveness = Liveness(timing)
+        self.lease = Lease(timing)
+        self.reports = Reports(timing, weights or ReputationWeights())
+        self.reassigner = Reassigner(timing, hysteresis)
+        self.merger = Merger(me, timing, now)
+        self.desk = JoinDesk(timing)
+
+    # ------------------------------------------------------------------ cluster life
+    def restored(self, amap: AuthorityMap, now: float) -> None:
+        """The whole map was replaced (restart from a snapshot, or a snapshot installed)."""
+        self.map = amap
+        self.reassigner.reindex(amap)
+        self.lease.reset((rid for rid, _ in amap.assignments()), now)
+
+    def switched(self, cluster: str, now: float) -> list[str]:
+        """We entered another cluster with empty state. Returns join requests to refuse."""
+        self.cluster = cluster
+        self.map = AuthorityMap()
+        self.reassigner.clear()
+        self.lease = Lease(self.timing)
+        self.merger.switched(now)
+        return self.desk.clear()
+
+    # ------------------------------------------------------------------ inputs
+    def heard(self, member: str, now: float) -> None:
+        self.liveness.heard(member, now)
+
+    def raft_message(self, src: str, lead: str | None, now: float) -> None:
+        """Call after stepping a Raft message from *src* (lead = the node's leader then)."""
+        if src == lead:
+            self.lease.leader_contact(now)
+
+    def soft_state(self, is_leader: bool, lead: str | None, now: float) -> None:
+        if is_leader:
+            self.reassigner.became_leader(now)
+        else:
+            self.reassigner.lost_leadership()
+        if lead and not is_leader:
+            self.lease.leader_contact(now)
+
+    def apply(self, entry: Entry, now: float) -> ApplyResult | None:
+        """Apply one committed entry to the map and keep the bookkeeping in step."""
+        result = self.map.apply(entry)
+        if result is not None and result.accepted and result.assignment is not None:
+            rid = result.resource_id or ""
+            self.lease.assigned(rid, now)
+            self.reassigner.applied(rid, result.assignment, now)
+        return result
+
+    def report(self, member: str, report: HolderReport | None, now: float) -> None:
+        """A member's holdings report (None: unchanged since the last one)."""
+        if report is None and self.reports.touch(member, now):
+            return
+        if report is not None:
+            self.reassigner.newly_held(self.reports.update(member, report))
+
+    def hello(self, peer: str, hello: Hello, raft: RaftNode, now: float,
+              paired: Paired) -> MergeDecision:
+        self.merger.on_hello(peer, hello, now)
+        return self.merge(raft, now, paired)
+
+    # ------------------------------------------------------------------ reads
+    def cluster_view(self, raft: RaftNode) -> ClusterView:
+        return ClusterView(self.cluster, raft.voters, raft.learners, raft.is_leader(),
+                           self.lease.last_leader_contact)
+
+    def hello_for(self, raft: RaftNode) -> Hello | None:
+        """What we announce (None right after a switch: we do not know our members yet)."""
+        if not raft.voters:
+            return None
+        return Hello(self.cluster, len(raft.voters) + len(raft.learners), raft.lead or "")
+
+    def acting_for(self, resource_id: str, raft: RaftNode, now: float) -> bool:
+        a = self.map.authority_for(resource_id)
+        leader = raft.is_leader()
+        quorum = self.liveness.quorum_contact(self.me, raft.voters, now) if leader else NEVER
+        caught_up = leader and raft.log.term_of(raft.commit_index) == raft.term \
+            and self.map.applied_index >= raft.commit_index
+        return self.lease.acting(resource_id, a.holder if a else None, self.me, now,
+                                 is_leader=leader, quorum_contact=quorum, caught_up=caught_up)
+
+    def scores(self, resource_id: str, now: float, wall: float) -> dict[str, float]:
+        return self.reports.scores(resource_id, now, wall)
+
+    # ------------------------------------------------------------------ decisions
+    def evaluate(self, raft: RaftNode, now: float, wall: float, *,
+                 full: bool) -> list[Assign | Revoke]:
+        st = raft.status()
+        match = {m: p.match for m, p in st.progress.items()}
+        view = LeaderView(self.me, frozenset((*st.voters, *st.learners)), match)
+        return self.reassigner.evaluate(view, self.map, self.reports, self.liveness, now, wall,
+                                        full=full)
+
+    def voter_change(self, raft: RaftNode, now: float, paired: Paired) -> VoterChange | None:
+        st = raft.status()
+        m = Membership(self.me, st.voters, st.learners,
+                       {x: p.match for x, p in st.progress.items()}, st.commit)
+        return voter_change(m, self.liveness, self.reports.uptime, paired, self.timing, now)
+
+    def merge(self, raft: RaftNode, now: float, paired: Paired) -> MergeDecision:
+        return self.merger.decide(self.cluster_view(raft), now, paired)
+
+    def join_request(self, joiner: str, cluster: str, raft: RaftNode) -> JoinAnswer:
+        return self.desk.request(joiner, cluster, self.cluster_view(raft),
+                                 committed_members(raft), raft.lead)
+
+    def join_settle(self, raft: RaftNode, now: float) -> tuple[list[str], list[str]]:
+        return self.desk.settle(self.map.applied_index, committed_members(raft),
+                                raft.is_leader(), now)
+
+
+def committed_members(raft: RaftNode) -> set[str]:
+    """Voters and learners of the configuration in force at the applied index."""
+    cs = raft.conf_state_at(raft.applied_index)
+    return {*cs.voters, *cs.learners}
