@@ -48,7 +48,9 @@ from agent.authority.policy import (
     Join,
     MergeDecision,
     Refound,
+    RemoveFirst,
     Timing,
+    for_earlier_incarnation,
 )
 from agent.authority.raft import messages as raft_messages
 from agent.authority.raft.core import ProposalDroppedError, RaftError, RaftNode
@@ -117,7 +119,7 @@ class AuthorityService:
         self._report_now = False
         self._raw_reports: dict[str, tuple[Any, ...]] = {}  # last raw report per member
         self._scores_dirty = True  # a report changed since the last full evaluation
-        self._join_waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._join_waiters: dict[str, list[asyncio.Future[tuple[str, bool]]]] = {}
         self._storage: FileStorage | None = None
         self.raft: RaftNode | None = None
         self.cluster_id = ""
@@ -164,8 +166,11 @@ class AuthorityService:
                            json.dumps({"cluster": cluster_id}).encode(), 0o600)
         for joiner in self.policy.switched(cluster_id, self.clock()):
             self._answer_join(joiner, None)
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
+        shutil.rmtree(old, ignore_errors=True)  # a rejoin restarts the same cluster empty
         self._start_raft(cluster_id, voters=[self.me] if found else [])
-        shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
         if self._storage is not None:
@@ -281,7 +286,8 @@ class AuthorityService:
         self.policy.report(src, HolderReport(now, float(args["load"]), float(args["up"]),
                                              holdings), now)
 
-    async def handle_join(self, conn: PeerConnection, cluster: str) -> dict[str, Any]:
+    async def handle_join(self, conn: PeerConnection, cluster: str,
+                          rejoin: bool = False) -> dict[str, Any]:
         """A paired member of another cluster asks to join ours (we must be its leader). We
         answer once its ``add_learner`` entry has committed, never before: a joiner that
         switched on an uncommitted add could be left in a cluster that does not know it."""
@@ -289,22 +295,22 @@ class AuthorityService:
 
         if not self._member_peer(conn):
             raise Refused("only paired members may join the authority group")
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self.inbox.put(("join", (conn.peer_id.hex(), cluster, fut)))
+        fut: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+        await self.inbox.put(("join", (conn.peer_id.hex(), cluster, rejoin, fut)))
         try:
-            cluster_id = await asyncio.wait_for(fut, self.timing.join_timeout + 1.0)
+            cluster_id, added = await asyncio.wait_for(fut, self.timing.join_timeout + 1.0)
         except TimeoutError:
             raise Refused("cannot add member now: timed out") from None
         except RaftError as e:
             raise Refused(str(e)) from None
-        return {"cluster": cluster_id}
+        return {"cluster": cluster_id, "added": added}
 
     def handlers(self) -> dict[str, Any]:
         """Peer requests this service answers (for the router's table)."""
         return {"raft_join": self._on_join_request}
 
     async def _on_join_request(self, conn: PeerConnection, req: Any) -> dict[str, Any]:
-        return await self.handle_join(conn, req.args["c"])
+        return await self.handle_join(conn, req.args["c"], bool(req.args.get("r", False)))
 
     def _answer_join(self, joiner: str, cluster: str | None, reason: str = "") -> None:
         for fut in self._join_waiters.pop(joiner, []):
@@ -313,7 +319,7 @@ class AuthorityService:
             if cluster is None:
                 fut.set_exception(RaftError(reason or "cannot add member now"))
             else:
-                fut.set_result(cluster)
+                fut.set_result((cluster, True))
 
     # ----------------------------------------------------------------- the driver
     async def run(self) -> None:
@@ -393,6 +399,8 @@ class AuthorityService:
         raft = self.raft
         assert raft is not None
         if kind == "msg":
+            if for_earlier_incarnation(raft, payload):
+                return
             try:
                 raft.step(payload)
             except RaftError as e:
@@ -411,20 +419,27 @@ class AuthorityService:
             src, hello = payload
             self._execute(self.policy.hello(src, hello, raft, self.clock(), self._paired))
         elif kind == "switch":
-            if payload != self.cluster_id:
-                self._switch_cluster(payload)
+            cluster, rejoin = payload
+            if cluster != self.cluster_id or rejoin:
+                self._switch_cluster(cluster)
         elif kind == "propose":
             try:
                 raft.propose(payload)
             except (ProposalDroppedError, RaftError) as e:
                 log.debug("proposal dropped", extra=kv(reason=e))
 
-    def _on_join(self, joiner: str, cluster: str, fut: asyncio.Future[str]) -> None:
+    def _on_join(self, joiner: str, cluster: str, rejoin: bool,
+                 fut: asyncio.Future[tuple[str, bool]]) -> None:
         raft = self.raft
         assert raft is not None
-        answer = self.policy.join_request(joiner, cluster, raft)
+        answer = self.policy.join_request(joiner, cluster, raft, self.clock(), rejoin=rejoin)
         if isinstance(answer, Admitted):
-            fut.set_result(self.cluster_id)
+            fut.set_result((self.cluster_id, False))  # already a member: nothing to reset
+            return
+        if isinstance(answer, RemoveFirst):
+            with contextlib.suppress(RaftError, ValueError):
+                raft.propose_conf_change("remove_voter", joiner)
+            fut.set_exception(RaftError("removing its earlier membership first; retry"))
             return
         if not isinstance(answer, AddLearner):
             hint = f"; leader={answer.leader}" if answer.reason == "not leader" else ""
@@ -537,8 +552,8 @@ class AuthorityService:
                 if conn is None:
                     return
                 try:
-                    await conn.request("raft_join", {"c": cluster},
-                                       timeout=self.timing.join_timeout + 2.0)
+                    reply = await conn.request("raft_join", {"c": cluster, "r": decision.rejoin},
+                                               timeout=self.timing.join_timeout + 2.0)
                 except RemoteError as e:
                     hint = str(e).partition("leader=")[2].strip()
                     nxt = self.connections.live_connection(hint) if hint else None
@@ -547,7 +562,11 @@ class AuthorityService:
                     else:
                         conn = nxt
                     continue
-                await self.inbox.put(("switch", cluster))  # the driver switches between steps
+                added = not isinstance(reply, dict) or bool(reply.get("added", True))
+                if decision.rejoin and not added:
+                    return  # we are still a member: keep our log (a voter must not forget)
+                # the driver switches between steps
+                await self.inbox.put(("switch", (cluster, decision.rejoin)))
                 log.info("joined authority cluster", extra=kv(cluster=cluster[:8],
                                                               via=conn.name))
                 return

@@ -13,7 +13,7 @@ See docs/authority.md ("Policy and adapters").
 """
 
 from .lease import NEVER, Lease, Liveness
-from .member import AuthorityPolicy, Paired, committed_members
+from .member import AuthorityPolicy, Paired, committed_members, for_earlier_incarnation
 from .merge import (
     AddLearner,
     Admitted,
@@ -26,6 +26,7 @@ from .merge import (
     Merger,
     Refound,
     Refuse,
+    RemoveFirst,
 )
 from .reassign import Command, LeaderView, Reassigner, Revoked
 from .reports import HolderReport, Reports
@@ -55,10 +56,12 @@ __all__ = [
     "Reassigner",
     "Refound",
     "Refuse",
+    "RemoveFirst",
     "Reports",
     "Revoked",
     "Timing",
     "VoterChange",
     "committed_members",
+    "for_earlier_incarnation",
     "voter_change",
 ]

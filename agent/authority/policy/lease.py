@@ -77,14 +77,27 @@ class Lease:
         self.last_leader_contact = NEVER
         self.contact_since = NEVER
 
-    def acting(self, resource_id: str, holder: str | None, me: str, now: float, *,
-               is_leader: bool, quorum_contact: float, caught_up: bool) -> bool:
+    def window(self, resource_id: str, holder: str | None, me: str, *, is_leader: bool,
+               quorum_contact: float, caught_up: bool) -> tuple[float, float] | None:
+        """The interval [start, end) of this device's clock during which it acts for the
+        resource if nothing else happens (no message, no apply), or None."""
         lease = self.timing.lease
         if holder != me:
-            return False
-        if now - self.assigned_at.get(resource_id, now) < lease:
-            return False
+            return None
+        assigned = self.assigned_at.get(resource_id)
+        if assigned is None:
+            return None
         if is_leader:
-            return caught_up and now - quorum_contact < lease
-        return (now - self.last_leader_contact < lease
-                and now - self.contact_since >= lease)
+            if not caught_up:
+                return None
+            start, end = assigned + lease, quorum_contact + lease
+        else:
+            start = max(assigned, self.contact_since) + lease
+            end = self.last_leader_contact + lease
+        return (start, end) if start < end else None
+
+    def acting(self, resource_id: str, holder: str | None, me: str, now: float, *,
+               is_leader: bool, quorum_contact: float, caught_up: bool) -> bool:
+        w = self.window(resource_id, holder, me, is_leader=is_leader,
+                        quorum_contact=quorum_contact, caught_up=caught_up)
+        return w is not None and w[0] <= now < w[1]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from ..authority_map import ApplyResult, Assign, AuthorityMap, Revoke
 from ..raft.core import RaftNode
-from ..raft.messages import Entry
+from ..raft.messages import Entry, Heartbeat, Message
 from ..reputation import ReputationWeights
 from .lease import NEVER, Lease, Liveness
 from .merge import ClusterView, Hello, JoinAnswer, JoinDesk, MergeDecision, Merger
@@ -120,12 +120,19 @@ class AuthorityPolicy:
         return Hello(self.cluster, len(raft.voters) + len(raft.learners), raft.lead or "")
 
     def acting_for(self, resource_id: str, raft: RaftNode, now: float) -> bool:
+        """May this device act as the resource's authority now? (:class:`Lease`)"""
+        w = self.acting_window(resource_id, raft, now)
+        return w is not None and w[0] <= now < w[1]
+
+    def acting_window(self, resource_id: str, raft: RaftNode,
+                      now: float) -> tuple[float, float] | None:
+        """When (on this device's clock) it acts for the resource if nothing else happens."""
         a = self.map.authority_for(resource_id)
         leader = raft.is_leader()
         quorum = self.liveness.quorum_contact(self.me, raft.voters, now) if leader else NEVER
         caught_up = leader and raft.log.term_of(raft.commit_index) == raft.term \
             and self.map.applied_index >= raft.commit_index
-        return self.lease.acting(resource_id, a.holder if a else None, self.me, now,
+        return self.lease.window(resource_id, a.holder if a else None, self.me,
                                  is_leader=leader, quorum_contact=quorum, caught_up=caught_up)
 
     def scores(self, resource_id: str, now: float, wall: float) -> dict[str, float]:
@@ -144,18 +151,30 @@ class AuthorityPolicy:
         st = raft.status()
         m = Membership(self.me, st.voters, st.learners,
                        {x: p.match for x, p in st.progress.items()}, st.commit)
-        return voter_change(m, self.liveness, self.reports.uptime, paired, self.timing, now)
+        since = self.reassigner.leader_since
+        return voter_change(m, self.liveness, self.reports.uptime, paired, self.timing, now,
+                            now if since is None else since)
 
     def merge(self, raft: RaftNode, now: float, paired: Paired) -> MergeDecision:
         return self.merger.decide(self.cluster_view(raft), now, paired)
 
-    def join_request(self, joiner: str, cluster: str, raft: RaftNode) -> JoinAnswer:
+    def join_request(self, joiner: str, cluster: str, raft: RaftNode, now: float, *,
+                     rejoin: bool) -> JoinAnswer:
+        self.liveness.heard(joiner, now)  # its request is news from it
         return self.desk.request(joiner, cluster, self.cluster_view(raft),
-                                 committed_members(raft), raft.lead)
+                                 committed_members(raft), raft.lead, rejoin=rejoin)
 
     def join_settle(self, raft: RaftNode, now: float) -> tuple[list[str], list[str]]:
         return self.desk.settle(self.map.applied_index, committed_members(raft),
                                 raft.is_leader(), now)
+
+
+def for_earlier_incarnation(raft: RaftNode, msg: Message) -> bool:
+    """A heartbeat whose commit lies beyond our log was meant for an earlier incarnation of
+    this device in the same cluster (we rejoined with an empty log while it was in flight,
+    or the leader still has the match of our previous life): drop it, the leader's probe
+    will find where we are. Stepping it would trip the core's lost-log check."""
+    return isinstance(msg, Heartbeat) and msg.commit > raft.last_index
 
 
 def committed_members(raft: RaftNode) -> set[str]:

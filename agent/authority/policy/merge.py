@@ -13,7 +13,11 @@ The convergence rule (docs/authority.md, "Convergence"):
 3. The leader answers a join only once the ``add_learner`` entry has **committed**; only then
    does the joiner drop its old state and switch. An answer that is lost costs a retry, never
    a device stranded in a cluster that does not know it.
-4. A member is **stranded** when it has had no leader for ``stranded_after`` and its cluster
+4. A member that has not heard from a leader for ``stranded_after`` while paired peers
+   announce a leader of its own cluster is **lost** (typically: removed while it was
+   unpaired, it never received its removal): it asks that leader to add it again and, only
+   if it was not a member any more, restarts in the cluster with empty state.
+5. A member is **stranded** when it has had no leader for ``stranded_after`` and its cluster
    cannot elect one any more: it knows no voters (its join never took effect), or fewer than a
    quorum of its voters are still paired with it and have not announced another cluster.
    A stranded member joins the largest paired cluster that has a leader, or, if there is
@@ -65,11 +69,17 @@ class ClusterView:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Ask to join *cluster*: at *leader* if we can reach it, else through *via*."""
+    """Ask to join *cluster*: at *leader* if we can reach it, else through *via*.
+
+    *rejoin*: it is our own cluster, whose leader we cannot hear although our peers can (it
+    removed us, for instance while we were unpaired): we drop our state and come back as a
+    new learner, but only if the leader really adds us (never while we are still a member:
+    a voter must not lose its log)."""
 
     cluster: str
     leader: str
     via: str
+    rejoin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,20 @@ class Merger:
                 with_us += 1  # silent peers may come back: a partition strands nobody
         return with_us < len(view.voters) // 2 + 1
 
+    def lost(self, view: ClusterView, now: float, paired: Callable[[str], bool]) -> Join | None:
+        """Peers announce a leader of *our* cluster that we have not heard for
+        ``stranded_after``: we are probably no longer in its configuration."""
+        if view.is_leader or not view.configured:
+            return None
+        if now - max(view.leader_contact, self.started) < self.timing.stranded_after:
+            return None
+        fresh = 3 * self.timing.membership_interval
+        for peer, (h, at) in sorted(self.hellos.items()):
+            if (h.cluster == view.cluster and h.leader and h.leader != self.me
+                    and paired(peer) and paired(h.leader) and now - at < fresh):
+                return Join(view.cluster, h.leader, peer, rejoin=True)
+        return None
+
     def decide(self, view: ClusterView, now: float,
                paired: Callable[[str], bool]) -> MergeDecision:
         """Called on every hello and every membership interval."""
@@ -139,6 +163,9 @@ class Merger:
             ((h.size, h.cluster, h.leader, peer) for peer, (h, at) in self.hellos.items()
              if h.cluster != view.cluster and paired(peer) and now - at < fresh),
             reverse=True)
+        lost = self.lost(view, now, paired)
+        if lost is not None:
+            return lost
         if self.stranded(view, now, paired):
             led = [o for o in others if o[2]]
             if led:
@@ -163,7 +190,16 @@ class Refuse:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """The joiner is already in our configuration (committed): it may switch."""
+    """The joiner is already in our configuration (committed): it may switch (a rejoining
+    member keeps its state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveFirst:
+    """The joiner comes from another cluster (it will start with an empty log) but is still
+    in our configuration from an earlier stay: what we know of its log is stale, and as a
+    voter it would vote with amnesia. Propose its removal and refuse for now; its next
+    attempt adds it afresh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +207,7 @@ class AddLearner:
     """Propose ``add_learner(joiner)``; answer once it has committed."""
 
 
-JoinAnswer = Refuse | Admitted | AddLearner
+JoinAnswer = Refuse | Admitted | RemoveFirst | AddLearner
 
 
 @dataclass
@@ -183,13 +219,15 @@ class JoinDesk:
     """joiner -> (log index of its add_learner entry, when it was proposed)."""
 
     def request(self, joiner: str, cluster: str, view: ClusterView, committed_members: set[str],
-                leader: str | None) -> JoinAnswer:
+                leader: str | None, *, rejoin: bool) -> JoinAnswer:
         if cluster != view.cluster:
             return Refuse("not this cluster", "")
         if not view.is_leader:
             return Refuse("not leader", leader or "")
         if joiner in committed_members:
-            return Admitted()
+            return Admitted() if rejoin else RemoveFirst()
+        if joiner in view.voters or joiner in view.learners:
+            return Refuse("membership change in progress", leader or "")
         return AddLearner()
 
     def proposed(self, joiner: str, index: int, now: float) -> None:

@@ -29,7 +29,8 @@ class Membership:
 
 
 def voter_change(m: Membership, liveness: Liveness, uptime: Callable[[str], float],
-                 paired: Callable[[str], bool], timing: Timing, now: float) -> VoterChange | None:
+                 paired: Callable[[str], bool], timing: Timing, now: float,
+                 leader_since: float) -> VoterChange | None:
     """The next membership change, or None.
 
     * A member no longer paired with the leader can never hear it: removed at once.
@@ -37,14 +38,20 @@ def voter_change(m: Membership, liveness: Liveness, uptime: Callable[[str], floa
       :func:`choose_voters` wants (a full voter set changes only when a dead voter is
       removed below: else 5 voters + a promotion = 6).
     * Remove a voter silent for ``demote_after`` that is not wanted as a voter, and a learner
-      silent that long (it left, for instance it joined another cluster).
+      silent that long (it left, for instance it joined another cluster). Silence counts
+      from our election at the latest (as a follower we heard members rarely), and a joiner
+      was heard when it asked to join.
     """
+
+    def silent(x: str) -> float:
+        return liveness.silent_for(x, now, leader_since)
+
     for x in (*m.voters, *m.learners):
         if x != m.me and not paired(x):
             return VoterChange(ConfChangeType.REMOVE_VOTER, x)
     uptimes: dict[str, float] = {}
     for x in (*m.voters, *m.learners):
-        alive = x == m.me or liveness.silent_for(x, now) < timing.demote_after
+        alive = x == m.me or silent(x) < timing.demote_after
         uptimes[x] = uptime(x) + (1.0 if alive else -1.0)
     want_voters, _ = choose_voters(uptimes)
     for x in want_voters:
@@ -53,9 +60,9 @@ def voter_change(m: Membership, liveness: Liveness, uptime: Callable[[str], floa
             return VoterChange(ConfChangeType.PROMOTE_LEARNER, x)
     for x in m.voters:
         if x not in want_voters and x != m.me and \
-                liveness.silent_for(x, now) > timing.demote_after:
+                silent(x) > timing.demote_after:
             return VoterChange(ConfChangeType.REMOVE_VOTER, x)
     for x in m.learners:
-        if liveness.silent_for(x, now) > timing.demote_after:
+        if silent(x) > timing.demote_after:
             return VoterChange(ConfChangeType.REMOVE_VOTER, x)
     return None
