@@ -192,7 +192,7 @@ class Device:
         self.rejoin = False
         self.join_attempts = 0
         self.waiting_joiners: dict[str, str] = {}  # joiner -> cluster it asked for
-        self.windows: dict[str, tuple[str, float, float] | None] = {}
+        self.windows: dict[str, tuple[str, float, float]] = {}
         self.last_event = 0.0
 
     # clocks ---------------------------------------------------------------
@@ -288,7 +288,7 @@ class Device:
             self.process_ready()
         if now >= self.next_membership:
             self.next_membership = now + t.membership_interval
-            hello = pol.hello_for(raft)
+            hello = pol.hello_for(raft, now)
             if hello is not None:
                 for peer in sorted(self.trusted):
                     self.sim.send(self.id, peer, HelloMsg(hello))
@@ -440,10 +440,7 @@ class Device:
         """Record the acting intervals realised since the last event; project the next."""
         sim = self.sim
         t = sim.t
-        for rid, w in self.windows.items():
-            if w is None:
-                continue
-            cluster, start, end = w
+        for rid, (cluster, start, end) in self.windows.items():
             s, e = max(start, self.last_event), min(end, t)
             if s < e:
                 sim.record_acting(cluster, rid, self.id, s, e)
@@ -451,12 +448,8 @@ class Device:
         if not self.up:
             self.windows = {}
             return
-        now = self.now
-        out: dict[str, tuple[str, float, float] | None] = {}
-        for rid in sim.resource_ids:
-            w = self.policy.acting_window(rid, self.raft, now)
-            out[rid] = None if w is None else (self.cluster, self.true(w[0]), self.true(w[1]))
-        self.windows = out
+        self.windows = {rid: (self.cluster, self.true(a), self.true(b))
+                        for rid, (a, b) in self.policy.acting_windows(self.raft, self.now).items()}
 
 
 # ------------------------------------------------------------------------------ simulator
@@ -544,9 +537,13 @@ class MeshSim:
                 raise self.fail(SafetyViolation,
                                 f"{dev} and {other} both act for {rid[-4:]} in cluster "
                                 f"{cluster[:8]} during [{max(s, s2):.4f}, {min(e, e2):.4f})")
-        segs.append((s, e, dev))
-        if len(segs) > 64:
-            del segs[: len(segs) - 32]
+        if segs and segs[-1][2] == dev and segs[-1][1] >= s:
+            segs[-1] = (segs[-1][0], e, dev)  # the same device acting on: one interval
+        else:
+            segs.append((s, e, dev))
+        if len(segs) > 16:
+            horizon = self.t - 1.0  # a device records its interval at its next event
+            segs[:] = [x for x in segs if x[1] >= horizon]
 
     # the scenario -----------------------------------------------------------------
     def _plan(self) -> None:

@@ -514,7 +514,7 @@ class AuthorityService:
     # ----------------------------------------------------------------- cluster merge
     def _announce_cluster(self) -> None:
         assert self.raft is not None
-        hello = self.policy.hello_for(self.raft)
+        hello = self.policy.hello_for(self.raft, self.clock())
         if hello is None:
             return  # just joined: nothing to announce until the log tells us our members
         args = {"c": hello.cluster, "n": hello.size, "l": hello.leader}

@@ -113,11 +113,17 @@ class AuthorityPolicy:
         return ClusterView(self.cluster, raft.voters, raft.learners, raft.is_leader(),
                            self.lease.last_leader_contact)
 
-    def hello_for(self, raft: RaftNode) -> Hello | None:
-        """What we announce (None right after a switch: we do not know our members yet)."""
+    def hello_for(self, raft: RaftNode, now: float) -> Hello | None:
+        """What we announce (None right after a switch: we do not know our members yet).
+
+        The leader is named only if we are it or heard from it recently: a learner keeps its
+        last leader forever, and announcing it from a dead cluster would draw joiners there.
+        """
         if not raft.voters:
             return None
-        return Hello(self.cluster, len(raft.voters) + len(raft.learners), raft.lead or "")
+        recent = now - self.lease.last_leader_contact < 2 * self.timing.membership_interval
+        lead = raft.lead if raft.lead and (raft.is_leader() or recent) else ""
+        return Hello(self.cluster, len(raft.voters) + len(raft.learners), lead)
 
     def acting_for(self, resource_id: str, raft: RaftNode, now: float) -> bool:
         """May this device act as the resource's authority now? (:class:`Lease`)"""
@@ -128,12 +134,26 @@ class AuthorityPolicy:
                       now: float) -> tuple[float, float] | None:
         """When (on this device's clock) it acts for the resource if nothing else happens."""
         a = self.map.authority_for(resource_id)
+        if a is None or a.holder != self.me:
+            return None
+        return self._window(resource_id, raft, now)
+
+    def acting_windows(self, raft: RaftNode, now: float) -> dict[str, tuple[float, float]]:
+        """:meth:`acting_window` of every resource the map gives us (the simulator's view)."""
+        out: dict[str, tuple[float, float]] = {}
+        for rid in sorted(self.reassigner.by_holder.get(self.me, ())):
+            w = self._window(rid, raft, now)
+            if w is not None:
+                out[rid] = w
+        return out
+
+    def _window(self, resource_id: str, raft: RaftNode, now: float) -> tuple[float, float] | None:
         leader = raft.is_leader()
         quorum = self.liveness.quorum_contact(self.me, raft.voters, now) if leader else NEVER
         caught_up = leader and raft.log.term_of(raft.commit_index) == raft.term \
             and self.map.applied_index >= raft.commit_index
-        return self.lease.window(resource_id, a.holder if a else None, self.me,
-                                 is_leader=leader, quorum_contact=quorum, caught_up=caught_up)
+        return self.lease.window(resource_id, self.me, self.me, is_leader=leader,
+                                 quorum_contact=quorum, caught_up=caught_up)
 
     def scores(self, resource_id: str, now: float, wall: float) -> dict[str, float]:
         return self.reports.scores(resource_id, now, wall)
@@ -165,6 +185,8 @@ class AuthorityPolicy:
                                  committed_members(raft), raft.lead, rejoin=rejoin)
 
     def join_settle(self, raft: RaftNode, now: float) -> tuple[list[str], list[str]]:
+        if not self.desk.waiting:
+            return [], []
         return self.desk.settle(self.map.applied_index, committed_members(raft),
                                 raft.is_leader(), now)
 

@@ -4,8 +4,9 @@ a join is done.
 The convergence rule (docs/authority.md, "Convergence"):
 
 1. Every device starts in a one-member cluster of its own (the map works offline).
-2. Paired members announce ``Hello(cluster, size, leader)`` every ``membership_interval``.
-   A member of a *configured* cluster (it knows its voters) that hears of a larger cluster
+2. Paired members announce ``Hello(cluster, size, leader)`` every ``membership_interval``
+   (the leader only if they heard from it recently). A member of a *configured* cluster (it
+   knows its voters) that hears of a larger cluster *with a leader*
    (``(size, cluster id)`` compared as a pair, so ties go to the larger id) asks that
    cluster's leader to add it. A device that has just switched and does not know its
    members yet never starts another join (it would otherwise look like a cluster of 0 and
@@ -159,17 +160,17 @@ class Merger:
                 return None
             self.joining = None
         fresh = 3 * self.timing.membership_interval
+        # only clusters with a leader are worth joining (nobody could add us to the others)
         others = sorted(
             ((h.size, h.cluster, h.leader, peer) for peer, (h, at) in self.hellos.items()
-             if h.cluster != view.cluster and paired(peer) and now - at < fresh),
+             if h.cluster != view.cluster and h.leader and paired(peer) and now - at < fresh),
             reverse=True)
         lost = self.lost(view, now, paired)
         if lost is not None:
             return lost
         if self.stranded(view, now, paired):
-            led = [o for o in others if o[2]]
-            if led:
-                _, cluster, leader, peer = led[0]
+            if others:
+                _, cluster, leader, peer = others[0]
                 return Join(cluster, leader, peer)
             return Refound() if view.size != 1 or not view.configured else None
         if not view.configured or not others:
