@@ -163,7 +163,6 @@ class JoinReply:
     cluster: str
     ok: bool
     leader: str
-    added: bool = False
 
 
 Payload = RaftMsg | HelloMsg | ReportMsg | JoinReq | JoinReply
@@ -267,11 +266,7 @@ class Device:
 
     def duties(self) -> None:
         now, t, raft, pol = self.now, self.sim.cfg.timing, self.raft, self.policy
-        admitted, refused = pol.join_settle(raft, now)
-        for j in admitted:
-            self._answer(j, ok=True)
-        for j in refused:
-            self._answer(j, ok=False)
+        self.settle_joins()
         if now >= self.next_report:
             self.next_report = now + REPORT_INTERVAL
             self.send_reports()
@@ -301,6 +296,13 @@ class Device:
                     self.process_ready()
             self.execute(pol.merge(raft, now, self.paired))
 
+    def settle_joins(self) -> None:
+        admitted, refused = self.policy.join_settle(self.raft, self.now)
+        for j in admitted:
+            self._answer(j, ok=True)
+        for j in refused:
+            self._answer(j, ok=False)
+
     def process_ready(self) -> None:
         raft, st = self.raft, self.storage
         while raft.has_ready():
@@ -323,6 +325,10 @@ class Device:
                 res = self.policy.apply(e, now)
                 if res is not None and res.accepted:
                     self.sim.result.assignments += 1
+                    if self.sim.tracing:
+                        a = res.assignment
+                        self.sim.log(f"{self.id} applies {(res.resource_id or '')[-4:]} -> "
+                                     f"{a.holder if a else None} (index {e.index})")
             raft.advance(rd)
             if rd.soft_state_changed:
                 ss = rd.soft_state
@@ -372,7 +378,8 @@ class Device:
                 return
             self.policy.raft_message(src, self.raft.lead, now)
             self.process_ready()
-            self.duties()
+            if self.policy.desk.waiting:
+                self.settle_joins()  # periodic duties run on ticks (every 50 ms)
         else:
             self.on_report(src, p)
 
@@ -393,7 +400,7 @@ class Device:
     def on_join_request(self, joiner: str, cluster: str, rejoin: bool) -> None:
         answer = self.policy.join_request(joiner, cluster, self.raft, self.now, rejoin=rejoin)
         if isinstance(answer, Admitted):
-            self.sim.send(self.id, joiner, JoinReply(self.cluster, True, "", added=False))
+            self.sim.send(self.id, joiner, JoinReply(self.cluster, True, ""))
         elif isinstance(answer, Refuse):
             self.sim.send(self.id, joiner, JoinReply(cluster, False, answer.leader))
         elif isinstance(answer, RemoveFirst):
@@ -416,12 +423,11 @@ class Device:
     def _answer(self, joiner: str, *, ok: bool) -> None:
         cluster = self.waiting_joiners.pop(joiner, None)
         if cluster is not None:
-            self.sim.send(self.id, joiner, JoinReply(cluster, ok, "", added=ok))
+            self.sim.send(self.id, joiner, JoinReply(cluster, ok, ""))
 
     def on_join_reply(self, src: str, r: JoinReply) -> None:
         if r.ok:
-            if r.cluster != self.cluster or (self.rejoin and r.added
-                                             and self.join_target == r.cluster):
+            if r.cluster != self.cluster:
                 self.sim.result.joins += 1
                 self.switch(r.cluster, found=False)
             self.policy.merger.join_ended()
@@ -448,8 +454,9 @@ class Device:
         if not self.up:
             self.windows = {}
             return
+        ws = self.policy.acting_windows(self.raft, self.now)
         self.windows = {rid: (self.cluster, self.true(a), self.true(b))
-                        for rid, (a, b) in self.policy.acting_windows(self.raft, self.now).items()}
+                        for rid, (a, b) in ws.items()} if ws else {}
 
 
 # ------------------------------------------------------------------------------ simulator
@@ -461,6 +468,7 @@ class MeshSim:
         self.t = 0.0
         self.result = MeshResult(seed)
         self._trace: list[str] | None = [] if cfg.trace else None
+        self.tracing = cfg.trace
         self._q: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self._ids = 0

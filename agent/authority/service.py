@@ -119,7 +119,7 @@ class AuthorityService:
         self._report_now = False
         self._raw_reports: dict[str, tuple[Any, ...]] = {}  # last raw report per member
         self._scores_dirty = True  # a report changed since the last full evaluation
-        self._join_waiters: dict[str, list[asyncio.Future[tuple[str, bool]]]] = {}
+        self._join_waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._storage: FileStorage | None = None
         self.raft: RaftNode | None = None
         self.cluster_id = ""
@@ -169,8 +169,8 @@ class AuthorityService:
         if self._storage is not None:
             self._storage.close()
             self._storage = None
-        shutil.rmtree(old, ignore_errors=True)  # a rejoin restarts the same cluster empty
         self._start_raft(cluster_id, voters=[self.me] if found else [])
+        shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
         if self._storage is not None:
@@ -295,15 +295,15 @@ class AuthorityService:
 
         if not self._member_peer(conn):
             raise Refused("only paired members may join the authority group")
-        fut: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         await self.inbox.put(("join", (conn.peer_id.hex(), cluster, rejoin, fut)))
         try:
-            cluster_id, added = await asyncio.wait_for(fut, self.timing.join_timeout + 1.0)
+            cluster_id = await asyncio.wait_for(fut, self.timing.join_timeout + 1.0)
         except TimeoutError:
             raise Refused("cannot add member now: timed out") from None
         except RaftError as e:
             raise Refused(str(e)) from None
-        return {"cluster": cluster_id, "added": added}
+        return {"cluster": cluster_id}
 
     def handlers(self) -> dict[str, Any]:
         """Peer requests this service answers (for the router's table)."""
@@ -319,7 +319,7 @@ class AuthorityService:
             if cluster is None:
                 fut.set_exception(RaftError(reason or "cannot add member now"))
             else:
-                fut.set_result((cluster, True))
+                fut.set_result(cluster)
 
     # ----------------------------------------------------------------- the driver
     async def run(self) -> None:
@@ -419,9 +419,8 @@ class AuthorityService:
             src, hello = payload
             self._execute(self.policy.hello(src, hello, raft, self.clock(), self._paired))
         elif kind == "switch":
-            cluster, rejoin = payload
-            if cluster != self.cluster_id or rejoin:
-                self._switch_cluster(cluster)
+            if payload != self.cluster_id:
+                self._switch_cluster(payload)
         elif kind == "propose":
             try:
                 raft.propose(payload)
@@ -429,12 +428,12 @@ class AuthorityService:
                 log.debug("proposal dropped", extra=kv(reason=e))
 
     def _on_join(self, joiner: str, cluster: str, rejoin: bool,
-                 fut: asyncio.Future[tuple[str, bool]]) -> None:
+                 fut: asyncio.Future[str]) -> None:
         raft = self.raft
         assert raft is not None
         answer = self.policy.join_request(joiner, cluster, raft, self.clock(), rejoin=rejoin)
         if isinstance(answer, Admitted):
-            fut.set_result((self.cluster_id, False))  # already a member: nothing to reset
+            fut.set_result(self.cluster_id)  # already a member
             return
         if isinstance(answer, RemoveFirst):
             with contextlib.suppress(RaftError, ValueError):
@@ -552,8 +551,8 @@ class AuthorityService:
                 if conn is None:
                     return
                 try:
-                    reply = await conn.request("raft_join", {"c": cluster, "r": decision.rejoin},
-                                               timeout=self.timing.join_timeout + 2.0)
+                    await conn.request("raft_join", {"c": cluster, "r": decision.rejoin},
+                                       timeout=self.timing.join_timeout + 2.0)
                 except RemoteError as e:
                     hint = str(e).partition("leader=")[2].strip()
                     nxt = self.connections.live_connection(hint) if hint else None
@@ -562,11 +561,9 @@ class AuthorityService:
                     else:
                         conn = nxt
                     continue
-                added = not isinstance(reply, dict) or bool(reply.get("added", True))
-                if decision.rejoin and not added:
-                    return  # we are still a member: keep our log (a voter must not forget)
-                # the driver switches between steps
-                await self.inbox.put(("switch", (cluster, decision.rejoin)))
+                if decision.rejoin:
+                    return  # back in the configuration: Raft repairs our log where it differs
+                await self.inbox.put(("switch", cluster))  # the driver switches between steps
                 log.info("joined authority cluster", extra=kv(cluster=cluster[:8],
                                                               via=conn.name))
                 return

@@ -50,10 +50,11 @@ class Lease:
     1. the map names it;
     2. its assignment was applied at least ``lease`` ago (the previous holder has applied
        the change or lost its own lease by then);
-    3. as a follower: it heard from the leader less than ``lease`` ago, and that contact has
-       been unbroken (gaps < lease) for at least ``lease`` (a device that comes back after a
-       silence first catches up on the entries it missed); as the leader: a quorum of voters
-       was heard from less than ``lease`` ago and its map is caught up with its commit index.
+    3. as a follower: it heard from the leader less than ``lease`` ago, in an unbroken run of
+       contacts (gaps < lease) that already lasted at least ``lease`` (a device that comes
+       back after a silence first catches up on the entries it missed); as the leader: a
+       quorum of voters was heard from less than ``lease`` ago and its map is caught up with
+       its commit index.
     """
 
     timing: Timing
@@ -92,6 +93,10 @@ class Lease:
                 return None
             start, end = assigned + lease, quorum_contact + lease
         else:
+            # an unbroken run of leader contact at least `lease` long: one contact after a
+            # silence (a restart, a partition healing) may come before the entries we missed
+            if self.last_leader_contact < self.contact_since + lease:
+                return None
             start = max(assigned, self.contact_since) + lease
             end = self.last_leader_contact + lease
         return (start, end) if start < end else None

@@ -23,7 +23,7 @@ switched cluster            :meth:`switched`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..authority_map import ApplyResult, Assign, AuthorityMap, Revoke
 from ..raft.core import RaftNode
@@ -136,24 +136,25 @@ class AuthorityPolicy:
         a = self.map.authority_for(resource_id)
         if a is None or a.holder != self.me:
             return None
-        return self._window(resource_id, raft, now)
+        return self.acting_windows(raft, now, (resource_id,)).get(resource_id)
 
-    def acting_windows(self, raft: RaftNode, now: float) -> dict[str, tuple[float, float]]:
+    def acting_windows(self, raft: RaftNode, now: float,
+                       resource_ids: Iterable[str] | None = None) -> dict[str, tuple[float, float]]:
         """:meth:`acting_window` of every resource the map gives us (the simulator's view)."""
-        out: dict[str, tuple[float, float]] = {}
-        for rid in sorted(self.reassigner.by_holder.get(self.me, ())):
-            w = self._window(rid, raft, now)
-            if w is not None:
-                out[rid] = w
-        return out
-
-    def _window(self, resource_id: str, raft: RaftNode, now: float) -> tuple[float, float] | None:
+        mine = self.reassigner.by_holder.get(self.me)
+        if not mine:
+            return {}
         leader = raft.is_leader()
         quorum = self.liveness.quorum_contact(self.me, raft.voters, now) if leader else NEVER
         caught_up = leader and raft.log.term_of(raft.commit_index) == raft.term \
             and self.map.applied_index >= raft.commit_index
-        return self.lease.window(resource_id, self.me, self.me, is_leader=leader,
-                                 quorum_contact=quorum, caught_up=caught_up)
+        out: dict[str, tuple[float, float]] = {}
+        for rid in sorted(mine if resource_ids is None else set(resource_ids) & mine):
+            w = self.lease.window(rid, self.me, self.me, is_leader=leader,
+                                  quorum_contact=quorum, caught_up=caught_up)
+            if w is not None:
+                out[rid] = w
+        return out
 
     def scores(self, resource_id: str, now: float, wall: float) -> dict[str, float]:
         return self.reports.scores(resource_id, now, wall)

@@ -16,8 +16,8 @@ The convergence rule (docs/authority.md, "Convergence"):
    a device stranded in a cluster that does not know it.
 4. A member that has not heard from a leader for ``stranded_after`` while paired peers
    announce a leader of its own cluster is **lost** (typically: removed while it was
-   unpaired, it never received its removal): it asks that leader to add it again and, only
-   if it was not a member any more, restarts in the cluster with empty state.
+   unpaired, it never received its removal): it asks that leader to add it again, keeping
+   its log (Raft repairs the log; the configuration follows it).
 5. A member is **stranded** when it has had no leader for ``stranded_after`` and its cluster
    cannot elect one any more: it knows no voters (its join never took effect), or fewer than a
    quorum of its voters are still paired with it and have not announced another cluster.
@@ -73,9 +73,8 @@ class Join:
     """Ask to join *cluster*: at *leader* if we can reach it, else through *via*.
 
     *rejoin*: it is our own cluster, whose leader we cannot hear although our peers can (it
-    removed us, for instance while we were unpaired): we drop our state and come back as a
-    new learner, but only if the leader really adds us (never while we are still a member:
-    a voter must not lose its log)."""
+    removed us, for instance while we were unpaired): we ask to be added again and keep our
+    log (Raft repairs it where it differs; a voter must never lose its log)."""
 
     cluster: str
     leader: str
