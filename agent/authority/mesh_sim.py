@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from .authority_map import AuthorityMap, encode_command
 from .policy import (
@@ -566,19 +567,19 @@ class MeshSim:
         span = cfg.chaos * 0.6
         for k, (a, b) in enumerate(pairs):
             when = rng.uniform(0, span) if rng.random() < 0.5 else span * k / len(pairs)
-            self.at(when, lambda a=a, b=b: self.pair(a, b))
+            self.at(when, partial(self.pair, a, b))
         self.final_meshes = [set(m) for m in meshes]
         if rng.random() < cfg.unpair_rate:
             victim = rng.choice(ids)
             when = rng.uniform(span * 0.5, cfg.chaos)
-            self.at(when, lambda v=victim: self.unpair_all(v))
+            self.at(when, partial(self.unpair_all, victim))
             mesh = next(m for m in self.final_meshes if victim in m)
             mesh.discard(victim)
             self.final_meshes.append({victim})
             if rng.random() < cfg.repair_rate:
                 back = when + rng.uniform(0.5, 3.0)
                 others = sorted(mesh)
-                self.at(back, lambda v=victim, m=others: self.repair(v, m))
+                self.at(back, partial(self.repair, victim, others))
                 self.final_meshes.remove({victim})
                 mesh.add(victim)
         self.final_meshes = [m for m in self.final_meshes if m]
@@ -592,7 +593,7 @@ class MeshSim:
         if cfg.crashes:
             for _ in range(rng.randint(0, 2)):
                 t, who = rng.uniform(0.5, cfg.chaos - 0.5), rng.choice(ids)
-                self.at(t, lambda v=who: self._crash(v))
+                self.at(t, partial(self._crash, who))
         for _ in range(rng.randint(0, 3)):
             self.at(rng.uniform(0, cfg.chaos), self._churn_holdings)
         self.at(cfg.chaos, self._quiet)

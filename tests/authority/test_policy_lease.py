@@ -63,10 +63,13 @@ def test_only_the_named_holder_acts() -> None:
 def test_leader_needs_a_recent_quorum_and_a_caught_up_map() -> None:
     lease = Lease(T)
     lease.assigned("r", 0.0)
-    kw = {"is_leader": True, "quorum_contact": 0.5}
-    assert lease.acting("r", "me", "me", 0.8, caught_up=True, **kw)
-    assert not lease.acting("r", "me", "me", 0.8, caught_up=False, **kw)
-    assert not lease.acting("r", "me", "me", 0.95, caught_up=True, **kw)
+    def acting(now: float, caught_up: bool) -> bool:
+        return lease.acting("r", "me", "me", now, is_leader=True, quorum_contact=0.5,
+                            caught_up=caught_up)
+
+    assert acting(0.8, True)
+    assert not acting(0.8, False)
+    assert not acting(0.95, True)
 
 
 def test_reset_makes_every_assignment_fresh() -> None:

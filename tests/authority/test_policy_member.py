@@ -26,9 +26,9 @@ def _solo(now: float = 0.0) -> tuple[AuthorityPolicy, RaftNode]:
 def _pump(pol: AuthorityPolicy, raft: RaftNode, now: float) -> None:
     while raft.has_ready():
         rd = raft.ready()
-        raft.storage.append(rd.entries)  # type: ignore[attr-defined]
+        raft.storage.append(rd.entries)
         if rd.hard_state is not None:
-            raft.storage.set_hard_state(rd.hard_state)  # type: ignore[attr-defined]
+            raft.storage.set_hard_state(rd.hard_state)
         for e in rd.committed_entries:
             pol.apply(e, now)
         raft.advance(rd)
