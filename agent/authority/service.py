@@ -5,24 +5,23 @@ Every decision (lease, liveness, reassignment, voters, cluster merging) is made 
 messages over peer sessions, persists the Raft Ready and executes the policy's decisions.
 
 One Raft group per trust domain keeps the authority map (resource -> holder, stamped with the
-Raft term) identical on every member. This module is the asyncio adapter around it:
+Raft term) identical on every member.
 
 * **Transport.** Raft messages travel as ``raft`` events inside the authenticated session of
   the paired peer they are addressed to; a message whose ``src`` is not the session's own
   device ID is dropped, so one member cannot speak for another. Unpaired devices and guests
   never reach the Raft core.
-* **Membership.** A new agent founds a one-member cluster (it is its own leader, so the map
-  works offline). When two paired agents in different clusters meet, the smaller cluster
-  (fewer members; ties by cluster ID) joins the larger one: it asks the leader to add it as a
-  learner, drops its old state and replicates the log. The leader keeps 3-5 voters chosen
-  by uptime (:func:`choose_voters`) and promotes or demotes one member at a time.
-* **Authority.** Members report what they hold and how they serve it; the leader scores
-  holders (:mod:`agent.authority.reputation`) and proposes reassignments beyond the
-  hysteresis. Safety rule: a device *acts* as authority only while the map names it **and**
-  it heard from a leader within ``LEASE``; the leader moves authority away from a holder only
-  after that holder has been silent for ``DEAD_AFTER`` > ``LEASE`` (or after revoking it and
-  waiting ``LEASE``), so two devices never act as authority for one resource at once.
-  A minority partition keeps serving cached content but cannot commit reassignments.
+* **Membership** (:mod:`agent.authority.policy.merge`). A new agent founds a one-member
+  cluster; paired members announce their cluster every second and the smaller cluster joins
+  the larger (``raft_join``, answered once the ``add_learner`` entry committed); a member
+  whose cluster can no longer elect a leader joins another or founds a new one. The leader
+  keeps 3-5 voters chosen by uptime, one change at a time (:mod:`.policy.voters`).
+* **Authority** (:mod:`.policy.reassign`, :mod:`.policy.lease`). Members report what they
+  hold; the leader scores holders and proposes reassignments beyond the hysteresis; a device
+  acts only under the lease, so two devices of one cluster never act for one resource at
+  once (docs/authority.md, "Lease").
+
+Only this module reads the clock (``clock``, monotonic by default); the policy gets ``now``.
 """
 
 from __future__ import annotations
