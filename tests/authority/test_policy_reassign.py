@@ -143,3 +143,17 @@ def test_reindex_after_snapshot() -> None:
     fresh = Reassigner(T)
     fresh.reindex(w.map)
     assert fresh.by_holder == {"a": {R}}
+
+
+def test_dead_predecessor_is_replaced_on_its_true_silence() -> None:
+    """The leader we followed was heard every heartbeat: no extra wait after our election
+    (this keeps leader-failover time), unlike holders heard only through reports."""
+    w = World()
+    w.report("a", 0.9, 0.0)
+    w.report("b", 0.5, 0.0)
+    w.commit(Assign(R, "a", 0), 0.0)
+    w.live.heard("a", 10.0)  # a led us until it died at ~10.0
+    w.re.became_leader(10.4, predecessor="a")
+    w.live.heard("b", 10.5)
+    w.report("b", 0.5, 10.5)
+    assert w.evaluate(10.65) == [Assign(R, "b", 1)]

@@ -53,6 +53,7 @@ class AuthorityPolicy:
         self.reassigner = Reassigner(timing, hysteresis)
         self.merger = Merger(me, timing, now)
         self.desk = JoinDesk(timing)
+        self._followed: str | None = None  # the last leader we followed
 
     # ------------------------------------------------------------------ cluster life
     def restored(self, amap: AuthorityMap, now: float) -> None:
@@ -67,6 +68,7 @@ class AuthorityPolicy:
         self.map = AuthorityMap()
         self.reassigner.clear()
         self.lease = Lease(self.timing)
+        self._followed = None
         self.merger.switched(now)
         return self.desk.clear()
 
@@ -81,10 +83,11 @@ class AuthorityPolicy:
 
     def soft_state(self, is_leader: bool, lead: str | None, now: float) -> None:
         if is_leader:
-            self.reassigner.became_leader(now)
+            self.reassigner.became_leader(now, self._followed)
         else:
             self.reassigner.lost_leadership()
         if lead and not is_leader:
+            self._followed = lead
             self.lease.leader_contact(now)
 
     def apply(self, entry: Entry, now: float) -> ApplyResult | None:

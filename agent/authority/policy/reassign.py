@@ -52,6 +52,9 @@ class Reassigner:
     proposed: dict[str, float] = field(default_factory=dict)
     revoked: dict[str, Revoked] = field(default_factory=dict)
     leader_since: float | None = None
+    predecessor: str | None = None
+    """The leader we followed before our election: we heard it every heartbeat, so its
+    silence is known exactly (and as a leader it acted only under a quorum lease)."""
 
     # ------------------------------------------------------------------ inputs
     def reindex(self, amap: AuthorityMap) -> None:
@@ -86,8 +89,9 @@ class Reassigner:
     def newly_held(self, resource_ids: set[str]) -> None:
         self.pending.update(resource_ids)
 
-    def became_leader(self, now: float) -> None:
+    def became_leader(self, now: float, predecessor: str | None = None) -> None:
         self.leader_since = now
+        self.predecessor = predecessor
 
     def lost_leadership(self) -> None:
         self.leader_since = None
@@ -100,8 +104,13 @@ class Reassigner:
         self.leader_since = since
 
         def silent(member: str) -> float:
-            # measured from our election at the latest: as a follower we heard little
-            return 0.0 if member == view.me else liveness.silent_for(member, now, since)
+            # measured from our election at the latest: as a follower we heard members only
+            # through their reports, except the leader we followed (every heartbeat)
+            if member == view.me:
+                return 0.0
+            if member == self.predecessor:
+                return liveness.silent_for(member, now)
+            return liveness.silent_for(member, now, since)
 
         if full:
             resources = reports.held_resources(set(view.members), now) | self.pending
