@@ -550,7 +550,9 @@ class AuthorityService:
                 if conn is None:
                     return
                 try:
-                    await conn.request("raft_join", {"c": cluster, "r": decision.rejoin},
+                    # "r" only when set: agents before it was added reject unknown keys
+                    args = {"c": cluster, "r": True} if decision.rejoin else {"c": cluster}
+                    await conn.request("raft_join", args,
                                        timeout=self.timing.join_timeout + 2.0)
                 except RemoteError as e:
                     hint = str(e).partition("leader=")[2].strip()
