@@ -3,7 +3,11 @@
 * :mod:`.raft` - pure, deterministic Raft (the replication core).
 * :mod:`.authority_map` - the replicated state machine (resource -> assignment).
 * :mod:`.reputation` - scoring holders and choosing authorities with hysteresis.
-* :mod:`.sim` - seeded whole-cluster simulator with invariant checks.
+* :mod:`.policy` - every decision of the service (lease, liveness, reassignment, voters,
+  cluster merging) without I/O: time comes in as ``now``.
+* :mod:`.service` - the asyncio adapter: clock, peer sessions, storage.
+* :mod:`.sim` - seeded whole-cluster simulator of the Raft core with invariant checks.
+* :mod:`.mesh_sim` - seeded whole-mesh simulator of the policy (drift, pairing, unpairing).
 
 See docs/authority.md.
 """

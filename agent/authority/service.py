@@ -1,24 +1,27 @@
-"""Authority service: drives the sans-I/O Raft core over peer sessions.
+"""Authority service: the asyncio adapter around the Raft core and the authority policy.
+
+Every decision (lease, liveness, reassignment, voters, cluster merging) is made by the pure
+:class:`~agent.authority.policy.AuthorityPolicy`; this module only reads the clock, carries
+messages over peer sessions, persists the Raft Ready and executes the policy's decisions.
 
 One Raft group per trust domain keeps the authority map (resource -> holder, stamped with the
-Raft term) identical on every member. This module is the asyncio adapter around it:
+Raft term) identical on every member.
 
 * **Transport.** Raft messages travel as ``raft`` events inside the authenticated session of
   the paired peer they are addressed to; a message whose ``src`` is not the session's own
   device ID is dropped, so one member cannot speak for another. Unpaired devices and guests
   never reach the Raft core.
-* **Membership.** A new agent founds a one-member cluster (it is its own leader, so the map
-  works offline). When two paired agents in different clusters meet, the smaller cluster
-  (fewer members; ties by cluster ID) joins the larger one: it asks the leader to add it as a
-  learner, drops its old state and replicates the log. The leader keeps 3-5 voters chosen
-  by uptime (:func:`choose_voters`) and promotes or demotes one member at a time.
-* **Authority.** Members report what they hold and how they serve it; the leader scores
-  holders (:mod:`agent.authority.reputation`) and proposes reassignments beyond the
-  hysteresis. Safety rule: a device *acts* as authority only while the map names it **and**
-  it heard from a leader within ``LEASE``; the leader moves authority away from a holder only
-  after that holder has been silent for ``DEAD_AFTER`` > ``LEASE`` (or after revoking it and
-  waiting ``LEASE``), so two devices never act as authority for one resource at once.
-  A minority partition keeps serving cached content but cannot commit reassignments.
+* **Membership** (:mod:`agent.authority.policy.merge`). A new agent founds a one-member
+  cluster; paired members announce their cluster every second and the smaller cluster joins
+  the larger (``raft_join``, answered once the ``add_learner`` entry committed); a member
+  whose cluster can no longer elect a leader joins another or founds a new one. The leader
+  keeps 3-5 voters chosen by uptime, one change at a time (:mod:`.policy.voters`).
+* **Authority** (:mod:`.policy.reassign`, :mod:`.policy.lease`). Members report what they
+  hold; the leader scores holders and proposes reassignments beyond the hysteresis; a device
+  acts only under the lease, so two devices of one cluster never act for one resource at
+  once (docs/authority.md, "Lease").
+
+Only this module reads the clock (``clock``, monotonic by default); the policy gets ``now``.
 """
 
 from __future__ import annotations
@@ -31,23 +34,34 @@ import random
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.authority.authority_map import Assign, AuthorityMap, Revoke, encode_command
+from agent.authority.authority_map import Assignment, AuthorityMap, encode_command
+from agent.authority.policy import (
+    DEFAULT_TIMING,
+    AddLearner,
+    Admitted,
+    AuthorityPolicy,
+    Hello,
+    HolderReport,
+    Join,
+    MergeDecision,
+    Refound,
+    RemoveFirst,
+    Timing,
+    for_earlier_incarnation,
+)
 from agent.authority.raft import messages as raft_messages
 from agent.authority.raft.core import ProposalDroppedError, RaftError, RaftNode
 from agent.authority.raft.file_storage import FileStorage
-from agent.authority.raft.ready import StateType
+from agent.authority.raft.messages import Message
+from agent.authority.raft.ready import SoftState, StateType
 from agent.authority.raft.storage import persist_ready
 from agent.authority.reputation import (
     HolderStats,
     QualityMetrics,
     ReputationWeights,
     UsageCounter,
-    choose_authority,
-    choose_voters,
-    reputation_score,
 )
 from agent.fsutil import atomic_write_bytes
 from agent.log import kv
@@ -56,36 +70,23 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.peer.connection import PeerConnection
-    from agent.ports import ConnectionsPort, HolderStatsPort, Spawner, StoreView, TrustView
+    from agent.ports import Clock, ConnectionsPort, HolderStatsPort, Spawner, StoreView, TrustView
 
 log = logging.getLogger("shoal.authority")
 
-TICK = 0.05  # seconds per Raft tick
-ELECTION_TICKS = 6  # election timeout 0.3-0.6 s (randomised in [6, 12) ticks)
-HEARTBEAT_TICKS = 2  # leader heartbeat every 100 ms (a third of the shortest election timeout)
+_T = DEFAULT_TIMING
+TICK = _T.tick  # seconds per Raft tick
+ELECTION_TICKS = _T.election_ticks
+HEARTBEAT_TICKS = _T.heartbeat_ticks
 SOLO_TICK = 0.5  # alone in its cluster an agent has nobody to heartbeat: tick slowly (idle CPU)
 SOLO_REPORT_INTERVAL = 10.0
-LEASE = 0.4  # an authority acts only while it heard from a leader this recently
-DEAD_AFTER = 0.6  # the leader moves authority off a holder silent this long (> LEASE)
+LEASE = _T.lease
+DEAD_AFTER = _T.dead_after
 REPORT_INTERVAL = 2.0  # plus an immediate report whenever our holdings change
-REPORT_STALE = 7.0
-EVALUATE_INTERVAL = 0.1  # quick pass: resources of holders that just went silent, new ones
-FULL_EVALUATE_INTERVAL = 2.0  # every resource, scores compared with hysteresis
-MEMBERSHIP_INTERVAL = 1.0
-DEMOTE_AFTER = 30.0  # a voter silent this long is replaced by a live learner
 COMPACT_EVERY = 1000
 MAX_HOLDINGS = 4096
 USAGE_HALF_LIFE = 600.0
-
-
-@dataclass
-class HolderReport:
-    """What one member last told us about its holdings (leader input for scores)."""
-
-    received: float
-    load: float
-    uptime: float
-    holdings: dict[str, HolderStats] = field(default_factory=dict)
+JOIN_ATTEMPTS = 5
 
 
 class AuthorityService:
@@ -93,7 +94,10 @@ class AuthorityService:
 
     def __init__(self, me: str, name: str, data_dir: Path, connections: ConnectionsPort,
                  trust: TrustView, store: StoreView, load: HolderStatsPort, spawn: Spawner, *,
-                 hysteresis: float = 0.15, weights: ReputationWeights | None = None) -> None:
+                 hysteresis: float = 0.15, weights: ReputationWeights | None = None,
+                 timing: Timing = DEFAULT_TIMING, clock: Clock = time.monotonic) -> None:
+        if not timing.safe:
+            raise ValueError("authority timing: need 0 < lease < dead_after")
         self.me = me
         self.my_name = name
         self.dir = data_dir / "raft"
@@ -102,30 +106,24 @@ class AuthorityService:
         self.store = store
         self.load = load
         self.spawn = spawn
+        self.timing = timing
+        self.clock = clock  # the only clock the authority reads (the policy gets `now`)
         self.weights = weights or ReputationWeights()
         self.hysteresis = hysteresis
-        self.map = AuthorityMap()
         self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=10_000)
-        self.last_heard: dict[str, float] = {}
-        self.reports: dict[str, HolderReport] = {}
         self.usage: dict[str, UsageCounter] = {}
         self.served_errors: dict[str, int] = {}
         self.names: dict[str, str] = {}  # resource id -> name, from reports (for display)
-        self.started = time.monotonic()
-        self.leader_since: float | None = None
-        self.last_leader_contact = 0.0
-        self._revoked_at: dict[str, float] = {}  # resource -> when our Revoke was applied
-        self._assigned_at: dict[str, float] = {}  # resource -> when its assignment applied here
-        self._by_holder: dict[str, set[str]] = {}  # holder -> resources it is authority for
-        self._pending: set[str] = set()  # resources to look at in the next quick pass
+        self.started = clock()
         self._report_now = False
         self._raw_reports: dict[str, tuple[Any, ...]] = {}  # last raw report per member
         self._scores_dirty = True  # a report changed since the last full evaluation
-        self._proposed: dict[str, float] = {}  # resource -> when we last proposed for it
-        self._joining = False
+        self._join_waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._storage: FileStorage | None = None
         self.raft: RaftNode | None = None
         self.cluster_id = ""
+        self.policy = AuthorityPolicy(me, "", self.started, timing=timing,
+                                      hysteresis=hysteresis, weights=self.weights)
         self._open()
 
     # ----------------------------------------------------------------- state on disk
@@ -145,46 +143,43 @@ class AuthorityService:
         if self._storage is not None:
             self._storage.close()
         self.cluster_id = cluster_id
+        self.policy.cluster = cluster_id
         self._storage = FileStorage(self.dir / cluster_id)
         snap = self._storage.snapshot()
-        self.map = AuthorityMap.restore(snap.data) if snap.index else AuthorityMap()
+        amap = AuthorityMap.restore(snap.data) if snap.index else AuthorityMap()
         if snap.index:
-            self.map.applied_index = snap.index
-        self._reindex()
+            amap.applied_index = snap.index
+        self.policy.restored(amap, self.clock())
         self.raft = RaftNode(
             self.me, voters, self._storage, random.Random(secrets.randbits(64)),
-            election_tick=ELECTION_TICKS, heartbeat_tick=HEARTBEAT_TICKS,
+            election_tick=self.timing.election_ticks, heartbeat_tick=self.timing.heartbeat_ticks,
             pre_vote=True, check_quorum=True,
         )
         log.info("authority cluster", extra=kv(cluster=cluster_id[:8], voters=len(voters)))
 
-    def _reindex(self) -> None:
-        """Rebuild holder -> resources after the whole map was replaced (snapshot)."""
-        self._by_holder = {}
-        now = time.monotonic()
-        for rid, a in self.map.assignments():
-            self._assigned_at[rid] = now
-            if a.holder is not None:
-                self._by_holder.setdefault(a.holder, set()).add(rid)
-
-    def _switch_cluster(self, cluster_id: str) -> None:
-        """Leave our cluster for *cluster_id*: its leader has added us as a learner."""
-        self._by_holder.clear()
-        self._pending.clear()
+    def _switch_cluster(self, cluster_id: str, *, found: bool = False) -> None:
+        """Leave our cluster for *cluster_id*: its leader has added us as a learner (committed),
+        or (*found*) we give up on a stranded cluster and found a new one of our own."""
         old = self.dir / self.cluster_id
         atomic_write_bytes(self.dir / "cluster.json",
                            json.dumps({"cluster": cluster_id}).encode(), 0o600)
-        self._start_raft(cluster_id, voters=[])
+        for joiner in self.policy.switched(cluster_id, self.clock()):
+            self._answer_join(joiner, None)
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
+        self._start_raft(cluster_id, voters=[self.me] if found else [])
         shutil.rmtree(old, ignore_errors=True)
-        self.leader_since = None
-        self._revoked_at.clear()
-        self._proposed.clear()
 
     def close(self) -> None:
         if self._storage is not None:
             self._storage.close()
 
     # ----------------------------------------------------------------- reads
+    @property
+    def map(self) -> AuthorityMap:
+        return self.policy.map
+
     @property
     def leader(self) -> str | None:
         return self.raft.lead if self.raft else None
@@ -202,19 +197,11 @@ class AuthorityService:
         return a.holder if a is not None else None
 
     def acting_for(self, resource_id: str) -> bool:
-        """True while this device may act as the resource's authority.
-
-        Three conditions: the map names us; we heard from a leader within LEASE (so a
-        device cut off from the group stops acting); and our assignment was applied at least
-        LEASE ago (so the previous holder has surely applied the change or lost its lease).
-        Together: two devices never act for one resource at the same moment.
-        """
-        if self.authority_for(resource_id) != self.me:
-            return False
-        now = time.monotonic()
-        if now - self._assigned_at.get(resource_id, now) < LEASE:
-            return False
-        return self.is_leader or now - self.last_leader_contact < LEASE
+        """True while this device may act as the resource's authority (the lease rule in
+        :class:`agent.authority.policy.Lease`: two devices never act for one resource at
+        the same moment)."""
+        assert self.raft is not None
+        return self.policy.acting_for(resource_id, self.raft, self.clock())
 
     def catalog_changed(self) -> None:
         """Our holdings changed (publish, fetch): report at the next driver step."""
@@ -222,13 +209,8 @@ class AuthorityService:
 
     def scores(self, resource_id: str, now: float | None = None) -> dict[str, float]:
         """Reputation of each holder of *resource_id* known from recent reports."""
-        now = time.monotonic() if now is None else now
-        out: dict[str, float] = {}
-        for holder, rep in self.reports.items():
-            stats = rep.holdings.get(resource_id)
-            if stats is not None and now - rep.received < REPORT_STALE:
-                out[holder] = reputation_score(stats, time.time(), self.weights)
-        return out
+        now = self.clock() if now is None else now
+        return self.policy.scores(resource_id, now, time.time())
 
     # ----------------------------------------------------------------- inputs
     def record_use(self, resource_id: str) -> None:
@@ -239,18 +221,29 @@ class AuthorityService:
     def record_integrity_failure(self, resource_id: str) -> None:
         self.served_errors[resource_id] = self.served_errors.get(resource_id, 0) + 1
 
+    def _paired(self, member: str) -> bool:
+        try:
+            dev = self.trust.get(bytes.fromhex(member))
+        except ValueError:
+            return False
+        return dev is not None and dev.role == "member"
+
+    def _member_peer(self, conn: PeerConnection) -> bool:
+        dev = self.trust.get(conn.peer_id)
+        return dev is not None and dev.role == "member"
+
     def on_event(self, conn: PeerConnection, op: str, args: dict[str, Any]) -> None:
         """Raft, cluster and report events from a session (already schema-checked)."""
         if not self._member_peer(conn):
             return
         src = conn.peer_id.hex()
-        now = time.monotonic()
+        now = self.clock()
         if op == "cluster":
-            self._on_cluster_hello(conn, args)
+            self._on_cluster_hello(src, args, now)
             return
         if args["c"] != self.cluster_id:
             return
-        self.last_heard[src] = now
+        self.policy.heard(src, now)
         if op == "raft":
             try:
                 msg = raft_messages.decode(args["m"].encode())
@@ -265,18 +258,14 @@ class AuthorityService:
         elif op == "report":
             self._on_report(src, args, now)
 
-    def _member_peer(self, conn: PeerConnection) -> bool:
-        dev = self.trust.get(conn.peer_id)
-        return dev is not None and dev.role == "member"
-
     def _on_report(self, src: str, args: dict[str, Any], now: float) -> None:
-        previous = self.reports.get(src)
-        raw = (args["h"], args["load"], args["up"])
-        if previous is not None and self._raw_reports.get(src) == raw:
-            previous.received = now  # nothing new: keep the parsed stats, skip re-scoring
+        raw_key = (args["h"], args["load"], args["up"])
+        if self._raw_reports.get(src) == raw_key and src in self.policy.reports.by_member:
+            self.policy.report(src, None, now)  # nothing new: skip parsing and re-scoring
             return
-        self._raw_reports[src] = raw
+        self._raw_reports[src] = raw_key
         self._scores_dirty = True
+        wall = time.time()
         holdings: dict[str, HolderStats] = {}
         for rid, raw in list(args["h"].items())[:MAX_HOLDINGS]:
             if not (isinstance(rid, str) and len(rid) == 32 and isinstance(raw, list)
@@ -287,44 +276,49 @@ class AuthorityService:
             if len(self.names) < 100_000:
                 self.names[rid] = name
             holdings[rid] = HolderStats(
-                usage=UsageCounter(max(0.0, float(usage)), time.time()),
+                usage=UsageCounter(max(0.0, float(usage)), wall),
                 quality=QualityMetrics(bitrate_bps=max(0.0, float(bitrate)),
                                        error_rate=min(1.0, max(0.0, float(err))),
                                        integrity_failures=max(0, int(integrity))),
                 uptime=float(args["up"]), load=float(args["load"]),
             )
-        if previous is None or holdings.keys() != previous.holdings.keys():
-            known = previous.holdings.keys() if previous else set()
-            self._pending.update(holdings.keys() - known)
-        self.reports[src] = HolderReport(now, float(args["load"]), float(args["up"]), holdings)
+        self.policy.report(src, HolderReport(now, float(args["load"]), float(args["up"]),
+                                             holdings), now)
 
-    async def handle_join(self, conn: PeerConnection, cluster: str) -> dict[str, Any]:
-        """A paired member of another cluster asks to join ours (we must be its leader)."""
+    async def handle_join(self, conn: PeerConnection, cluster: str,
+                          rejoin: bool = False) -> dict[str, Any]:
+        """A paired member of another cluster asks to join ours (we must be its leader). We
+        answer once its ``add_learner`` entry has committed, never before: a joiner that
+        switched on an uncommitted add could be left in a cluster that does not know it."""
         from agent.peer.connection import Refused
 
         if not self._member_peer(conn):
             raise Refused("only paired members may join the authority group")
-        if cluster != self.cluster_id:
-            raise Refused("not this cluster")
-        if not self.is_leader:
-            raise Refused(f"not leader; leader={self.leader or ''}")
-        joiner = conn.peer_id.hex()
-        voters, learners = self.members()
-        if joiner not in voters and joiner not in learners:
-            fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            await self.inbox.put(("conf", ("add_learner", joiner, fut)))
-            try:
-                await asyncio.wait_for(fut, 5.0)
-            except (RaftError, TimeoutError) as e:
-                raise Refused(f"cannot add member now: {e}") from None
-        return {"cluster": self.cluster_id}
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self.inbox.put(("join", (conn.peer_id.hex(), cluster, rejoin, fut)))
+        try:
+            cluster_id = await asyncio.wait_for(fut, self.timing.join_timeout + 1.0)
+        except TimeoutError:
+            raise Refused("cannot add member now: timed out") from None
+        except RaftError as e:
+            raise Refused(str(e)) from None
+        return {"cluster": cluster_id}
 
     def handlers(self) -> dict[str, Any]:
         """Peer requests this service answers (for the router's table)."""
         return {"raft_join": self._on_join_request}
 
     async def _on_join_request(self, conn: PeerConnection, req: Any) -> dict[str, Any]:
-        return await self.handle_join(conn, req.args["c"])
+        return await self.handle_join(conn, req.args["c"], bool(req.args.get("r", False)))
+
+    def _answer_join(self, joiner: str, cluster: str | None, reason: str = "") -> None:
+        for fut in self._join_waiters.pop(joiner, []):
+            if fut.done():
+                continue
+            if cluster is None:
+                fut.set_exception(RaftError(reason or "cannot add member now"))
+            else:
+                fut.set_result(cluster)
 
     # ----------------------------------------------------------------- the driver
     async def run(self) -> None:
@@ -341,10 +335,12 @@ class AuthorityService:
 
     async def _drive(self) -> None:
         """Tick, step, persist, send, apply; plus the periodic duties of members/leaders."""
+        t = self.timing
         loop = asyncio.get_running_loop()
-        next_tick = loop.time() + TICK
+        next_tick = loop.time() + t.tick
         next_report = next_eval = next_membership = next_full_eval = 0.0
         while True:
+            assert self.raft is not None
             timeout = max(0.0, next_tick - loop.time())
             item: tuple[str, Any] | None = None
             if not self.inbox.empty():
@@ -356,66 +352,106 @@ class AuthorityService:
                         item = await self.inbox.get()
             if loop.time() >= next_tick:
                 self.raft.tick()
-                step = TICK if self._has_company() else SOLO_TICK
+                step = t.tick if self._has_company() else SOLO_TICK
                 next_tick = max(next_tick + step, loop.time() - step)
             while item is not None:
                 self._handle(item)
                 item = None if self.inbox.empty() else self.inbox.get_nowait()
             await self._process_ready()
-            now = time.monotonic()
+            now = self.clock()
+            admitted, refused = self.policy.join_settle(self.raft, now)
+            for j in admitted:
+                self._answer_join(j, self.cluster_id)
+            for j in refused:
+                self._answer_join(j, None, "membership change did not commit")
             if now >= next_report or self._report_now:
                 next_report = now + (REPORT_INTERVAL if self._has_company()
                                      else SOLO_REPORT_INTERVAL)
                 self._report_now = False
-                self._send_reports()
+                self._send_reports(now)
             if self.is_leader and now >= next_eval:
-                next_eval = now + EVALUATE_INTERVAL
+                next_eval = now + t.evaluate_interval
                 # full pass only when some report changed (or every 5 intervals anyway)
                 full = now >= next_full_eval and (
-                    self._scores_dirty or now >= next_full_eval + 4 * FULL_EVALUATE_INTERVAL)
+                    self._scores_dirty or now >= next_full_eval + 4 * t.full_evaluate_interval)
                 if full:
-                    next_full_eval = now + FULL_EVALUATE_INTERVAL
+                    next_full_eval = now + t.full_evaluate_interval
                     self._scores_dirty = False
-                self._evaluate(now, full=full)
+                for cmd in self.policy.evaluate(self.raft, now, time.time(), full=full):
+                    self._handle(("propose", encode_command(cmd)))
             if now >= next_membership:
-                next_membership = now + MEMBERSHIP_INTERVAL
+                next_membership = now + t.membership_interval
                 self._announce_cluster()
                 if self.is_leader:
-                    self._manage_voters(now)
+                    change = self.policy.voter_change(self.raft, now, self._paired)
+                    if change is not None:
+                        self._handle(("conf", (change.op, change.member)))
+                self._execute(self.policy.merge(self.raft, now, self._paired))
 
     def _has_company(self) -> bool:
         """Other members in our cluster, or paired members we may merge with."""
         voters, learners = self.members()
-        return len(voters) + len(learners) > 1 or self._joining
+        return len(voters) + len(learners) > 1 or self.policy.merger.joining is not None
 
     def _handle(self, item: tuple[str, Any]) -> None:
         kind, payload = item
-        assert self.raft is not None
+        raft = self.raft
+        assert raft is not None
         if kind == "msg":
-            if payload.src == self.raft.lead:
-                self.last_leader_contact = time.monotonic()
+            if for_earlier_incarnation(raft, payload):
+                return
             try:
-                self.raft.step(payload)
+                raft.step(payload)
             except RaftError as e:
                 log.debug("raft step rejected", extra=kv(reason=e))
-        elif kind == "conf":
-            op, target, fut = payload
-            try:
-                idx = self.raft.propose_conf_change(op, target)
-            except (RaftError, ValueError) as e:
-                if fut is not None and not fut.done():
-                    fut.set_exception(RaftError(str(e)))
                 return
-            if fut is not None and not fut.done():
-                fut.set_result(idx)
+            self.policy.raft_message(payload.src, raft.lead, self.clock())
+        elif kind == "conf":
+            op, target = payload
+            try:
+                raft.propose_conf_change(op, target)
+            except (RaftError, ValueError) as e:
+                log.debug("membership change refused", extra=kv(reason=e))
+        elif kind == "join":
+            self._on_join(*payload)
+        elif kind == "hello":
+            src, hello = payload
+            self._execute(self.policy.hello(src, hello, raft, self.clock(), self._paired))
         elif kind == "switch":
             if payload != self.cluster_id:
                 self._switch_cluster(payload)
         elif kind == "propose":
             try:
-                self.raft.propose(payload)
+                raft.propose(payload)
             except (ProposalDroppedError, RaftError) as e:
                 log.debug("proposal dropped", extra=kv(reason=e))
+
+    def _on_join(self, joiner: str, cluster: str, rejoin: bool,
+                 fut: asyncio.Future[str]) -> None:
+        raft = self.raft
+        assert raft is not None
+        answer = self.policy.join_request(joiner, cluster, raft, self.clock(), rejoin=rejoin)
+        if isinstance(answer, Admitted):
+            fut.set_result(self.cluster_id)  # already a member
+            return
+        if isinstance(answer, RemoveFirst):
+            with contextlib.suppress(RaftError, ValueError):
+                raft.propose_conf_change("remove_voter", joiner)
+            fut.set_exception(RaftError("removing its earlier membership first; retry"))
+            return
+        if not isinstance(answer, AddLearner):
+            hint = f"; leader={answer.leader}" if answer.reason == "not leader" else ""
+            fut.set_exception(RaftError(f"{answer.reason}{hint}"))
+            return
+        self._join_waiters.setdefault(joiner, []).append(fut)
+        if joiner in self.policy.desk.waiting:
+            return  # its add_learner is already on the way
+        try:
+            idx = raft.propose_conf_change("add_learner", joiner)
+        except (RaftError, ValueError) as e:
+            self._answer_join(joiner, None, f"cannot add member now: {e}")
+            return
+        self.policy.desk.proposed(joiner, idx, self.clock())
 
     async def _process_ready(self) -> None:
         raft = self.raft
@@ -424,59 +460,49 @@ class AuthorityService:
             rd = raft.ready()
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
                 await asyncio.to_thread(persist_ready, self._storage, rd)
+            now = self.clock()
             if rd.snapshot is not None and rd.snapshot.index > self.map.applied_index:
-                self.map = AuthorityMap.restore(rd.snapshot.data)
-                self.map.applied_index = rd.snapshot.index
-                self._reindex()
+                amap = AuthorityMap.restore(rd.snapshot.data)
+                amap.applied_index = rd.snapshot.index
+                self.policy.restored(amap, now)
             self._send(rd.messages)
             for entry in rd.committed_entries:
-                result = self.map.apply(entry)
+                result = self.policy.apply(entry, now)
                 if result is not None and result.accepted and result.assignment is not None:
-                    self._on_assignment(result.resource_id or "", result.assignment)
+                    self._log_assignment(result.resource_id or "", result.assignment)
             raft.advance(rd)
             if rd.soft_state_changed:
-                self._on_soft_state(rd.soft_state)
+                self._on_soft_state(rd.soft_state, now)
             if self.map.applied_index - self._storage.first_index() > COMPACT_EVERY:
                 with contextlib.suppress(RaftError, ValueError):
                     raft.compact(self.map.applied_index, self.map.snapshot())
 
-    def _on_soft_state(self, ss: Any) -> None:
-        if ss.state == StateType.LEADER:
-            self.leader_since = time.monotonic()
+    def _on_soft_state(self, ss: SoftState, now: float) -> None:
+        assert self.raft is not None
+        leader = ss.state == StateType.LEADER
+        self.policy.soft_state(leader, ss.lead, now)
+        if leader:
             log.info("became authority leader", extra=kv(cluster=self.cluster_id[:8],
                                                          term=self.raft.term))
-        else:
-            self.leader_since = None
-        if ss.lead:
-            self.last_leader_contact = time.monotonic()
 
-    def _on_assignment(self, resource_id: str, a: Any) -> None:
-        self._proposed.pop(resource_id, None)
-        self._assigned_at[resource_id] = time.monotonic()
-        for held in self._by_holder.values():
-            held.discard(resource_id)
-        if a.holder is not None:
-            self._by_holder.setdefault(a.holder, set()).add(resource_id)
-        else:
-            self._pending.add(resource_id)  # revoked: a successor is chosen next pass
-        if a.holder is None:
-            self._revoked_at[resource_id] = time.monotonic()
+    def _log_assignment(self, resource_id: str, a: Assignment) -> None:
         log.info("authority assigned", extra=kv(
             resource=resource_id[:12], holder=self.name_of(a.holder), term=a.term, epoch=a.epoch))
 
-    def _send(self, msgs: Any) -> None:
+    def _send(self, msgs: tuple[Message, ...]) -> None:
         by_dst: dict[str, list[bytes]] = {}
         for m in msgs:
             by_dst.setdefault(m.dst, []).append(raft_messages.encode(m))
         for dst, payloads in by_dst.items():
             conn = self.connections.live_connection(dst)
-            if conn is None:
+            if conn is None or not self._paired(dst):
                 with contextlib.suppress(RaftError):
+                    assert self.raft is not None
                     self.raft.report_unreachable(dst)
                 continue
             self.spawn(self._deliver(conn, payloads), "raft-send")
 
-    async def _deliver(self, conn: PeerConnection, payloads: list[bytes]) -> None:
+    async def _deliver(self, conn: Any, payloads: list[bytes]) -> None:
         for p in payloads:
             try:
                 await conn.send_event("raft", {"c": self.cluster_id, "m": p.decode()})
@@ -485,12 +511,13 @@ class AuthorityService:
 
     # ----------------------------------------------------------------- cluster merge
     def _announce_cluster(self) -> None:
-        voters, learners = self.members()
-        if not voters:
+        assert self.raft is not None
+        hello = self.policy.hello_for(self.raft, self.clock())
+        if hello is None:
             return  # just joined: nothing to announce until the log tells us our members
-        args = {"c": self.cluster_id, "n": len(voters) + len(learners), "l": self.leader or ""}
+        args = {"c": hello.cluster, "n": hello.size, "l": hello.leader}
         for conn in self.connections.live_connections():
-            if self._member_peer(conn):
+            if self._member_peer(conn):  # type: ignore[arg-type]
                 self.spawn(self._quiet(conn.send_event("cluster", args)), "cluster-hello")
 
     @staticmethod
@@ -498,28 +525,35 @@ class AuthorityService:
         with contextlib.suppress(ConnectionError, OSError):
             await coro
 
-    def _on_cluster_hello(self, conn: PeerConnection, args: dict[str, Any]) -> None:
-        if args["c"] == self.cluster_id or self._joining:
-            return
-        voters, learners = self.members()
-        mine = (len(voters) + len(learners), self.cluster_id)
-        theirs = (int(args["n"]), args["c"])
-        if theirs <= mine:
-            return  # they come to us
-        target = conn
-        leader = args["l"]
-        if leader and leader != conn.peer_id.hex():
-            target = self.connections.live_connection(leader) or conn
-        self._joining = True
-        self.spawn(self._join(target, args["c"]), "raft-join")
+    def _on_cluster_hello(self, src: str, args: dict[str, Any], now: float) -> None:
+        hello = Hello(str(args["c"]), int(args["n"]), str(args["l"]))
+        with contextlib.suppress(asyncio.QueueFull):  # decided between driver steps
+            self.inbox.put_nowait(("hello", (src, hello)))
 
-    async def _join(self, conn: PeerConnection, cluster: str) -> None:
+    def _execute(self, decision: MergeDecision) -> None:
+        if isinstance(decision, Refound):
+            log.info("authority cluster stranded; founding a new one",
+                     extra=kv(cluster=self.cluster_id[:8]))
+            self._switch_cluster(secrets.token_hex(16), found=True)
+        elif isinstance(decision, Join):
+            self.policy.merger.join_started(decision.cluster, self.clock())
+            self.spawn(self._join(decision), "raft-join")
+
+    async def _join(self, decision: Join) -> None:
         from agent.peer.connection import PeerGone, RemoteError
 
+        cluster = decision.cluster
+        conn = (self.connections.live_connection(decision.leader) if decision.leader else None) \
+            or self.connections.live_connection(decision.via)
         try:
-            for _ in range(5):
+            for _ in range(JOIN_ATTEMPTS):
+                if conn is None:
+                    return
                 try:
-                    await conn.request("raft_join", {"c": cluster}, timeout=6.0)
+                    # "r" only when set: agents before it was added reject unknown keys
+                    args = {"c": cluster, "r": True} if decision.rejoin else {"c": cluster}
+                    await conn.request("raft_join", args,
+                                       timeout=self.timing.join_timeout + 2.0)
                 except RemoteError as e:
                     hint = str(e).partition("leader=")[2].strip()
                     nxt = self.connections.live_connection(hint) if hint else None
@@ -528,6 +562,8 @@ class AuthorityService:
                     else:
                         conn = nxt
                     continue
+                if decision.rejoin:
+                    return  # back in the configuration: Raft repairs our log where it differs
                 await self.inbox.put(("switch", cluster))  # the driver switches between steps
                 log.info("joined authority cluster", extra=kv(cluster=cluster[:8],
                                                               via=conn.name))
@@ -535,7 +571,7 @@ class AuthorityService:
         except (PeerGone, TimeoutError, ConnectionError) as e:
             log.info("joining cluster failed", extra=kv(cluster=cluster[:8], reason=e))
         finally:
-            self._joining = False
+            self.policy.merger.join_ended()
 
     # ----------------------------------------------------------------- member duties
     def _holdings_report(self) -> dict[str, list[Any]]:
@@ -553,102 +589,18 @@ class AuthorityService:
         """Serving load in [0, 1]: chunk sends waiting for the link, 16 of them = full."""
         return round(min(1.0, self.load.queued() / 16), 2)
 
-    def _uptime(self) -> float:
+    def _uptime(self, now: float) -> float:
         """Fraction of the last hour this agent has been up (rounded: reports that do not
         change are cheap to receive)."""
-        return round(min(1.0, (time.monotonic() - self.started) / 3600.0), 2)
+        return round(min(1.0, (now - self.started) / 3600.0), 2)
 
-    def _send_reports(self) -> None:
+    def _send_reports(self, now: float) -> None:
         args = {"c": self.cluster_id, "h": self._holdings_report(), "load": self._load(),
-                "up": self._uptime()}
-        self._on_report(self.me, args, time.monotonic())  # the leader scores itself too
+                "up": self._uptime(now)}
+        self._on_report(self.me, args, now)  # the leader scores itself too
         for conn in self.connections.live_connections():
-            if self._member_peer(conn):
+            if self._member_peer(conn):  # type: ignore[arg-type]
                 self.spawn(self._quiet(conn.send_event("report", args)), "report")
-
-    def _alive(self, member: str, now: float) -> bool:
-        if member == self.me:
-            return True
-        return now - self.last_heard.get(member, -1e9) < DEAD_AFTER
-
-    def _evaluate(self, now: float, *, full: bool) -> None:
-        """Leader: (re)assign held resources to their best live holder.
-
-        The quick pass (every 0.1 s) looks only at resources whose authority went silent
-        and at newly reported or revoked ones, so a mesh with thousands of resources costs
-        nothing while nothing changes; the full pass compares every score.
-        """
-        assert self.raft is not None
-        if self.leader_since is None:
-            self.leader_since = now
-        voters, learners = self.members()
-        members = set(voters) | set(learners)
-        if full:
-            resources: set[str] = set()
-            for holder, rep in self.reports.items():
-                if holder in members and now - rep.received < REPORT_STALE:
-                    resources.update(rep.holdings)
-        else:
-            resources = self._pending
-            for holder, held in self._by_holder.items():
-                if held and not self._alive(holder, now):
-                    resources |= held
-        self._pending = set()
-        for rid in sorted(resources):
-            if now - self._proposed.get(rid, -1e9) < 1.0:
-                self._pending.add(rid)
-                continue  # our last proposal for it is still in flight
-            scores = {h: s for h, s in self.scores(rid, now).items()
-                      if h in members and self._alive(h, now)}
-            current = self.authority_for(rid)
-            incumbent_ok = current in scores
-            if current is not None and not incumbent_ok:
-                # the incumbent is silent or gone: only after its lease has surely expired
-                silent_for = now - self.last_heard.get(current, -1e9)
-                if (now - self.leader_since) < DEAD_AFTER and silent_for < DEAD_AFTER:
-                    continue
-            best = choose_authority(current if incumbent_ok else None, scores, self.hysteresis)
-            if best is None or best == current:
-                continue
-            epoch = self.map.epoch_of(rid)
-            if current is not None and incumbent_ok:
-                # a live incumbent loses on score: revoke first, assign after its lease
-                self._propose(rid, encode_command(Revoke(rid, epoch)), now)
-                continue
-            if current is None and rid in self._revoked_at and \
-                    now - self._revoked_at[rid] < LEASE:
-                self._pending.add(rid)
-                continue
-            self._propose(rid, encode_command(Assign(rid, best, epoch)), now)
-
-    def _propose(self, rid: str, data: bytes, now: float) -> None:
-        self._proposed[rid] = now
-        self._handle(("propose", data))
-
-    def _manage_voters(self, now: float) -> None:
-        """Keep 3-5 voters, chosen by uptime among live members, one change at a time."""
-        assert self.raft is not None
-        voters, learners = self.members()
-        status = self.raft.status()
-        uptimes: dict[str, float] = {}
-        for m in (*voters, *learners):
-            alive = m == self.me or now - self.last_heard.get(m, -1e9) < DEMOTE_AFTER
-            rep = self.reports.get(m)
-            uptimes[m] = (rep.uptime if rep else 0.0) + (1.0 if alive else -1.0)
-        want_voters, _ = choose_voters(uptimes)
-        for m in want_voters:
-            # promote only while below the target count: a full voter set changes only when
-            # a dead voter is removed below (else 5 voters + a promotion = 6)
-            if m in learners and len(voters) < len(want_voters):
-                pr = status.progress.get(m)
-                if pr is not None and pr.match >= status.commit - 5 and self._alive(m, now):
-                    self._handle(("conf", ("promote_learner", m, None)))
-                    return
-        for m in voters:
-            if m not in want_voters and m != self.me and \
-                    now - self.last_heard.get(m, -1e9) > DEMOTE_AFTER:
-                self._handle(("conf", ("remove_voter", m, None)))
-                return
 
     # ----------------------------------------------------------------- presentation
     def name_of(self, member: str | None) -> str:
@@ -666,7 +618,7 @@ class AuthorityService:
         """The map with scores and terms, for `shoal authority`."""
         assert self.raft is not None
         voters, learners = self.members()
-        now = time.monotonic()
+        now = self.clock()
         rows = []
         names = dict(self.names)
         names.update((r.resource_id, r.name) for r in self.store.resources())

@@ -71,7 +71,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "manifest": {"resource": _str(255)},
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
     "endpoints": {},
-    "raft_join": {"c": _hex(32)},
+    "raft_join": {"c": _hex(32), "r?": _BOOL},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {

@@ -354,7 +354,9 @@ class RaftNode:
         next_index = self.log.last_index() + 1
         for nid in sorted(members):
             pr = self._prs.get(nid)
-            if pr is None:
+            if pr is None or pr.removed_at:
+                # new, or a lame duck added again: it may have restarted with an empty log
+                # (a device that rejoins), so what we knew of its log no longer holds
                 pr = Progress(next_index, max_inflight=self.max_inflight)
                 pr.recent_active = True  # don't fail check-quorum before it answers
                 self._prs[nid] = pr
