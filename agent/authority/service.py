@@ -70,7 +70,16 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.peer.connection import PeerConnection
-    from agent.ports import Clock, ConnectionsPort, HolderStatsPort, Spawner, StoreView, TrustView
+    from agent.ports import (
+        Clock,
+        ConnectionsPort,
+        HolderStatsPort,
+        JSONValue,
+        PeerLink,
+        Spawner,
+        StoreView,
+        TrustView,
+    )
 
 log = logging.getLogger("shoal.authority")
 
@@ -228,7 +237,7 @@ class AuthorityService:
             return False
         return dev is not None and dev.role == "member"
 
-    def _member_peer(self, conn: PeerConnection) -> bool:
+    def _member_peer(self, conn: PeerLink) -> bool:
         dev = self.trust.get(conn.peer_id)
         return dev is not None and dev.role == "member"
 
@@ -515,9 +524,9 @@ class AuthorityService:
         hello = self.policy.hello_for(self.raft, self.clock())
         if hello is None:
             return  # just joined: nothing to announce until the log tells us our members
-        args = {"c": hello.cluster, "n": hello.size, "l": hello.leader}
+        args: dict[str, JSONValue] = {"c": hello.cluster, "n": hello.size, "l": hello.leader}
         for conn in self.connections.live_connections():
-            if self._member_peer(conn):  # type: ignore[arg-type]
+            if self._member_peer(conn):
                 self.spawn(self._quiet(conn.send_event("cluster", args)), "cluster-hello")
 
     @staticmethod
@@ -551,7 +560,9 @@ class AuthorityService:
                     return
                 try:
                     # "r" only when set: agents before it was added reject unknown keys
-                    args = {"c": cluster, "r": True} if decision.rejoin else {"c": cluster}
+                    args: dict[str, JSONValue] = {"c": cluster}
+                    if decision.rejoin:
+                        args["r"] = True
                     await conn.request("raft_join", args,
                                        timeout=self.timing.join_timeout + 2.0)
                 except RemoteError as e:
@@ -574,10 +585,10 @@ class AuthorityService:
             self.policy.merger.join_ended()
 
     # ----------------------------------------------------------------- member duties
-    def _holdings_report(self) -> dict[str, list[Any]]:
+    def _holdings_report(self) -> dict[str, JSONValue]:
         now = time.time()
         rate = self.load.capacity_estimate() or 0.0
-        out: dict[str, list[Any]] = {}
+        out: dict[str, JSONValue] = {}
         for rec in self.store.resources()[:MAX_HOLDINGS]:
             rid = rec.resource_id
             usage = self.usage.get(rid, UsageCounter()).value_at(now, USAGE_HALF_LIFE)
@@ -595,11 +606,12 @@ class AuthorityService:
         return round(min(1.0, (now - self.started) / 3600.0), 2)
 
     def _send_reports(self, now: float) -> None:
-        args = {"c": self.cluster_id, "h": self._holdings_report(), "load": self._load(),
+        args: dict[str, JSONValue] = {
+                "c": self.cluster_id, "h": self._holdings_report(), "load": self._load(),
                 "up": self._uptime(now)}
         self._on_report(self.me, args, now)  # the leader scores itself too
         for conn in self.connections.live_connections():
-            if self._member_peer(conn):  # type: ignore[arg-type]
+            if self._member_peer(conn):
                 self.spawn(self._quiet(conn.send_event("report", args)), "report")
 
     # ----------------------------------------------------------------- presentation
