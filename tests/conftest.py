@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from agent.log import KeyValueFormatter
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:  # shared helper modules (waiting.py) in any import mode
+    sys.path.insert(0, _TESTS)
+
+from agent.log import KeyValueFormatter  # noqa: E402  (after the path set-up)
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from waiting import wait_until  # noqa: F401  (re-exported to the tests)
 
 from agent.config import LanConfig
 from agent.peer.connection import PeerConnection
@@ -148,18 +150,6 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
     router.add_requests(conns.handlers())
     router.add_requests(pairing.handlers())
     return peer
-
-
-async def wait_until(pred: Callable[[], Any], what: str = "", timeout: float = GUARD) -> Any:
-    """Poll *pred* until truthy; the timeout only ends a stuck test (no timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached: {what or pred}")
-        await asyncio.sleep(0.01)
 
 
 def hello(name: str = "fake", port: int = 0, signing_key: bytes | None = None) -> bytes:

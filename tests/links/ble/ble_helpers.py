@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from waiting import wait_until  # noqa: F401  (re-exported to the tests)
 
 from agent.config import Config, config_from_dict
 from agent.links.ble import BleLink, BleTiming, sim_backends
@@ -36,18 +36,6 @@ from radio.ble import CentralChannel
 
 FAST = BleTiming(handshake_timeout=5.0, request_timeout=5.0, evaluate_interval=0.05, grace=1.0,
                  backoff_base=0.05, backoff_max=0.5, housekeeping_interval=0.1)
-
-
-async def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``pred`` until truthy; the timeout only guards against hanging (not timing)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached: {what or pred}")
-        await asyncio.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- fake host
