@@ -139,14 +139,27 @@ class AuthorityService:
     def _open(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta = self.dir / "cluster.json"
-        cluster_id = ""
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            cluster_id = str(json.loads(meta.read_bytes())["cluster"])
-        founding = not cluster_id or len(cluster_id) != 32
+        cluster_id, member = "", ""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            stored = json.loads(meta.read_bytes())
+            cluster_id, member = str(stored["cluster"]), str(stored.get("me", ""))
+        # State written under another device ID (the identity moved to ID v2, or a data dir
+        # copied from another device) names a member that is not us: its log and votes are
+        # someone else's. Found afresh; the map is replicated, so merging brings it back.
+        valid = len(cluster_id) == 32 and all(c in "0123456789abcdef" for c in cluster_id)
+        founding = not valid or member != self.me
         if founding:
+            if valid and member != self.me:  # (a path only once it is plain hex)
+                log.info("authority state of another device ID dropped",
+                         extra=kv(cluster=cluster_id[:8], was=member[:16] or "unknown"))
+                shutil.rmtree(self.dir / cluster_id, ignore_errors=True)
             cluster_id = secrets.token_hex(16)
-            atomic_write_bytes(meta, json.dumps({"cluster": cluster_id}).encode(), 0o600)
+            self._write_meta(cluster_id)
         self._start_raft(cluster_id, voters=[self.me] if founding else [])
+
+    def _write_meta(self, cluster_id: str) -> None:
+        atomic_write_bytes(self.dir / "cluster.json",
+                           json.dumps({"cluster": cluster_id, "me": self.me}).encode(), 0o600)
 
     def _start_raft(self, cluster_id: str, voters: list[str]) -> None:
         if self._storage is not None:
@@ -170,8 +183,7 @@ class AuthorityService:
         """Leave our cluster for *cluster_id*: its leader has added us as a learner (committed),
         or (*found*) we give up on a stranded cluster and found a new one of our own."""
         old = self.dir / self.cluster_id
-        atomic_write_bytes(self.dir / "cluster.json",
-                           json.dumps({"cluster": cluster_id}).encode(), 0o600)
+        self._write_meta(cluster_id)
         for joiner in self.policy.switched(cluster_id, self.clock()):
             self._answer_join(joiner, None)
         if self._storage is not None:

@@ -84,3 +84,4 @@ def test_policy_imports_nothing_above_authority_and_no_clock_or_io() -> None:
                     assert alias.name.split(".")[0] not in banned, (path.name, alias.name)
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 assert (node.value.id, node.attr) != ("time", "monotonic"), path.name
+
