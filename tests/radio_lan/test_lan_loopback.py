@@ -8,6 +8,7 @@ filters on the random ids made here.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 import time
@@ -75,7 +76,7 @@ async def make_node() -> AsyncIterator[Callable[..., Node]]:
             interfaces=["lo"],
             include_loopback=True,
             on_event=col,
-            **{"poll_interval": 60, **kw},
+            **{"poll_interval": 60, "mesh": os.environ["SHOAL_MESH"], **kw},
         )  # type: ignore[arg-type]
         nodes.append(disc)
         return disc, col, short_id

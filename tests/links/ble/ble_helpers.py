@@ -236,7 +236,8 @@ class SimAgent:
 
 def node_config(data_dir: Path, name: str, **sections: dict[str, Any]) -> Config:
     raw: dict[str, Any] = {
-        "node": {"name": name, "data_dir": str(data_dir)},
+        # the test's own mesh ($SHOAL_MESH, fresh per test: tests/conftest.py)
+        "node": {"name": name, "data_dir": str(data_dir), "mesh": os.environ["SHOAL_MESH"]},
         "lan": {"listen": "127.0.0.1", "port": 0, "mdns": False, "heartbeat_interval": 0.5,
                 "peer_timeout": 30.0, "connect_timeout": 5.0},
         "ble": {"enabled": False, "resource_slots": 4, "connect_timeout": 5.0},
