@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 import platformdirs
 
+from radio.mesh import DEFAULT_MESH, MESH_FORM, MESH_RE
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -101,11 +103,29 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path(platformdirs.user_data_dir("shoal", appauthor=False))
 
 
+def default_mesh() -> str:
+    """The mesh ID: $SHOAL_MESH if set (test runs, demos), else the default mesh."""
+    env = os.environ.get("SHOAL_MESH")
+    if env is None:
+        return DEFAULT_MESH
+    if not MESH_RE.fullmatch(env):
+        raise ConfigError("node.mesh", f"{MESH_FORM} (from $SHOAL_MESH)", env)
+    return env
+
+
+def _mesh() -> Any:
+    return field(default_factory=default_mesh, metadata={"kind": "mesh"})
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Who this device is and where it keeps its state."""
 
     name: str = field(default_factory=socket.gethostname)
+    # Which mesh this agent belongs to: it discovers, dials and accepts sessions only from
+    # agents of the same mesh (docs/protocol.md). Same default everywhere, so agents on one
+    # LAN find each other unless told to keep apart.
+    mesh: str = _mesh()
     data_dir: Path = field(default_factory=default_data_dir)
     control_socket: Path | None = None  # default: <data_dir>/control.sock
     shutdown_timeout: float = _num(5.0, 0.1, 120.0)
@@ -217,6 +237,10 @@ def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:
         return value
     if kind == "rate":
         return parse_rate(raw, key)
+    if kind == "mesh":
+        if not isinstance(raw, str) or not MESH_RE.fullmatch(raw):
+            raise ConfigError(key, MESH_FORM, raw)
+        return raw
     text = str(hint)
     if hint is bool:
         if not isinstance(raw, bool):

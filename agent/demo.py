@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -47,8 +48,9 @@ def _sample_file(path: Path, mib: int, seed: int = 7) -> None:
 
 
 class DemoAgent:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, mesh: str) -> None:
         self.name = name
+        self.mesh = mesh
         self.dir = root / name
         self.dir.mkdir(parents=True)
         self.config = root / f"{name}.toml"
@@ -62,7 +64,7 @@ class DemoAgent:
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent", "--config", str(self.config), "--data-dir",
-                 str(self.dir), "run", "--name", self.name],
+                 str(self.dir), "run", "--name", self.name, "--mesh", self.mesh],
                 stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
@@ -124,7 +126,8 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 async def run_demo(size_mib: int = 32, keep: bool = False) -> int:
     root = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
-    agents = [DemoAgent(root, n) for n in NAMES]
+    mesh = f"demo-{secrets.token_hex(6)}"  # a demo never meets other agents on this machine
+    agents = [DemoAgent(root, n, mesh) for n in NAMES]
     try:
         _say(f"Starting three agents ({', '.join(NAMES)}) in {root} ...")
         t0 = time.monotonic()

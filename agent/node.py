@@ -67,7 +67,7 @@ class Node:
             static_key=self.identity.private_key, device_id=self.identity.device_id,
             name=cfg.node.name, lan=cfg.lan, peers=self.peers, trust=self.trust,
             handler=self.router.handle, on_event=self.router.event, spawn=self.spawn,
-            signing_key=self.identity.signing_public)
+            signing_key=self.identity.signing_public, mesh=cfg.node.mesh)
         self.pairing = PairingService(
             PairingBook(cfg.pairing.window_seconds, cfg.pairing.max_pending), self.trust,
             cfg.node.name)

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +38,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# One mesh ID per benchmark run, inherited by every agent it starts (``run --mesh`` and
+# $SHOAL_MESH): a run never discovers or dials agents of another run, of a test suite or a
+# real installation on this machine. Set SHOAL_MESH yourself to pin it.
+os.environ.setdefault("SHOAL_MESH", f"bench-{secrets.token_hex(6)}")
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -341,6 +347,8 @@ def agent_classes() -> tuple[Any, str]:
                     *listen,
                     "--name",
                     self.name,
+                    "--mesh",
+                    self.mesh,
                     *extra,
                 ],
                 stdout=logf,

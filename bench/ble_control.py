@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from radio.sim import LinkParams, RealClock, SimAir  # noqa: E402
 
 TIMING = BleTiming(evaluate_interval=0.05, grace=0.5, backoff_base=0.2, backoff_max=2.0,
                    housekeeping_interval=0.5)
+MESH = os.environ.get("SHOAL_MESH") or f"bench-{secrets.token_hex(6)}"  # one per run
 KEYS = ("round_trips", "reads", "writes_with_response", "subscribes", "notifications",
         "att_ops", "bytes_to_peripheral", "bytes_to_central")
 
@@ -62,7 +64,7 @@ def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 async def start_node(base: Path, name: str) -> tuple[Node, asyncio.Task[None]]:
     cfg = config_from_dict({
-        "node": {"name": name, "data_dir": str(base / name)},
+        "node": {"name": name, "data_dir": str(base / name), "mesh": MESH},
         "lan": {"listen": "127.0.0.1", "port": 0, "mdns": False, "heartbeat_interval": 5.0,
                 "peer_timeout": 60.0},
         "ble": {"enabled": False, "resource_slots": 8, "connect_timeout": 20.0},

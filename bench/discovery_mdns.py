@@ -23,7 +23,8 @@ DRIVER = str(ROOT / "tests" / "radio_lan" / "lan_driver.py")
 
 def trial(lan: Lan, probe: bool) -> list[float]:
     ids = [secrets.token_hex(8) for _ in range(2)]
-    extra = [] if probe else ["--no-probe"]
+    # one mesh per trial: a driver never reports an agent of another trial or run
+    extra = ["--mesh", f"bench-{secrets.token_hex(6)}"] + ([] if probe else ["--no-probe"])
     procs = [
         spawn_jsonl(
             lan.host(i + 1), [sys.executable, DRIVER, "--name", f"h{i + 1}", "--id", ids[i], *extra]

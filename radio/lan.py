@@ -60,8 +60,11 @@ import netifaces
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from radio.mesh import DEFAULT_MESH, MESH_RE, check_mesh
+
 __all__ = [
     "DEFAULT_EXCLUDED_PREFIXES",
+    "DEFAULT_MESH",
     "SERVICE_TYPE",
     "LanDiscovery",
     "LanEvent",
@@ -158,6 +161,7 @@ class PeerTxt:
     short_id: str
     port: int
     name: str
+    mesh: str = DEFAULT_MESH
 
 
 def _clean_text(text: str, max_bytes: int) -> str:
@@ -193,8 +197,13 @@ def instance_name(name: str, short_id: str) -> str:
     return (base or "shoal") + suffix
 
 
-def build_txt(*, version: int, short_id: str, port: int, name: str) -> dict[str, str]:
-    """The TXT properties we publish (``v``, ``id``, ``port``, ``n``)."""
+def build_txt(
+    *, version: int, short_id: str, port: int, name: str, mesh: str = DEFAULT_MESH
+) -> dict[str, str]:
+    """The TXT properties we publish (``v``, ``id``, ``port``, ``n``, ``mesh``).
+
+    ``mesh`` is always published, the default one included, so a capture shows it plainly.
+    """
     if not 0 <= version <= 0xFFFF:
         raise ValueError(f"version must be 0..65535: {version}")
     if not 1 <= port <= 0xFFFF:
@@ -204,6 +213,7 @@ def build_txt(*, version: int, short_id: str, port: int, name: str) -> dict[str,
         "id": _check_short_id(short_id),
         "port": str(port),
         "n": _clean_text(name, NAME_MAX_BYTES) or "shoal",
+        "mesh": check_mesh(mesh),
     }
 
 
@@ -244,7 +254,22 @@ def parse_txt(props: Mapping[bytes, bytes | None]) -> PeerTxt:
         raise MalformedTxtError("n: not UTF-8") from exc
     if any(unicodedata.category(c)[0] == "C" for c in name):
         raise MalformedTxtError("n: control or format characters")
-    return PeerTxt(version=version, short_id=short_id, port=port, name=name)
+    return PeerTxt(version=version, short_id=short_id, port=port, name=name, mesh=_txt_mesh(props))
+
+
+def _txt_mesh(props: Mapping[bytes, bytes | None]) -> str:
+    """``mesh``: absent means an agent from before mesh IDs, i.e. the default mesh; present
+    but empty, valueless, too long or outside the allowed characters is malformed."""
+    if b"mesh" not in props:
+        return DEFAULT_MESH
+    raw = props[b"mesh"]
+    try:
+        mesh = raw.decode("ascii") if raw is not None else ""
+    except UnicodeDecodeError:
+        mesh = ""
+    if not MESH_RE.fullmatch(mesh):
+        raise MalformedTxtError(f"mesh: invalid: {raw!r}")
+    return mesh
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -366,6 +391,12 @@ class LanDiscovery:
     ``on_event`` is awaited once per event, in order, from one task owned by this object;
     exceptions it raises are logged and do not stop discovery. Events of our own ``short_id``
     are never reported. No events are delivered after :meth:`stop` returns.
+
+    Only agents of our own ``mesh`` are reported (an advertisement without a mesh counts as
+    :data:`DEFAULT_MESH`): the filter sits here rather than in each consumer so that nothing
+    built on discovery (the agent's dialler, benchmarks, test drivers) can dial another mesh
+    by forgetting a check, and a foreign agent never occupies a peer slot. An agent that
+    moves to another mesh under the same service name is reported gone.
     """
 
     # zeroconf >= 0.150 can reconcile sockets in place; older versions are rebuilt, which
@@ -381,6 +412,7 @@ class LanDiscovery:
         *,
         interfaces: Sequence[str] = (),
         include_loopback: bool = False,
+        mesh: str = DEFAULT_MESH,
         on_event: LanEventCallback,
         probe: bool = True,
         poll_interval: float = 3.0,
@@ -388,7 +420,8 @@ class LanDiscovery:
     ) -> None:
         self._short_id = _check_short_id(short_id)
         self._instance = instance_name(name, short_id)
-        self._txt = build_txt(version=version, short_id=short_id, port=port, name=name)
+        self._mesh = check_mesh(mesh)
+        self._txt = build_txt(version=version, short_id=short_id, port=port, name=name, mesh=mesh)
         self._port = port
         self._interfaces = tuple(interfaces)
         self._include_loopback = include_loopback
@@ -418,6 +451,11 @@ class LanDiscovery:
         if self._info is not None:
             return self._info.name[: -len(SERVICE_TYPE) - 1]
         return self._instance
+
+    @property
+    def mesh(self) -> str:
+        """The mesh we advertise and the only one we report peers of."""
+        return self._mesh
 
     @property
     def interfaces(self) -> tuple[LanInterface, ...]:
@@ -473,7 +511,11 @@ class LanDiscovery:
     async def update(self, *, port: int) -> None:
         """Advertise a new TCP port (SRV and TXT) and re-announce."""
         self._txt = build_txt(
-            version=int(self._txt["v"]), short_id=self._short_id, port=port, name=self._txt["n"]
+            version=int(self._txt["v"]),
+            short_id=self._short_id,
+            port=port,
+            name=self._txt["n"],
+            mesh=self._mesh,
         )
         self._port = port
         async with self._lock:
@@ -619,12 +661,7 @@ class LanDiscovery:
             task = self._resolving.pop(name, None)
             if task is not None:
                 task.cancel()
-            short_id = self._by_name.pop(name, None)
-            if short_id is not None and short_id in self._peers:
-                peer = self._peers[short_id]
-                peer.names.discard(name)
-                if not peer.names:
-                    self._forget(short_id)
+            self._drop_name(name)
             return
         if name in self._resolving:
             self._dirty.add(name)  # resolve again once the running one ends
@@ -661,6 +698,16 @@ class LanDiscovery:
             return
         if txt.short_id == self._short_id:
             return
+        if txt.mesh != self._mesh:
+            _log.debug(
+                "lan: ignoring %r (id %s): mesh %r, not ours (%r)",
+                name,
+                txt.short_id,
+                txt.mesh,
+                self._mesh,
+            )
+            self._drop_name(name)  # it may have been ours until now
+            return
         addresses, via = order_addresses(info.parsed_addresses(IPVersion.V4Only), self._selected)
         if not addresses:
             _log.debug("lan: %r has no usable IPv4 address yet", name)
@@ -681,6 +728,15 @@ class LanDiscovery:
                 return
             peer.event = event
         self._events.put_nowait(event)
+
+    def _drop_name(self, name: str) -> None:
+        """Stop attributing service *name* to its peer; forget the peer when no name is left."""
+        short_id = self._by_name.pop(name, None)
+        if short_id is not None and short_id in self._peers:
+            peer = self._peers[short_id]
+            peer.names.discard(name)
+            if not peer.names:
+                self._forget(short_id)
 
     def _forget(self, short_id: str) -> None:
         peer = self._peers.pop(short_id, None)

@@ -20,6 +20,7 @@ from agent.config import Config, ConfigError, load_config, render_defaults, with
 from agent.control import ControlError, call, call_simple
 from agent.fsutil import atomic_writer
 from agent.security.pairing import format_code, normalize_code
+from radio.mesh import MESH_FORM, MESH_RE
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, help="LAN port (0 = any free port)")
     r.add_argument("--name", help="device name shown to peers")
     r.add_argument("--listen", help="address to listen on (default 0.0.0.0)")
+    r.add_argument("--mesh", help="mesh ID: only agents of this mesh are discovered, dialled "
+                   "and accepted (overrides node.mesh)")
     sub.add_parser("id", help="print this device's ID")
     sub.add_parser("status", help="show the agent's state")
     sub.add_parser("peers", help="list peers seen on any radio")
@@ -108,6 +111,10 @@ def resolve_config(args: argparse.Namespace) -> Config:
             lan["port"] = args.port
         if args.listen:
             lan["listen"] = args.listen
+        if args.mesh is not None:
+            if not MESH_RE.fullmatch(args.mesh):
+                raise ConfigError("--mesh", MESH_FORM, args.mesh)
+            node["mesh"] = args.mesh
     return with_overrides(cfg, node=node, lan=lan)
 
 
@@ -287,6 +294,7 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
         _print(args, s, "\n".join([
             f"name:       {s['name']}", f"device id:  {s['display_id']}",
             f"uptime:     {s['uptime_s']} s", f"lan port:   {s['lan_port']}",
+            f"mesh:       {s.get('mesh', '?')}",
             f"peers:      {s['peers']} seen, {s['connected']} connected, {s['paired']} paired",
             f"resources:  {s['resources']} ({_size(s['store_used'])} used of {quota})",
             f"data dir:   {s['data_dir']}",

@@ -128,7 +128,8 @@ class Commands:
         return {
             "name": c.cfg.node.name, "display_id": c.identity.display_id,
             "version": __version__, "uptime_s": round(time.monotonic() - c.started, 1),
-            "lan_port": c.connections.lan_port, "data_dir": str(c.cfg.node.data_dir),
+            "lan_port": c.connections.lan_port, "mesh": c.cfg.node.mesh,
+            "data_dir": str(c.cfg.node.data_dir),
             "peers": len(c.peers.all()), "connected": c.connections.count(),
             "paired": len(c.trust.list()), "resources": len(c.store.resources()),
             "store_used": used, "store_quota": quota,

@@ -23,12 +23,13 @@ from agent.errors import ErrorKind, ShoalError
 from agent.log import kv
 from agent.peer import wire
 from agent.peer.connection import EventHandler, Handler, PeerConnection, PeerGone, RemoteError
-from agent.peer.hello import make_hello, parse_hello, peer_device_id, signing_key_of
+from agent.peer.hello import make_hello, mesh_of, parse_hello, peer_device_id, signing_key_of
 from agent.peer.table import PeerTable
 from agent.ports import Clock, Spawner, TrustView
 from agent.security.identity import format_device_id
 from agent.security.session import Buffer, SessionError, open_channel
 from radio.lan import LanDiscovery, LanPeerGone, LanPeerSeen, select_interfaces
+from radio.mesh import DEFAULT_MESH, check_mesh
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -77,6 +78,20 @@ class HandshakeFailed(Unreachable):
     """The address answered, but the authenticated handshake did not complete."""
 
 
+class MeshMismatch(HandshakeFailed, ValueError):
+    """The peer authenticated, but belongs to another mesh: no session is kept.
+
+    Also a ValueError, like a malformed hello: both are hellos this agent does not accept
+    (``attach_channel`` callers catch ValueError). One line naming both meshes."""
+
+    kind = ErrorKind.REFUSED
+
+    def __init__(self, where: str, theirs: str, ours: str) -> None:
+        self.theirs, self.ours = theirs, ours
+        super().__init__(f"{where} is in mesh {theirs!r}, this agent is in mesh {ours!r}: "
+                         f"agents only connect within one mesh (node.mesh)")
+
+
 class Connections:
     """Owns sessions; the node starts and stops it, services use it through a port."""
 
@@ -94,8 +109,10 @@ class Connections:
         spawn: Spawner,
         clock: Clock = time.monotonic,
         signing_key: bytes | None = None,
+        mesh: str = DEFAULT_MESH,
     ) -> None:
         self._key = static_key
+        self.mesh = check_mesh(mesh)
         self._signing_key = signing_key  # our Ed25519 public key, announced in the hello
         self.device_id = device_id
         self.short_id = device_id.hex()[:16]
@@ -147,7 +164,13 @@ class Connections:
         self._closed_listeners.append(listener)
 
     def hello(self) -> bytes:
-        return make_hello(self.name, self.lan_port, self._signing_key)
+        return make_hello(self.name, self.lan_port, self._signing_key, self.mesh)
+
+    def _check_mesh(self, hello: dict[str, object], where: str) -> None:
+        """Refuse a peer of another mesh (its hello is authenticated with the session)."""
+        theirs = mesh_of(hello)
+        if theirs != self.mesh:
+            raise MeshMismatch(where, theirs, self.mesh)
 
     def handlers(self) -> dict[str, Handler]:
         """Peer requests about the session itself: liveness and where to reach us."""
@@ -230,6 +253,11 @@ class Connections:
         except (SessionError, ValueError, ConnectionError, TimeoutError) as e:
             writer.close()
             raise HandshakeFailed(f"secure handshake with {where} failed: {e}") from e
+        try:
+            self._check_mesh(hello, f"the agent at {where}")
+        except MeshMismatch:
+            await channel.close()
+            raise
         conn = self._register(channel, hello, outgoing=True, address=address)
         self._spawn(self._serve(conn), "conn")
         return conn
@@ -238,9 +266,11 @@ class Connections:
                        rssi: int | None = None) -> PeerConnection:
         """Run the peer protocol over an authenticated channel from any link (e.g. BLE).
 
-        *channel* has the SecureChannel surface. Raises ValueError for a malformed hello.
+        *channel* has the SecureChannel surface. Raises ValueError for a malformed hello and
+        :class:`MeshMismatch` (a ValueError) for a peer of another mesh; the caller closes.
         """
         hello = parse_hello(channel.remote_payload)
+        self._check_mesh(hello, f"the {transport} peer {hello.get('name', '?')!r}")
         conn = self._register(channel, hello, outgoing=outgoing, address=None,
                               transport=transport)
         self.peers.upsert(conn.peer_id, source=transport, name=conn.name, rssi=rssi)
@@ -263,6 +293,12 @@ class Connections:
         except (SessionError, ValueError, ConnectionError, TimeoutError) as e:
             log.info("handshake failed", extra=kv(addr=peer, reason=e))
             writer.close()
+            return
+        try:
+            self._check_mesh(hello, f"the agent at {peer[0]}:{peer[1]}" if peer else "a peer")
+        except MeshMismatch as e:
+            log.info("session refused", extra=kv(addr=peer, reason=e))
+            await channel.close()
             return
         port = hello.get("port")
         address = (peer[0], int(port) if isinstance(port, int) and port else int(peer[1])) \
@@ -334,7 +370,7 @@ class Connections:
             self.discovery = LanDiscovery(
                 self.name, self.short_id, self.lan_port, WIRE_VERSION,
                 interfaces=self.cfg.interfaces, include_loopback=self.cfg.include_loopback,
-                on_event=self._on_lan_event)
+                mesh=self.mesh, on_event=self._on_lan_event)
             await self.discovery.start()
         except (OSError, ValueError) as e:  # no usable interface must not stop the agent
             log.warning("mDNS discovery unavailable", extra=kv(reason=e))

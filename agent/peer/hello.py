@@ -13,16 +13,20 @@ from collections.abc import Mapping
 
 from agent import WIRE_VERSION, __version__
 from agent.security.identity import device_id_for
+from radio.mesh import DEFAULT_MESH, MESH_RE
 
 MAX_HELLO = 1024
 _B64URL = frozenset(string.ascii_letters + string.digits + "-_")
 DEFAULT_PORT = 47474
 
 
-def make_hello(name: str, port: int | None, signing_key: bytes | None = None) -> bytes:
+def make_hello(name: str, port: int | None, signing_key: bytes | None = None,
+               mesh: str = DEFAULT_MESH) -> bytes:
     """Our own hello, sent in the handshake (so it is authenticated with the session).
 
-    Compact JSON: at MTU 247 the whole handshake message must stay one BLE write.
+    Compact JSON: at MTU 247 the whole handshake message must stay one BLE write, so
+    ``mesh`` is only sent when it is not the default (absent means the default mesh, which
+    is also how agents from before mesh IDs are read).
 
     ``sk`` is our Ed25519 public key: with the X25519 key the handshake proves, it makes
     our v2 device ID (the ID commits to both, so no one can pair a key with our ID).
@@ -31,6 +35,8 @@ def make_hello(name: str, port: int | None, signing_key: bytes | None = None) ->
         "v": WIRE_VERSION, "name": name[:64], "port": port or 0,
         "agent": f"shoal/{__version__}",
     }
+    if mesh != DEFAULT_MESH:
+        hello["mesh"] = mesh
     if signing_key is not None:  # base64url, unpadded: the hello must fit one BLE write
         hello["sk"] = base64.urlsafe_b64encode(signing_key).rstrip(b"=").decode("ascii")
     return json.dumps(hello, separators=(",", ":")).encode()
@@ -40,6 +46,12 @@ def signing_key_of(hello: Mapping[str, object]) -> bytes | None:
     """The Ed25519 key a (parsed) hello announces; None from an agent before signing."""
     sk = hello.get("sk")
     return base64.urlsafe_b64decode(sk + "=") if isinstance(sk, str) else None
+
+
+def mesh_of(hello: Mapping[str, object]) -> str:
+    """The mesh a (parsed) hello announces; the default mesh when it names none."""
+    mesh = hello.get("mesh", DEFAULT_MESH)
+    return mesh if isinstance(mesh, str) else DEFAULT_MESH
 
 
 def peer_device_id(remote_static: bytes, hello: Mapping[str, object]) -> bytes:
@@ -54,7 +66,7 @@ def parse_hello(raw: bytes) -> dict[str, object]:
     if len(raw) > MAX_HELLO:
         raise ValueError("hello too large")
     obj = json.loads(raw)
-    if not isinstance(obj, dict) or not set(obj) <= {"v", "name", "port", "agent", "sk"}:
+    if not isinstance(obj, dict) or not set(obj) <= {"v", "name", "port", "agent", "sk", "mesh"}:
         raise ValueError("hello has unknown keys")
     v = obj.get("v")
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -74,6 +86,9 @@ def parse_hello(raw: bytes) -> dict[str, object]:
                            or base64.urlsafe_b64encode(
                                base64.urlsafe_b64decode(sk + "="))[:43].decode() != sk):
         raise ValueError("hello has a bad signing key")
+    mesh = obj.get("mesh", DEFAULT_MESH)
+    if not isinstance(mesh, str) or not MESH_RE.fullmatch(mesh):
+        raise ValueError("hello has a bad mesh ID")
     return obj
 
 

@@ -11,6 +11,7 @@ from agent.config import (
     parse_size,
     render_defaults,
 )
+from radio.mesh import DEFAULT_MESH
 
 
 def test_defaults_need_no_file():
@@ -85,3 +86,39 @@ def test_rendered_defaults_parse_back(tmp_path: Path):
     cfg = load_config(p)
     assert cfg.store == Config().store
     assert cfg.lan == Config().lan
+
+
+def test_mesh_default_file_env_and_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("SHOAL_MESH", raising=False)
+    assert Config().node.mesh == DEFAULT_MESH == "shoal"
+    assert config_from_dict({"node": {"mesh": "home-2.lab_A"}}).node.mesh == "home-2.lab_A"
+    assert config_from_dict({"node": {"mesh": "m" * 32}}).node.mesh == "m" * 32
+    for bad in ("", "m" * 33, "two words", "café", 'q"', "a/b", 7, True, ["x"]):
+        with pytest.raises(ConfigError) as exc:
+            config_from_dict({"node": {"mesh": bad}})
+        assert exc.value.key == "node.mesh" and "1-32 characters" in str(exc.value)
+    monkeypatch.setenv("SHOAL_MESH", "from-env")
+    assert Config().node.mesh == "from-env"
+    assert config_from_dict({"node": {"mesh": "file"}}).node.mesh == "file"  # file wins
+    monkeypatch.setenv("SHOAL_MESH", "not valid")
+    with pytest.raises(ConfigError, match=r"SHOAL_MESH"):
+        Config()
+    monkeypatch.setenv("SHOAL_MESH", "rendered")
+    p = tmp_path / "d.toml"
+    p.write_text(render_defaults())
+    monkeypatch.delenv("SHOAL_MESH")
+    assert load_config(p).node.mesh == "rendered"
+
+
+def test_cli_mesh_flag_overrides_config(tmp_path: Path):
+    from agent.control.cli import build_parser, resolve_config
+
+    p = tmp_path / "c.toml"
+    p.write_text('[node]\nmesh = "file"\n')
+    args = build_parser().parse_args(["--config", str(p), "run", "--mesh", "flag"])
+    assert resolve_config(args).node.mesh == "flag"
+    args = build_parser().parse_args(["--config", str(p), "run"])
+    assert resolve_config(args).node.mesh == "file"
+    args = build_parser().parse_args(["run", "--mesh", "bad mesh"])
+    with pytest.raises(ConfigError, match="--mesh"):
+        resolve_config(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,6 +16,14 @@ from typing import Any
 PY = sys.executable
 # Tests never advertise on the machine's real interfaces: mDNS runs on loopback only.
 LOOPBACK_ONLY = '[lan]\ninterfaces = ["lo"]\ninclude_loopback = true\n'
+_PROCESS_MESH = f"t-{secrets.token_hex(6)}"
+
+
+def current_mesh() -> str:
+    """The mesh ID for agents started now: $SHOAL_MESH (tests/conftest.py sets a fresh one for
+    every test; bench scripts one per run), else one random mesh for this process. Agents of
+    other tests, another copy of the suite or a real agent on this machine are never seen."""
+    return os.environ.get("SHOAL_MESH") or _PROCESS_MESH
 
 
 @dataclass
@@ -27,6 +36,7 @@ class Agent:
     extra_config: str = ""
     netns: str | None = None  # run inside this network namespace (control socket still works)
     host_addr: str = "127.0.0.1"
+    mesh: str = field(default_factory=current_mesh)  # passed as `run --mesh`
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir.parent / f"{self.name}.log"
@@ -59,7 +69,7 @@ class Agent:
         self.proc = subprocess.Popen(
             [*prefix, PY, "-m", "agent", "--config", str(cfg), "--data-dir", str(self.data_dir),
              "--log-level", "debug", "run", "--port", str(self.port), *listen,
-             "--name", self.name, *extra],
+             "--name", self.name, "--mesh", self.mesh, *extra],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout

@@ -119,9 +119,15 @@ def ordered_identities(n: int) -> list[Identity]:
     return sorted((Identity.generate() for _ in range(n)), key=lambda i: i.device_id)
 
 
+def current_mesh() -> str:
+    """The running test's mesh ID ($SHOAL_MESH, fresh per test: tests/conftest.py)."""
+    return os.environ["SHOAL_MESH"]
+
+
 def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
               lan: LanConfig = LOOPBACK_LAN, window_seconds: float = 60.0,
-              max_pending: int = 4, wire_pairing: bool = True) -> Peer:
+              max_pending: int = 4, wire_pairing: bool = True,
+              mesh: str | None = None) -> Peer:
     data_dir = tmp_path / name
     data_dir.mkdir(parents=True, exist_ok=True)
     identity = identity or Identity.generate()
@@ -133,7 +139,7 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
     wall = FakeClock(time.time())
     conns = Connections(
         static_key=identity.private_key, device_id=identity.device_id, name=name, lan=lan,
-        signing_key=identity.signing_public,
+        signing_key=identity.signing_public, mesh=mesh or current_mesh(),
         peers=peers, trust=trust,
         handler=router.handle, on_event=router.event, spawn=spawner, clock=clock)
     pairing = PairingService(PairingBook(window_seconds, max_pending), trust, name,
@@ -152,9 +158,11 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
     return peer
 
 
-def hello(name: str = "fake", port: int = 0, signing_key: bytes | None = None) -> bytes:
-    """A peer's hello; with *signing_key* it announces the Ed25519 half of a v2 device ID."""
-    return make_hello(name, port, signing_key)
+def hello(name: str = "fake", port: int = 0, signing_key: bytes | None = None,
+          mesh: str | None = None) -> bytes:
+    """A peer's hello; with *signing_key* it announces the Ed25519 half of a v2 device ID.
+    In the test's mesh unless *mesh* says otherwise."""
+    return make_hello(name, port, signing_key, mesh or current_mesh())
 
 
 class MemoryChannel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 
 import pytest
 from peer_helpers import (
@@ -20,10 +21,12 @@ from peer_helpers import (
 
 from agent.errors import ErrorKind
 from agent.peer.connection import RemoteError
-from agent.peer.connections import DIAL_GRACE, HandshakeFailed, Unreachable
+from agent.peer.connections import DIAL_GRACE, HandshakeFailed, MeshMismatch, Unreachable
+from agent.peer.hello import make_hello, mesh_of, parse_hello
 from agent.security.identity import Identity
 from agent.security.session import SessionError, open_channel
 from radio.lan import LanPeerGone, LanPeerSeen
+from radio.mesh import DEFAULT_MESH
 
 
 @pytest.fixture
@@ -404,3 +407,65 @@ async def test_events_from_a_peer_reach_the_router(two):
     await conn.send_event("cluster", {"c": "ab" * 16, "n": 1, "l": ""})
     await wait_until(lambda: got, "event delivered")
     assert got == [("cluster", {"c": "ab" * 16, "n": 1, "l": ""})]
+
+
+# ----------------------------------------------------------------- meshes
+def test_hello_carries_the_mesh_only_when_not_the_default():
+    plain = json.loads(make_hello("n", 1, None, DEFAULT_MESH))
+    assert "mesh" not in plain and mesh_of(parse_hello(json.dumps(plain).encode())) == DEFAULT_MESH
+    blue = parse_hello(make_hello("n", 1, None, "blue"))
+    assert blue["mesh"] == "blue" and mesh_of(blue) == "blue"
+    assert mesh_of(parse_hello(make_hello("n", 1, None, "m" * 32))) == "m" * 32
+
+
+@pytest.mark.parametrize("bad", ["", "m" * 33, "two words", "café", 7, None, ["x"], True])
+def test_hello_with_a_bad_mesh_is_malformed(bad):
+    raw = json.dumps({"v": 1, "name": "x", "mesh": bad}).encode()
+    with pytest.raises(ValueError, match="mesh"):
+        parse_hello(raw)
+
+
+async def test_connect_to_another_mesh_is_refused_on_both_sides(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="shoal.connections")
+    ia, ib = ordered_identities(2)
+    a = make_peer(tmp_path, "alpha", identity=ia, mesh="mesh-a")
+    b = make_peer(tmp_path, "bravo", identity=ib, mesh="mesh-b")
+    await a.conns.start()
+    await b.conns.start()
+    try:
+        with pytest.raises(MeshMismatch) as exc:
+            await asyncio.wait_for(a.conns.connect(b.address), GUARD)
+        err = exc.value
+        assert isinstance(err, Unreachable) and isinstance(err, ValueError)
+        assert err.kind is ErrorKind.REFUSED
+        assert (err.theirs, err.ours) == ("mesh-b", "mesh-a")
+        msg = str(err)
+        assert "'mesh-b'" in msg and "'mesh-a'" in msg and "\n" not in msg
+        await wait_until(lambda: "session refused" in caplog.text, "b logs the refusal",
+                         timeout=GUARD)
+        assert "mesh-a" in caplog.text
+        for p in (a, b):
+            assert p.conns.count() == 0 and p.peers.all() == [] and p.trust.list() == []
+        # an agent of the default mesh (or one from before mesh IDs) is another mesh too
+        c = make_peer(tmp_path, "charlie", mesh=DEFAULT_MESH)
+        await c.conns.start()
+        try:
+            with pytest.raises(MeshMismatch, match="'shoal'"):
+                await asyncio.wait_for(c.conns.connect(a.address), GUARD)
+        finally:
+            await c.stop()
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_attach_channel_refuses_another_mesh(two):
+    a, b = two
+    end_a, _ = memory_pair(a, b, b_hello=hello("bravo", signing_key=b.identity.signing_public,
+                                               mesh="elsewhere"))
+    with pytest.raises(MeshMismatch, match="'elsewhere'"):
+        a.conns.attach_channel(end_a, outgoing=True, transport="ble")
+    assert a.conns.count() == 0 and a.peers.get(b.identity.device_id) is None
+    # same mesh: attached
+    end_a, _ = memory_pair(a, b)
+    assert a.conns.attach_channel(end_a, outgoing=True, transport="ble").name == "bravo"

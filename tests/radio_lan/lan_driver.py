@@ -15,10 +15,11 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 
-from radio.lan import LanDiscovery, LanEvent, LanPeerSeen
+from radio.lan import DEFAULT_MESH, LanDiscovery, LanEvent, LanPeerSeen
 
 
 def emit(kind: str, **fields: object) -> None:
@@ -33,6 +34,7 @@ async def main(argv: list[str]) -> None:
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--interfaces", default="")
     ap.add_argument("--include-loopback", action="store_true")
+    ap.add_argument("--mesh", default=os.environ.get("SHOAL_MESH", DEFAULT_MESH))
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--poll", type=float, default=3.0)
     ap.add_argument("--rebuild", action="store_true", help="force the rebuild path")
@@ -51,6 +53,7 @@ async def main(argv: list[str]) -> None:
         args.version,
         interfaces=[i for i in args.interfaces.split(",") if i],
         include_loopback=args.include_loopback,
+        mesh=args.mesh,
         on_event=on_event,
         probe=not args.no_probe,
         poll_interval=args.poll,

@@ -1,13 +1,16 @@
 """Real python-zeroconf between LanDiscovery instances in this process, on loopback only.
 
 Everything is pinned to ``lo`` (``interfaces=["lo"]``), so no packet leaves the machine; other
-processes on this machine may be browsing ``_shoal._tcp`` on loopback too, so every check
-filters on the random ids made here.
+processes on this machine may be browsing ``_shoal._tcp`` on loopback too: every node runs in
+the test's own mesh ($SHOAL_MESH, fresh per test), and every check still filters on the random
+ids made here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import secrets
 import socket
 import time
@@ -75,7 +78,7 @@ async def make_node() -> AsyncIterator[Callable[..., Node]]:
             interfaces=["lo"],
             include_loopback=True,
             on_event=col,
-            **{"poll_interval": 60, **kw},
+            **{"poll_interval": 60, "mesh": os.environ["SHOAL_MESH"], **kw},
         )  # type: ignore[arg-type]
         nodes.append(disc)
         return disc, col, short_id
@@ -229,3 +232,37 @@ async def test_stop_is_bounded_when_goodbyes_hang(make_node: Callable[..., Node]
     done, _ = await asyncio.wait({stop}, timeout=20)
     assert done, "stop() waited for the hanging goodbye"
     assert zc.zeroconf.done  # sockets closed despite the timeout
+
+
+async def test_two_meshes_on_one_loopback_do_not_see_each_other(
+    make_node: Callable[..., Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two meshes side by side (like two copies of the test suite on one machine): each node
+    reports only its own mesh, though the other mesh's advertisements do arrive."""
+    caplog.set_level(logging.DEBUG, logger="radio.lan")
+    red, blue = f"red-{secrets.token_hex(4)}", f"blue-{secrets.token_hex(4)}"
+    r1, col_r1, id_r1 = make_node("r1", probe=False, mesh=red)
+    r2, col_r2, id_r2 = make_node("r2", probe=False, mesh=red)
+    b1, col_b1, id_b1 = make_node("b1", probe=False, mesh=blue)
+    b2, col_b2, id_b2 = make_node("b2", probe=False, mesh=blue)
+    await asyncio.gather(r1.start(), r2.start(), b1.start(), b2.start())
+    await col_r1.wait_for(seen(id_r2))
+    await col_r2.wait_for(seen(id_r1))
+    await col_b1.wait_for(seen(id_b2))
+    await col_b2.wait_for(seen(id_b1))
+
+    def ignored(short_id: str, mesh: str) -> bool:
+        return any(
+            short_id in rec.getMessage() and f"mesh {mesh!r}" in rec.getMessage()
+            for rec in caplog.records
+        )
+
+    # the other mesh's records reached every node and were dropped there
+    async with asyncio.timeout(10):
+        while not all(ignored(i, blue) for i in (id_b1, id_b2)) or not all(
+            ignored(i, red) for i in (id_r1, id_r2)
+        ):
+            await asyncio.sleep(0.05)
+    for col, others in ((col_r1, {id_b1, id_b2}), (col_r2, {id_b1, id_b2}),
+                        (col_b1, {id_r1, id_r2}), (col_b2, {id_r1, id_r2})):  # fmt: skip
+        assert not any(e.short_id in others for _, e in col.events)

@@ -15,6 +15,7 @@ from zeroconf.asyncio import AsyncServiceInfo
 
 from radio import lan as lan_mod
 from radio.lan import (
+    DEFAULT_MESH,
     SERVICE_TYPE,
     LanDiscovery,
     LanEvent,
@@ -87,8 +88,33 @@ GOOD = {"v": "1", "id": "0123456789abcdef", "port": "7400", "n": "kitchen pi"}
 
 def test_txt_roundtrip() -> None:
     txt = build_txt(version=3, short_id="0123456789abcdef", port=7400, name="kitchen\tpi")
-    assert txt == {"v": "3", "id": "0123456789abcdef", "port": "7400", "n": "kitchen pi"}
+    assert txt == {
+        "v": "3",
+        "id": "0123456789abcdef",
+        "port": "7400",
+        "n": "kitchen pi",
+        "mesh": DEFAULT_MESH,
+    }
     assert parse_txt(txt_bytes(**txt)) == PeerTxt(3, "0123456789abcdef", 7400, "kitchen pi")
+
+
+def test_txt_mesh_roundtrip_and_default() -> None:
+    txt = build_txt(version=1, short_id="ab", port=7400, name="n", mesh="lab-2.test_A")
+    assert txt["mesh"] == "lab-2.test_A"
+    assert parse_txt(txt_bytes(**txt)).mesh == "lab-2.test_A"
+    # an agent from before mesh IDs publishes no key: it is in the default mesh
+    assert parse_txt(txt_bytes(**GOOD)).mesh == DEFAULT_MESH
+    assert parse_txt(txt_bytes(**GOOD, mesh="m" * 32)).mesh == "m" * 32
+
+
+@pytest.mark.parametrize(
+    "mesh", ["", "has space", "m" * 33, "caf\u00e9", "quote\"", "tab\t", "a/b", "x\x00"]
+)
+def test_build_txt_rejects_bad_mesh(mesh: str) -> None:
+    with pytest.raises(ValueError):
+        build_txt(version=1, short_id="ab", port=1, name="n", mesh=mesh)
+    with pytest.raises(ValueError):
+        LanDiscovery("n", "ab", 1, 1, mesh=mesh, on_event=_ignore)
 
 
 def test_txt_unknown_keys_are_ignored() -> None:
@@ -126,6 +152,12 @@ def test_build_txt_bounds_name() -> None:
         {"n": "x" * 64},
         {"n": "bell\x07"},
         {"n": "bidi\u202e"},
+        {"mesh": None},  # key without a value
+        {"mesh": ""},
+        {"mesh": "m" * 33},
+        {"mesh": "two words"},
+        {"mesh": "caf\u00e9"},
+        {"mesh": "semi;colon"},
     ],
 )
 def test_txt_malformed(change: dict[str, str | None]) -> None:
@@ -143,6 +175,10 @@ def test_txt_missing_keys_and_bad_bytes() -> None:
         parse_txt({**txt_bytes(**GOOD), b"n": b"\xff\xfe"})
     with pytest.raises(MalformedTxtError):
         parse_txt({**txt_bytes(**GOOD), b"id": b"\xff"})
+    with pytest.raises(MalformedTxtError):
+        parse_txt({**txt_bytes(**GOOD), b"mesh": b"\xff"})
+    with pytest.raises(MalformedTxtError):
+        parse_txt({**txt_bytes(**GOOD), b"mesh": b"m" * 300})
     with pytest.raises(MalformedTxtError):
         parse_txt({**txt_bytes(**GOOD), **{f"k{i}".encode(): b"" for i in range(40)}})
 
@@ -310,6 +346,31 @@ async def test_accept_dedupes_ignores_own_and_malformed() -> None:
     assert drain(disc) == [LanPeerGone("abcd")]
     disc._on_change(None, SERVICE_TYPE, name, ServiceStateChange.Removed)  # type: ignore[arg-type]
     assert drain(disc) == []
+
+
+async def test_accept_only_reports_our_mesh() -> None:
+    disc = LanDiscovery("me", "0000", 1, 1, mesh="blue", on_event=_ignore)
+    assert disc.mesh == "blue" and disc._txt["mesh"] == "blue"
+    peer = {"v": "1", "id": "abcd", "port": "7400", "n": "peer"}
+    disc._accept("red", make_info("red (abcd)", {**peer, "mesh": "red"}))
+    disc._accept("old", make_info("old (bbbb)", {**peer, "id": "bbbb"}))  # default mesh
+    assert drain(disc) == [] and disc._peers == {}
+    disc._accept("a", make_info("blue (cccc)", {**peer, "id": "cccc", "mesh": "blue"}))
+    assert [e.short_id for e in drain(disc)] == ["cccc"]  # type: ignore[union-attr]
+    # the same agent moves to another mesh: it is gone for us
+    disc._accept("a", make_info("blue (cccc)", {**peer, "id": "cccc", "mesh": "red"}))
+    assert drain(disc) == [LanPeerGone("cccc")]
+
+    default = LanDiscovery("me", "0000", 1, 1, on_event=_ignore)
+    default._accept("old", make_info("old (bbbb)", {**peer, "id": "bbbb"}))
+    default._accept("red", make_info("red (abcd)", {**peer, "mesh": "red"}))
+    assert [e.short_id for e in drain(default)] == ["bbbb"]  # type: ignore[union-attr]
+
+
+async def test_update_keeps_the_mesh() -> None:
+    disc = LanDiscovery("me", "0000", 1, 1, mesh="blue", on_event=_ignore)
+    await disc.update(port=7401)
+    assert disc._txt["mesh"] == "blue" and disc._txt["port"] == "7401"
 
 
 async def test_gone_only_when_last_name_of_a_peer_goes() -> None:

@@ -33,6 +33,7 @@ from agent.security.identity import device_id_for
 from agent.security.session.noise import public_bytes
 from radio.base import GattClient, NotConnectedError
 from radio.ble import CentralChannel
+from radio.mesh import DEFAULT_MESH
 
 FAST = BleTiming(handshake_timeout=5.0, request_timeout=5.0, evaluate_interval=0.05, grace=1.0,
                  backoff_base=0.05, backoff_max=0.5, housekeeping_interval=0.1)
@@ -236,7 +237,11 @@ class SimAgent:
 
 def node_config(data_dir: Path, name: str, **sections: dict[str, Any]) -> Config:
     raw: dict[str, Any] = {
-        "node": {"name": name, "data_dir": str(data_dir)},
+        # Hermetic without a test mesh: no mDNS, LAN on 127.0.0.1 by explicit address only, a
+        # simulated air per test. The default mesh is named explicitly (not $SHOAL_MESH) because
+        # it keeps the hello, and so msg3, at the size the round-trip tests measure at MTU 247
+        # (a non-default mesh adds 10 + len bytes: docs/protocol.md).
+        "node": {"name": name, "data_dir": str(data_dir), "mesh": DEFAULT_MESH},
         "lan": {"listen": "127.0.0.1", "port": 0, "mdns": False, "heartbeat_interval": 0.5,
                 "peer_timeout": 30.0, "connect_timeout": 5.0},
         "ble": {"enabled": False, "resource_slots": 4, "connect_timeout": 5.0},
