@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
+from typing import TYPE_CHECKING
 
 from agent.authority.service import AuthorityService
 from agent.bandwidth import BandwidthGate, LinkScheduler
@@ -22,7 +23,6 @@ from agent.config import Config
 from agent.control.commands import CommandContext, Commands
 from agent.control.server import ControlServer
 from agent.daemon import StartupError, lock_data_dir, notify_systemd, watchdog_interval
-from agent.links.ble import BleAgent, BleLink
 from agent.log import kv
 from agent.peer.connections import Connections
 from agent.peer.pairing import PairingService
@@ -35,6 +35,9 @@ from agent.security.trust import TrustStore
 from agent.store import ContentStore
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
+
+if TYPE_CHECKING:  # imported when BLE is enabled: ~40 modules and 3 MB RSS otherwise unused
+    from agent.links.ble import BleAgent, BleLink
 
 log = logging.getLogger("shoal.node")
 TASK_PREFIX = "shoal:"
@@ -208,6 +211,7 @@ class Node:
 
     def ble_agent(self) -> BleAgent:
         """The ports the BLE link works with."""
+        from agent.links.ble import BleAgent
         return BleAgent(self.identity, self.store, self.trust, self.peers, self.connections,
                         lan_enabled=self.cfg.lan.enabled)
 
@@ -217,6 +221,8 @@ class Node:
 
     async def _start_ble(self) -> None:
         """BLE is the control plane; a missing adapter or D-Bus must not stop the agent."""
+        from agent.links.ble import BleLink
+
         link = BleLink(self.ble_agent(), self.cfg.ble)
         try:
             await link.start()
