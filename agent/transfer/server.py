@@ -17,13 +17,21 @@ and it owns every serving decision so the peer layer only moves bytes:
 * **Bandwidth.** The reply waits for its traffic class's turn (``cls``) at the
   :class:`BandwidthGate`, sized by the bytes that actually go on the link, and holds the
   permit until the send has drained.
+* **Memory.** Each connection may have at most :data:`MAX_REPLIES_IN_FLIGHT` chunk replies
+  read from the store and not yet sent; a further request waits for a slot *before*
+  anything is read. A peer that asks for many chunks and never reads its socket otherwise
+  makes this agent hold every chunk it asked for (128 x 512 KiB per session).
 * **Zero copy.** The reply is handed to the session as parts (header, payload), never
   joined: see :class:`agent.peer.connection.RawReply`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from agent.errors import ErrorKind
@@ -50,6 +58,11 @@ __all__ = [
 #: The only transport that carries chunk replies (see PeerConnection.transport).
 BULK_LINK = "lan"
 DEFAULT_CLASS = "demand"
+#: Chunk replies one connection may have read but not yet sent. The replies leave one at a
+#: time (the session's send lock), so a few ready behind the one on the wire keep the link
+#: busy; more only buffer memory for a peer that may never read. The fetcher's larger
+#: window is fine: its extra requests wait here, holding no chunk data.
+MAX_REPLIES_IN_FLIGHT = 4
 
 
 class NotShared(Refused):
@@ -100,6 +113,9 @@ class ChunkServer:
         self._compress = compress
         self._on_use = on_use  # the authority counts which resources are asked for
         self._public_chunks: frozenset[bytes] = frozenset()
+        # per connection: slots for replies read and not yet sent (dies with the connection)
+        self._slots: weakref.WeakKeyDictionary[PeerConnection, _ReplySlots] = (
+            weakref.WeakKeyDictionary())
         self.catalog_changed()
 
     def handlers(self) -> dict[str, Handler]:
@@ -134,11 +150,26 @@ class ChunkServer:
         cid = bytes.fromhex(req.args["c"])  # the wire schema checked: 64 hex digits
         if cid not in self._public_chunks and not self._trust.is_trusted(conn.peer_id):
             raise NotShared("not paired: only chunks of public resources are served")
-        data = self._read(cid)
-        parts = wire.encode_chunk(req.id, cid, data, self._compress and req.args.get("z", True))
+        slots = self._slots.get(conn)
+        if slots is None:
+            slots = self._slots[conn] = _ReplySlots(MAX_REPLIES_IN_FLIGHT)
+        await slots.acquire()  # before the read: what waits here holds no chunk data
+        try:
+            data = self._read(cid)
+            parts = wire.encode_chunk(req.id, cid, data,
+                                      self._compress and req.args.get("z", True))
+        except BaseException:
+            slots.release()
+            raise
         nbytes = sum(len(p) for p in parts)
         cls = req.args.get("cls", DEFAULT_CLASS)
-        return RawReply(parts, self._gate.permit(conn.peer_id.hex(), cls, nbytes))
+        return RawReply(parts, _holding(slots, self._gate.permit(conn.peer_id.hex(), cls,
+                                                                 nbytes)))
+
+    def replies_in_flight(self, conn: PeerConnection) -> int:
+        """Chunk replies read for *conn* and not yet sent (what its memory bound counts)."""
+        slots = self._slots.get(conn)
+        return 0 if slots is None else slots.held
 
     def _read(self, cid: bytes) -> bytes:
         """The chunk's bytes, verified against its id (a corrupt copy is never served).
@@ -158,3 +189,31 @@ class ChunkServer:
         except OSError as e:  # EIO and friends: the disk, not the request, is at fault
             raise ChunkUnavailable(f"chunk {cid.hex()[:16]} cannot be read here: "
                                    f"{e.strerror or e}") from None
+
+
+class _ReplySlots:
+    """A semaphore that also says how many are held (for the bound's tests and stats)."""
+
+    def __init__(self, n: int) -> None:
+        self._sem = asyncio.Semaphore(n)
+        self.held = 0
+
+    async def acquire(self) -> None:
+        await self._sem.acquire()
+        self.held += 1
+
+    def release(self) -> None:
+        self.held -= 1
+        self._sem.release()
+
+
+@contextlib.asynccontextmanager
+async def _holding(slots: _ReplySlots,
+                   permit: AbstractAsyncContextManager[None]) -> AsyncIterator[None]:
+    """The reply's hold: the bandwidth permit, then the connection's reply slot back once the
+    send has returned (or failed, or was cancelled while waiting for the permit)."""
+    try:
+        async with permit:
+            yield
+    finally:
+        slots.release()

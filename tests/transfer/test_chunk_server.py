@@ -398,3 +398,66 @@ async def test_with_the_real_gate_the_send_happens_inside_a_released_permit(stor
     assert in_flight == [1]  # released to us and not yet reported sent
     assert gate.scheduler.in_flight(PAIRED.hex()) == 0  # reported once the send returned
     gate.close()
+
+
+# --------------------------------------------------------------------------- memory bound
+
+
+class NeverReadingChannel(RecordingChannel):
+    """A peer that asks and never reads: the first send blocks (its socket buffer is full)."""
+
+    def __init__(self, gate: RecordingGate) -> None:
+        super().__init__(gate)
+        self.blocked = asyncio.Event()
+
+    async def send_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self.blocked.set()
+        await asyncio.Event().wait()  # never drains
+
+
+async def test_a_peer_that_never_reads_gets_only_a_bounded_number_of_chunks_read(
+        store, tmp_path, monkeypatch):
+    """128 chunk requests from a peer that never reads: the server reads (and so buffers) at
+    most MAX_REPLIES_IN_FLIGHT chunks for the connection, whatever the peer asks for."""
+    from agent.transfer.server import MAX_REPLIES_IN_FLIGHT
+
+    m = publish(store, tmp_path, "many.bin", os.urandom(600 * 1024), public=True)
+    assert len(m.chunks) > MAX_REPLIES_IN_FLIGHT
+    reads: list[int] = []
+    real = store.get_chunk
+
+    def spy(chunk_id: bytes, **kw: bool) -> bytes:
+        data = real(chunk_id, **kw)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(store, "get_chunk", spy)
+    server, gate = make_server(store)
+    router = server.handlers()
+
+    async def handle(c: PeerConnection, r: wire.Request) -> object:
+        return await router[r.op](c, r)
+
+    pc = PeerConnection(NeverReadingChannel(gate), peer_id=STRANGER, peer_key=b"k" * 32,
+                        hello={"name": "peer"}, handler=handle, outgoing=False,
+                        address=("192.0.2.1", 47474))
+    ch = pc.channel
+    for i in range(128):
+        cid = m.chunks[i % len(m.chunks)].chunk_id
+        ch.inbox.put_nowait(wire.encode_request(i + 1, "chunk", {"c": cid.hex(), "z": False}))
+    serving = asyncio.create_task(pc.serve())
+    async with asyncio.timeout(10):
+        await ch.blocked.wait()
+        while not ch.inbox.empty():  # every request has been taken in
+            await asyncio.sleep(0)
+    for _ in range(50):  # let every handler run as far as it can
+        await asyncio.sleep(0)
+    biggest = max(c.length for c in m.chunks)
+    assert len(reads) <= MAX_REPLIES_IN_FLIGHT
+    assert sum(reads) <= MAX_REPLIES_IN_FLIGHT * biggest
+    assert server.replies_in_flight(pc) == len(reads)
+    await pc.close()
+    await serving
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert server.replies_in_flight(pc) == 0  # slots come back when the sends are cancelled
