@@ -176,6 +176,8 @@ class PairingService:
             handshake_hash=conn.handshake_hash, incoming=incoming, now=self._now(),
             peer_signing_key=signing_key_of(conn.hello))
         self._conns[p.pairing_id] = conn
+        for pid in [pid for pid in self._conns if pid not in self.book.pending]:
+            del self._conns[pid]  # the book forgot it (bounded): so does the session map
         return p
 
     def _maybe_finish(self, p: PendingPairing) -> None:
