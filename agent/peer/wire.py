@@ -9,6 +9,7 @@ All of it arrives from peers and is untrusted: sizes are bounded and schemas are
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,7 +139,10 @@ class ChunkReply:
 
 
 def _json(kind: int, obj: dict[str, Any]) -> bytes:
-    body = json.dumps(obj, separators=(",", ":")).encode()
+    try:  # never send what decode refuses
+        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as e:
+        raise WireError(f"not sendable as JSON: {e}") from None
     if len(body) > MAX_JSON:
         raise WireError(f"message too large ({len(body)} bytes)")
     return bytes([kind]) + body
@@ -176,6 +180,23 @@ def encode_chunk(
     return [header, payload]
 
 
+def _no_constant(name: str) -> Any:
+    raise WireError(f"JSON constant {name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as inf without passing _no_constant
+        raise WireError("a number is too large")
+    return value
+
+
+def _loads(body: bytes) -> Any:
+    """Strict JSON: Python's json reads NaN, Infinity and 1e999, which no peer may send (the
+    values break comparisons and make int() raise deep inside whoever reads them)."""
+    return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkReply:
     """Parse one wire message; raise WireError for anything malformed."""
     if len(message) < 1:
@@ -186,8 +207,10 @@ def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkRep
     if len(message) > MAX_JSON + 1:
         raise WireError("message too large")
     try:
-        obj = json.loads(bytes(message[1:]))
-    except (ValueError, UnicodeDecodeError) as e:
+        obj = _loads(bytes(message[1:]))
+    except WireError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise WireError(f"malformed JSON: {e}") from None
     if not isinstance(obj, dict):
         raise WireError("message must be a JSON object")
