@@ -29,9 +29,18 @@ MAX_CONCURRENT_HANDLERS = 128
 
 
 class RemoteError(ShoalError):
-    """The peer answered a request with an error."""
+    """The peer answered a request with an error.
+
+    ``remote_kind`` is the kind the peer gave its refusal (None from older peers): e.g. a
+    chunk server's NOT_FOUND says "not in my store", which a fetcher acts on differently
+    from a failing source. This error's own kind stays REFUSED.
+    """
 
     kind = ErrorKind.REFUSED
+
+    def __init__(self, message: str, remote_kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.remote_kind = remote_kind
 
 
 class PeerGone(ShoalError, ConnectionError):
@@ -177,7 +186,7 @@ class PeerConnection:
                         elif msg.ok:
                             fut.set_result(msg.result)
                         else:
-                            fut.set_exception(RemoteError(msg.result))
+                            fut.set_exception(RemoteError(msg.result, msg.kind))
                 elif self._on_event is not None:
                     self._on_event(self, msg)
         except wire.WireError as e:
@@ -205,11 +214,12 @@ class PeerConnection:
         try:
             result = await self._handler(self, req)
         except Refused as e:
-            await self._send(wire.encode_response(req.id, False, str(e)))
+            await self._send(wire.encode_response(req.id, False, str(e), e.kind))
             return
         except Exception as e:
             log.exception("request handler failed", extra=kv(op=req.op, peer=self.name))
-            await self._send(wire.encode_response(req.id, False, f"internal error: {e}"))
+            await self._send(wire.encode_response(req.id, False, f"internal error: {e}",
+                                                  ErrorKind.INTERNAL))
             return
         if isinstance(result, RawReply):
             async with result.hold or contextlib.nullcontext():
@@ -219,7 +229,8 @@ class PeerConnection:
             payload = wire.encode_response(req.id, True, result)
         except (wire.WireError, TypeError, ValueError) as e:  # too large, not JSON
             log.error("cannot encode a reply", extra=kv(op=req.op, peer=self.name, reason=e))
-            payload = wire.encode_response(req.id, False, "internal error: reply not sendable")
+            payload = wire.encode_response(req.id, False, "internal error: reply not sendable",
+                                           ErrorKind.INTERNAL)
         await self._send(payload)
 
     async def _shutdown(self, reason: str) -> None:

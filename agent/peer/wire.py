@@ -17,6 +17,8 @@ from typing import Any
 
 import lz4.block
 
+from agent.errors import ErrorKind
+
 KIND_REQUEST = 0x01
 KIND_RESPONSE = 0x02
 KIND_CHUNK = 0x03
@@ -121,6 +123,10 @@ class Response:
     id: int
     ok: bool
     result: Any  # JSON value when ok, error message string when not
+    # An error's kind, when the peer sent one: what the requester may act on (a chunk "not
+    # found" there means "ask someone else", not "this source is failing"). Never parsed
+    # out of the message text. None from older peers or for an unknown kind.
+    kind: ErrorKind | None = None
 
 
 @dataclass(frozen=True)
@@ -152,9 +158,13 @@ def encode_request(req_id: int, op: str, args: dict[str, Any]) -> bytes:
     return _json(KIND_REQUEST, {"id": req_id, "op": op, "args": args})
 
 
-def encode_response(req_id: int, ok: bool, result: Any) -> bytes:
+def encode_response(req_id: int, ok: bool, result: Any,
+                    kind: ErrorKind | None = None) -> bytes:
     key = "result" if ok else "error"
-    return _json(KIND_RESPONSE, {"id": req_id, "ok": ok, key: result})
+    obj = {"id": req_id, "ok": ok, key: result}
+    if not ok and kind is not None:
+        obj["kind"] = kind.value
+    return _json(KIND_RESPONSE, obj)
 
 
 def encode_event(op: str, args: dict[str, Any]) -> bytes:
@@ -227,14 +237,28 @@ def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkRep
         ok = obj.get("ok")
         if ok is True and set(obj) == {"id", "ok", "result"}:
             return Response(req_id, True, obj["result"])
-        if ok is False and set(obj) == {"id", "ok", "error"} and isinstance(obj["error"], str):
-            return Response(req_id, False, obj["error"][:500])
+        if (ok is False and set(obj) - {"kind"} == {"id", "ok", "error"}
+                and isinstance(obj["error"], str)):
+            return Response(req_id, False, obj["error"][:500], _kind(obj.get("kind")))
         raise WireError("response has the wrong keys")
     if kind == KIND_EVENT:
         if set(obj) != {"op", "args"} or not isinstance(obj["op"], str):
             raise WireError("event has the wrong keys")
         return Event(obj["op"], _check_args("event", obj["op"], obj["args"], EVENT_SCHEMAS))
     raise WireError(f"unknown message kind {kind}")
+
+
+def _kind(v: Any) -> ErrorKind | None:
+    """An error response's kind: absent or one this agent does not know (a newer peer) is
+    None; anything but a short string is a protocol error."""
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) > 32:
+        raise WireError("bad error kind")
+    try:
+        return ErrorKind(v)
+    except ValueError:
+        return None
 
 
 def _req_id(v: Any) -> int:

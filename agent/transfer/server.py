@@ -10,7 +10,11 @@ and it owns every serving decision so the peer layer only moves bytes:
 * **Links.** Chunk replies go over the LAN link only; over BLE a request is refused before
   anything is read (the BLE channel would replace the reply with an error anyway).
 * **Integrity.** Every chunk read from disk is BLAKE3-verified before it is sent
-  (``store.get_chunk``); a corrupt one is quarantined and refused, never served. See
+  (``store.get_chunk``); a corrupt one is quarantined and refused, never served. A resource
+  missing a chunk (quarantined) is no longer listed until a fetch repairs it: peers would
+  otherwise keep choosing this device for a copy it cannot give. Its manifest is still
+  answered, so a fetcher can take the other chunks from here. Refusals carry their kind
+  (NOT_FOUND, INTEGRITY) so a fetcher asks other sources instead of counting failures. See
   docs/protocol.md, "Where each hash check happens and why".
 * **Compression.** lz4 only if this agent allows it (``[transfer] compress``), the request
   asks for it (``z``, default true) and a sample shows it pays (:func:`wire.encode_chunk`).
@@ -113,6 +117,7 @@ class ChunkServer:
         self._compress = compress
         self._on_use = on_use  # the authority counts which resources are asked for
         self._public_chunks: frozenset[bytes] = frozenset()
+        self._incomplete: frozenset[str] = frozenset()  # resource ids missing a chunk here
         # per connection: slots for replies read and not yet sent (dies with the connection)
         self._slots: weakref.WeakKeyDictionary[PeerConnection, _ReplySlots] = (
             weakref.WeakKeyDictionary())
@@ -122,15 +127,19 @@ class ChunkServer:
         return {"list": self._list, "manifest": self._manifest, "chunk": self._chunk}
 
     def catalog_changed(self) -> None:
-        """Holdings changed (publish, fetch, removal): recompute what unpaired peers may get."""
+        """Holdings changed (publish, fetch, removal, a quarantined chunk): recompute what
+        unpaired peers may get and which resources can no longer be served completely."""
         self._public_chunks = public_chunk_ids(self._store)
+        self._incomplete = frozenset(r.resource_id for r in self._store.resources()
+                                     if not self._store.complete(r.manifest))
 
     def _visible(self, rec: ResourceRecord, trusted: bool) -> bool:
         return trusted or rec.public
 
     async def _list(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
-        return [resource_entry(r) for r in self._store.resources() if self._visible(r, trusted)]
+        return [resource_entry(r) for r in self._store.resources()
+                if self._visible(r, trusted) and r.resource_id not in self._incomplete]
 
     async def _manifest(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
@@ -182,6 +191,8 @@ class ChunkServer:
         except NotFound:
             raise NoSuchChunk(f"chunk {cid.hex()[:16]} is not held here") from None
         except CorruptChunk:
+            self.catalog_changed()  # quarantined: a resource lost a chunk (not on NotFound:
+            # a peer may ask for any id, and a store that did not change needs no rescan)
             raise ChunkUnavailable(f"chunk {cid.hex()[:16]} failed verification here "
                                    "and was quarantined") from None
         except StoreError as e:

@@ -87,3 +87,18 @@ def test_non_finite_numbers_are_refused_at_decode(template, token):
 def test_non_finite_numbers_are_never_sent():
     with pytest.raises(wire.WireError):
         wire.encode_response(1, True, [float("nan")])
+
+
+def test_an_error_response_carries_its_kind():
+    from agent.errors import ErrorKind
+
+    msg = wire.decode(wire.encode_response(3, False, "no such chunk", ErrorKind.NOT_FOUND))
+    assert msg == wire.Response(3, False, "no such chunk", ErrorKind.NOT_FOUND)
+    assert wire.decode(wire.encode_response(3, False, "old peer")).kind is None
+    newer = b'\x02{"id":3,"ok":false,"error":"x","kind":"from_the_future"}'
+    assert wire.decode(newer).kind is None
+    for bad in (b'7', b'"' + b"k" * 40 + b'"', b'["not_found"]'):
+        with pytest.raises(wire.WireError):
+            wire.decode(b'\x02{"id":3,"ok":false,"error":"x","kind":' + bad + b"}")
+    with pytest.raises(wire.WireError):  # only errors have a kind
+        wire.decode(b'\x02{"id":3,"ok":true,"result":1,"kind":"not_found"}')

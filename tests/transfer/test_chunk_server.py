@@ -461,3 +461,45 @@ async def test_a_peer_that_never_reads_gets_only_a_bounded_number_of_chunks_read
     for _ in range(5):
         await asyncio.sleep(0)
     assert server.replies_in_flight(pc) == 0  # slots come back when the sends are cancelled
+
+
+async def test_a_resource_with_a_quarantined_chunk_is_no_longer_listed(store, held):
+    """A holder that can no longer serve a resource completely stops advertising it (its
+    manifest is still answered: the other chunks can come from here)."""
+    pub, _ = held
+    cid = pub.chunks[1].chunk_id
+    path, offset, length = store._packs.locate(cid)
+    with open(path, "r+b") as f:
+        f.seek(offset + length // 2)
+        b = f.read(1)
+        f.seek(offset + length // 2)
+        f.write(bytes([b[0] ^ 0x10]))
+    server, _ = make_server(store)
+    h = server.handlers()
+    listed = await h["list"](conn(PAIRED), wire.Request(1, "list", {}))
+    assert "public.bin" in {e["name"] for e in listed}
+    with pytest.raises(ChunkUnavailable):
+        await ask_chunk(server, PAIRED, cid)
+    listed = await h["list"](conn(PAIRED), wire.Request(2, "list", {}))
+    assert {e["name"] for e in listed} == {"private.bin"}
+    await h["manifest"](conn(PAIRED), wire.Request(3, "manifest", {"resource": "public.bin"}))
+
+
+async def test_a_chunk_refusal_reaches_the_fetcher_with_its_kind(store, held):
+    server, gate = make_server(store)
+    router = server.handlers()
+
+    async def handle(c: PeerConnection, r: wire.Request) -> object:
+        return await router[r.op](c, r)
+
+    pc = conn(PAIRED, gate, handler=handle)
+    ch = pc.channel
+    serving = asyncio.create_task(pc.serve())
+    await ch.inbox.put(wire.encode_request(5, "chunk", {"c": "ab" * 32}))
+    async with asyncio.timeout(10):
+        await ch.got_one.wait()
+    await pc.close()
+    await serving
+    msg = wire.decode(b"".join(ch.sent[0]))
+    assert isinstance(msg, wire.Response) and not msg.ok
+    assert msg.kind is ErrorKind.NOT_FOUND
