@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,41 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
+
+
+#: What a terminal must never receive raw from a peer-supplied string: controls (escape
+#: sequences), format characters (bidi overrides such as U+202E reorder what follows, zero
+#: width ones hide), surrogates, line/paragraph separators, unassigned code points.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Cn"})
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ/ZWJ: scripts and emoji need them
+_KEEP = _JOINERS | frozenset("\n\t")  # and our own layout, in text only
+
+
+def _unsafe(ch: str, keep: frozenset[str] = _KEEP) -> bool:
+    return ch not in keep and unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+def display(text: str) -> str:
+    """*text* with every unsafe character shown as an escape (``\\u202e``).
+
+    Names of resources and devices come from peers: whatever the agent validated, the CLI
+    is the boundary to the terminal and escapes again rather than trust every path there.
+    """
+    if not any(_unsafe(ch) for ch in text):
+        return text
+    return "".join((f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+                   if _unsafe(ch) else ch for ch in text)
+
+
+def output_name(name: str) -> str:
+    """A file name for a fetched resource: its last path component with every unsafe
+    character replaced by its code point (``U+202E``), never used raw."""
+    base = Path(name).name
+    safe = "".join(f"U+{ord(ch):04X}" if _unsafe(ch, _JOINERS) else ch for ch in base)
+    if safe in ("", ".", ".."):
+        raise CliError(f"the resource name {display(name)!r} is not usable as a file name; "
+                       "use -o PATH")
+    return safe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +148,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def _print(args: argparse.Namespace, value: Any, human: str) -> None:
-    print(json.dumps(value, indent=2) if args.json else human)
+    """JSON (non-ASCII escaped by json.dumps) or the human text, escaped for a terminal."""
+    print(json.dumps(value, indent=2) if args.json else display(human))
 
 
 def _size(n: int | float) -> str:
@@ -166,7 +203,7 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
                 if out == "-":
                     sink = sys.stdout.buffer
                     continue
-                name = Path(str(item["name"])).name
+                name = output_name(str(item["name"]))
                 target = Path(out) if out else Path.cwd() / name
                 if target.is_dir():
                     target = target / name
@@ -229,7 +266,7 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
               "(run `shoal pair THIS-HOST` on it)...", file=sys.stderr)
         p = await call_simple(sock, "pair_wait", {"timeout": args.timeout})
     shown = format_code(p["code"])
-    print(f"Pairing with {p['peer_name']}: code {shown}", file=sys.stderr)
+    print(display(f"Pairing with {p['peer_name']}: code {shown}"), file=sys.stderr)
     if args.no_wait and code is None:
         _print(args, p, shown)
         return 0
@@ -240,7 +277,7 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
     else:
         if not sys.stdin.isatty():
             raise CliError("cannot ask for confirmation without a terminal; pass --code")
-        answer = input(f"Does {p['peer_name']} show the code {shown}? [y/N] ")
+        answer = input(display(f"Does {p['peer_name']} show the code {shown}? [y/N] "))
         if answer.strip().lower() not in ("y", "yes"):
             raise CliError("pairing not confirmed")
     p = await call_simple(sock, "pair_confirm", {"code": p["code"]})
@@ -369,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_demo(args.size_mib, args.keep))
         return asyncio.run(_client(args, cfg))
     except (CliError, ConfigError, ControlError, ValueError, OSError) as e:
-        print(f"shoal: error: {e}", file=sys.stderr)
+        print(display(f"shoal: error: {e}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("shoal: interrupted", file=sys.stderr)
@@ -380,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         from agent.store import StoreError
 
         if isinstance(e, (IdentityError, StoreError, TrustError)):
-            print(f"shoal: error: {e}", file=sys.stderr)
+            print(display(f"shoal: error: {e}"), file=sys.stderr)
             return EXIT_ERROR
         raise
 

@@ -1,0 +1,77 @@
+"""The `shoal` CLI at its boundaries, against a scripted agent (the control call is faked):
+peer-supplied names never reach a terminal or a file name raw."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.control import cli
+
+EVIL = "report\u202etxt.exe"  # displays as "reportexe.txt"
+RESULT = {"name": EVIL, "version": 1, "size": 5, "why": "test", "resource_id": "ab" * 16}
+
+
+def script(*items: Any):
+    """A fake `call` that answers any command with *items*."""
+    async def call(path: Path, cmd: str, args: dict[str, Any] | None = None
+                   ) -> AsyncIterator[Any]:
+        for item in items:
+            yield item
+    return call
+
+
+@pytest.fixture
+def agent_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOAL_DATA_DIR", str(tmp_path / "data"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+def test_display_escapes_bidi_format_and_control_characters():
+    assert cli.display(EVIL) == "report\\u202etxt.exe"
+    assert cli.display("a\u2028b\u200bc\x1b[31m\U000e0001") == \
+        "a\\u2028b\\u200bc\\u001b[31m\\U000e0001"
+    assert cli.display("two\nlines\tkept, ok: caf\u00e9 \u0645\u200c\u06cc") == \
+        "two\nlines\tkept, ok: caf\u00e9 \u0645\u200c\u06cc"
+
+
+def test_output_name_never_uses_unsafe_characters_raw():
+    assert cli.output_name(EVIL) == "reportU+202Etxt.exe"
+    assert cli.output_name("dir/name\nx") == "nameU+000Ax"
+    with pytest.raises(cli.CliError):
+        cli.output_name("..")
+
+
+def test_fetch_writes_an_escaped_file_name_and_prints_escaped(agent_env, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "call", script({"stage": "export", "name": EVIL}, b"hello",
+                                            {"ok": True, "result": RESULT}))
+    assert cli.main(["fetch", "x"]) == 0
+    assert [p.name for p in agent_env.iterdir()] == ["reportU+202Etxt.exe"]
+    out = capsys.readouterr().out
+    assert "\u202e" not in out and "report\\u202etxt.exe" in out
+
+
+def test_resources_listing_is_escaped(agent_env, monkeypatch, capsys):
+    entry = {"resource_id": "ab" * 16, "version": 1, "size": 5, "public": True,
+             "name": EVIL, "publisher_short": "AAAA-BBBB", "holder": "peer\u202e"}
+    monkeypatch.setattr(cli, "call", script({"ok": True, "result": {
+        "local": [entry], "remote": [entry]}}))
+    monkeypatch.setattr("agent.control.client.call", cli.call)
+    assert cli.main(["resources"]) == 0
+    out = capsys.readouterr().out
+    assert "\u202e" not in out and out.count("\\u202e") == 3
+
+
+def test_json_output_escapes_too(agent_env, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "call", script({"stage": "export", "name": EVIL}, b"hello",
+                                            {"ok": True, "result": RESULT}))
+    assert cli.main(["--json", "fetch", "x", "-o", str(agent_env / "out.bin")]) == 0
+    assert "\u202e" not in capsys.readouterr().out
+    assert os.path.exists(agent_env / "out.bin")
