@@ -19,7 +19,7 @@ from typing import Any
 from agent import __version__
 from agent.config import Config, ConfigError, load_config, render_defaults, with_overrides
 from agent.control import ControlError, call, call_simple
-from agent.fsutil import atomic_writer
+from agent.fsutil import atomic_writer, user_file_mode
 from agent.security.pairing import format_code, normalize_code
 
 EXIT_ERROR = 1
@@ -209,7 +209,8 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
                     target = target / name
                 if target.exists() and not args.force:
                     raise CliError(f"{target} exists; use --force or -o PATH")
-                writer_cm = atomic_writer(target)
+                # atomically (temp + rename), with the mode open(2) would give: the umask
+                writer_cm = atomic_writer(target, user_file_mode())
                 sink = writer_cm.__enter__()
             elif "event" in item:
                 progress.update(item["done"], item["total"], item["elapsed"])

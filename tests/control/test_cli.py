@@ -75,3 +75,29 @@ def test_json_output_escapes_too(agent_env, monkeypatch, capsys):
     assert cli.main(["--json", "fetch", "x", "-o", str(agent_env / "out.bin")]) == 0
     assert "\u202e" not in capsys.readouterr().out
     assert os.path.exists(agent_env / "out.bin")
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664),
+                                             (0o077, 0o600)])
+def test_fetch_output_honours_the_umask(agent_env, monkeypatch, umask, mode):
+    monkeypatch.setattr(cli, "call", script({"stage": "export", "name": "a.bin"}, b"hello",
+                                            {"ok": True, "result": RESULT}))
+    old = os.umask(umask)
+    try:
+        assert cli.main(["fetch", "x", "-o", str(agent_env / "out.bin")]) == 0
+    finally:
+        os.umask(old)
+    assert (agent_env / "out.bin").read_bytes() == b"hello"
+    assert (agent_env / "out.bin").stat().st_mode & 0o777 == mode
+    assert [p.name for p in agent_env.iterdir()] == ["out.bin"]  # no temp file left
+
+
+def test_current_umask_reads_without_changing_it():
+    from agent.fsutil import current_umask
+
+    old = os.umask(0o037)
+    try:
+        assert current_umask() == 0o037
+        assert current_umask() == 0o037
+    finally:
+        os.umask(old)
