@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--code", help="confirm without prompting if the code is this one")
     pa.add_argument("--open", action="store_true",
                     help="only open the pairing window and return")
+    pa.add_argument("--close", action="store_true",
+                    help="close the pairing window now (cancels unconfirmed incoming pairings)")
     pa.add_argument("--no-wait", action="store_true",
                     help="start pairing, print the code and return (confirm later with --code)")
     pa.add_argument("--pending", action="store_true", help="list pairings awaiting confirmation")
@@ -243,6 +245,16 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         lines = [f"{p['code_display']}  {p['peer_name']}  "
                  f"{'incoming' if p['incoming'] else 'outgoing'}" for p in pend]
         _print(args, pend, "\n".join(lines) or "no pairing in progress")
+        return 0
+    if args.close:
+        if args.open or args.address or args.code or args.pending:
+            raise CliError("--close takes no other pairing option; run `shoal pair --close` "
+                           "on its own")
+        res = await call_simple(sock, "pair_close")
+        state = "pairing window closed" if res["was_open"] else "pairing window was not open"
+        extra = f"; {res['cancelled']} unconfirmed pairing(s) cancelled" \
+            if res["cancelled"] else ""
+        _print(args, res, state + extra)
         return 0
     if args.open:
         res = await call_simple(sock, "pair_open", {"seconds": args.timeout})

@@ -98,6 +98,16 @@ class PairingBook:
     def window_open(self, now: float) -> bool:
         return now < self.window_until
 
+    def close_window(self, now: float) -> tuple[bool, list[PendingPairing]]:
+        """Stop accepting pairing requests now; incoming pairings not yet confirmed here are
+        cancelled (the window is what let them in). Returns (was it open, cancelled)."""
+        was_open = self.window_open(now)
+        self.window_until = 0.0
+        cancelled = [p for p in self.active() if p.incoming and not p.local_confirmed]
+        for p in cancelled:
+            p.cancelled = "the pairing window was closed on this device"
+        return was_open, cancelled
+
     def expire(self, now: float) -> None:
         for p in list(self.pending.values()):
             if p.cancelled is None and not p.complete and now - p.created > self.window_seconds:

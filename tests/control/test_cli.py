@@ -101,3 +101,27 @@ def test_current_umask_reads_without_changing_it():
         assert current_umask() == 0o037
     finally:
         os.umask(old)
+
+
+def test_pair_close_command_human_and_json(agent_env, monkeypatch, capsys):
+    asked: list[str] = []
+
+    async def call(path: Path, cmd: str, args: dict[str, Any] | None = None
+                   ) -> AsyncIterator[Any]:
+        asked.append(cmd)
+        yield {"ok": True, "result": {"was_open": True, "cancelled": 2}}
+
+    monkeypatch.setattr("agent.control.client.call", call)
+    assert cli.main(["pair", "--close"]) == 0
+    assert capsys.readouterr().out == ("pairing window closed; 2 unconfirmed pairing(s) "
+                                       "cancelled\n")
+    assert cli.main(["--json", "pair", "--close"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out) == {"was_open": True, "cancelled": 2}
+    assert asked == ["pair_close", "pair_close"]
+    assert cli.main(["pair", "--close", "--open"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("shoal: error: --close") and err.count("\n") == 1
+    assert "shoal pair --close" in err  # the next step
+    assert asked == ["pair_close", "pair_close"]
