@@ -86,6 +86,26 @@ def atomic_writer(
         raise
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the kernel says (Linux >= 4.7:
+    /proc/self/status); else by the set-and-restore dance, briefly 0o077 (never looser)."""
+    with (contextlib.suppress(OSError, ValueError),
+          open("/proc/self/status", encoding="ascii", errors="replace") as f):
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+def user_file_mode() -> int:
+    """The mode a user's new file gets from open(2): 0o666 less the umask. For files written
+    on the user's behalf (``shoal fetch -o``), which must not be wider or narrower than
+    what their other tools would create."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Atomically replace *path* with *data*."""
     with atomic_writer(path, mode) as f:

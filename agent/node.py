@@ -63,7 +63,7 @@ class Node:
                                   quota_bytes=cfg.store.quota or None)
         # our own resources carry our signature (those of a v1 identity move to the v2 ID)
         self.store.adopt_signer(self.identity, (self.identity.legacy_id.hex(),))
-        self.peers = PeerTable()
+        self.peers = PeerTable(is_trusted=self.trust.is_trusted)
         self.gate = BandwidthGate(LinkScheduler.from_config(cfg.bandwidth))
         self.router = Router()
         self.connections = Connections(
@@ -180,7 +180,7 @@ class Node:
         return None
 
     async def _housekeeping(self) -> None:
-        """Liveness of peers, pairing expiry, and the systemd watchdog."""
+        """Liveness of peers, pairing expiry, stale peer rows, and the systemd watchdog."""
         interval, watchdog = watchdog_interval(self.cfg.lan.heartbeat_interval)
         while True:
             await asyncio.sleep(interval)
@@ -188,6 +188,7 @@ class Node:
                 notify_systemd("WATCHDOG=1")
             try:
                 await self.pairing.expire()
+                self.peers.prune()
                 self.connections.check()
             except Exception:  # never let bookkeeping take the agent down
                 log.exception("housekeeping failed")

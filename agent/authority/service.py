@@ -51,6 +51,7 @@ from agent.authority.policy import (
     Timing,
     for_earlier_incarnation,
 )
+from agent.authority.policy.reports import MAX_HOLDINGS, BadReport, parse_holdings
 from agent.authority.raft import messages as raft_messages
 from agent.authority.raft.core import ProposalDroppedError, RaftError, RaftNode
 from agent.authority.raft.file_storage import FileStorage
@@ -58,8 +59,6 @@ from agent.authority.raft.messages import Message
 from agent.authority.raft.ready import SoftState, StateType
 from agent.authority.raft.storage import persist_ready
 from agent.authority.reputation import (
-    HolderStats,
-    QualityMetrics,
     ReputationWeights,
     UsageCounter,
 )
@@ -93,7 +92,6 @@ LEASE = _T.lease
 DEAD_AFTER = _T.dead_after
 REPORT_INTERVAL = 2.0  # plus an immediate report whenever our holdings change
 COMPACT_EVERY = 1000
-MAX_HOLDINGS = 4096
 USAGE_HALF_LIFE = 600.0
 JOIN_ATTEMPTS = 5
 
@@ -284,27 +282,19 @@ class AuthorityService:
         if self._raw_reports.get(src) == raw_key and src in self.policy.reports.by_member:
             self.policy.report(src, None, now)  # nothing new: skip parsing and re-scoring
             return
+        try:
+            load, up, holdings, names = parse_holdings(args["h"], load=args["load"],
+                                                       up=args["up"], wall=time.time())
+        except BadReport as e:  # the previous report (if any) stays
+            log.warning("report dropped", extra=kv(member=src[:16], reason=e))
+            return
         self._raw_reports[src] = raw_key
         self._scores_dirty = True
-        wall = time.time()
-        holdings: dict[str, HolderStats] = {}
-        for rid, raw in list(args["h"].items())[:MAX_HOLDINGS]:
-            if not (isinstance(rid, str) and len(rid) == 32 and isinstance(raw, list)
-                    and len(raw) == 5 and all(isinstance(x, (int, float)) for x in raw[:4])
-                    and isinstance(raw[4], str) and len(raw[4]) <= 255):
-                continue
-            usage, bitrate, err, integrity, name = raw
-            if len(self.names) < 100_000:
-                self.names[rid] = name
-            holdings[rid] = HolderStats(
-                usage=UsageCounter(max(0.0, float(usage)), wall),
-                quality=QualityMetrics(bitrate_bps=max(0.0, float(bitrate)),
-                                       error_rate=min(1.0, max(0.0, float(err))),
-                                       integrity_failures=max(0, int(integrity))),
-                uptime=float(args["up"]), load=float(args["load"]),
-            )
-        self.policy.report(src, HolderReport(now, float(args["load"]), float(args["up"]),
-                                             holdings), now)
+        for rid, name in names.items():
+            if len(self.names) >= 100_000:
+                break
+            self.names[rid] = name
+        self.policy.report(src, HolderReport(now, load, up, holdings), now)
 
     async def handle_join(self, conn: PeerConnection, cluster: str,
                           rejoin: bool = False) -> dict[str, Any]:

@@ -12,13 +12,14 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.config import Config, ConfigError, load_config, render_defaults, with_overrides
 from agent.control import ControlError, call, call_simple
-from agent.fsutil import atomic_writer
+from agent.fsutil import atomic_writer, user_file_mode
 from agent.security.pairing import format_code, normalize_code
 from radio.mesh import MESH_FORM, MESH_RE
 
@@ -28,6 +29,41 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
+
+
+#: What a terminal must never receive raw from a peer-supplied string: controls (escape
+#: sequences), format characters (bidi overrides such as U+202E reorder what follows, zero
+#: width ones hide), surrogates, line/paragraph separators, unassigned code points.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Cn"})
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ/ZWJ: scripts and emoji need them
+_KEEP = _JOINERS | frozenset("\n\t")  # and our own layout, in text only
+
+
+def _unsafe(ch: str, keep: frozenset[str] = _KEEP) -> bool:
+    return ch not in keep and unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+def display(text: str) -> str:
+    """*text* with every unsafe character shown as an escape (``\\u202e``).
+
+    Names of resources and devices come from peers: whatever the agent validated, the CLI
+    is the boundary to the terminal and escapes again rather than trust every path there.
+    """
+    if not any(_unsafe(ch) for ch in text):
+        return text
+    return "".join((f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+                   if _unsafe(ch) else ch for ch in text)
+
+
+def output_name(name: str) -> str:
+    """A file name for a fetched resource: its last path component with every unsafe
+    character replaced by its code point (``U+202E``), never used raw."""
+    base = Path(name).name
+    safe = "".join(f"U+{ord(ch):04X}" if _unsafe(ch, _JOINERS) else ch for ch in base)
+    if safe in ("", ".", ".."):
+        raise CliError(f"the resource name {display(name)!r} is not usable as a file name; "
+                       "use -o PATH")
+    return safe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--code", help="confirm without prompting if the code is this one")
     pa.add_argument("--open", action="store_true",
                     help="only open the pairing window and return")
+    pa.add_argument("--close", action="store_true",
+                    help="close the pairing window now (cancels unconfirmed incoming pairings)")
     pa.add_argument("--no-wait", action="store_true",
                     help="start pairing, print the code and return (confirm later with --code)")
     pa.add_argument("--pending", action="store_true", help="list pairings awaiting confirmation")
@@ -119,7 +157,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def _print(args: argparse.Namespace, value: Any, human: str) -> None:
-    print(json.dumps(value, indent=2) if args.json else human)
+    """JSON (non-ASCII escaped by json.dumps) or the human text, escaped for a terminal."""
+    print(json.dumps(value, indent=2) if args.json else display(human))
 
 
 def _size(n: int | float) -> str:
@@ -173,13 +212,14 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
                 if out == "-":
                     sink = sys.stdout.buffer
                     continue
-                name = Path(str(item["name"])).name
+                name = output_name(str(item["name"]))
                 target = Path(out) if out else Path.cwd() / name
                 if target.is_dir():
                     target = target / name
                 if target.exists() and not args.force:
                     raise CliError(f"{target} exists; use --force or -o PATH")
-                writer_cm = atomic_writer(target)
+                # atomically (temp + rename), with the mode open(2) would give: the umask
+                writer_cm = atomic_writer(target, user_file_mode())
                 sink = writer_cm.__enter__()
             elif "event" in item:
                 progress.update(item["done"], item["total"], item["elapsed"])
@@ -213,6 +253,16 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
                  f"{'incoming' if p['incoming'] else 'outgoing'}" for p in pend]
         _print(args, pend, "\n".join(lines) or "no pairing in progress")
         return 0
+    if args.close:
+        if args.open or args.address or args.code or args.pending:
+            raise CliError("--close takes no other pairing option; run `shoal pair --close` "
+                           "on its own")
+        res = await call_simple(sock, "pair_close")
+        state = "pairing window closed" if res["was_open"] else "pairing window was not open"
+        extra = f"; {res['cancelled']} unconfirmed pairing(s) cancelled" \
+            if res["cancelled"] else ""
+        _print(args, res, state + extra)
+        return 0
     if args.open:
         res = await call_simple(sock, "pair_open", {"seconds": args.timeout})
         _print(args, res, f"pairing window open for {res['seconds']:.0f} s")
@@ -236,7 +286,7 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
               "(run `shoal pair THIS-HOST` on it)...", file=sys.stderr)
         p = await call_simple(sock, "pair_wait", {"timeout": args.timeout})
     shown = format_code(p["code"])
-    print(f"Pairing with {p['peer_name']}: code {shown}", file=sys.stderr)
+    print(display(f"Pairing with {p['peer_name']}: code {shown}"), file=sys.stderr)
     if args.no_wait and code is None:
         _print(args, p, shown)
         return 0
@@ -247,7 +297,7 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
     else:
         if not sys.stdin.isatty():
             raise CliError("cannot ask for confirmation without a terminal; pass --code")
-        answer = input(f"Does {p['peer_name']} show the code {shown}? [y/N] ")
+        answer = input(display(f"Does {p['peer_name']} show the code {shown}? [y/N] "))
         if answer.strip().lower() not in ("y", "yes"):
             raise CliError("pairing not confirmed")
     p = await call_simple(sock, "pair_confirm", {"code": p["code"]})
@@ -377,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_demo(args.size_mib, args.keep))
         return asyncio.run(_client(args, cfg))
     except (CliError, ConfigError, ControlError, ValueError, OSError) as e:
-        print(f"shoal: error: {e}", file=sys.stderr)
+        print(display(f"shoal: error: {e}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("shoal: interrupted", file=sys.stderr)
@@ -388,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         from agent.store import StoreError
 
         if isinstance(e, (IdentityError, StoreError, TrustError)):
-            print(f"shoal: error: {e}", file=sys.stderr)
+            print(display(f"shoal: error: {e}"), file=sys.stderr)
             return EXIT_ERROR
         raise
 

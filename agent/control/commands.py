@@ -112,6 +112,7 @@ class Commands:
             "id": self.id, "status": self.status, "peers": self.peers,
             "publish": self.publish, "resources": self.resources, "fetch": self.fetch,
             "pair_start": self.pair_start, "pair_open": self.pair_open,
+            "pair_close": self.pair_close,
             "pair_confirm": self.pair_confirm, "pair_pending": self.pair_pending,
             "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
@@ -212,6 +213,10 @@ class Commands:
         seconds = _seconds(args.get("seconds"), c.cfg.pairing.window_seconds, "seconds")
         until = c.pairing.open_window(seconds)
         return {"open_until": until, "seconds": seconds}
+
+    async def pair_close(self, args: Args, reply: Reply) -> object:
+        """Close the pairing window before its time (see PairingService.close_window)."""
+        return await self.ctx.pairing.close_window()
 
     async def pair_confirm(self, args: Args, reply: Reply) -> object:
         return await self.ctx.pairing.confirm(str(args.get("code", "")))

@@ -29,9 +29,18 @@ MAX_CONCURRENT_HANDLERS = 128
 
 
 class RemoteError(ShoalError):
-    """The peer answered a request with an error."""
+    """The peer answered a request with an error.
+
+    ``remote_kind`` is the kind the peer gave its refusal (None from older peers): e.g. a
+    chunk server's NOT_FOUND says "not in my store", which a fetcher acts on differently
+    from a failing source. This error's own kind stays REFUSED.
+    """
 
     kind = ErrorKind.REFUSED
+
+    def __init__(self, message: str, remote_kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.remote_kind = remote_kind
 
 
 class PeerGone(ShoalError, ConnectionError):
@@ -124,18 +133,23 @@ class PeerConnection:
                 raise PeerGone(f"connection to {self.name} lost: {e}") from None
 
     async def request(self, op: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
-        """Send a request and wait for its answer (raises RemoteError, PeerGone, TimeoutError)."""
+        """Send a request and wait for its answer (raises RemoteError, PeerGone, TimeoutError).
+
+        The timeout covers the send too: a peer that stops reading blocks the send, and
+        its caller must still get its answer (a TimeoutError) in time.
+        """
         req_id = next(self._ids) & wire.MAX_REQUEST_ID
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         try:
-            await self._send(wire.encode_request(req_id, op, args))
             async with asyncio.timeout(timeout):
+                await self._send(wire.encode_request(req_id, op, args))
                 return await fut
         except TimeoutError:
             raise TimeoutError(f"{self.name} did not answer {op} within {timeout:.1f} s") from None
         finally:
             self._pending.pop(req_id, None)
+            _settle(fut)
 
     async def ping(self, timeout: float = 5.0) -> float:
         t0 = time.monotonic()
@@ -172,7 +186,7 @@ class PeerConnection:
                         elif msg.ok:
                             fut.set_result(msg.result)
                         else:
-                            fut.set_exception(RemoteError(msg.result))
+                            fut.set_exception(RemoteError(msg.result, msg.kind))
                 elif self._on_event is not None:
                     self._on_event(self, msg)
         except wire.WireError as e:
@@ -185,25 +199,39 @@ class PeerConnection:
             await self._shutdown(reason)
 
     async def _answer(self, req: wire.Request) -> None:
+        """Answer one request; whatever fails is handled here (this task is never awaited,
+        so an exception left in it would only surface as "never retrieved" at GC)."""
         try:
-            try:
-                result = await self._handler(self, req)
-            except Refused as e:
-                await self._send(wire.encode_response(req.id, False, str(e)))
-                return
-            except Exception as e:
-                log.exception("request handler failed", extra=kv(op=req.op, peer=self.name))
-                await self._send(wire.encode_response(req.id, False, f"internal error: {e}"))
-                return
-            if isinstance(result, RawReply):
-                async with result.hold or contextlib.nullcontext():
-                    await self._send_parts(result.parts)
-            else:
-                await self._send(wire.encode_response(req.id, True, result))
+            await self._reply(req)
         except (PeerGone, ConnectionError):
-            pass
+            pass  # the session ended: there is nobody to answer
+        except Exception:
+            log.exception("answering a request failed", extra=kv(op=req.op, peer=self.name))
         finally:
             self._handlers.release()
+
+    async def _reply(self, req: wire.Request) -> None:
+        try:
+            result = await self._handler(self, req)
+        except Refused as e:
+            await self._send(wire.encode_response(req.id, False, str(e), e.kind))
+            return
+        except Exception as e:
+            log.exception("request handler failed", extra=kv(op=req.op, peer=self.name))
+            await self._send(wire.encode_response(req.id, False, f"internal error: {e}",
+                                                  ErrorKind.INTERNAL))
+            return
+        if isinstance(result, RawReply):
+            async with result.hold or contextlib.nullcontext():
+                await self._send_parts(result.parts)
+            return
+        try:
+            payload = wire.encode_response(req.id, True, result)
+        except (wire.WireError, TypeError, ValueError) as e:  # too large, not JSON
+            log.error("cannot encode a reply", extra=kv(op=req.op, peer=self.name, reason=e))
+            payload = wire.encode_response(req.id, False, "internal error: reply not sendable",
+                                           ErrorKind.INTERNAL)
+        await self._send(payload)
 
     async def _shutdown(self, reason: str) -> None:
         if self.closed.is_set():
@@ -220,3 +248,14 @@ class PeerConnection:
 
     async def close(self, reason: str = "closed locally") -> None:
         await self._shutdown(reason)
+
+
+def _settle(fut: asyncio.Future[Any]) -> None:
+    """Leave *fut* with nobody owed its outcome: cancel it if still open, else mark its
+    exception as seen. A request whose send failed (the connection closed underneath it)
+    never awaits its future, which :meth:`PeerConnection._shutdown` may still fail; asyncio
+    would then log "Future exception was never retrieved" for every such request."""
+    if not fut.done():
+        fut.cancel()
+    elif not fut.cancelled():
+        fut.exception()

@@ -39,6 +39,10 @@ log = logging.getLogger("shoal.connections")
 DIAL_GRACE = 0.3  # s the larger ID waits for the smaller one to dial (avoids twin sessions)
 DIAL_BACKOFF_MAX = 10.0
 STREAM_LIMIT = 1 << 20
+#: Sessions with unpaired devices kept at once; beyond it the least recently heard-from one
+#: is closed. A handshake costs a stranger nothing (throwaway keys), and each session may
+#: hold served chunks and handler tasks, so their number must not be the stranger's choice.
+MAX_UNTRUSTED_SESSIONS = 32
 
 ClosedListener = Callable[[PeerConnection], Awaitable[None]]
 
@@ -133,6 +137,7 @@ class Connections:
         self._dial_state: dict[str, tuple[int, float]] = {}  # short id -> (failures, next try)
         self._dialing: set[str] = set()
         self._running = False
+        self.max_untrusted_sessions = MAX_UNTRUSTED_SESSIONS
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -324,7 +329,18 @@ class Connections:
             peer=conn.name, id=format_device_id(conn.peer_id)[:9], addr=address,
             direction="out" if outgoing else "in",
             trusted=self._trust.is_trusted(conn.peer_id)))
+        self._limit_untrusted(conn)
         return conn
+
+    def _limit_untrusted(self, newest: PeerConnection) -> None:
+        """Close the least recently heard-from unpaired sessions beyond the cap."""
+        strangers = [c for c in self._conns if not c.closed.is_set()
+                     and not self._trust.is_trusted(c.peer_id)]
+        excess = len(strangers) - self.max_untrusted_sessions
+        older = sorted((c for c in strangers if c is not newest), key=lambda c: c.last_seen)
+        for c in older[:max(0, excess)]:
+            log.info("closing unpaired session", extra=kv(peer=c.name, reason="too many"))
+            self._spawn(c.close("too many unpaired sessions"), "close")
 
     async def _serve(self, conn: PeerConnection) -> None:
         try:

@@ -62,6 +62,24 @@ class PairingService:
     def window_open(self) -> bool:
         return self.book.window_open(self._now())
 
+    async def close_window(self, *, notify_timeout: float = 2.0) -> Summary:
+        """Close the pairing window (a stranger flooding requests, or simply done): no new
+        incoming pairing is accepted, and unconfirmed incoming ones are cancelled here and,
+        best effort, on the other device so its user is not left waiting."""
+        was_open, cancelled = self.book.close_window(self._now())
+        for p in cancelled:
+            conn = self._conns.pop(p.pairing_id, None)
+            if conn is not None and not conn.closed.is_set():
+                try:
+                    await conn.request("pair_cancel", {}, timeout=notify_timeout)
+                except (RemoteError, ConnectionError, TimeoutError) as e:
+                    log.info("pairing cancel not delivered", extra=kv(peer=p.peer_name,
+                                                                      reason=e))
+        if cancelled:
+            log.info("pairing window closed", extra=kv(cancelled=len(cancelled)))
+        await self._notify()
+        return {"was_open": was_open, "cancelled": len(cancelled)}
+
     async def expire(self) -> None:
         """Cancel pairings nobody confirmed in time, and wake whoever waits for them."""
         before = len(self.book.active())
@@ -176,6 +194,8 @@ class PairingService:
             handshake_hash=conn.handshake_hash, incoming=incoming, now=self._now(),
             peer_signing_key=signing_key_of(conn.hello))
         self._conns[p.pairing_id] = conn
+        for pid in [pid for pid in self._conns if pid not in self.book.pending]:
+            del self._conns[pid]  # the book forgot it (bounded): so does the session map
         return p
 
     def _maybe_finish(self, p: PendingPairing) -> None:

@@ -8,6 +8,7 @@ and reachable?") without caring how the device was found.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,22 +49,67 @@ class PeerInfo:
         }
 
 
-class PeerTable:
-    """Merged view of every peer seen by any radio."""
+#: Rows kept before the least recently seen unpaired, disconnected one is dropped. Device IDs
+#: cost nothing to make (one handshake, one BLE advert each), so the table must not grow with
+#: what strangers announce; paired and connected devices are never dropped for room.
+MAX_PEERS = 256
+#: An unpaired, disconnected device not seen for this long is forgotten by :meth:`prune`.
+STALE_AFTER = 3600.0
 
-    def __init__(self) -> None:
+
+class PeerTable:
+    """Merged view of every peer seen by any radio, bounded (see :data:`MAX_PEERS`)."""
+
+    def __init__(self, *, is_trusted: Callable[[bytes], bool] | None = None,
+                 max_peers: int = MAX_PEERS, stale_after: float = STALE_AFTER,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._peers: dict[bytes, PeerInfo] = {}
+        self._is_trusted = is_trusted or (lambda _peer_id: False)
+        self.max_peers = max_peers
+        self.stale_after = stale_after
+        self._clock = clock
 
     def get(self, peer_id: bytes) -> PeerInfo | None:
         return self._peers.get(peer_id)
 
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def _evictable(self, info: PeerInfo) -> bool:
+        """Unpaired and without a live session: only such rows are dropped."""
+        connected = info.connection is not None and not info.connection.closed.is_set()
+        return not connected and not self._is_trusted(info.peer_id)
+
+    def _make_room(self) -> None:
+        """Drop least recently seen evictable rows until a new one fits (if any can go)."""
+        excess = len(self._peers) + 1 - self.max_peers
+        if excess <= 0:
+            return
+        victims = sorted((p for p in self._peers.values() if self._evictable(p)),
+                         key=lambda p: p.last_seen)
+        for info in victims[:excess]:
+            del self._peers[info.peer_id]
+
+    def prune(self) -> int:
+        """Forget unpaired, disconnected devices not seen for ``stale_after``; returns how
+        many. Called from housekeeping so stale sightings do not pile up for ever."""
+        cutoff = self._clock() - self.stale_after
+        stale = [p.peer_id for p in self._peers.values()
+                 if p.last_seen < cutoff and self._evictable(p)]
+        for peer_id in stale:
+            del self._peers[peer_id]
+        return len(stale)
+
     def upsert(self, peer_id: bytes, *, source: str, name: str | None = None,
                address: tuple[str, int] | None = None, rssi: int | None = None) -> PeerInfo:
-        info = self._peers.setdefault(peer_id, PeerInfo(peer_id))
+        info = self._peers.get(peer_id)
+        if info is None:
+            self._make_room()
+            info = self._peers[peer_id] = PeerInfo(peer_id)
         info.sources.add(source)
         if name:
             info.name = name
-        now = time.monotonic()
+        now = self._clock()
         if address is not None:
             info.addresses[address] = now
         if rssi is not None:

@@ -9,12 +9,15 @@ All of it arrives from peers and is untrusted: sizes are bounded and schemas are
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lz4.block
+
+from agent.errors import ErrorKind
 
 KIND_REQUEST = 0x01
 KIND_RESPONSE = 0x02
@@ -120,6 +123,10 @@ class Response:
     id: int
     ok: bool
     result: Any  # JSON value when ok, error message string when not
+    # An error's kind, when the peer sent one: what the requester may act on (a chunk "not
+    # found" there means "ask someone else", not "this source is failing"). Never parsed
+    # out of the message text. None from older peers or for an unknown kind.
+    kind: ErrorKind | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,10 @@ class ChunkReply:
 
 
 def _json(kind: int, obj: dict[str, Any]) -> bytes:
-    body = json.dumps(obj, separators=(",", ":")).encode()
+    try:  # never send what decode refuses
+        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as e:
+        raise WireError(f"not sendable as JSON: {e}") from None
     if len(body) > MAX_JSON:
         raise WireError(f"message too large ({len(body)} bytes)")
     return bytes([kind]) + body
@@ -148,9 +158,13 @@ def encode_request(req_id: int, op: str, args: dict[str, Any]) -> bytes:
     return _json(KIND_REQUEST, {"id": req_id, "op": op, "args": args})
 
 
-def encode_response(req_id: int, ok: bool, result: Any) -> bytes:
+def encode_response(req_id: int, ok: bool, result: Any,
+                    kind: ErrorKind | None = None) -> bytes:
     key = "result" if ok else "error"
-    return _json(KIND_RESPONSE, {"id": req_id, "ok": ok, key: result})
+    obj = {"id": req_id, "ok": ok, key: result}
+    if not ok and kind is not None:
+        obj["kind"] = kind.value
+    return _json(KIND_RESPONSE, obj)
 
 
 def encode_event(op: str, args: dict[str, Any]) -> bytes:
@@ -176,6 +190,23 @@ def encode_chunk(
     return [header, payload]
 
 
+def _no_constant(name: str) -> Any:
+    raise WireError(f"JSON constant {name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as inf without passing _no_constant
+        raise WireError("a number is too large")
+    return value
+
+
+def _loads(body: bytes) -> Any:
+    """Strict JSON: Python's json reads NaN, Infinity and 1e999, which no peer may send (the
+    values break comparisons and make int() raise deep inside whoever reads them)."""
+    return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkReply:
     """Parse one wire message; raise WireError for anything malformed."""
     if len(message) < 1:
@@ -186,8 +217,10 @@ def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkRep
     if len(message) > MAX_JSON + 1:
         raise WireError("message too large")
     try:
-        obj = json.loads(bytes(message[1:]))
-    except (ValueError, UnicodeDecodeError) as e:
+        obj = _loads(bytes(message[1:]))
+    except WireError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise WireError(f"malformed JSON: {e}") from None
     if not isinstance(obj, dict):
         raise WireError("message must be a JSON object")
@@ -204,14 +237,28 @@ def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkRep
         ok = obj.get("ok")
         if ok is True and set(obj) == {"id", "ok", "result"}:
             return Response(req_id, True, obj["result"])
-        if ok is False and set(obj) == {"id", "ok", "error"} and isinstance(obj["error"], str):
-            return Response(req_id, False, obj["error"][:500])
+        if (ok is False and set(obj) - {"kind"} == {"id", "ok", "error"}
+                and isinstance(obj["error"], str)):
+            return Response(req_id, False, obj["error"][:500], _kind(obj.get("kind")))
         raise WireError("response has the wrong keys")
     if kind == KIND_EVENT:
         if set(obj) != {"op", "args"} or not isinstance(obj["op"], str):
             raise WireError("event has the wrong keys")
         return Event(obj["op"], _check_args("event", obj["op"], obj["args"], EVENT_SCHEMAS))
     raise WireError(f"unknown message kind {kind}")
+
+
+def _kind(v: Any) -> ErrorKind | None:
+    """An error response's kind: absent or one this agent does not know (a newer peer) is
+    None; anything but a short string is a protocol error."""
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) > 32:
+        raise WireError("bad error kind")
+    try:
+        return ErrorKind(v)
+    except ValueError:
+        return None
 
 
 def _req_id(v: Any) -> int:

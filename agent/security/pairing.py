@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from agent.errors import ErrorKind, ShoalError
 
 CODE_DIGITS = 6
+#: Finished (confirmed or cancelled) entries kept for waiters, per allowed pending pairing.
+FINISHED_KEPT_PER_PENDING = 4
+REPLACED = "replaced by a newer pairing request from the same device"
 
 
 def pairing_code(handshake_hash: bytes) -> str:
@@ -95,6 +98,16 @@ class PairingBook:
     def window_open(self, now: float) -> bool:
         return now < self.window_until
 
+    def close_window(self, now: float) -> tuple[bool, list[PendingPairing]]:
+        """Stop accepting pairing requests now; incoming pairings not yet confirmed here are
+        cancelled (the window is what let them in). Returns (was it open, cancelled)."""
+        was_open = self.window_open(now)
+        self.window_until = 0.0
+        cancelled = [p for p in self.active() if p.incoming and not p.local_confirmed]
+        for p in cancelled:
+            p.cancelled = "the pairing window was closed on this device"
+        return was_open, cancelled
+
     def expire(self, now: float) -> None:
         for p in list(self.pending.values()):
             if p.cancelled is None and not p.complete and now - p.created > self.window_seconds:
@@ -121,6 +134,13 @@ class PairingBook:
         self.expire(now)
         if incoming and not self.window_open(now):
             raise PairingError("this device is not accepting pairing now; run `shoal pair` on it")
+        if incoming:
+            # One incoming pairing per device (and so per session): a new request replaces
+            # the old one, so one stranger cannot fill ``max_pending`` on its own.
+            for old in self.pending.values():
+                if (old.incoming and old.peer_id == peer_id and old.cancelled is None
+                        and not old.complete):
+                    old.cancelled = REPLACED
         if self._active() >= self.max_pending:
             raise PairingError("too many pairing attempts in progress; try again shortly")
         pid = f"{next(self._ids)}-{secrets.token_hex(3)}"
@@ -129,7 +149,16 @@ class PairingBook:
             incoming, now, peer_signing_key=peer_signing_key,
         )
         self.pending[pid] = p
+        self._forget_finished()
         return p
+
+    def _forget_finished(self) -> None:
+        """Keep a bounded number of finished entries (oldest go first): a peer may send
+        requests as fast as it likes, each one finishing (replacing) the last."""
+        finished = [pid for pid, p in self.pending.items() if p.cancelled or p.complete]
+        for pid in finished[:max(0, len(finished) - FINISHED_KEPT_PER_PENDING
+                                 * self.max_pending)]:
+            del self.pending[pid]
 
     def find_by_code(self, code: str) -> PendingPairing:
         matches = [

@@ -78,11 +78,30 @@ _KEYS = frozenset(
 )
 
 
+#: Unicode categories a name may not contain: controls, surrogates, format characters
+#: (bidi overrides such as U+202E make "exe.txt" display as "txt.exe"; zero-width and BOM
+#: characters make two names look the same) and line/paragraph separators.
+FORBIDDEN_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
+#: Format characters that scripts (Persian, Indic) and emoji sequences need; they cannot
+#: reorder text.
+ALLOWED_FORMAT_CHARS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ
+
+
+def name_char_allowed(ch: str) -> bool:
+    """Whether *ch* may appear in a resource name (see FORBIDDEN_NAME_CATEGORIES)."""
+    if ch in "/\\":
+        return False
+    return (ch in ALLOWED_FORMAT_CHARS
+            or unicodedata.category(ch) not in FORBIDDEN_NAME_CATEGORIES)
+
+
 def validate_name(name: object) -> str:
     """Return *name* if it is safe as a single file name on any peer, else ManifestError.
 
-    Rules: 1..255 chars and <= 255 UTF-8 bytes, no "/", "\\", NUL, control or surrogate
-    chars, and not "." or "..". This is what stops path traversal through names.
+    Rules: 1..255 chars and <= 255 UTF-8 bytes, no "/", "\\", NUL, control, surrogate,
+    format (bidi controls, zero-width: see FORBIDDEN_NAME_CATEGORIES) or line separator
+    chars, and not "." or "..". This is what stops path traversal through names, and names
+    that display as something they are not.
     """
     if not isinstance(name, str):
         raise ManifestError(f"name must be a string, got {type(name).__name__}")
@@ -91,8 +110,8 @@ def validate_name(name: object) -> str:
     if name in (".", ".."):
         raise ManifestError(f"name {name!r} is not allowed")
     for ch in name:
-        if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cs"):
-            raise ManifestError(f"name contains forbidden character {ch!r}")
+        if not name_char_allowed(ch):
+            raise ManifestError(f"name contains forbidden character U+{ord(ch):04X}")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise ManifestError(f"name must be at most {MAX_NAME_BYTES} bytes as UTF-8")
     return name

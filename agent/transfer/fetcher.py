@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shoal.transfer")
 
+#: Refusal kinds from a chunk server that mean "this chunk is not in my store" (never held,
+#: or quarantined after failing its hash there): ask other sources, never this one again.
+NOT_HELD_KINDS = frozenset({ErrorKind.NOT_FOUND, ErrorKind.INTEGRITY})
 IN_FLIGHT_BUDGET = 16 * 1024 * 1024  # bytes requested but not yet stored, all sources together
 POLL = 0.25
 MIN_BYTES_IN_FLIGHT = 2 * 1024 * 1024  # per source: keeps CPU-bound ends busy (see planner)
@@ -54,6 +57,13 @@ class UntrustedOffers(FetchError):
     content from unpaired sessions); the message names each source and why."""
 
     kind = ErrorKind.UNTRUSTED
+
+
+@dataclass(frozen=True)
+class _NotHeld:
+    """A chunk request's outcome: the source said the chunk is not in its store."""
+
+    reason: str
 
 
 @dataclass
@@ -343,7 +353,9 @@ class Fetch:
             old, st = self.conns.get(name), stats.get(name)
             if old is conn and st is not None:
                 if st.state == "active":
-                    hopeful = True
+                    # one that said it lacks a missing chunk cannot fill the gap on this
+                    # session; another holder may (asked below if new)
+                    hopeful = hopeful or not self.planner.lacks_needed(name)
                     continue
                 if TIMEOUT not in (st.last_error or "") and "timeout" not in (st.reason or ""):
                     continue  # refused or lied on this very session: asking again is futile
@@ -415,7 +427,10 @@ class Fetch:
             result = PeerGone(str(e))
         except QuotaExceeded as e:  # no other source can help: the fetch stops (see _handle)
             result = e
-        except (RemoteError, FetchError, TimeoutError, StoreError, ConnectionError) as e:
+        except RemoteError as e:
+            result = _NotHeld(str(e)) if e.remote_kind in NOT_HELD_KINDS else (
+                str(e) or type(e).__name__)
+        except (FetchError, TimeoutError, StoreError, ConnectionError) as e:
             result = str(e) or type(e).__name__
         await self._results.put((src, want, result))
 
@@ -427,6 +442,8 @@ class Fetch:
             self._tasks.pop((src, want.chunk_id), None)
         if result is None:
             self.planner.on_chunk(src, want.chunk_id, now)
+        elif isinstance(result, _NotHeld):
+            self.planner.on_not_held(src, want.chunk_id, result.reason, now)
         elif isinstance(result, PeerGone):
             if src in self.planner.active_sources():  # dropped now, for this reason
                 self._lost.add(src)

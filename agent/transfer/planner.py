@@ -19,6 +19,11 @@ Policy, and why:
 * **Bad sources are dropped.** A hash mismatch drops the source at once (it is lying or
   corrupt); ``max_failures_per_source`` consecutive failures (error replies, timeout rounds)
   drop it with the reason kept for the final error message.
+* **A source that lacks a chunk is honest.** When a source answers that a chunk is not in
+  its store (it never had it, or quarantined a corrupt copy: :meth:`on_not_held`), it is
+  never asked for that chunk again and no failure is counted against it; once no active
+  source holds some missing chunk, :attr:`failed` says so at once (waiting cannot help
+  unless a new source turns up).
 * **Endgame.** Once nothing is left to hand out, an idle source that would deliver a
   straggler sooner than its current holder gets a duplicate request; first arrival wins and
   the other copy is reported in :meth:`FetchPlanner.cancelled_requests`.
@@ -183,6 +188,7 @@ class FetchPlanner:
         self._heap: list[int] = list(range(n))  # sorted, hence already a heap
         self._copies: dict[int, list[str]] = {}  # in-flight chunk -> sources it is asked of
         self._failed_by: dict[int, set[str]] = {}  # chunk -> sources that failed it
+        self._lacking: dict[int, set[str]] = {}  # chunk -> sources that do not hold it
         self._pending_count = n
         self.bytes_total = sum(w.length for w in self._wants)
         self._pending_bytes = self.bytes_total
@@ -208,8 +214,15 @@ class FetchPlanner:
         """
         if self.done or not self._sources:
             return None
-        if any(s.active for s in self._sources.values()):
-            return None
+        active = [s for s in self._sources.values() if s.active]
+        if active:
+            lost = self._unobtainable(active)
+            if not lost:
+                return None
+            first = self._wants[lost[0]].chunk_id.hex()[:16]
+            return (f"{len(lost)} chunk(s) (first {first}) are held by none of the sources "
+                    f"({', '.join(s.name for s in active)}): each answered that it does not "
+                    "hold them")
         missing = len(self._wants) - self._done_count
         why = "; ".join(f"{s.name}: {s.reason}" for s in self._sources.values())
         return (
@@ -259,6 +272,18 @@ class FetchPlanner:
         ]
         return min(oldest) + self.request_timeout if oldest else None
 
+    def lacks_needed(self, source: str) -> bool:
+        """The source said it does not hold some chunk still missing (asking it again on the
+        same session cannot fill that gap)."""
+        return any(source in who for idx, who in self._lacking.items()
+                   if self._state[idx] != _DONE)
+
+    def _unobtainable(self, active: list[_Source]) -> list[int]:
+        """Missing chunks that every active source said it does not hold, in file order."""
+        names = {s.name for s in active}
+        return sorted(idx for idx, who in self._lacking.items()
+                      if self._state[idx] != _DONE and names <= who)
+
     # ----------------------------------------------------------------- sources
 
     def add_source(self, source: str, now: float) -> None:
@@ -271,6 +296,8 @@ class FetchPlanner:
             s.active = True
             s.reason = None
             s.reset(self.initial_window, now)
+            for who in self._lacking.values():  # a new session: its store may have changed
+                who.discard(source)
 
     def remove_source(self, source: str, reason: str, now: float) -> list[Want]:
         """The source went away (disconnect, shutdown). Returns the chunks it had in flight;
@@ -349,6 +376,21 @@ class FetchPlanner:
             why = f"{s.consecutive} consecutive failures (last: {reason})"
         # Its other requests are abandoned: tell the caller through cancelled_requests().
         self._cancelled.extend((name, w.chunk_id) for name, w in self._drop(s, why))
+
+    def on_not_held(self, source: str, chunk_id: bytes, reason: str, now: float) -> None:
+        """The source answered that *chunk_id* is not in its store (never was, or it was
+        quarantined there). That is an honest answer, not a failure: the source is never
+        asked for this chunk again and keeps its standing; the chunk goes back to the
+        queue for the others (see :attr:`failed` when nobody has it)."""
+        s = self._sources.get(source)
+        idx = self._index.get(chunk_id)
+        if s is None or idx is None:
+            return
+        if idx in s.in_flight:
+            self._unassign(s, idx)
+        self._lacking.setdefault(idx, set()).add(source)
+        s.last_error = reason
+        s.last_progress = now  # it answered: not a stall
 
     def tick(self, now: float) -> list[tuple[str, Want]]:
         """Expire requests older than ``request_timeout``: requeue them, halve the window and
@@ -432,8 +474,16 @@ class FetchPlanner:
             self._in_heap[idx] = 0
             if self._state[idx] != _PENDING:
                 continue  # stale entry
+            lacking = self._lacking.get(idx)
+            if lacking and s.name in lacking:
+                skipped.append(idx)  # it said it does not hold this one
+                if len(skipped) >= _MAX_SKIPPED_SCAN:
+                    break
+                continue
             failed = self._failed_by.get(idx)
             able = [o for o in healthy if o.name not in failed] if failed else healthy
+            if lacking:  # who lacks it cannot finish it: never idle s in its favour
+                able = [o for o in able if o.name not in lacking]
             if failed and s.name in failed and able:
                 skipped.append(idx)  # someone else can serve it
                 if len(skipped) >= _MAX_SKIPPED_SCAN:
@@ -498,6 +548,9 @@ class FetchPlanner:
                     continue
                 failed = self._failed_by.get(idx)
                 if failed and s.name in failed:
+                    continue
+                lacking = self._lacking.get(idx)
+                if lacking and s.name in lacking:
                     continue
                 if s.throughput:
                     mine = now + (s.min_rtt or 0.0) + s.in_flight_bytes / s.throughput

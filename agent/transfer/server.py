@@ -10,20 +10,32 @@ and it owns every serving decision so the peer layer only moves bytes:
 * **Links.** Chunk replies go over the LAN link only; over BLE a request is refused before
   anything is read (the BLE channel would replace the reply with an error anyway).
 * **Integrity.** Every chunk read from disk is BLAKE3-verified before it is sent
-  (``store.get_chunk``); a corrupt one is quarantined and refused, never served. See
+  (``store.get_chunk``); a corrupt one is quarantined and refused, never served. A resource
+  missing a chunk (quarantined) is no longer listed until a fetch repairs it: peers would
+  otherwise keep choosing this device for a copy it cannot give. Its manifest is still
+  answered, so a fetcher can take the other chunks from here. Refusals carry their kind
+  (NOT_FOUND, INTEGRITY) so a fetcher asks other sources instead of counting failures. See
   docs/protocol.md, "Where each hash check happens and why".
 * **Compression.** lz4 only if this agent allows it (``[transfer] compress``), the request
   asks for it (``z``, default true) and a sample shows it pays (:func:`wire.encode_chunk`).
 * **Bandwidth.** The reply waits for its traffic class's turn (``cls``) at the
   :class:`BandwidthGate`, sized by the bytes that actually go on the link, and holds the
   permit until the send has drained.
+* **Memory.** Each connection may have at most :data:`MAX_REPLIES_IN_FLIGHT` chunk replies
+  read from the store and not yet sent; a further request waits for a slot *before*
+  anything is read. A peer that asks for many chunks and never reads its socket otherwise
+  makes this agent hold every chunk it asked for (128 x 512 KiB per session).
 * **Zero copy.** The reply is handed to the session as parts (header, payload), never
   joined: see :class:`agent.peer.connection.RawReply`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from agent.errors import ErrorKind
@@ -50,6 +62,11 @@ __all__ = [
 #: The only transport that carries chunk replies (see PeerConnection.transport).
 BULK_LINK = "lan"
 DEFAULT_CLASS = "demand"
+#: Chunk replies one connection may have read but not yet sent. The replies leave one at a
+#: time (the session's send lock), so a few ready behind the one on the wire keep the link
+#: busy; more only buffer memory for a peer that may never read. The fetcher's larger
+#: window is fine: its extra requests wait here, holding no chunk data.
+MAX_REPLIES_IN_FLIGHT = 4
 
 
 class NotShared(Refused):
@@ -100,21 +117,29 @@ class ChunkServer:
         self._compress = compress
         self._on_use = on_use  # the authority counts which resources are asked for
         self._public_chunks: frozenset[bytes] = frozenset()
+        self._incomplete: frozenset[str] = frozenset()  # resource ids missing a chunk here
+        # per connection: slots for replies read and not yet sent (dies with the connection)
+        self._slots: weakref.WeakKeyDictionary[PeerConnection, _ReplySlots] = (
+            weakref.WeakKeyDictionary())
         self.catalog_changed()
 
     def handlers(self) -> dict[str, Handler]:
         return {"list": self._list, "manifest": self._manifest, "chunk": self._chunk}
 
     def catalog_changed(self) -> None:
-        """Holdings changed (publish, fetch, removal): recompute what unpaired peers may get."""
+        """Holdings changed (publish, fetch, removal, a quarantined chunk): recompute what
+        unpaired peers may get and which resources can no longer be served completely."""
         self._public_chunks = public_chunk_ids(self._store)
+        self._incomplete = frozenset(r.resource_id for r in self._store.resources()
+                                     if not self._store.complete(r.manifest))
 
     def _visible(self, rec: ResourceRecord, trusted: bool) -> bool:
         return trusted or rec.public
 
     async def _list(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
-        return [resource_entry(r) for r in self._store.resources() if self._visible(r, trusted)]
+        return [resource_entry(r) for r in self._store.resources()
+                if self._visible(r, trusted) and r.resource_id not in self._incomplete]
 
     async def _manifest(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
@@ -134,11 +159,26 @@ class ChunkServer:
         cid = bytes.fromhex(req.args["c"])  # the wire schema checked: 64 hex digits
         if cid not in self._public_chunks and not self._trust.is_trusted(conn.peer_id):
             raise NotShared("not paired: only chunks of public resources are served")
-        data = self._read(cid)
-        parts = wire.encode_chunk(req.id, cid, data, self._compress and req.args.get("z", True))
+        slots = self._slots.get(conn)
+        if slots is None:
+            slots = self._slots[conn] = _ReplySlots(MAX_REPLIES_IN_FLIGHT)
+        await slots.acquire()  # before the read: what waits here holds no chunk data
+        try:
+            data = self._read(cid)
+            parts = wire.encode_chunk(req.id, cid, data,
+                                      self._compress and req.args.get("z", True))
+        except BaseException:
+            slots.release()
+            raise
         nbytes = sum(len(p) for p in parts)
         cls = req.args.get("cls", DEFAULT_CLASS)
-        return RawReply(parts, self._gate.permit(conn.peer_id.hex(), cls, nbytes))
+        return RawReply(parts, _holding(slots, self._gate.permit(conn.peer_id.hex(), cls,
+                                                                 nbytes)))
+
+    def replies_in_flight(self, conn: PeerConnection) -> int:
+        """Chunk replies read for *conn* and not yet sent (what its memory bound counts)."""
+        slots = self._slots.get(conn)
+        return 0 if slots is None else slots.held
 
     def _read(self, cid: bytes) -> bytes:
         """The chunk's bytes, verified against its id (a corrupt copy is never served).
@@ -151,6 +191,8 @@ class ChunkServer:
         except NotFound:
             raise NoSuchChunk(f"chunk {cid.hex()[:16]} is not held here") from None
         except CorruptChunk:
+            self.catalog_changed()  # quarantined: a resource lost a chunk (not on NotFound:
+            # a peer may ask for any id, and a store that did not change needs no rescan)
             raise ChunkUnavailable(f"chunk {cid.hex()[:16]} failed verification here "
                                    "and was quarantined") from None
         except StoreError as e:
@@ -158,3 +200,31 @@ class ChunkServer:
         except OSError as e:  # EIO and friends: the disk, not the request, is at fault
             raise ChunkUnavailable(f"chunk {cid.hex()[:16]} cannot be read here: "
                                    f"{e.strerror or e}") from None
+
+
+class _ReplySlots:
+    """A semaphore that also says how many are held (for the bound's tests and stats)."""
+
+    def __init__(self, n: int) -> None:
+        self._sem = asyncio.Semaphore(n)
+        self.held = 0
+
+    async def acquire(self) -> None:
+        await self._sem.acquire()
+        self.held += 1
+
+    def release(self) -> None:
+        self.held -= 1
+        self._sem.release()
+
+
+@contextlib.asynccontextmanager
+async def _holding(slots: _ReplySlots,
+                   permit: AbstractAsyncContextManager[None]) -> AsyncIterator[None]:
+    """The reply's hold: the bandwidth permit, then the connection's reply slot back once the
+    send has returned (or failed, or was cancelled while waiting for the permit)."""
+    try:
+        async with permit:
+            yield
+    finally:
+        slots.release()

@@ -154,8 +154,8 @@ def test_the_table_serves_every_command(tmp_path):
     try:
         assert set(a.commands.table()) == {
             "id", "status", "peers", "publish", "resources", "fetch", "pair_start",
-            "pair_open", "pair_confirm", "pair_pending", "pair_wait", "unpair", "trust_list",
-            "connect", "stop", "authority"}
+            "pair_open", "pair_close", "pair_confirm", "pair_pending", "pair_wait", "unpair",
+            "trust_list", "connect", "stop", "authority"}
     finally:
         a.store.close()
 
@@ -335,6 +335,20 @@ async def test_pairing_through_the_commands_of_both_devices(two):
     assert [(p["name"], p["trusted"], p["connected"]) for p in peers] == [("bravo", True, True)]
     with pytest.raises(AlreadyPaired):
         await a.run("pair_start", address=_addr(b))
+
+
+async def test_pair_close_shuts_the_window_and_cancels_unconfirmed_incoming(two):
+    a, b = two
+    await b.run("pair_open", seconds=60)
+    started = await a.run("pair_start", address=_addr(b))
+    assert await b.run("pair_close") == {"was_open": True, "cancelled": 1}
+    assert not b.peer.pairing.window_open() and await b.run("pair_pending") == []
+    assert not (await b.run("status"))["pairing_window_open"]
+    done = await a.run("pair_wait", pairing_id=started["pairing_id"], timeout=GUARD)
+    assert done["cancelled"] == "cancelled by the other device"  # told, not left waiting
+    with pytest.raises(PairingFailed, match="not accepting pairing"):
+        await a.run("pair_start", address=_addr(b))
+    assert await b.run("pair_close") == {"was_open": False, "cancelled": 0}
 
 
 async def test_pair_confirm_without_a_pending_pairing(two):

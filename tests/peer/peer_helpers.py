@@ -132,7 +132,7 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
     data_dir.mkdir(parents=True, exist_ok=True)
     identity = identity or Identity.generate()
     trust = TrustStore(data_dir)
-    peers = PeerTable()
+    peers = PeerTable(is_trusted=trust.is_trusted)
     router = Router()
     spawner = Spawner()
     clock = FakeClock()

@@ -469,3 +469,36 @@ async def test_attach_channel_refuses_another_mesh(two):
     # same mesh: attached
     end_a, _ = memory_pair(a, b)
     assert a.conns.attach_channel(end_a, outgoing=True, transport="ble").name == "bravo"
+
+
+# ----------------------------------------------------------------- unpaired sessions
+async def test_unpaired_sessions_are_capped_oldest_first_and_paired_ones_are_kept(tmp_path):
+    """Throwaway identities cost a stranger nothing: beyond the cap the least recently
+    heard-from unpaired session is closed; a paired device's session is never counted."""
+    from peer_helpers import MemoryChannel
+
+    a = make_peer(tmp_path, "alpha")
+    a.conns.max_untrusted_sessions = 2
+    friend = Identity.generate()
+    a.trust.add(friend.device_id, friend.public_key, "friend",
+                signing_key=friend.signing_public)
+
+    def attach(ident: Identity, name: str) -> object:
+        ch = MemoryChannel(ident.public_key, hello(name, signing_key=ident.signing_public),
+                           b"h" * 32)
+        return a.conns.attach_channel(ch, outgoing=False, transport="lan")
+
+    paired = attach(friend, "friend")
+    strangers = [attach(Identity.generate(), f"s{i}") for i in range(2)]
+    strangers[0].last_seen -= 10  # heard from longest ago
+    strangers[1].last_seen -= 5
+    strangers.append(attach(Identity.generate(), "s2"))
+    await wait_until(lambda: strangers[0].closed.is_set(), "oldest stranger closed")
+    assert "too many unpaired" in strangers[0].close_reason
+    assert not strangers[1].closed.is_set() and not strangers[2].closed.is_set()
+    assert not paired.closed.is_set()
+    fourth = attach(Identity.generate(), "s3")
+    await wait_until(lambda: strangers[1].closed.is_set(), "next oldest stranger closed")
+    assert not strangers[2].closed.is_set() and not fourth.closed.is_set()
+    assert not paired.closed.is_set()
+    await a.stop()

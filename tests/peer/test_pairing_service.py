@@ -210,18 +210,49 @@ async def test_peer_cancel(two):
 async def test_too_many_pending_pairings_are_refused(tmp_path):
     a = make_peer(tmp_path, "alpha")
     b = make_peer(tmp_path, "bravo", max_pending=1)
-    await a.conns.start()
-    await b.conns.start()
+    c = make_peer(tmp_path, "charlie")
+    for p in (a, b, c):
+        await p.conns.start()
+    try:
+        b.pairing.open_window(60)
+        await a.pairing.start(await a.conns.connect(b.address))
+        with pytest.raises(PairingFailed, match="too many pairing attempts"):
+            await c.pairing.start(await c.conns.connect(b.address))
+        assert len(b.pairing.pending()) == 1
+    finally:
+        for p in (a, b, c):
+            await p.stop()
+
+
+async def test_one_device_holds_one_incoming_pairing_the_newest(tmp_path):
+    """A stranger repeating pair_request (same session or new ones) cannot fill max_pending:
+    each request replaces its previous one, and another device can still ask."""
+    a = make_peer(tmp_path, "alpha", max_pending=8)
+    b = make_peer(tmp_path, "bravo", max_pending=2)
+    c = make_peer(tmp_path, "charlie")
+    for p in (a, b, c):
+        await p.conns.start()
     try:
         b.pairing.open_window(60)
         conn = await a.conns.connect(b.address)
-        await a.pairing.start(conn)
-        with pytest.raises(PairingFailed, match="too many pairing attempts"):
-            await a.pairing.start(conn)
-        assert len(b.pairing.pending()) == 1
+        for _ in range(5):
+            await conn.request("pair_request", {"name": "alpha"})
+        end_a, end_b = memory_pair(a, b)  # a second session from the same device
+        a.conns.attach_channel(end_a, outgoing=True, transport="ble")
+        b.conns.attach_channel(end_b, outgoing=False, transport="ble")
+        ble = await wait_until(lambda: a.conns.live_connection(b.short) and next(
+            (s for s in a.conns.sessions() if s.transport == "ble"), None))
+        await ble.request("pair_request", {"name": "alpha"})
+        (only,) = b.pairing.pending()
+        assert b.pairing.session_of(only.pairing_id).transport == "ble"  # the newest
+        replaced = [p for p in b.pairing.book.pending.values() if p.cancelled]
+        assert len(replaced) == 5 and all(p.peer_id == a.identity.device_id
+                                          for p in replaced)
+        await c.pairing.start(await c.conns.connect(b.address))  # room for someone else
+        assert len(b.pairing.pending()) == 2
     finally:
-        await a.stop()
-        await b.stop()
+        for p in (a, b, c):
+            await p.stop()
 
 
 async def test_pending_pairings_expire_and_waiters_hear_of_it(two):

@@ -69,3 +69,36 @@ def test_fuzz_request_args(args, op):
     raw = wire.encode_request(1, op, args)
     with contextlib.suppress(wire.WireError):
         wire.decode(raw)
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+@pytest.mark.parametrize("template", [
+    b'\x01{"id":1,"op":"ping","args":{"t":%s}}',
+    b'\x04{"op":"report","args":{"c":"' + b"a" * 32 + b'","h":{"x":[%s]},"load":0,"up":0}}',
+    b'\x02{"id":1,"ok":true,"result":[%s]}',
+])
+def test_non_finite_numbers_are_refused_at_decode(template, token):
+    """Python's json reads these; no peer may send them (they reach int() and comparisons
+    deep inside the services otherwise)."""
+    with pytest.raises(wire.WireError):
+        wire.decode(template % token.encode())
+
+
+def test_non_finite_numbers_are_never_sent():
+    with pytest.raises(wire.WireError):
+        wire.encode_response(1, True, [float("nan")])
+
+
+def test_an_error_response_carries_its_kind():
+    from agent.errors import ErrorKind
+
+    msg = wire.decode(wire.encode_response(3, False, "no such chunk", ErrorKind.NOT_FOUND))
+    assert msg == wire.Response(3, False, "no such chunk", ErrorKind.NOT_FOUND)
+    assert wire.decode(wire.encode_response(3, False, "old peer")).kind is None
+    newer = b'\x02{"id":3,"ok":false,"error":"x","kind":"from_the_future"}'
+    assert wire.decode(newer).kind is None
+    for bad in (b'7', b'"' + b"k" * 40 + b'"', b'["not_found"]'):
+        with pytest.raises(wire.WireError):
+            wire.decode(b'\x02{"id":3,"ok":false,"error":"x","kind":' + bad + b"}")
+    with pytest.raises(wire.WireError):  # only errors have a kind
+        wire.decode(b'\x02{"id":3,"ok":true,"result":1,"kind":"not_found"}')

@@ -60,3 +60,42 @@ def test_pending_expires_and_find_by_code():
     assert p.cancelled and "timed out" in p.cancelled
     with pytest.raises(PairingError, match="no pending pairing"):
         book.find_by_code(p.code)
+
+
+def test_a_new_request_from_a_device_replaces_its_pending_one():
+    book = PairingBook(window_seconds=60, max_pending=2)
+    book.open_window(0.0)
+    first = _add(book, 1.0, h=b"a" * 32)
+    second = _add(book, 2.0, h=b"b" * 32)  # same device, another session
+    assert first.cancelled and not second.cancelled
+    assert book.active() == [second]
+    other = book.add(peer_id=b"q" * 32, peer_public_key=b"k" * 32, peer_name="hall",
+                     handshake_hash=b"c" * 32, incoming=True, now=3.0)
+    assert book.active() == [second, other]
+
+
+def test_finished_entries_are_bounded():
+    from agent.security.pairing import FINISHED_KEPT_PER_PENDING
+
+    book = PairingBook(window_seconds=60, max_pending=2)
+    book.open_window(0.0)
+    for i in range(100):
+        last = _add(book, 1.0, h=bytes([i]) * 32)
+    assert len(book.pending) <= FINISHED_KEPT_PER_PENDING * 2 + 1
+    assert book.active() == [last]
+
+
+def test_close_window_refuses_new_requests_and_cancels_unconfirmed_incoming():
+    book = PairingBook(window_seconds=60, max_pending=4)
+    book.open_window(0.0)
+    waiting = _add(book, 1.0, h=b"a" * 32)
+    confirmed = book.add(peer_id=b"q" * 32, peer_public_key=b"k" * 32, peer_name="hall",
+                         handshake_hash=b"b" * 32, incoming=True, now=1.0)
+    confirmed.local_confirmed = True  # the user here already said yes: left to finish
+    outgoing = _add(book, 1.0, incoming=False, h=b"c" * 32)
+    was_open, cancelled = book.close_window(2.0)
+    assert was_open and cancelled == [waiting] and waiting.cancelled
+    assert book.active() == [confirmed, outgoing]
+    with pytest.raises(PairingError, match="not accepting"):
+        _add(book, 3.0, h=b"d" * 32)
+    assert book.close_window(3.0) == (False, [])

@@ -187,6 +187,10 @@ NAMES = [
     ("../../etc/passwd", "forbidden"), ("a\\b", "forbidden"), ("a\x00b", "forbidden"),
     ("tab\there", "forbidden"), ("del\x7f", "forbidden"), ("c1\x85", "forbidden"),
     ("lone\ud800", "forbidden"), ("x" * 256, "1..255"), ("é" * 200, "bytes"), (7, "string"),
+    # bidi controls and other format characters: names that display as something else
+    ("report\u202etxt.exe", "U\\+202E"), ("a\u2066b", "forbidden"), ("a\u200bb", "forbidden"),
+    ("\ufeffbom", "forbidden"), ("a\u200fb", "forbidden"), ("line\u2028sep", "forbidden"),
+    ("para\u2029sep", "forbidden"), ("tag\U000e0041", "forbidden"),
 ]
 
 
@@ -210,7 +214,8 @@ def test_name_rules(name: Any, message: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["a", "x" * 255, "é" * 127, "..hidden", "a b", "日本語.txt",
-                                  "...", "-rf"])
+                                  "...", "-rf", "\u0645\u06cc\u200c\u0634\u0648\u062f",
+                                  "\U0001f469\u200d\U0001f4bb.png"])
 def test_valid_names_accepted(name: str) -> None:
     assert Manifest.from_bytes(make(name=name).to_bytes()).name == name
 

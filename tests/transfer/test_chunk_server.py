@@ -398,3 +398,108 @@ async def test_with_the_real_gate_the_send_happens_inside_a_released_permit(stor
     assert in_flight == [1]  # released to us and not yet reported sent
     assert gate.scheduler.in_flight(PAIRED.hex()) == 0  # reported once the send returned
     gate.close()
+
+
+# --------------------------------------------------------------------------- memory bound
+
+
+class NeverReadingChannel(RecordingChannel):
+    """A peer that asks and never reads: the first send blocks (its socket buffer is full)."""
+
+    def __init__(self, gate: RecordingGate) -> None:
+        super().__init__(gate)
+        self.blocked = asyncio.Event()
+
+    async def send_parts(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self.blocked.set()
+        await asyncio.Event().wait()  # never drains
+
+
+async def test_a_peer_that_never_reads_gets_only_a_bounded_number_of_chunks_read(
+        store, tmp_path, monkeypatch):
+    """128 chunk requests from a peer that never reads: the server reads (and so buffers) at
+    most MAX_REPLIES_IN_FLIGHT chunks for the connection, whatever the peer asks for."""
+    from agent.transfer.server import MAX_REPLIES_IN_FLIGHT
+
+    m = publish(store, tmp_path, "many.bin", os.urandom(600 * 1024), public=True)
+    assert len(m.chunks) > MAX_REPLIES_IN_FLIGHT
+    reads: list[int] = []
+    real = store.get_chunk
+
+    def spy(chunk_id: bytes, **kw: bool) -> bytes:
+        data = real(chunk_id, **kw)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(store, "get_chunk", spy)
+    server, gate = make_server(store)
+    router = server.handlers()
+
+    async def handle(c: PeerConnection, r: wire.Request) -> object:
+        return await router[r.op](c, r)
+
+    pc = PeerConnection(NeverReadingChannel(gate), peer_id=STRANGER, peer_key=b"k" * 32,
+                        hello={"name": "peer"}, handler=handle, outgoing=False,
+                        address=("192.0.2.1", 47474))
+    ch = pc.channel
+    for i in range(128):
+        cid = m.chunks[i % len(m.chunks)].chunk_id
+        ch.inbox.put_nowait(wire.encode_request(i + 1, "chunk", {"c": cid.hex(), "z": False}))
+    serving = asyncio.create_task(pc.serve())
+    async with asyncio.timeout(10):
+        await ch.blocked.wait()
+        while not ch.inbox.empty():  # every request has been taken in
+            await asyncio.sleep(0)
+    for _ in range(50):  # let every handler run as far as it can
+        await asyncio.sleep(0)
+    biggest = max(c.length for c in m.chunks)
+    assert len(reads) <= MAX_REPLIES_IN_FLIGHT
+    assert sum(reads) <= MAX_REPLIES_IN_FLIGHT * biggest
+    assert server.replies_in_flight(pc) == len(reads)
+    await pc.close()
+    await serving
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert server.replies_in_flight(pc) == 0  # slots come back when the sends are cancelled
+
+
+async def test_a_resource_with_a_quarantined_chunk_is_no_longer_listed(store, held):
+    """A holder that can no longer serve a resource completely stops advertising it (its
+    manifest is still answered: the other chunks can come from here)."""
+    pub, _ = held
+    cid = pub.chunks[1].chunk_id
+    path, offset, length = store._packs.locate(cid)
+    with open(path, "r+b") as f:
+        f.seek(offset + length // 2)
+        b = f.read(1)
+        f.seek(offset + length // 2)
+        f.write(bytes([b[0] ^ 0x10]))
+    server, _ = make_server(store)
+    h = server.handlers()
+    listed = await h["list"](conn(PAIRED), wire.Request(1, "list", {}))
+    assert "public.bin" in {e["name"] for e in listed}
+    with pytest.raises(ChunkUnavailable):
+        await ask_chunk(server, PAIRED, cid)
+    listed = await h["list"](conn(PAIRED), wire.Request(2, "list", {}))
+    assert {e["name"] for e in listed} == {"private.bin"}
+    await h["manifest"](conn(PAIRED), wire.Request(3, "manifest", {"resource": "public.bin"}))
+
+
+async def test_a_chunk_refusal_reaches_the_fetcher_with_its_kind(store, held):
+    server, gate = make_server(store)
+    router = server.handlers()
+
+    async def handle(c: PeerConnection, r: wire.Request) -> object:
+        return await router[r.op](c, r)
+
+    pc = conn(PAIRED, gate, handler=handle)
+    ch = pc.channel
+    serving = asyncio.create_task(pc.serve())
+    await ch.inbox.put(wire.encode_request(5, "chunk", {"c": "ab" * 32}))
+    async with asyncio.timeout(10):
+        await ch.got_one.wait()
+    await pc.close()
+    await serving
+    msg = wire.decode(b"".join(ch.sent[0]))
+    assert isinstance(msg, wire.Response) and not msg.ok
+    assert msg.kind is ErrorKind.NOT_FOUND

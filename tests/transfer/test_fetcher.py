@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import ErrorKind
 from agent.peer import wire
 from agent.peer.connection import RemoteError
 from agent.security.identity import Identity
@@ -19,12 +20,15 @@ class FakeConn:
     """Answers chunk requests from a source store; can lie or refuse."""
 
     def __init__(self, name: str, source: ContentStore, *, lie: bool = False,
-                 refuse: bool = False, delay: float = 0.0) -> None:
+                 refuse: bool = False, delay: float = 0.0,
+                 lacks: frozenset[bytes] = frozenset()) -> None:
         self.name = name
         self.peer_id = name.encode().ljust(32, b"\0")
         self.address = ("10.0.0.1", 1)
         self.source = source
         self.lie, self.refuse, self.delay = lie, refuse, delay
+        self.lacks = lacks  # answered as a chunk server does for a quarantined chunk
+        self.asked_lacking = 0
         self.served = 0
         self.compress_asked: set[bool] = set()
 
@@ -39,6 +43,10 @@ class FakeConn:
         if self.refuse:
             raise RemoteError("no such chunk here")
         cid = bytes.fromhex(args["c"])
+        if cid in self.lacks:
+            self.asked_lacking += 1
+            raise RemoteError("chunk failed verification here and was quarantined",
+                              ErrorKind.INTEGRITY)
         data = self.source.get_chunk(cid)
         if self.lie:
             data = b"x" + data[1:]
@@ -116,4 +124,38 @@ async def test_lz4_is_asked_for_except_over_loopback(tmp_path, published):
     lo.address = ("127.0.0.1", 1)
     await Fetch(dst, m, [lan, lo], request_timeout=2.0).run()
     assert lan.compress_asked == {True} and lo.compress_asked == {False}
+    dst.close()
+
+
+async def test_a_chunk_nobody_holds_fails_the_fetch_at_once(tmp_path, published):
+    """The only holder says (typed INTEGRITY: quarantined) it lacks one chunk: the fetch
+    fails without waiting for the stall timeout, asked that chunk once, and says why."""
+    src, m, _ = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    gone = m.chunks[3].chunk_id
+    holder = FakeConn("holder", src, lacks=frozenset({gone}))
+
+    async def find_sources():  # keeps offering the same session back
+        return [holder]
+
+    job = Fetch(dst, m, [holder], request_timeout=600.0, stall_timeout=600.0,
+                find_sources=find_sources)
+    with pytest.raises(FetchError, match="held by none of the sources"):
+        await asyncio.wait_for(job.run(), 30)  # hang guard only
+    assert holder.asked_lacking == 1
+    dst.close()
+
+
+async def test_a_chunk_one_holder_lacks_comes_from_another_with_no_failure_counted(
+        tmp_path, published):
+    src, m, _ = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    gone = frozenset(c.chunk_id for c in m.chunks[:4])
+    partial, full = FakeConn("partial", src, lacks=gone), FakeConn("full", src, delay=0.002)
+    result = await asyncio.wait_for(Fetch(dst, m, [partial, full], request_timeout=600.0,
+                                          stall_timeout=600.0).run(), 30)
+    assert dst.complete(m)
+    stats = result.sources[partial.peer_id.hex()]
+    assert stats["state"] == "active" and stats["failures"] == 0
+    assert partial.asked_lacking <= len(gone)
     dst.close()

@@ -308,3 +308,37 @@ def test_stats_report_link_estimates() -> None:
 def test_rejects_nonsense_settings(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         FetchPlanner(wants(1), **kw)  # type: ignore[arg-type]
+
+
+def test_a_chunk_a_source_does_not_hold_is_never_asked_of_it_again() -> None:
+    """'Not in my store' is an honest answer: no failure counted, the source keeps serving
+    the rest, and the chunk goes to a source that has not said so."""
+    ws = wants(4)
+    p = FetchPlanner(ws, initial_window=1, max_failures_per_source=1)
+    p.add_source("a", 0.0)
+    first = p.next_requests(0.0)
+    assert first == [("a", ws[0])]
+    p.on_not_held("a", ws[0].chunk_id, "quarantined there", 0.1)
+    assert p.source_stats()["a"].state == "active"
+    assert p.source_stats()["a"].failures == 0
+    nxt = p.next_requests(0.1)
+    assert nxt == [("a", ws[1])]  # it skips the one it lacks
+    assert p.lacks_needed("a")
+    p.add_source("b", 0.1)
+    assert ("b", ws[0]) in p.next_requests(0.1)
+
+
+def test_failed_at_once_when_no_active_source_holds_a_missing_chunk() -> None:
+    ws = wants(3)
+    p = FetchPlanner(ws, initial_window=4)
+    for s in "ab":
+        p.add_source(s, 0.0)
+    p.next_requests(0.0)
+    p.on_not_held("a", ws[1].chunk_id, "not held", 0.1)
+    assert p.failed is None  # b may still have it
+    p.on_not_held("b", ws[1].chunk_id, "not held", 0.2)
+    assert p.failed is not None and "held by none of the sources" in p.failed
+    assert all(w != ws[1] for _, w in p.next_requests(0.2))  # never asked again
+    p.on_chunk("a", ws[0].chunk_id, 0.3)
+    p.on_chunk("b", ws[2].chunk_id, 0.3)
+    assert p.failed is not None and not p.done
