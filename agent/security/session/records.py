@@ -315,8 +315,9 @@ class SecureConnection:
             )
         out = bytearray(size + count * RECORD_OVERHEAD)
         scratch = self._scratch
-        if len(scratch) < min(size, max_chunk) + _FLAGS:
-            scratch = self._scratch = bytearray(max_chunk + _FLAGS)
+        need = min(size, max_chunk) + _FLAGS
+        if len(scratch) < need:  # grows with the largest record sent: heartbeats stay tiny
+            scratch = self._scratch = bytearray(need)
         encrypt_into = aead.encrypt_into
         parts = iter(views)
         cur = _EMPTY
