@@ -33,15 +33,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
-import multiprocessing
-import os
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
+
+from agent.authority import seeds as seeds_mod
 
 from .authority_map import AuthorityMap, encode_command
 from .policy import (
@@ -738,27 +737,14 @@ def run_seed(seed: int, config: MeshConfig | None = None) -> MeshResult:
 
 
 def check_seeds(seeds: Sequence[int], config: MeshConfig | None = None) -> list[str]:
-    failures = []
-    for s in seeds:
-        try:
-            run_seed(s, config)
-        except MeshViolation as exc:
-            failures.append(str(exc))
-    return failures
+    """Run *seeds*; return one report per failing seed (each says how to replay it)."""
+    return seeds_mod.check_seeds(run_seed, MeshViolation, seeds, config)
 
 
 def run_parallel(seeds: Sequence[int], config: MeshConfig | None = None,
                  workers: int | None = None) -> list[str]:
-    workers = workers or os.cpu_count() or 1
-    seeds = list(seeds)
-    if workers <= 1 or len(seeds) < 2:
-        return check_seeds(seeds, config)
-    chunks = [seeds[i::workers] for i in range(workers)]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        parts = pool.map(check_seeds, chunks, [config] * workers)
-        failures = [f for part in parts for f in part]
-    return sorted(failures, key=lambda f: int(f.split()[1].rstrip(":")))
+    """`check_seeds` spread over processes (results do not depend on the split)."""
+    return seeds_mod.run_parallel(check_seeds, seeds, config, workers)
 
 
 def main(argv: list[str] | None = None) -> int:

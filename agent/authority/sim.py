@@ -32,14 +32,13 @@ import argparse
 import bisect
 import hashlib
 import heapq
-import multiprocessing
-import os
 import random
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+
+from agent.authority import seeds as seeds_mod
 
 from .authority_map import Assign, AuthorityMap, encode_command
 from .raft.confchange import apply_conf_change
@@ -778,29 +777,13 @@ def run_seeds(seeds: Iterable[int], config: SimConfig | None = None) -> list[Sim
 
 def check_seeds(seeds: Sequence[int], config: SimConfig | None = None) -> list[str]:
     """Run *seeds*; return one report per failing seed (each says how to replay it)."""
-    failures = []
-    for s in seeds:
-        try:
-            run_seed(s, config)
-        except InvariantViolation as exc:
-            failures.append(str(exc))
-    return failures
+    return seeds_mod.check_seeds(run_seed, InvariantViolation, seeds, config)
 
 
-def run_parallel(
-    seeds: Sequence[int], config: SimConfig | None = None, workers: int | None = None
-) -> list[str]:
+def run_parallel(seeds: Sequence[int], config: SimConfig | None = None,
+                 workers: int | None = None) -> list[str]:
     """`check_seeds` spread over processes (results do not depend on the split)."""
-    workers = workers or os.cpu_count() or 1
-    seeds = list(seeds)
-    if workers <= 1 or len(seeds) < 2:
-        return check_seeds(seeds, config)
-    chunks = [seeds[i::workers] for i in range(workers)]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        parts = pool.map(check_seeds, chunks, [config] * workers)
-        failures = [f for part in parts for f in part]
-    return sorted(failures, key=lambda f: int(f.split()[1].rstrip(":")))
+    return seeds_mod.run_parallel(check_seeds, seeds, config, workers)
 
 
 def _parse_range(text: str) -> range:
