@@ -241,7 +241,7 @@ class ContentStore(StoreMaintenance):
                 quarantined.append(rid)
                 continue
             try:
-                manifest = self._load_manifest(stored.current)
+                manifest = self._load_manifest(stored.current, stored.seal)
                 records[rid] = ResourceRecord.from_stored(stored, manifest)
             except (NotFound, ManifestError) as e:
                 log.warning("dropping record without valid manifest", extra=kv(
@@ -366,17 +366,17 @@ class ContentStore(StoreMaintenance):
             self._write_manifest(manifest, touch=True)
 
     def _write_manifest(self, manifest: Manifest, *, touch: bool = False) -> None:
-        sig = manifest.signature
-        if sig is not None and self._load_signature(manifest.manifest_hash) != sig:
-            # A stored signature is replaced only by one that verifies (a forged one put
-            # first by a lying peer must not stick); written before the manifest file.
+        seal = manifest.seal()
+        if seal is not None and self._read_seal(manifest.manifest_hash) != seal:
+            # A stored seal is replaced only by one that verifies (a forged one put first
+            # by a lying peer must not stick); written before the manifest file.
             try:
                 manifest.verify()
             except SignatureError:
                 pass
             else:
                 atomic_write_bytes(self._signature_path(manifest.manifest_hash),
-                                   s.canonical_json(sig.to_obj()), FILE_MODE)
+                                   s.canonical_json(seal), FILE_MODE)
         path = self._manifest_path(manifest.manifest_hash)
         if path.is_file():
             if touch:
@@ -396,7 +396,10 @@ class ContentStore(StoreMaintenance):
                     return rec.manifest
         return self._load_manifest(manifest_hash)
 
-    def _load_manifest(self, manifest_hash: str) -> Manifest:
+    def _load_manifest(self, manifest_hash: str, seal: object = None) -> Manifest:
+        """Read, hash-check and parse a stored manifest, with its seal: *seal* if given (the
+        copy kept in the resource record, so opening the store reads no ``.sig`` files),
+        else the ``.sig`` file beside it."""
         path = self._manifest_path(manifest_hash)
         try:
             data = read_bounded(path, MAX_MANIFEST_BYTES)
@@ -411,21 +414,35 @@ class ContentStore(StoreMaintenance):
                 self._quarantine_file(path, path.name)
             log.warning("corrupt manifest quarantined", extra=kv(manifest=manifest_hash, error=e))
             raise ManifestError(f"stored manifest {manifest_hash} is corrupt: {e}") from None
-        return m.with_signature(self._load_signature(manifest_hash))
+        if seal is not None:
+            try:
+                return m.with_seal(seal)
+            except (SignatureError, ManifestError) as e:  # fall back to the .sig file
+                log.warning("damaged seal in resource record", extra=kv(
+                    manifest=manifest_hash, error=e))
+        return self._with_stored_seal(m)
 
-    def _load_signature(self, manifest_hash: str) -> PublisherSignature | None:
-        """The stored signature of a manifest; None if absent or damaged (then unsigned)."""
-        path = self._signature_path(manifest_hash)
+    def _read_seal(self, manifest_hash: str) -> object:
+        """The raw seal object in ``<hash>.sig`` (None if absent or unreadable)."""
         try:
-            return PublisherSignature.from_obj(json.loads(read_bounded(path, 4096)))
-        except FileNotFoundError:
+            return json.loads(read_bounded(self._signature_path(manifest_hash), 8192))
+        except (OSError, ValueError):
             return None
-        except (OSError, ValueError, SignatureError) as e:
+
+    def _with_stored_seal(self, m: Manifest) -> Manifest:
+        """*m* with the seal from its ``.sig`` file; unsigned if absent or damaged (a damaged
+        file is quarantined)."""
+        path = self._signature_path(m.manifest_hash)
+        try:
+            return m.with_seal(json.loads(read_bounded(path, 8192)))
+        except FileNotFoundError:
+            return m
+        except (OSError, ValueError, SignatureError, ManifestError) as e:
             with self._lock:
                 self._quarantine_file(path, path.name)
             log.warning("damaged manifest signature quarantined", extra=kv(
-                manifest=manifest_hash, error=e))
-            return None
+                manifest=m.manifest_hash, error=e))
+            return m
 
     def missing_chunks(self, manifest: Manifest) -> list[ChunkEntry]:
         """Distinct chunks of *manifest* not in the store, in file order."""
