@@ -54,7 +54,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.security.identity import device_id_for, short_device_id
 from agent.security.signing import (
-    BadSignature,
     MalformedSignature,
     PublisherSignature,
     SignatureError,
@@ -77,6 +76,10 @@ _MAX_SERIAL = 2**53 - 1
 
 class DelegationError(SignatureError):
     """A delegation is malformed, forged, for another resource, or outside its window."""
+
+
+class NotTheDelegate(DelegationError, SignerMismatch):
+    """The keys that signed are not the delegate's the delegation names."""
 
 
 class DelegationExpired(DelegationError):
@@ -208,7 +211,7 @@ class SignedDelegation:
                                   f"not {resource_id[:12]}")
         if signer is None or (signer.x25519.hex(), signer.ed25519.hex()) != (
                 d.delegate_x25519, d.delegate_ed25519):
-            raise SignerMismatch(f"the manifest is not signed by the delegate "
+            raise NotTheDelegate(f"the manifest is not signed by the delegate "
                                  f"{short_device_id(bytes.fromhex(d.delegate))}")
         t = time.time() if now is None else now
         if not math.isfinite(t) or t > d.expires + CLOCK_SKEW:

@@ -25,7 +25,6 @@ believed before :meth:`Manifest.verify` passed.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import unicodedata
@@ -35,10 +34,9 @@ from typing import Any
 
 from blake3 import blake3
 
-from agent.security.delegation import DelegationError, SignedDelegation
+from agent.security.delegation import SignedDelegation
 from agent.security.signing import (
     RECORD_DOMAIN,
-    BadSignature,
     MalformedSignature,
     PublisherSignature,
     Signer,
