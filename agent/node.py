@@ -82,7 +82,8 @@ class Node:
                 self.store, self.gate.scheduler, self.spawn, hysteresis=cfg.authority.hysteresis)
         self.server = ChunkServer(
             self.store, self.trust, self.gate, compress=cfg.transfer.compress,
-            on_use=self.authority.record_use if self.authority else None)
+            on_use=self.authority.record_use if self.authority else None,
+            signer=self.identity)
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("path", type=Path)
     pub.add_argument("--name", help="resource name (default: file name)")
     pub.add_argument("--public", action="store_true", help="visible to unpaired devices too")
+    pub.add_argument("--update", metavar="NAME-or-ID", help="publish PATH as the next version "
+                     "of this held resource (yours, or one its publisher delegated to you)")
     rs = sub.add_parser("resources", help="list resources held here and offered by peers")
     rs.add_argument("--local", action="store_true", help="only resources held here")
     f = sub.add_parser("fetch", help="fetch a resource by name or ID")
@@ -127,11 +129,58 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("authority", help="who serves each resource (replicated map)")
     au.add_argument("resource", nargs="?", help="only this resource (name or ID prefix)")
     sub.add_parser("stop", help="ask the running agent to stop")
+    _add_delegate_parser(sub)
     d = sub.add_parser("demo", help="start a 3-agent mesh on this machine, show it working, "
                        "clean up")
     d.add_argument("--size-mib", type=int, default=32, help="sample resource size (default 32)")
     d.add_argument("--keep", action="store_true", help="keep the demo directory and logs")
     return p
+
+
+def _add_delegate_parser(sub: Any) -> None:
+    """`shoal delegate`: let a paired device publish new versions of one resource."""
+    dg = sub.add_parser(
+        "delegate", help="let a paired device publish new versions of one of your resources",
+        description="Sign a delegation that lets DEVICE publish new versions of RESOURCE "
+        "(`shoal publish PATH --update RESOURCE` there) until it expires. It is handed over "
+        "if DEVICE is connected, else printed: run `shoal delegate --accept FILE` there.")
+    dg.add_argument("resource", nargs="?", metavar="NAME-or-ID", help="your resource")
+    dg.add_argument("device", nargs="?", help="name or ID of the paired device")
+    dg.add_argument("--days", type=float, help="how long it holds (default 30, at most 90)")
+    dg.add_argument("--accept", metavar="FILE", help="on the delegate: keep the delegation "
+                    "printed by `shoal delegate` on the publisher ('-' = stdin)")
+
+
+async def _delegate(args: argparse.Namespace, sock: Path) -> int:
+    if args.accept:
+        if args.resource or args.device:
+            raise CliError("--accept FILE takes no resource or device")
+        text = sys.stdin.read(65536) if args.accept == "-" else Path(args.accept).read_text()
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise CliError(f"{args.accept}: not a delegation (JSON expected)") from None
+        obj = obj.get("delegation", obj) if isinstance(obj, dict) else obj
+        r = await call_simple(sock, "delegation_accept", {"delegation": obj})
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["expires"]))
+        _print(args, r, f"delegation kept: you may publish new versions of "
+               f"{r['resource_id'][:12]} (by {r['publisher_short']}) until {until}")
+        return 0
+    if not args.resource or not args.device:
+        raise CliError("usage: shoal delegate NAME-or-ID DEVICE [--days N] "
+                       "(or shoal delegate --accept FILE on the delegate)")
+    r = await call_simple(sock, "delegate", {"resource": args.resource,
+                                             "device": args.device, "days": args.days})
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["expires"]))
+    if r["delivered"]:
+        human = (f"{r['delegate']} may publish new versions of {r['name']} until {until} "
+                 f"(there: shoal publish PATH --update {r['resource_id'][:12]})")
+    else:
+        human = (f"not delivered ({r['reason']}); save the next line to a file and run "
+                 f"`shoal delegate --accept FILE` on {r['delegate']} (valid until {until}):\n"
+                 + json.dumps(r["delegation"], separators=(",", ":")))
+    _print(args, r, human)
+    return 0
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -354,7 +403,8 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
     elif cmd == "publish":
         path = args.path.expanduser().resolve()
         r = await call_simple(sock, "publish", {"path": str(path), "name": args.name,
-                                                "public": args.public})
+                                                "public": args.public,
+                                                "update": args.update})
         _print(args, r, f"published {r['name']} v{r['version']} ({_size(r['size'])}, "
                f"{r['chunks']} chunks{', public' if r['public'] else ''}) id {r['resource_id']}")
     elif cmd == "resources":
@@ -395,6 +445,8 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
         _print(args, r, head + "\n" + ("\n".join(rows) or "no assignments yet"))
     elif cmd == "stop":
         _print(args, await call_simple(sock, "stop"), "agent stopping")
+    elif cmd == "delegate":
+        return await _delegate(args, sock)
     return 0
 
 

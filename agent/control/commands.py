@@ -22,9 +22,12 @@ from agent import __version__
 from agent.control.errors import ControlError
 from agent.control.server import Command, Reply
 from agent.peer.hello import DEFAULT_PORT, parse_address
+from agent.security.delegation import DEFAULT_DAYS, MAX_DAYS, SignedDelegation, issue
 from agent.security.identity import format_device_id
 from agent.security.pairing import format_code
-from agent.transfer.catalog import publisher_label, resource_entry
+from agent.security.signing import SignatureError
+from agent.transfer.catalog import lookup, publisher_label, resource_entry
+from agent.transfer.listing import rank, verified_entries
 from agent.transfer.service import FetchService
 
 if TYPE_CHECKING:
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from agent.peer.table import PeerTable
     from agent.security.identity import Identity
     from agent.security.trust import TrustStore
-    from agent.store import ContentStore, Manifest
+    from agent.store import ContentStore, Manifest, ResourceRecord
 
 Args = dict[str, object]
 MAX_WAIT = 3600.0  # seconds any command may be asked to wait
@@ -101,6 +104,30 @@ def _seconds(value: object, default: float, what: str) -> float:
     return s
 
 
+def _days(value: object) -> float:
+    """A delegation's lifetime in days from the CLI: finite, > 0, at most MAX_DAYS."""
+    if value is None or value == "":
+        return float(DEFAULT_DAYS)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ControlError(f"days must be a number, not {value!r}")
+    try:
+        days = float(value)
+    except ValueError:
+        raise ControlError(f"days must be a number, not {value!r}") from None
+    if not math.isfinite(days) or not 0 < days <= MAX_DAYS:
+        raise ControlError(f"days must be more than 0 and at most {MAX_DAYS}")
+    return days
+
+
+def _held_resource(c: CommandContext, resource: object) -> ResourceRecord:
+    """A resource held here by name, ID, ID prefix or manifest hash (ControlError if not)."""
+    rec = lookup(c.store, str(resource or ""), c.fetcher.trusted_publisher)
+    if rec is None:
+        raise ControlError(f"no resource {str(resource)[:80]!r} is held here (see: shoal "
+                           "resources --local; fetch it first to update it)")
+    return rec
+
+
 class Commands:
     """Every control command; :meth:`table` is what the control server serves."""
 
@@ -116,6 +143,7 @@ class Commands:
             "pair_confirm": self.pair_confirm, "pair_pending": self.pair_pending,
             "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
+            "delegate": self.delegate, "delegation_accept": self.delegation_accept,
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -151,10 +179,13 @@ class Commands:
             raise ControlError(f"{path}: not a readable regular file")
         if not os.access(path, os.R_OK):
             raise ControlError(f"{path}: the agent (uid {os.getuid()}) cannot read it")
-        name = str(args.get("name") or path.name)
+        update = _held_resource(c, args.get("update")) if args.get("update") else None
+        name = args.get("name") or (None if update else path.name)
         public = bool(args.get("public", False))
-        m = await asyncio.to_thread(c.store.publish_file, path, name=name, public=public,
-                                    signer=c.identity)
+        m = await asyncio.to_thread(c.store.publish_file, path,
+                                    name=str(name) if name else None, public=public,
+                                    signer=c.identity,
+                                    update=update.resource_id if update else None)
         c.catalog_changed()
         return resource_entry(c.store.find(m.resource_id))
 
@@ -169,11 +200,12 @@ class Commands:
                 *(x.request("list", {}, timeout=LIST_TIMEOUT) for x in conns),
                 return_exceptions=True)
             for conn, ans in zip(conns, answers, strict=True):
-                if isinstance(ans, list):  # a peer's claims: fetch verifies the signature
-                    remote.extend({**e, "holder": conn.name,
-                                   "publisher_short": publisher_label(str(e.get("publisher")))}
-                                  for e in ans if isinstance(e, dict))
-        return {"local": local, "remote": remote}
+                # each entry's signed version record is checked; private ones count only
+                # from paired peers, and paired holders rank first (agent/transfer/listing)
+                entries, _dropped = verified_entries(ans, conn.name,
+                                                     c.trust.is_trusted(conn.peer_id))
+                remote.extend(entries)
+        return {"local": local, "remote": rank(remote)}
 
     async def fetch(self, args: Args, reply: Reply) -> object:
         c = self.ctx
@@ -188,6 +220,46 @@ class Commands:
         return await c.fetcher.fetch(resource, source=str(source) if source else None,
                                      progress=progress,
                                      export=_StreamExport(reply) if args.get("stream") else None)
+
+    async def delegate(self, args: Args, reply: Reply) -> object:
+        """Let a paired device make new versions of one of our resources for some days;
+        hand it the delegation over its session if it is connected (else the CLI prints it
+        for `shoal delegate --accept`)."""
+        c = self.ctx
+        rec = _held_resource(c, args.get("resource"))
+        if rec.publisher != c.identity.hex_id:
+            raise ControlError(f"only the publisher of {rec.name!r} can delegate it "
+                               f"(published by {publisher_label(rec.publisher)})")
+        dev = c.trust.resolve(str(args.get("device", "")))
+        if dev.signing_key is None:
+            raise ControlError(f"{dev.name} was paired before signing keys; it must connect "
+                               "once with a current agent first")
+        days = _days(args.get("days"))
+        dlg = issue(c.identity, rec.resource_id, bytes.fromhex(dev.public_key),
+                    bytes.fromhex(dev.signing_key), days=days)
+        conn = next((x for x in c.connections.live_connections()
+                     if x.peer_id.hex() == dev.device_id), None)
+        reason = "" if conn is not None else f"{dev.name} is not connected"
+        if conn is not None:
+            try:
+                await conn.request("delegation", {"d": dlg.to_obj()}, timeout=LIST_TIMEOUT)
+            except Exception as e:  # delivery is best effort: the text is returned anyway
+                reason = str(e) or type(e).__name__
+        return {"resource_id": rec.resource_id, "name": rec.name, "delegate": dev.name,
+                "display_id": dev.display_id, "expires": dlg.delegation.expires,
+                "delivered": not reason, "reason": reason, "delegation": dlg.to_obj()}
+
+    async def delegation_accept(self, args: Args, reply: Reply) -> object:
+        """Keep a delegation given to this device out of band (the text `delegate` printed)."""
+        c = self.ctx
+        try:
+            dlg = SignedDelegation.from_obj(args.get("delegation"))
+            await asyncio.to_thread(c.store.save_delegation, dlg, c.identity)
+        except SignatureError as e:
+            raise ControlError(f"delegation refused: {e}") from None
+        d = dlg.delegation
+        return {"resource_id": d.resource_id, "publisher_short": publisher_label(d.publisher),
+                "expires": d.expires}
 
     async def connect(self, args: Args, reply: Reply) -> object:
         c = self.ctx

@@ -74,6 +74,8 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "manifest": {"resource": _str(255)},
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
     "endpoints": {},
+    # a publisher hands a delegation to its delegate (agent/transfer/server.py checks it)
+    "delegation": {"d": (dict, lambda v: set(v) == {"delegation", "sig"})},
     "raft_join": {"c": _hex(32), "r?": _BOOL},
 }
 
