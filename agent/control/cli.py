@@ -160,7 +160,8 @@ async def _delegate(args: argparse.Namespace, sock: Path) -> int:
             obj = json.loads(text)
         except ValueError:
             raise CliError(f"{args.accept}: not a delegation (JSON expected)") from None
-        obj = obj.get("delegation", obj) if isinstance(obj, dict) else obj
+        if isinstance(obj, dict) and isinstance(obj.get("delegation"), dict):
+            obj = obj["delegation"]  # the whole `shoal --json delegate` answer
         r = await call_simple(sock, "delegation_accept", {"delegation": obj})
         until = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["expires"]))
         _print(args, r, f"delegation kept: you may publish new versions of "
