@@ -224,10 +224,19 @@ async def test_publish_then_list(two, tmp_path):
 
 async def test_resources_asks_every_live_peer_and_skips_those_that_fail(two, tmp_path):
     a, b = two
-    offered = {"resource_id": "ab" * 16, "name": "maps"}
+    from agent.security.identity import Identity
+    from agent.store import ContentStore
+    from agent.transfer.listing import listing_entry
+
+    src = tmp_path / "maps"
+    src.write_bytes(b"map data" * 100)
+    with ContentStore(tmp_path / "pubstore") as st:  # a genuinely signed entry
+        m = st.publish_file(src, signer=Identity.generate(), public=True)
+        offered = listing_entry(st.find(m.resource_id))
+    unsigned = {"resource_id": "ab" * 16, "name": "maps"}  # a bare claim: dropped
 
     async def on_list(conn, req):
-        return [offered, "not an entry", 7]
+        return [offered, unsigned, "not an entry", 7]
 
     b.peer.router.add_requests({"list": on_list})
     c = make_agent(tmp_path, "charlie")  # answers no "list": refused, skipped
@@ -236,8 +245,9 @@ async def test_resources_asks_every_live_peer_and_skips_those_that_fail(two, tmp
         await a.peer.conns.connect(b.peer.address)
         await a.peer.conns.connect(c.peer.address)
         out = await a.run("resources")
-        assert out == {"local": [], "remote": [
-            {**offered, "holder": "bravo", "publisher_short": "?"}]}  # no publisher named
+        assert [(e["holder"], e["resource_id"], e["name"]) for e in out["remote"]] == [
+            ("bravo", m.resource_id, "maps")]
+        assert out["local"] == [] and "seal" not in out["remote"][0]
     finally:
         await c.peer.stop()
         c.store.close()

@@ -39,9 +39,10 @@ async def test_unpaired_attacker_cannot_list_a_forged_entry_under_a_paired_publi
         forged = dict(entry, version=999, size=1, manifest="ee" * 32)
         seal = dict(entry["seal"])  # type: ignore[call-overload]
         if how == "attacker-keys":  # a valid record signature, by m, under a's ID
-            from agent.store.manifest import version_record
             from blake3 import blake3
+
             from agent.store import _schema as s
+            from agent.store.manifest import version_record
             digest = blake3(s.canonical_json(version_record(
                 real.resource_id, 999, real.name, real.publisher, "ee" * 32, 1,
                 True))).digest()

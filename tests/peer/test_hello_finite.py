@@ -14,7 +14,7 @@ from agent.peer.hello import parse_hello
     b'{"v": 1e999, "name": "a"}',
 ])
 def test_hello_with_non_finite_number_is_refused_as_such(raw: bytes) -> None:
-    with pytest.raises(ValueError, match="non-number|out of range"):
+    with pytest.raises(ValueError, match=r"non-number|out of range"):
         parse_hello(raw)
 
 

@@ -69,10 +69,9 @@ def test_entry_whose_id_does_not_match_its_keys_is_rejected(tmp_path):
 @pytest.mark.parametrize("when", ["NaN", "Infinity", "true"])
 def test_paired_at_must_be_a_finite_number(tmp_path, when):
     a = Identity.generate()
-    text = (
-        '{"version": 2, "devices": [{"device_id": "%s", "public_key": "%s", "name": "pi", '
-        '"role": "member", "paired_at": %s, "signing_key": "%s"}]}'
-        % (a.hex_id, a.public_key.hex(), when, a.signing_public.hex()))
+    entry = _entry(a, paired_at="WHEN")
+    import json
+    text = json.dumps({"version": 2, "devices": [entry]}).replace('"WHEN"', when)
     (tmp_path / "trust.json").write_text(text)
     with pytest.raises(TrustError):
         TrustStore(tmp_path)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import logging
+import math
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
