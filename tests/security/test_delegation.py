@@ -196,3 +196,22 @@ def test_delegate_publishes_an_update_and_a_third_store_accepts_it(tmp_path: Pat
         held = again.find(v1.resource_id).manifest
         assert held.delegation == v2.delegation
         held.verify()
+
+
+def test_store_open_reads_no_signature_files(tmp_path: Path) -> None:
+    """Start-up regression: one .sig read per resource at open. The record keeps a copy of
+    the current version's seal; the .sig files are only for older versions and relaying."""
+    src = tmp_path / "f"
+    with ContentStore(tmp_path / "s", avg_chunk_size=AVG) as st:
+        for i in range(3):
+            src.write_bytes(os.urandom(1000) + bytes([i]))
+            st.publish_file(src, signer=PUB, name=f"r{i}")
+    sigs = list((tmp_path / "s" / "manifests").glob("*.sig"))
+    assert len(sigs) == 3
+    for p in sigs:
+        p.chmod(0)  # unreadable: any read at open would fail and show as unsigned
+        p.rename(p.with_suffix(".moved"))
+    with ContentStore(tmp_path / "s", avg_chunk_size=AVG) as st:
+        for rec in st.resources():
+            assert rec.manifest.record_sig is not None
+            rec.manifest.verify()
