@@ -215,3 +215,32 @@ def test_store_open_reads_no_signature_files(tmp_path: Path) -> None:
         for rec in st.resources():
             assert rec.manifest.record_sig is not None
             rec.manifest.verify()
+
+
+def test_a_store_from_before_version_records_is_resealed_in_one_batch(tmp_path: Path) -> None:
+    """What a store written before seals looks like: bare .sig blocks, records without a
+    seal. The first start re-signs (same bytes) and writes the records in one batch."""
+    src = tmp_path / "f"
+    with ContentStore(tmp_path / "s", avg_chunk_size=AVG) as st:
+        hashes = []
+        for i in range(4):
+            src.write_bytes(os.urandom(1000) + bytes([i]))
+            hashes.append(st.publish_file(src, signer=PUB, name=f"r{i}").manifest_hash)
+    root = tmp_path / "s"
+    for rec_path in (root / "resources").glob("*.json"):
+        obj = json.loads(rec_path.read_bytes())
+        seal = obj.pop("seal")
+        rec_path.write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+        (root / "manifests" / f"{obj['current']}.sig").write_text(json.dumps(seal["sig"]))
+    with ContentStore(root, avg_chunk_size=AVG) as st:
+        assert all(r.manifest.signed and r.manifest.record_sig is None
+                   for r in st.resources())
+        assert st.adopt_signer(PUB) == 4
+        assert st.adopt_signer(PUB) == 0  # once
+    assert not list((root / "resources").glob(".tmp-*"))
+    with ContentStore(root, avg_chunk_size=AVG) as st:
+        for rec in st.resources():
+            assert rec.manifest.record_sig is not None and rec.manifest.manifest_hash in hashes
+            rec.manifest.verify()
+            assert "seal" in json.loads((root / "resources" / f"{rec.resource_id}.json")
+                                        .read_bytes())
