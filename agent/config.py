@@ -213,6 +213,51 @@ class AuthorityConfig:
 
 
 @dataclass(frozen=True)
+class UsageConfig:
+    """Access log: what this device saw (requesters as keyed hashes), bounded and local."""
+
+    enabled: bool = True
+    max_bytes: int = _size(4 * 1024 * 1024, 64 * 1024, 1024**3)
+    max_age: float = _num(7 * 86400.0, 60.0, 366 * 86400.0)  # seconds
+    segment_bytes: int = _size(256 * 1024, 4 * 1024, 64 * 1024 * 1024)
+    flush_interval: float = _num(2.0, 0.05, 600.0)  # seconds between writes of the buffer
+    max_buffered: int = _num(4096, 16, 1_000_000)  # records; more are dropped and counted
+    key_rotation: float = _num(86400.0, 60.0, 366 * 86400.0)  # requester key epoch, seconds
+    half_life: float = _num(3600.0, 1.0, 365 * 86400.0)  # resource temperature, seconds
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes > self.max_bytes:
+            raise ConfigError("usage.segment_bytes", "at most usage.max_bytes",
+                              self.segment_bytes)
+        if self.max_age < 2 * self.key_rotation:
+            raise ConfigError("usage.max_age", "at least twice usage.key_rotation (a "
+                              "period is shared once it is complete)", self.max_age)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Prediction: sharing usage aggregates with paired devices (docs/privacy.md)."""
+
+    share: bool = True  # false: nothing about usage leaves this device
+    share_interval: float = _num(600.0, 0.2, 86400.0)  # seconds, +- share_jitter
+    share_jitter: float = _num(0.2, 0.0, 0.9)  # fraction of the interval
+    share_k: int = _num(3, 1, 10_000)  # an n-gram needs >= k distinct requesters
+    share_epsilon: float = _num(0.0, 0.0, 10.0)  # > 0: differential privacy per period
+    share_delta: float = _num(1e-6, 1e-12, 0.01)
+    share_max_grams: int = _num(16, 1, 4096)  # per requester per period (DP bound m)
+    share_top_n: int = _num(8, 1, 256)  # next resources kept per context
+    share_max_entries: int = _num(2048, 16, 4096)  # n-grams per aggregate
+    prefetch_base: int = _size(1024 * 1024)  # budget of a cold resource
+    prefetch_max: int = _size(64 * 1024 * 1024)  # approached by the hottest
+    prefetch_hot: float = _num(8.0, 0.001, 1e9)  # temperature that gets half the extra
+
+    def __post_init__(self) -> None:
+        if self.prefetch_max < self.prefetch_base:
+            raise ConfigError("predict.prefetch_max", "at least predict.prefetch_base",
+                              self.prefetch_max)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Every field has an embedded default."""
 
@@ -224,6 +269,8 @@ class Config:
     pairing: PairingConfig = field(default_factory=PairingConfig)
     ble: BleConfig = field(default_factory=BleConfig)
     authority: AuthorityConfig = field(default_factory=AuthorityConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:

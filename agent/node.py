@@ -35,6 +35,7 @@ from agent.security.trust import TrustStore
 from agent.store import ContentStore
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
+from agent.usage.service import UsageService
 
 if TYPE_CHECKING:  # imported when BLE is enabled: ~40 modules and 3 MB RSS otherwise unused
     from agent.links.ble import BleAgent, BleLink
@@ -80,13 +81,16 @@ class Node:
             self.authority = AuthorityService(
                 self.identity.hex_id, cfg.node.name, data_dir, self.connections, self.trust,
                 self.store, self.gate.scheduler, self.spawn, hysteresis=cfg.authority.hysteresis)
+        self.usage = UsageService(data_dir / "usage", cfg.usage, cfg.predict,
+                                  connections=self.connections, trust=self.trust
+                                  ) if cfg.usage.enabled else None
         self.server = ChunkServer(
             self.store, self.trust, self.gate, compress=cfg.transfer.compress,
-            on_use=self.authority.record_use if self.authority else None)
+            on_use=self.authority.record_use if self.authority else None, access=self.usage)
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
-            on_fetched=self.catalog_changed, trust=self.trust)
+            on_fetched=self.catalog_changed, trust=self.trust, access=self.usage)
         self.ble: BleLink | None = None
         self.commands = Commands(CommandContext(
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
@@ -96,6 +100,8 @@ class Node:
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.server.handlers())
+        if self.usage is not None:
+            self.router.add_requests(self.usage.handlers())
         if self.authority is not None:
             self.router.add_requests(self.authority.handlers())
             self.router.add_events(("raft", "cluster", "report"), self.authority.on_event)
@@ -118,6 +124,8 @@ class Node:
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
                 if self.authority is not None:
                     tg.create_task(self.authority.run(), name=f"{TASK_PREFIX}authority")
+                if self.usage is not None:
+                    tg.create_task(self.usage.run(), name=f"{TASK_PREFIX}usage")
                 self.ready.set()
                 notify_systemd("READY=1\nSTATUS=running")
                 log.info("agent ready", extra=kv(
@@ -132,6 +140,8 @@ class Node:
             await control.close()
             if self.authority is not None:
                 self.authority.close()
+            if self.usage is not None:
+                self.usage.close()
             self._tg = None
             log.info("agent stopped")
 

@@ -15,8 +15,10 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
     1 security     agent.security.*  (identity, signing, trust, pairing book, sessions)
     2 store        agent.store.*  (manifests are signed: store uses security)
                    bandwidth  agent.bandwidth
+                   usage  agent.usage.* (access log, n-grams, temperature: pure cores)
     3 peer         agent.peer.*
     4 transfer     agent.transfer.*        authority  agent.authority.*   links  agent.links.*
+                   usage-service  agent.usage.service (sharing over peer sessions)
                    prefetch, mirrors, dht  (names reserved for the coming services)
     5 control      agent.control.* except agent.control.cli
     6 node         agent.node (the composition root)
@@ -64,10 +66,12 @@ LAYERS: tuple[Layer, ...] = (
     Layer("security", 1, packages=("agent.security",)),
     Layer("store", 2, packages=("agent.store",)),
     Layer("bandwidth", 2, modules=("agent.bandwidth",)),
+    Layer("usage", 2, packages=("agent.usage",)),
     Layer("peer", 3, packages=("agent.peer",)),
     Layer("transfer", 4, packages=("agent.transfer",)),
     Layer("authority", 4, packages=("agent.authority",)),
     Layer("links", 4, packages=("agent.links",)),
+    Layer("usage-service", 4, modules=("agent.usage.service",)),
     Layer("prefetch", 4, packages=("agent.prefetch",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),
     Layer("dht", 4, packages=("agent.dht",)),

@@ -75,6 +75,8 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
     "endpoints": {},
     "raft_join": {"c": _hex(32), "r?": _BOOL},
+    # usage aggregate (agent/usage/aggregate.py parses the contents strictly)
+    "usage": {"a": (dict, lambda v: len(v) <= 16)},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {

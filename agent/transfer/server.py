@@ -46,7 +46,7 @@ from agent.transfer.catalog import lookup, public_chunk_ids, resource_entry
 
 if TYPE_CHECKING:
     from agent.bandwidth import BandwidthGate
-    from agent.ports import TrustView
+    from agent.ports import AccessRecorder, TrustView
     from agent.store import ContentStore, ResourceRecord
 
 __all__ = [
@@ -110,12 +110,14 @@ class ChunkServer:
     """The serving policy for one store; its handlers are registered on the peer router."""
 
     def __init__(self, store: ContentStore, trust: TrustView, gate: BandwidthGate, *,
-                 compress: bool, on_use: Callable[[str], None] | None = None) -> None:
+                 compress: bool, on_use: Callable[[str], None] | None = None,
+                 access: AccessRecorder | None = None) -> None:
         self._store = store
         self._trust = trust
         self._gate = gate
         self._compress = compress
         self._on_use = on_use  # the authority counts which resources are asked for
+        self._access = access  # the access log (agent/usage)
         self._public_chunks: frozenset[bytes] = frozenset()
         self._incomplete: frozenset[str] = frozenset()  # resource ids missing a chunk here
         # per connection: slots for replies read and not yet sent (dies with the connection)
@@ -151,6 +153,9 @@ class ChunkServer:
             raise UnsignedHere(f"{rec.name!r} is held unsigned here (published before signing)")
         if self._on_use is not None:
             self._on_use(rec.resource_id)
+        if self._access is not None:
+            self._access.record_access(conn.peer_id, rec.resource_id, rec.size, hit=True,
+                                       source="local")
         return rec.manifest.envelope()  # the publisher's signature, unchanged
 
     async def _chunk(self, conn: PeerConnection, req: wire.Request) -> RawReply:

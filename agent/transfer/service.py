@@ -31,7 +31,7 @@ from agent.transfer.fetcher import (
 if TYPE_CHECKING:
     from agent.config import TransferConfig
     from agent.peer.connections import Connections
-    from agent.ports import TrustView
+    from agent.ports import AccessRecorder, TrustView
     from agent.store import ContentStore
 
 log = logging.getLogger("shoal.fetch")
@@ -79,7 +79,8 @@ class FetchService:
                  connect_timeout: float, default_port: int,
                  authority: AuthorityLookup | None = None,
                  on_fetched: Callable[[], None] | None = None,
-                 trust: TrustView | None = None) -> None:
+                 trust: TrustView | None = None, access: AccessRecorder | None = None) -> None:
+        self._access = access  # the access log (agent/usage)
         self._store = store
         self._trust = trust
         self._connections = connections
@@ -98,6 +99,9 @@ class FetchService:
         if rec is not None and source is None and rec.manifest.signed:
             # (an unsigned record, kept from before signing, is fetched again: a verified
             # version of the resource replaces it)
+            if self._access is not None:
+                self._access.record_access(self._connections.device_id, rec.resource_id,
+                                           rec.size, hit=True, source="local")
             if export is not None:
                 await self._export(rec.manifest, export, fresh=frozenset())
             return resource_entry(rec) | {"already_held": True, "sources": {}}
@@ -136,6 +140,10 @@ class FetchService:
         if export is not None:
             await self._export(manifest, export, fresh=result.stored)
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
+        if self._access is not None:  # the source that gave the most bytes served it
+            top = max(result.sources, key=lambda k: result.sources[k]["bytes"], default="")
+            self._access.record_access(self._connections.device_id, manifest.resource_id,
+                                       manifest.size, hit=False, source=top[:16] or "local")
         log.info("fetched", extra=kv(
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
             sources=",".join(names.values()), bytes=result.bytes_fetched))
