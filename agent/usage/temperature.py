@@ -50,7 +50,7 @@ class Temperature:
             value += decay(weight, at - t, self.half_life)
         self._items[resource] = (value, at)
         if len(self._items) > self.max_items:
-            self._evict(t)
+            self._evict(t, resource)
 
     def value(self, resource: str, now: float) -> float:
         item = self._items.get(resource)
@@ -65,11 +65,13 @@ class Temperature:
         """The *n* hottest resources, hottest first (ties by resource ID)."""
         return sorted(self.items(now).items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
-    def _evict(self, now: float) -> None:
-        """Forget the coldest tenth at once (amortised: not a scan per access)."""
+    def _evict(self, now: float, spare: str) -> None:
+        """Forget the coldest tenth at once (amortised: not a scan per access); never the
+        resource just accessed, or a newcomer could never get in."""
         keep = max(1, self.max_items - max(1, self.max_items // 10))
-        for r, _ in sorted(self.items(now).items(), key=lambda kv: (kv[1], kv[0]))[
-                : len(self._items) - keep]:
+        coldest = sorted((kv for kv in self.items(now).items() if kv[0] != spare),
+                         key=lambda kv: (kv[1], kv[0]))
+        for r, _ in coldest[: len(self._items) - keep]:
             del self._items[r]
 
     @classmethod
