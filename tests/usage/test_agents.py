@@ -1,0 +1,57 @@
+"""Three real agent processes: two paired, one not. The access log records what each serves
+and fetches; the aggregate reaches the paired agent only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from agents import LOOPBACK_ONLY, Agent, pair, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+CONFIG = LOOPBACK_ONLY + """
+[usage]
+flush_interval = 0.1
+[predict]
+share_interval = 0.5
+share_k = 2
+"""
+
+
+def received(agent: Agent) -> list[str]:
+    text = agent.log_path.read_text(errors="replace")
+    return [line for line in text.splitlines() if "usage aggregate received" in line]
+
+
+@pytest.fixture
+def three(tmp_path: Path):
+    started = []
+    for name in ("alpha", "bravo", "charlie"):
+        a = Agent(name, tmp_path / name)
+        a.config(CONFIG)
+        started.append(a.start())
+    yield started
+    for a in started:
+        a.stop(timeout=5)
+
+
+def test_aggregates_reach_the_paired_agent_only(three, tmp_path: Path) -> None:
+    a, b, c = three
+    pub = tmp_path / "readme.txt"
+    pub.write_text("hello mesh\n" * 1000)
+    a.json("publish", str(pub), "--public")
+    pair(a, b)
+    b.json("fetch", "readme.txt", "--from", a.address, "--no-output")
+    c.json("fetch", "readme.txt", "--from", a.address, "--no-output")  # unpaired, public
+    # alpha saw two distinct requesters ask for the resource: its 1-gram passes k = 2
+    wait_until(lambda: received(b), 60, "bravo receives alpha's aggregate")
+    assert all("peer=alpha" in line for line in received(b))
+    assert received(c) == []  # charlie is not paired: nothing is sent to it
+    assert not any("peer=charlie" in line for line in received(a))
+    for agent in (a, b, c):
+        segs = list((agent.data_dir / "usage" / "log").glob("seg-*.log"))
+        assert segs, f"{agent.name} keeps an access log"
