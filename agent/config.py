@@ -244,7 +244,7 @@ class PredictConfig:
     share_k: int = _num(3, 1, 10_000)  # an n-gram needs >= k distinct requesters
     share_epsilon: float = _num(0.0, 0.0, 10.0)  # > 0: differential privacy per period
     share_delta: float = _num(1e-6, 1e-12, 0.01)
-    share_max_grams: int = _num(16, 1, 4096)  # per requester per period (DP bound m)
+    share_max_grams: int = _num(4, 1, 4096)  # per requester per period (DP bound m)
     share_top_n: int = _num(8, 1, 256)  # next resources kept per context
     share_max_entries: int = _num(2048, 16, 4096)  # n-grams per aggregate
     prefetch_base: int = _size(1024 * 1024)  # budget of a cold resource

@@ -40,7 +40,7 @@ class SharePolicy:
     k: int = 3
     epsilon: float = 0.0  # 0 = k-anonymity only
     delta: float = 1e-6
-    max_grams_per_requester: int = 16  # m: the contribution bound (DP)
+    max_grams_per_requester: int = 4  # m: the contribution bound (DP)
     top_n: int = 8  # next resources kept per context
     max_grams: int = 2048
     session_gap: float = 1800.0  # a longer pause starts a new sequence

@@ -3,13 +3,10 @@ and fetches; the aggregate reaches the paired agent only."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from agents import LOOPBACK_ONLY, Agent, pair, wait_until  # noqa: E402
+from agents import LOOPBACK_ONLY, Agent, pair, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

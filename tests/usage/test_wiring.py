@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from test_fetcher import FakeConn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transfer"))
-from test_fetcher import FakeConn  # noqa: E402
-
-from agent.config import TransferConfig  # noqa: E402
-from agent.peer import wire  # noqa: E402
-from agent.security.identity import Identity  # noqa: E402
-from agent.store import ContentStore  # noqa: E402
-from agent.transfer.server import ChunkServer, NoSuchResource  # noqa: E402
-from agent.transfer.service import FetchService  # noqa: E402
+from agent.config import TransferConfig
+from agent.peer import wire
+from agent.security.identity import Identity
+from agent.store import ContentStore
+from agent.transfer.server import ChunkServer, NoSuchResource
+from agent.transfer.service import FetchService
 
 pytestmark = pytest.mark.timeout(60)
 PUBLISHER = Identity.generate()
