@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent.usage.aggregate import Aggregate, Gram, cap_grams
@@ -48,28 +49,49 @@ class SharePolicy:
 
 
 class GramStats:
-    """Who produced which n-gram, per key epoch; bounded in every dimension."""
+    """Who produced which n-gram, per key epoch; bounded in every dimension.
+
+    Memory is what bounds this on a Pi (a full 4 MiB log is ~60 000 records): resource IDs
+    and requester hashes are interned (one object each, however often they occur), and an
+    (n-gram, epoch) produced by a single requester, the common case, holds that requester
+    itself instead of a set. Without a contribution cap (the k-anonymity release), a full
+    table forgets the n-grams with a single producer (the least likely to reach k;
+    forgetting only ever under-counts, the safe direction for the threshold).
+    """
 
     def __init__(self, *, session_gap: float, half_life: float,
-                 per_requester_cap: int | None = None, max_tracked: int = 50_000,
-                 max_requesters: int = 10_000) -> None:
+                 per_requester_cap: int | None = None, max_tracked: int = 32_768,
+                 max_requesters: int = 10_000, max_heat: int = 4096) -> None:
         self.session_gap = session_gap
         self.cap = per_requester_cap
+        # With a contribution cap (DP) the table can hold every n-gram of every tracked
+        # requester, so no n-gram is ever forgotten or refused: which n-grams are counted
+        # must not depend on other requesters' data, or one requester could change many
+        # counts (docs/privacy.md, guarantee 2).
+        if per_requester_cap is not None:
+            max_tracked = per_requester_cap * max_requesters
         self.max_tracked = max_tracked
         self.max_requesters = max_requesters
-        # gram -> epoch -> requester hashes
-        self.producers: dict[Gram, dict[int, set[bytes]]] = {}
+        # (gram, epoch) -> the requester hash, or the set of them once there are several
+        self._producers: dict[tuple[Gram, int], bytes | set[bytes]] = {}
         self._history: dict[tuple[int, bytes], tuple[float, tuple[str, ...]]] = {}
         self._contributed: dict[tuple[int, bytes], set[Gram]] = defaultdict(set)
-        self.heat = Temperature(half_life, max_items=max_tracked)
+        self._names: dict[bytes, str] = {}
+        self._who: dict[bytes, bytes] = {}
+        self.heat = Temperature(half_life, max_items=max_heat)
         self.overflow = 0  # n-grams or requesters not tracked because a bound was reached
         self.records = 0
 
     def add(self, rec: AccessRecord) -> None:
         self.records += 1
-        r = rec.resource.hex()
+        r = self._names.get(rec.resource)
+        if r is None:
+            r = rec.resource.hex()
+            if len(self._names) < self.max_tracked:  # else uncached: never a dropped record
+                self._names[rec.resource] = r
+        requester = self._who.setdefault(rec.requester, rec.requester)
         self.heat.observe(r, rec.time)
-        who = (rec.epoch, rec.requester)
+        who = (rec.epoch, requester)
         last = self._history.get(who)
         if last is None and len(self._history) >= self.max_requesters:
             self.overflow += 1
@@ -89,23 +111,53 @@ class GramStats:
                 if len(mine) >= self.cap:
                     return
                 mine.add(gram)
-        per_epoch = self.producers.get(gram)
-        if per_epoch is None:
-            if len(self.producers) >= self.max_tracked:
+        key = (gram, epoch)
+        held = self._producers.get(key)
+        if held is None:
+            if (len(self._producers) >= self.max_tracked
+                    and (self.cap is not None or not self._forget_singletons())):
                 self.overflow += 1
                 return
-            per_epoch = self.producers[gram] = {}
-        per_epoch.setdefault(epoch, set()).add(requester)
+            self._producers[key] = requester
+        elif isinstance(held, bytes):
+            if held != requester:
+                self._producers[key] = {held, requester}
+        else:
+            held.add(requester)
+
+    def _forget_singletons(self) -> bool:
+        single = [k for k, held in self._producers.items() if isinstance(held, bytes)]
+        for k in single:
+            del self._producers[k]
+        self.overflow += len(single)
+        return bool(single)
+
+    def items(self) -> Iterator[tuple[Gram, int, int]]:
+        """(n-gram, epoch, distinct requesters) for everything tracked."""
+        for (gram, epoch), held in self._producers.items():
+            yield gram, epoch, 1 if isinstance(held, bytes) else len(held)
+
+    def counts(self) -> dict[Gram, dict[int, int]]:
+        """Per n-gram, per epoch, how many distinct requesters produced it (for tests and
+        diagnostics: the releases use :meth:`items`, which builds nothing)."""
+        out: dict[Gram, dict[int, int]] = defaultdict(dict)
+        for gram, epoch, n in self.items():
+            out[gram][epoch] = n
+        return out
 
     def distinct(self, gram: Gram) -> int:
         """The most distinct requesters that produced *gram* within one epoch."""
-        return max((len(s) for s in self.producers.get(gram, {}).values()), default=0)
+        return max(self.counts().get(gram, {}).values(), default=0)
 
 
 def release_k(stats: GramStats, policy: SharePolicy, now: float) -> Aggregate:
     """The k-anonymity release of everything in *stats*, as of *now*."""
-    grams = {g: sum(len(s) for s in per.values()) for g, per in stats.producers.items()
-             if max(len(s) for s in per.values()) >= policy.k}
+    best: dict[Gram, int] = {}
+    total: dict[Gram, int] = {}
+    for g, _epoch, n in stats.items():
+        best[g] = max(best.get(g, 0), n)
+        total[g] = total.get(g, 0) + n
+    grams = {g: total[g] for g, n in best.items() if n >= policy.k}
     grams = cap_grams(grams, top_n=policy.top_n, max_grams=policy.max_grams)
     heat = {g[0]: round(stats.heat.value(g[0], now), 6) for g in grams if len(g) == 1}
     return Aggregate(now, policy.k, 0.0, grams, {r: h for r, h in heat.items() if h > 0})
@@ -137,10 +189,8 @@ def release_dp(stats: GramStats, policy: SharePolicy, epoch: int, period_end: fl
     alpha = math.exp(-policy.epsilon / m)
     tau = dp_threshold(policy.k, policy.epsilon, policy.delta, m)
     grams: dict[Gram, int] = {}
-    for g in sorted(stats.producers):  # sorted: the noise draws do not depend on dict order
-        c = len(stats.producers[g].get(epoch, ()))
-        if c < policy.k:
-            continue
+    passing = sorted((g, n) for g, e, n in stats.items() if e == epoch and n >= policy.k)
+    for g, c in passing:  # sorted: the noise draws do not depend on dict order
         noisy = c + two_sided_geometric(alpha, rng)
         if noisy >= tau:
             grams[g] = noisy

@@ -159,8 +159,11 @@ class UsageService:
             await asyncio.sleep(self.usage_cfg.flush_interval)
             self.tick()
             if self.cfg.share and loop.time() >= next_share:
-                await self.share_once()
                 next_share = loop.time() + self._jittered()
+                try:
+                    await self.share_once()
+                except Exception:  # a bug here must not take the agent (its TaskGroup) down
+                    log.exception("usage sharing failed")
 
     def _jittered(self) -> float:
         j = self.cfg.share_jitter

@@ -169,6 +169,26 @@ def test_dp_release_counts_are_noisy_and_thresholded() -> None:
 
 def test_dp_contribution_is_capped_per_requester() -> None:
     s = stats_of(records({"u": ["a", "b", "c", "d"]}), cap=2)
-    assert sum(1 for per in s.producers.values() if per) == 2
+    assert len(s.counts()) == 2
     with pytest.raises(ValueError):
         release_dp(stats_of([]), SharePolicy(epsilon=1.0), 0, T0, random.Random(0))
+
+
+def test_a_full_table_forgets_singletons_and_keeps_what_is_common() -> None:
+    common = {f"u{i}": ["a", "b"] for i in range(3)}
+    noise = {f"n{i}": [f"rare{i}"] for i in range(50)}
+    s = GramStats(session_gap=1800.0, half_life=3600.0, max_tracked=8)
+    for r in records(noise, t0=T0 - 100) + records(common):  # the noise fills it first
+        s.add(r)
+    assert s.overflow > 0 and len(s.counts()) <= 8
+    grams = release_k(s, SharePolicy(k=3), T0).grams
+    assert grams == {(rid("a"),): 3, (rid("b"),): 3, (rid("a"), rid("b")): 3}
+
+
+def test_dp_stats_never_forget_an_ngram_of_a_tracked_requester() -> None:
+    """Which n-grams count must not depend on other requesters' data (DP sensitivity)."""
+    s = GramStats(session_gap=1800.0, half_life=3600.0, per_requester_cap=2,
+                  max_tracked=1, max_requesters=100)
+    for r in records({f"u{i}": [f"x{i}", f"y{i}", f"z{i}"] for i in range(50)}):
+        s.add(r)
+    assert s.overflow == 0 and len(s.counts()) == 100  # 2 per requester, none forgotten
