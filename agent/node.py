@@ -96,7 +96,7 @@ class Node:
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
             trust=self.trust, peers=self.peers, connections=self.connections,
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
-            stop=self.stop, authority=self.authority))
+            stop=self.stop, authority=self.authority, usage=self.usage))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.server.handlers())

@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("check", help="validate --config and print the effective values")
     au = sub.add_parser("authority", help="who serves each resource (replicated map)")
     au.add_argument("resource", nargs="?", help="only this resource (name or ID prefix)")
+    sub.add_parser("usage", help="access log, usage sharing and the hottest resources")
     sub.add_parser("stop", help="ask the running agent to stop")
     d = sub.add_parser("demo", help="start a 3-agent mesh on this machine, show it working, "
                        "clean up")
@@ -159,6 +160,20 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def _print(args: argparse.Namespace, value: Any, human: str) -> None:
     """JSON (non-ASCII escaped by json.dumps) or the human text, escaped for a terminal."""
     print(json.dumps(value, indent=2) if args.json else display(human))
+
+
+def _usage_text(r: dict[str, Any]) -> str:
+    log, c = r["log"], r["counters"]
+    share = (f"on, k = {r['k']}" + (f", epsilon = {r['epsilon']}" if r["epsilon"] else "")
+             if r["share"] else "off")
+    lines = [f"access log: {_size(log['bytes'])} in {log['segments']} segment(s), "
+             f"{log['dropped']} dropped, {log['damaged']} damaged skipped",
+             f"sharing:    {share}; sent {c['sent']}, received {c['received']}, "
+             f"refused {c['refused']}, rejected {c['rejected']}",
+             f"{'RESOURCE':<34} {'TEMPERATURE':>11} {'MESH':>9} {'BUDGET':>11}"]
+    lines += [f"{h['resource']:<34} {h['temperature']:>11.3f} {h['mesh']:>9.3f} "
+              f"{_size(h['budget']):>11}" for h in r["hottest"]]
+    return "\n".join(lines if r["hottest"] else [*lines[:2], "no accesses yet"])
 
 
 def _size(n: int | float) -> str:
@@ -393,6 +408,9 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
                 + " ".join(f"{h}={s}" for h, s in x["scores"].items())
                 for x in r["assignments"]]
         _print(args, r, head + "\n" + ("\n".join(rows) or "no assignments yet"))
+    elif cmd == "usage":
+        r = await call_simple(sock, "usage")
+        _print(args, r, _usage_text(r))
     elif cmd == "stop":
         _print(args, await call_simple(sock, "stop"), "agent stopping")
     return 0

@@ -54,6 +54,10 @@ class AuthorityControl(Protocol):
     def describe(self, resource: str | None = None) -> dict[str, object]: ...
 
 
+class UsageControl(Protocol):
+    def describe(self) -> dict[str, object]: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -84,6 +88,7 @@ class CommandContext:
     stop: Callable[[], None]
     ble: BleControl | None = None
     authority: AuthorityControl | None = None
+    usage: UsageControl | None = None
 
 
 def _seconds(value: object, default: float, what: str) -> float:
@@ -116,6 +121,7 @@ class Commands:
             "pair_confirm": self.pair_confirm, "pair_pending": self.pair_pending,
             "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
+            "usage": self.usage,
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -251,6 +257,11 @@ class Commands:
             raise ControlError("authority is disabled ([authority] enabled = false)")
         resource = args.get("resource")
         return c.authority.describe(str(resource) if resource else None)
+
+    async def usage(self, args: Args, reply: Reply) -> object:
+        if self.ctx.usage is None:
+            raise ControlError("the access log is disabled ([usage] enabled = false)")
+        return self.ctx.usage.describe()
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

@@ -308,13 +308,23 @@ class UsageService:
                                max_bytes=self.cfg.prefetch_max, hot=self.cfg.prefetch_hot)
 
     def describe(self) -> dict[str, object]:
+        """What ``shoal usage`` shows: the log, the sharing state, the hottest resources."""
         now = self._clock()
-        return {"log_bytes": self.log.size_bytes(), "segments": self.log.segment_count(),
-                "buffered": self.log.buffered, "dropped": self.log.dropped,
-                "key_epoch": self.keys.epoch, "share": self.cfg.share,
-                "peers_sharing": len(self.received), **self.counters,
-                "hottest": [{"resource": r, "temperature": round(t, 3)}
-                            for r, t in self.temperature.hottest(10, now)]}
+        d = self.log.damage
+        return {
+            "log": {"bytes": self.log.size_bytes(), "segments": self.log.segment_count(),
+                    "buffered": self.log.buffered, "dropped": self.log.dropped,
+                    "damaged": d.corrupt_records + d.bad_segments, "key_epoch": self.keys.epoch},
+            "share": self.cfg.share, "k": self.policy.k, "epsilon": self.policy.epsilon,
+            "counters": dict(self.counters),
+            "peers": [{"peer": p[:16], "at": a.at, "grams": len(a.grams), "heat": len(a.heat),
+                       "paired": self._trust.is_trusted(bytes.fromhex(p))}
+                      for p, a in self.received.items()],
+            "hottest": [{"resource": r, "temperature": round(t, 3),
+                         "mesh": round(self.mesh_temperature(r, now), 3),
+                         "budget": self.budget(r, now).bytes}
+                        for r, t in self.temperature.hottest(10, now)],
+        }
 
     def close(self) -> None:
         try:

@@ -155,7 +155,7 @@ def test_the_table_serves_every_command(tmp_path):
         assert set(a.commands.table()) == {
             "id", "status", "peers", "publish", "resources", "fetch", "pair_start",
             "pair_open", "pair_close", "pair_confirm", "pair_pending", "pair_wait", "unpair",
-            "trust_list", "connect", "stop", "authority"}
+            "trust_list", "connect", "stop", "authority", "usage"}
     finally:
         a.store.close()
 

@@ -49,6 +49,16 @@ def test_aggregates_reach_the_paired_agent_only(three, tmp_path: Path) -> None:
     assert all("peer=alpha" in line for line in received(b))
     assert received(c) == []  # charlie is not paired: nothing is sent to it
     assert not any("peer=charlie" in line for line in received(a))
+    # the same, as an operator sees it
+    alpha_short = a.json("id")["hex"][:16]
+    seen = b.json("usage")
+    assert [p["peer"] for p in seen["peers"]] == [alpha_short] and seen["peers"][0]["paired"]
+    assert c.json("usage")["peers"] == [] and c.json("usage")["counters"]["received"] == 0
+    served = a.json("usage")
+    assert served["log"]["segments"] >= 1
+    assert 1.5 < served["hottest"][0]["temperature"] <= 2  # two requests, decaying
+    text = a.cli("usage").stdout
+    assert "RESOURCE" in text and "TEMPERATURE" in text and "sharing:    on, k = 2" in text
     for agent in (a, b, c):
         segs = list((agent.data_dir / "usage" / "log").glob("seg-*.log"))
         assert segs, f"{agent.name} keeps an access log"
