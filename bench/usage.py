@@ -9,7 +9,7 @@ Usage: .venv/bin/python bench/usage.py [--records 200000] [--requesters 50]
 * flush: ``UsageService.tick`` (one write of the buffer, segment rotation, pruning) — per
   record written.
 * aggregate: reading the whole log (bounded by [usage] max_bytes) and the k-anonymous
-  release — per run, and per record read.
+  release — per run, per record read, and its peak allocation (tracemalloc).
 Benchmarks never assert.
 """
 
@@ -23,6 +23,7 @@ import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -70,6 +71,10 @@ def main() -> int:
         c0 = time.process_time()
         agg = svc.aggregate()
         agg_s = time.process_time() - c0
+        tracemalloc.start()  # a second run, for its peak allocation (not timed)
+        svc.aggregate()
+        agg_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         out = {
             "python": platform.python_version(), "machine": platform.machine(),
             "records": args.records, "records_in_log": read,
@@ -79,6 +84,7 @@ def main() -> int:
             "aggregate_s": round(agg_s, 3),
             "aggregate_us_per_record": round(agg_s / max(1, read) * 1e6, 3),
             "aggregate_grams": len(agg.grams),
+            "aggregate_peak_mib": round(agg_peak / 2**20, 1),
             "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         svc.close()

@@ -91,12 +91,16 @@ class AccessLog:
     # ----------------------------------------------------------------- hot path
     def append(self, rec: AccessRecord) -> bool:
         """Buffer one record (no I/O). False when the buffer is full and it was dropped."""
+        return self.append_frame(encode_record(rec), rec.time)
+
+    def append_frame(self, frame: bytes, time: float) -> bool:
+        """Buffer one already encoded frame (see :func:`agent.usage.record.encode_fields`)."""
         if len(self._buffer) >= self.max_buffered:
             self.dropped += 1
             return False
-        self._buffer.append(encode_record(rec))
-        if rec.time > self._buffer_newest:
-            self._buffer_newest = rec.time
+        self._buffer.append(frame)
+        if time > self._buffer_newest:
+            self._buffer_newest = time
         return True
 
     @property

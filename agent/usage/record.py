@@ -30,6 +30,7 @@ __all__ = [
     "RecordError",
     "Source",
     "decode_segment",
+    "encode_fields",
     "encode_record",
     "parse_source",
 ]
@@ -74,10 +75,15 @@ class AccessRecord:
         return self.resource.hex()
 
 
+_NO_ID = bytes(PEER_SHORT_BYTES)
+_NAMED = {"local": (Source.LOCAL, _NO_ID), "mirror": (Source.MIRROR, _NO_ID)}
+
+
 def parse_source(source: str) -> tuple[Source, bytes]:
     """``"local"``, ``"mirror"``, ``"mirror:<16 hex>"`` or a peer's short ID (16 hex)."""
-    if source in ("local", "mirror"):
-        return (Source.LOCAL if source == "local" else Source.MIRROR), bytes(PEER_SHORT_BYTES)
+    named = _NAMED.get(source)
+    if named is not None:
+        return named
     kind = Source.PEER
     if source.startswith("mirror:"):
         kind, source = Source.MIRROR, source[len("mirror:"):]
@@ -92,14 +98,20 @@ def parse_source(source: str) -> tuple[Source, bytes]:
 
 def encode_record(rec: AccessRecord) -> bytes:
     """One frame; raises RecordError for a value that could not be read back."""
-    if (len(rec.requester) != REQUESTER_BYTES or len(rec.resource) != RESOURCE_BYTES
-            or len(rec.source_id) != PEER_SHORT_BYTES):
+    return encode_fields(rec.time, rec.epoch, rec.requester, rec.resource, rec.size, rec.hit,
+                         rec.source, rec.source_id)
+
+
+def encode_fields(time: float, epoch: int, requester: bytes, resource: bytes, size: int,
+                  hit: bool, source: Source, source_id: bytes) -> bytes:
+    """:func:`encode_record` without building the record first (the hot path's form)."""
+    if (len(requester) != REQUESTER_BYTES or len(resource) != RESOURCE_BYTES
+            or len(source_id) != PEER_SHORT_BYTES):
         raise RecordError("requester, resource or source ID has the wrong length")
-    if not math.isfinite(rec.time) or not 0 <= rec.size <= MAX_SIZE or not 0 <= rec.epoch < 2**32:
+    if not math.isfinite(time) or not 0 <= size <= MAX_SIZE or not 0 <= epoch < 2**32:
         raise RecordError("time, size or epoch out of range")
-    payload = _PAYLOAD.pack(RECORD_VERSION, rec.time, rec.epoch, rec.requester, rec.resource,
-                            rec.size, _FLAG_HIT if rec.hit else 0, int(rec.source),
-                            rec.source_id)
+    payload = _PAYLOAD.pack(RECORD_VERSION, time, epoch, requester, resource, size,
+                            _FLAG_HIT if hit else 0, source, source_id)
     return payload + _CRC.pack(zlib.crc32(payload))
 
 

@@ -44,7 +44,7 @@ from agent.usage.aggregate import (
     to_wire,
 )
 from agent.usage.ngrams import GramStats, SharePolicy, release_dp, release_k
-from agent.usage.record import AccessRecord, RecordError, parse_source
+from agent.usage.record import RecordError, encode_fields, parse_source
 from agent.usage.requester import RequesterKeys
 from agent.usage.temperature import (
     PeerHeat,
@@ -128,15 +128,14 @@ class UsageService:
         """Buffer one access (AccessRecorder). A malformed argument is counted, never
         raised: recording must not fail a fetch."""
         try:
-            rid = bytes.fromhex(resource_id)
             kind, sid = parse_source(source)
             t = self._clock()
-            rec = AccessRecord(t, self.keys.epoch, self.keys.hash(requester), rid,
-                               max(0, size), hit, kind, sid)
-            self.log.append(rec)
+            frame = encode_fields(t, self.keys.epoch, self.keys.hash(requester),
+                                  bytes.fromhex(resource_id), max(0, size), hit, kind, sid)
         except (ValueError, RecordError):
             self.counters["invalid"] += 1
             return
+        self.log.append_frame(frame, t)
         self.temperature.observe(resource_id, t)
 
     # ----------------------------------------------------------------- background

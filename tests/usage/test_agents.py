@@ -62,3 +62,23 @@ def test_aggregates_reach_the_paired_agent_only(three, tmp_path: Path) -> None:
     for agent in (a, b, c):
         segs = list((agent.data_dir / "usage" / "log").glob("seg-*.log"))
         assert segs, f"{agent.name} keeps an access log"
+
+
+def test_the_log_survives_sigkill_and_warms_the_temperature_again(tmp_path: Path) -> None:
+    a = Agent("solo", tmp_path / "solo")
+    a.config(CONFIG)
+    a.start()
+    try:
+        f = tmp_path / "notes.txt"
+        f.write_text("notes\n" * 100)
+        rid = a.json("publish", str(f))["resource_id"]
+        for _ in range(3):
+            a.json("fetch", "notes.txt", "--no-output")  # held: three local hits
+        wait_until(lambda: a.json("usage")["log"]["bytes"] > 8 + 2 * 67, 30, "flushed")
+        a.kill()  # no shutdown, no final flush
+        a.start()
+        hot = wait_until(lambda: a.json("usage")["hottest"], 30, "temperatures warmed")
+        assert hot[0]["resource"] == rid and hot[0]["temperature"] > 2.9
+        assert a.json("usage")["log"]["damaged"] == 0
+    finally:
+        a.stop(timeout=5)
