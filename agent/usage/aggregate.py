@@ -122,16 +122,30 @@ def parse_aggregate(obj: object) -> Aggregate:
     return Aggregate(at, k, eps, grams, heat)
 
 
-def cap_grams(grams: Mapping[Gram, int], *, top_n: int, max_grams: int) -> dict[Gram, int]:
-    """At most *top_n* next resources per context and *max_grams* n-grams in all, keeping
-    the largest counts (ties broken by the n-gram, so the result is deterministic)."""
+def cap_grams(grams: Mapping[Gram, int], *, top_n: int, max_grams: int,
+              top_popular: int = 256, max_resources: int = MAX_RESOURCES) -> dict[Gram, int]:
+    """What fits in one aggregate, keeping the largest counts (ties broken by the n-gram,
+    so the result is deterministic): at most *top_n* next resources per context (and
+    *top_popular* 1-grams: the popularity a temperature is built from), *max_grams* n-grams
+    in all, and no more distinct resources than a receiver accepts."""
     by_context: dict[Gram, list[tuple[int, Gram]]] = defaultdict(list)
     for g, c in grams.items():
         by_context[g[:-1]].append((c, g))
-    kept = [cg for rows in by_context.values()
-            for cg in sorted(rows, key=lambda cg: (-cg[0], cg[1]))[:top_n]]
+    kept = [cg for ctx, rows in by_context.items()
+            for cg in sorted(rows, key=lambda cg: (-cg[0], cg[1]))[
+                : top_popular if ctx == () else top_n]]
     kept.sort(key=lambda cg: (-cg[0], cg[1]))
-    return {g: c for c, g in kept[:max_grams]}
+    out: dict[Gram, int] = {}
+    resources: set[str] = set()
+    for c, g in kept:
+        if len(out) >= max_grams:
+            break
+        new = set(g) - resources
+        if len(resources) + len(new) > max_resources:
+            continue
+        resources |= new
+        out[g] = c
+    return out
 
 
 @dataclass(frozen=True)

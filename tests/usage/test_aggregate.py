@@ -96,3 +96,18 @@ def test_merge_sums_is_order_free_and_bounded() -> None:
     assert m.predict((D, A), 1) == [(C, 4 / 7)]  # backs off to the known suffix
     assert m.predict((D,), 1) == [(C, 1.0)]  # unknown context: the 1-gram popularity
     assert merge([], top_n=2, max_contexts=2).predict((A,), 3) == []
+
+
+def test_cap_keeps_more_popular_resources_than_next_choices() -> None:
+    grams = {(f"{i:032x}",): 100 - i for i in range(20)}
+    assert len(cap_grams(grams, top_n=2, max_grams=100, top_popular=10)) == 10
+
+
+def test_what_a_sender_caps_a_receiver_always_accepts() -> None:
+    """Distinct trigrams reference three resources each: the sender must stay under the
+    receiver's resource cap, or the whole aggregate would be rejected."""
+    grams = {(f"{3 * i:032x}", f"{3 * i + 1:032x}", f"{3 * i + 2:032x}"): 5
+             for i in range(MAX_GRAMS)}
+    capped = cap_grams(grams, top_n=8, max_grams=MAX_GRAMS)
+    assert len({r for g in capped for r in g}) <= 4096
+    parse_aggregate(json.loads(json.dumps(to_wire(Aggregate(0.0, 3, 0.0, capped)))))
