@@ -116,6 +116,8 @@ class UsageService:
         self.counters = {"invalid": 0, "flush_errors": 0, "sent": 0, "send_failed": 0,
                          "received": 0, "refused": 0, "rejected": 0}
         self._dp_release: tuple[int, Aggregate] | None = self._load_dp_release()
+        self._appended = 0  # records accepted since start (what invalidates the cache)
+        self._k_cache: tuple[tuple[int, int, int], Aggregate] | None = None
         if self.log.damage.total():
             d = self.log.damage
             log.warning("access log damage skipped", extra=kv(
@@ -135,7 +137,8 @@ class UsageService:
         except (ValueError, RecordError):
             self.counters["invalid"] += 1
             return
-        self.log.append_frame(frame, t)
+        if self.log.append_frame(frame, t):
+            self._appended += 1
         self.temperature.observe(resource_id, t)
 
     # ----------------------------------------------------------------- background
@@ -189,10 +192,17 @@ class UsageService:
         now = self._clock()
         p = self.policy
         if p.epsilon <= 0:
+            # nothing logged and nothing pruned since the last build: the same counts (an
+            # idle device does not re-read its whole log every interval)
+            key = (self._appended, self.log.size_bytes(), self.log.segment_count())
+            if self._k_cache is not None and self._k_cache[0] == key:
+                return self._k_cache[1]
             stats = GramStats(session_gap=p.session_gap, half_life=p.half_life)
             for rec in self.log.records(now - self.usage_cfg.max_age):
                 stats.add(rec)
-            return release_k(stats, p, now)
+            agg = release_k(stats, p, now)
+            self._k_cache = (key, agg)
+            return agg
         period = self.keys.epoch - 1
         if self._dp_release is not None and self._dp_release[0] == period:
             return self._dp_release[1]

@@ -228,3 +228,17 @@ def test_dp_release_is_drawn_once_per_period_and_survives_a_restart(tmp_path: Pa
     again = make()
     assert again.aggregate() == first  # not drawn again (that would spend the budget twice)
     again.close()
+
+
+def test_an_idle_device_does_not_rebuild_its_aggregate(tmp_path: Path) -> None:
+    clock = [1_700_000_000.0]
+    svc = _service(tmp_path / "u", clock)
+    for i in range(3):
+        svc.record_access(bytes([i]) * 32, R[0], 1, hit=True, source="local")
+    svc.tick()
+    first = svc.aggregate()
+    assert svc.aggregate() is first  # nothing new: the cached one
+    svc.record_access(b"x" * 32, R[1], 1, hit=True, source="local")
+    second = svc.aggregate()
+    assert second is not first and (R[0],) in second.grams
+    svc.close()
