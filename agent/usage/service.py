@@ -15,7 +15,8 @@ The asyncio adapter around the pure cores of :mod:`agent.usage`:
   only what its own log released.
 * **Mesh view**: :meth:`mesh_temperature`, :meth:`mesh_counts` and :meth:`budget` combine this
   device's numbers with the latest aggregate of each paired peer (bounded: at most
-  :data:`MAX_PEERS`, the stalest forgotten first).
+  :data:`MAX_PEERS` peers and :data:`MAX_RECEIVED_GRAMS` n-grams, the stalest forgotten
+  first).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.usage")
 
 OP = "usage"
-MAX_PEERS = 64
+MAX_PEERS = 16
+MAX_RECEIVED_GRAMS = 32_768  # all peers together: ~6 MB parsed, whatever they send
 SHARE_TIMEOUT = 10.0
 SHARE_TRANSPORT = "lan"  # BLE is the control plane: no aggregates over it
 MAX_RELEASE_FILE = 1024 * 1024
@@ -284,7 +286,8 @@ class UsageService:
         peer = conn.peer_id.hex()
         self.received.pop(peer, None)
         self.received[peer] = agg  # newest last: the stalest is dropped first
-        while len(self.received) > MAX_PEERS:
+        while (len(self.received) > MAX_PEERS
+               or sum(len(a.grams) for a in self.received.values()) > MAX_RECEIVED_GRAMS):
             self.received.pop(next(iter(self.received)))
         self.counters["received"] += 1
         log.debug("usage aggregate received", extra=kv(

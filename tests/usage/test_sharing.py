@@ -242,3 +242,30 @@ def test_an_idle_device_does_not_rebuild_its_aggregate(tmp_path: Path) -> None:
     second = svc.aggregate()
     assert second is not first and (R[0],) in second.grams
     svc.close()
+
+
+class _TrustAll(_NoTrust):
+    def is_trusted(self, device_id: bytes) -> bool:
+        return True
+
+
+async def test_what_peers_send_is_bounded_in_total(tmp_path: Path) -> None:
+    from agent.peer import wire
+    from agent.usage.aggregate import MAX_GRAMS, Aggregate
+    from agent.usage.service import MAX_PEERS, MAX_RECEIVED_GRAMS
+
+    svc = UsageService(tmp_path / "u", USAGE, FAST, connections=_NoConns(),  # type: ignore[arg-type]
+                       trust=_TrustAll())  # type: ignore[arg-type]
+    big = to_wire(Aggregate(0.0, 2, 0.0, {(f"{i:032x}",): 3 for i in range(MAX_GRAMS)}))
+
+    class Conn:
+        def __init__(self, i: int) -> None:
+            self.peer_id, self.name = bytes([i]) * 32, f"p{i}"
+
+    for i in range(MAX_PEERS + 4):
+        await svc.handlers()["usage"](Conn(i), wire.Request(i, "usage", {"a": big}))  # type: ignore[arg-type]
+        assert sum(len(a.grams) for a in svc.received.values()) <= MAX_RECEIVED_GRAMS
+        assert len(svc.received) <= MAX_PEERS
+    assert (bytes([MAX_PEERS + 3]) * 32).hex() in svc.received  # the newest is kept
+    assert (bytes([0]) * 32).hex() not in svc.received  # the stalest went first
+    svc.close()
