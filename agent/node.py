@@ -81,9 +81,9 @@ class Node:
             self.authority = AuthorityService(
                 self.identity.hex_id, cfg.node.name, data_dir, self.connections, self.trust,
                 self.store, self.gate.scheduler, self.spawn, hysteresis=cfg.authority.hysteresis)
-        self.usage = UsageService(data_dir / "usage", cfg.usage, cfg.predict,
-                                  connections=self.connections, trust=self.trust
-                                  ) if cfg.usage.enabled else None
+        self.usage = UsageService.open(data_dir / "usage", cfg.usage, cfg.predict,
+                                       connections=self.connections, trust=self.trust
+                                       ) if cfg.usage.enabled else None
         self.server = ChunkServer(
             self.store, self.trust, self.gate, compress=cfg.transfer.compress,
             on_use=self.authority.record_use if self.authority else None, access=self.usage)

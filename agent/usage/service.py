@@ -126,6 +126,19 @@ class UsageService:
                 corrupt_records=d.corrupt_records, torn_bytes=d.torn_bytes,
                 bad_segments=d.bad_segments, dir=self.log.dir))
 
+    @classmethod
+    def open(cls, directory: Path, usage: UsageConfig, predict: PredictConfig, *,
+             connections: ConnectionsPort, trust: TrustView) -> UsageService | None:
+        """The service, or None with a warning when its directory cannot be used (a file
+        where a directory should be, a read-only disk): the access log is advisory, the
+        agent runs without it rather than not at all."""
+        try:
+            return cls(directory, usage, predict, connections=connections, trust=trust)
+        except OSError as e:
+            log.warning("access log unavailable: running without it", extra=kv(
+                dir=directory, reason=e.strerror or e))
+            return None
+
     # ----------------------------------------------------------------- the hot path
     def record_access(self, requester: bytes, resource_id: str, size: int, *, hit: bool,
                       source: str) -> None:

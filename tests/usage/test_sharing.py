@@ -269,3 +269,13 @@ async def test_what_peers_send_is_bounded_in_total(tmp_path: Path) -> None:
     assert (bytes([MAX_PEERS + 3]) * 32).hex() in svc.received  # the newest is kept
     assert (bytes([0]) * 32).hex() not in svc.received  # the stalest went first
     svc.close()
+
+
+def test_an_unusable_directory_means_no_access_log_not_no_agent(tmp_path: Path,
+                                                                caplog) -> None:
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "log").write_text("a file where the log directory should be")
+    with caplog.at_level(logging.WARNING, logger="shoal.usage"):
+        svc = UsageService.open(tmp_path / "u", USAGE, FAST, connections=_NoConns(),  # type: ignore[arg-type]
+                                trust=_NoTrust())  # type: ignore[arg-type]
+    assert svc is None and "access log unavailable" in caplog.text
