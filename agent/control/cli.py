@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 import unicodedata
@@ -85,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--listen", help="address to listen on (default 0.0.0.0)")
     r.add_argument("--mesh", help="mesh ID: only agents of this mesh are discovered, dialled "
                    "and accepted (overrides node.mesh)")
+    r.add_argument("--local", action="store_true",
+                   help="this machine only: listen on 127.0.0.1 (any free port unless --port), "
+                   "discover on loopback only, BLE off; to try Shoal with several agents on "
+                   "one machine")
     sub.add_parser("id", help="print this device's ID")
     sub.add_parser("status", help="show the agent's state")
     sub.add_parser("peers", help="list peers seen on any radio")
@@ -134,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: `run --local`: the TCP listener and mDNS on loopback only, so nothing leaves this machine
+#: (what the demo and the tests use to keep agents on one machine).
+LOCAL_LAN: dict[str, Any] = {"listen": "127.0.0.1", "interfaces": ("lo",),
+                             "include_loopback": True}
+
+
 def resolve_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
     node: dict[str, Any] = {}
@@ -142,6 +153,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if getattr(args, "name", None) and args.command == "run":
         node["name"] = args.name
     lan: dict[str, Any] = {}
+    ble: dict[str, Any] = {}
     if args.command == "run":
         if args.port is not None:
             if not 0 <= args.port < 65536:
@@ -149,11 +161,16 @@ def resolve_config(args: argparse.Namespace) -> Config:
             lan["port"] = args.port
         if args.listen:
             lan["listen"] = args.listen
+        if args.local:
+            if args.listen:
+                raise CliError("--local listens on 127.0.0.1 only; drop --listen (or --local)")
+            lan |= LOCAL_LAN | {"port": lan.get("port", 0)}
+            ble["enabled"] = False
         if args.mesh is not None:
             if not MESH_RE.fullmatch(args.mesh):
                 raise ConfigError("--mesh", MESH_FORM, args.mesh)
             node["mesh"] = args.mesh
-    return with_overrides(cfg, node=node, lan=lan)
+    return with_overrides(cfg, node=node, lan=lan, ble=ble)
 
 
 def _print(args: argparse.Namespace, value: Any, human: str) -> None:
@@ -398,13 +415,40 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _run_agent(cfg: Config, level: str) -> int:
+def local_banner(data_dir: Path, port: int | None) -> str:
+    """What `run --local` prints once it listens: how to reach it from this machine."""
+    d = shlex.quote(str(data_dir))
+    return (f"Local mode: this agent listens on 127.0.0.1:{port} only and discovers agents "
+            "on this machine only (BLE off).\n"
+            f"  talk to it:  shoal --data-dir {d} status\n"
+            f"  pair with it from another local agent:  shoal --data-dir OTHER-DIR pair "
+            f"127.0.0.1:{port}")
+
+
+def _run_agent(cfg: Config, level: str, local: bool = False) -> int:
+    from agent.daemon import StartupError
     from agent.log import setup_logging
     from agent.node import Node
 
     setup_logging(level)
-    node = Node(cfg)
-    asyncio.run(node.run())
+
+    async def serve(node: Node) -> None:
+        async def announce() -> None:
+            await node.ready.wait()
+            print(local_banner(cfg.node.data_dir, node.connections.lan_port), file=sys.stderr,
+                  flush=True)
+
+        shown = asyncio.create_task(announce()) if local else None
+        try:
+            await node.run()
+        finally:
+            if shown is not None:
+                shown.cancel()
+
+    try:
+        asyncio.run(serve(Node(cfg)))
+    except StartupError as e:  # port in use, data dir busy...: one line, never a traceback
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -420,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(_jsonable(cfg), indent=2))
             return 0
         if args.command == "run":
-            return _run_agent(cfg, args.log_level)
+            return _run_agent(cfg, args.log_level, local=args.local)
         if args.command == "demo":
             from agent.demo import run_demo
 

@@ -190,8 +190,23 @@ def test_cli_overrides_are_checked_like_the_file(tmp_path: Path):
         resolve_config(args)
     assert exc.value.key == "lan.listen"
     args = build_parser().parse_args(["--data-dir", str(tmp_path), "run", "--name", "x\x07"])
-    with pytest.raises(ConfigError, match="node.name"):
+    with pytest.raises(ConfigError, match=r"node\.name"):
         resolve_config(args)
     args = build_parser().parse_args(["--data-dir", str(tmp_path), "run", "--listen", "::1"])
     cfg = resolve_config(args)
     assert cfg.lan.listen == "::1" and cfg.node.data_dir == tmp_path.resolve()
+
+
+def test_cli_local_flag_keeps_the_agent_on_this_machine(tmp_path: Path):
+    from agent.control.cli import CliError, build_parser, resolve_config
+
+    p = tmp_path / "c.toml"
+    p.write_text('[lan]\nport = 5000\ninterfaces = ["eth0"]\n[ble]\nenabled = true\n')
+    cfg = resolve_config(build_parser().parse_args(["--config", str(p), "run", "--local"]))
+    assert (cfg.lan.listen, cfg.lan.port) == ("127.0.0.1", 0)  # any free port
+    assert cfg.lan.interfaces == ("lo",) and cfg.lan.include_loopback  # mDNS on lo only
+    assert not cfg.ble.enabled
+    cfg = resolve_config(build_parser().parse_args(["run", "--local", "--port", "7000"]))
+    assert (cfg.lan.listen, cfg.lan.port) == ("127.0.0.1", 7000)
+    with pytest.raises(CliError, match="drop --listen"):
+        resolve_config(build_parser().parse_args(["run", "--local", "--listen", "0.0.0.0"]))
