@@ -282,7 +282,7 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         return 0
     if args.open:
         res = await call_simple(sock, "pair_open", {"seconds": args.timeout})
-        _print(args, res, f"pairing window open for {res['seconds']:.0f} s")
+        _print(args, res, f"pairing window open for {res['seconds']:.0f} s\n{_pair_here(res)}")
         return 0
     code = normalize_code(args.code) if args.code else None
     if args.address:
@@ -295,13 +295,9 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         elif args.no_wait:
             raise CliError(f"no pending pairing shows code {format_code(code)}")
         else:
-            await call_simple(sock, "pair_open", {"seconds": args.timeout})
-            p = await call_simple(sock, "pair_wait", {"timeout": args.timeout})
+            p = await _wait_for_request(args, sock, code)
     else:
-        await call_simple(sock, "pair_open", {"seconds": args.timeout})
-        print(f"Waiting up to {args.timeout:.0f} s for a device to pair "
-              "(run `shoal pair THIS-HOST` on it)...", file=sys.stderr)
-        p = await call_simple(sock, "pair_wait", {"timeout": args.timeout})
+        p = await _wait_for_request(args, sock, None)
     shown = format_code(p["code"])
     print(display(f"Pairing with {p['peer_name']}: code {shown}"), file=sys.stderr)
     if args.no_wait and code is None:
@@ -309,14 +305,20 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         return 0
     if code is not None:
         if code != p["code"]:
+            await _decline(sock, p)
             raise CliError(f"code mismatch: this device shows {shown}, not {format_code(code)}; "
-                           "pairing not confirmed")
+                           "pairing cancelled on both devices")
     else:
         if not sys.stdin.isatty():
             raise CliError("cannot ask for confirmation without a terminal; pass --code")
-        answer = input(display(f"Does {p['peer_name']} show the code {shown}? [y/N] "))
+        try:
+            answer = input(display(f"Does {p['peer_name']} show the code {shown}? [y/N] "))
+        except EOFError:
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
-            raise CliError("pairing not confirmed")
+            await _decline(sock, p)
+            raise CliError("pairing declined and cancelled on both devices; run `shoal pair` "
+                           "again to start over")
     p = await call_simple(sock, "pair_confirm", {"code": p["code"]})
     if not p["complete"]:
         if args.no_wait:
@@ -329,6 +331,35 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         raise CliError(f"pairing failed: {p['cancelled']}")
     _print(args, p, f"paired with {p['peer_name']}")
     return 0
+
+
+async def _wait_for_request(args: argparse.Namespace, sock: Path, code: str | None
+                            ) -> dict[str, Any]:
+    """Open the window, say where to pair with this agent, and wait for a request that
+    arrives from now on (an older one still pending is not the one the user expects)."""
+    opened = await call_simple(sock, "pair_open", {"seconds": args.timeout})
+    print(f"Waiting up to {args.timeout:.0f} s for a device to pair with this one.",
+          file=sys.stderr)
+    print(_pair_here(opened), file=sys.stderr)
+    p: dict[str, Any] = await call_simple(sock, "pair_wait", {
+        "timeout": args.timeout, "after": opened.get("after", 0), "code": code})
+    return p
+
+
+def _pair_here(opened: dict[str, Any]) -> str:
+    """"On the other device run: shoal pair HOST:PORT" with this agent's real addresses."""
+    addresses = [str(a) for a in opened.get("addresses") or []]
+    if not addresses:
+        return "This agent has no LAN listener or BLE link to pair over ([lan], [ble])."
+    first, *more = addresses
+    return display("\n".join([f"On the other device run: shoal pair {first}",
+                               *(f"                     or: shoal pair {a}" for a in more)]))
+
+
+async def _decline(sock: Path, p: dict[str, Any]) -> None:
+    """Tell the agent the user said no: the pairing leaves `--pending` on both devices."""
+    with contextlib.suppress(ControlError):
+        await call_simple(sock, "pair_decline", {"pairing_id": p["pairing_id"]})
 
 
 def _print_peers(args: argparse.Namespace, peers: list[dict[str, Any]]) -> None:

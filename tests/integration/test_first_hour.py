@@ -109,3 +109,13 @@ def test_local_mode_binds_only_loopback_and_finds_local_agents(tmp_path):
     finally:
         for x in (a, b):
             x.stop(timeout=5)
+
+
+def test_pairing_with_yourself_is_one_line_and_lists_no_self(agents):
+    a = agents("alpha")
+    a.cli("pair", "--open")
+    res = a.cli("pair", a.address, "--no-wait", check=False)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith(f"shoal: error: cannot pair with {a.address}: that is this "
+                                 "agent")
+    assert a.json("peers") == [] and a.json("pair", "--pending") == []
