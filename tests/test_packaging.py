@@ -110,3 +110,23 @@ def test_bootstrap_shows_everything_when_a_step_fails(tmp_path):
     assert res.stderr.count("noise ") == 2 * NOISE  # both steps' output, in full
     assert res.stderr.rstrip().endswith("-e .[test]")
     assert not (root / ".venv" / ".shoal-installed-test").exists()
+
+
+def test_run_agent_passes_arguments_through(tmp_path):
+    """`run-agent.sh --config X --local` used to fail (`--config` after `run`): global
+    options are moved before the subcommand, the rest go to `shoal run` as given."""
+    root = _fake_checkout(tmp_path, fail_on="never")
+    shutil.copy2(ROOT / "scripts" / "run-agent.sh", root / "scripts" / "run-agent.sh")
+    (root / ".venv" / ".shoal-installed-run").touch()  # set up already: bootstrap is silent
+    shoal = root / ".venv" / "bin" / "shoal"
+    shoal.write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    shoal.chmod(shoal.stat().st_mode | stat.S_IXUSR)
+    res = subprocess.run(
+        ["bash", str(root / "scripts" / "run-agent.sh"), "--local", "--config", "my file.toml",
+         "--name", "a b", "--data-dir=/tmp/d", "--log-level", "debug", "--port", "0"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("|")[:-1] == [
+        "--config", "my file.toml", "--data-dir=/tmp/d", "--log-level", "debug",
+        "run", "--local", "--name", "a b", "--port", "0"]
+    assert res.stderr == ""
