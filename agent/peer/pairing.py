@@ -20,7 +20,13 @@ from agent.peer import wire
 from agent.peer.connection import Handler, PeerConnection, Refused, RemoteError
 from agent.peer.hello import signing_key_of
 from agent.security.identity import format_device_id
-from agent.security.pairing import PairingBook, PairingError, PendingPairing, normalize_code
+from agent.security.pairing import (
+    DECLINED,
+    PairingBook,
+    PairingError,
+    PendingPairing,
+    normalize_code,
+)
 from agent.security.trust import TrustStore
 
 log = logging.getLogger("shoal.pairing")
@@ -89,9 +95,11 @@ class PairingService:
         ends on this device now and, best effort, on the other one, whose user would
         otherwise wait for an answer that never comes."""
         try:
-            p = self.book.decline(pairing_id, "declined on this device")
+            p = self.book.decline(pairing_id, DECLINED)
         except PairingError as e:
             raise PairingFailed(str(e)) from None
+        if p.cancelled != DECLINED:  # it had finished already: nothing to tell anyone
+            return p.summary()
         conn = self._conns.pop(pairing_id, None)
         if conn is not None and not conn.closed.is_set():
             try:

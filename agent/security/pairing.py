@@ -20,6 +20,7 @@ CODE_DIGITS = 6
 #: Finished (confirmed or cancelled) entries kept for waiters, per allowed pending pairing.
 FINISHED_KEPT_PER_PENDING = 4
 REPLACED = "replaced by a newer pairing request from the same device"
+DECLINED = "declined on this device"
 
 
 def pairing_code(handshake_hash: bytes) -> str:
