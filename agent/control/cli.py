@@ -3,7 +3,7 @@
 What a user may rely on (README, "Using it" and "Errors"):
 
 * the global options work before or after the subcommand (:mod:`agent.control.parser`);
-* every failure, a usage mistake included, is one line ``shoal: error: ... (next step)`` on
+* every failure, a usage mistake included, is one line ``shoal: error: ...; next step`` on
   stderr and a non-zero exit (2 for usage, 1 otherwise); with ``--json`` it is one object
   ``{"error": {"kind", "message", "hint"}}`` on stdout instead (:mod:`agent.control.render`);
 * listings are tables with headers, every peer-supplied string escaped;
@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import select
 import sys
 import time
@@ -95,14 +96,31 @@ _HINTS: dict[str, str] = {
 }
 #: Where a command knows a better next step than its kind's.
 _COMMAND_HINTS: dict[tuple[str, str], str] = {
-    ("fetch", "not_found"): "list what peers offer: shoal resources; each peer's answer is "
-    "in the agent's log (shoal run --log-level debug)",
-    ("fetch", "unreachable"): "check the peers (shoal peers); each source's answer is in the "
-    "agent's log (shoal run --log-level debug)",
+    ("fetch", "not_found"): "see what peers offer: shoal resources (the agent logs each "
+    "peer's answer at --log-level debug)",
+    ("fetch", "unreachable"): "check the peers: shoal peers (the agent logs each source's "
+    "answer at --log-level debug)",
     ("unpair", "not_found"): "list paired devices: shoal trust list",
     ("authority", "not_found"): "list the whole map: shoal authority",
     ("pair", "not_found"): "list pairings in progress: shoal pair --pending",
 }
+
+
+#: What a failure of a kind means, for an exception that carried no message of its own.
+_KIND_TEXT: dict[str, str] = {
+    "timeout": "timed out", "gone": "failed: the connection closed",
+    "unreachable": "failed: the peer is unreachable", "refused": "was refused",
+}
+_BARE_NAME = re.compile(r"[A-Z][A-Za-z]*(Error|Exception|Exit)")
+
+
+def _sentence(message: str, kind: str, command: str | None) -> str:
+    """*message*, unless it is only an exception's class name ("TimeoutError"): then what
+    happened, in words ("pair timed out (TimeoutError)")."""
+    if message and not _BARE_NAME.fullmatch(message):
+        return message
+    what = _KIND_TEXT.get(kind, "failed")
+    return f"{command or 'the command'} {what}" + (f" ({message})" if message else "")
 
 
 def _hint(command: str | None, kind: str) -> str | None:
@@ -118,11 +136,12 @@ def failure_of(exc: BaseException, command: str | None) -> Failure:
     if isinstance(exc, ControlError):
         kind = str(exc.error_kind)
     elif isinstance(exc, ConfigError):
-        if exc.key.startswith("-") and exc.key != "--config":
+        if exc.key == "--config":
+            return Failure("invalid", str(exc), "check the file given to --config")
+        if exc.key.startswith("-"):
             return Failure("usage", str(exc), _hint(command, "usage"))
-        return Failure("invalid", str(exc),
-                       "check the file with: shoal config check --config PATH "
-                       "(every key: shoal config defaults)")
+        return Failure("invalid", str(exc), "fix that key; every key with its default: "
+                       "shoal config defaults")
     elif isinstance(exc, ShoalError):
         kind = str(exc.kind)
     elif isinstance(exc, ValueError):
@@ -131,7 +150,8 @@ def failure_of(exc: BaseException, command: str | None) -> Failure:
         kind = "unavailable" if not isinstance(exc, FileExistsError) else "conflict"
         return Failure(kind, str(exc) or type(exc).__name__,
                        None if kind == "conflict" else "check the path and its permissions")
-    return Failure(kind, str(exc) or type(exc).__name__, _hint(command, kind))
+    return Failure(kind, _sentence(str(exc) or type(exc).__name__, kind, command),
+                   _hint(command, kind))
 
 
 # ------------------------------------------------------------------------------ output
@@ -327,7 +347,8 @@ def _peers_table(peers: Sequence[dict[str, Any]]) -> str:
                      state, rtt, "yes" if x.get("trusted") else "no", _ago(seen)])
     return table(["NAME", "ID", "SEEN VIA", "ADDRESS", "STATE", Column("RTT", right=True),
                   "PAIRED", "LAST SEEN"], rows,
-                 note="RTT: round trip of the last ping; '-': not known yet")
+                 note="RTT: round trip of the last ping; LAST SEEN: last announcement or "
+                 "message; '-': not known yet")
 
 
 def _resources_table(reply: dict[str, Any]) -> str:
@@ -571,8 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError, ShoalError, ValueError, OSError) as e:
         # (ShoalError: the agent's own typed failures, e.g. a trust store or identity read
         # directly by `shoal id` without an agent)
-        _report(failure_of(e, command), as_json)
-        return EXIT_ERROR
+        f = failure_of(e, command)
+        _report(f, as_json)
+        return EXIT_USAGE if f.kind == "usage" else EXIT_ERROR
 
 
 def _jsonable(obj: Any) -> Any:

@@ -4,7 +4,7 @@ Why one module: every string a peer chose (device names, resource names, holders
 the terminal through :func:`display`, and every listing through :func:`table`, so there is
 exactly one place where a terminal could receive something raw, and one table layout.
 
-Errors have two forms (README, "Errors"): one line ``shoal: error: MESSAGE (NEXT STEP)`` on
+Errors have two forms (README, "Errors"): one line ``shoal: error: MESSAGE; NEXT STEP`` on
 stderr, or with ``--json`` one object on stdout::
 
     {"error": {"kind": "not_found", "message": "...", "hint": "..."}}
@@ -136,11 +136,11 @@ class Failure:
                                      "hint": self.hint}})
 
     def as_line(self) -> str:
-        """``shoal: error: MESSAGE (HINT)``: one line, escaped; the hint is left out when the
+        """``shoal: error: MESSAGE; HINT``: one line, escaped; the hint is left out when the
         message already names the next step (it says which `shoal` command to run)."""
         text = " ".join(self.message.split()) or self.kind
         if self.hint and not _names_next_step(text):
-            text += f" ({self.hint})"
+            text += f"; {self.hint}"
         return "shoal: error: " + display(text, _JOINERS)
 
 
