@@ -26,6 +26,7 @@ import re
 import select
 import sys
 import time
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ _COMMAND_HINTS: dict[tuple[str, str], str] = {
     ("fetch", "unreachable"): "check the peers: shoal peers (the agent logs each source's "
     "answer at --log-level debug)",
     ("unpair", "not_found"): "list paired devices: shoal trust list",
+    ("run", "unavailable"): "the agent's log above says more (--log-level debug)",
     ("authority", "not_found"): "list the whole map: shoal authority",
     ("pair", "not_found"): "list pairings in progress: shoal pair --pending",
 }
@@ -569,12 +571,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = _json_requested(argv)
     command: str | None = None
+    debug = False
     try:
         args = build_parser().parse_args(argv)
         for name, default in GLOBAL_DEFAULTS.items():  # (a parser built elsewhere)
             if not hasattr(args, name):
                 setattr(args, name, default)
-        as_json, command = args.json, args.command
+        as_json, command, debug = args.json, args.command, args.log_level == "debug"
         return _dispatch(args)
     except UsageError as e:
         _report(Failure("usage", str(e), f"see: {e.prog} --help"), as_json)
@@ -595,6 +598,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         f = failure_of(e, command)
         _report(f, as_json)
         return EXIT_USAGE if f.kind == "usage" else EXIT_ERROR
+    except Exception as e:  # the last boundary: still one line (or one JSON object)
+        leaf = _only_leaf(e)
+        if leaf is not e and isinstance(leaf, (ShoalError, ValueError, OSError)):
+            f = failure_of(leaf, command)  # a task group's single failure, e.g. at start-up
+        else:
+            f = Failure("internal", f"internal error: {type(leaf).__name__}: {leaf}",
+                        "this is a bug: run again with --log-level debug for the traceback "
+                        "and report it")
+            if debug:
+                traceback.print_exception(e, file=sys.stderr)
+        _report(f, as_json)
+        return EXIT_ERROR
+
+
+def _only_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (asyncio's TaskGroup
+    wraps a start-up failure so), else *exc* itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _jsonable(obj: Any) -> Any:

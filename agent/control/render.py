@@ -15,6 +15,7 @@ stderr, or with ``--json`` one object on stdout::
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -144,8 +145,12 @@ class Failure:
         return "shoal: error: " + display(text, _JOINERS)
 
 
+#: A message that already says what to do: names a `shoal` command or an option to use.
+_NEXT_STEP = re.compile(r"\bshoal [a-z]|\b(use|pass|with|try|add) -{1,2}[a-z]|\bwith: ")
+
+
 def _names_next_step(message: str) -> bool:
-    return "shoal " in message or "use -" in message or "pass --" in message
+    return _NEXT_STEP.search(message) is not None
 
 
 def print_json(value: Any) -> str:

@@ -35,13 +35,30 @@ def classify(exc: BaseException) -> str:
     return INVALID
 
 
+MAX_REASON = 160  # characters of a peer's own answer quoted in the line
+
+
+def _text(exc: BaseException) -> str:
+    text = " ".join((str(exc) or type(exc).__name__).split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
 def summary(resource: str, errors: Mapping[str, BaseException]) -> str:
-    """``no holder could serve 'x': 3 peers tried (2 not holding it, 1 unreachable)``."""
+    """``no holder could serve 'x': 3 peers tried (2 not holding it, 1 unreachable)``.
+
+    The peers' own answers are quoted only while they stay short: one peer's answer, or the
+    one answer every peer gave (e.g. "only public resources are shared before pairing",
+    which tells the user what to do); never one per peer.
+    """
     counts: dict[str, int] = {}
     for exc in errors.values():
         c = classify(exc)
         counts[c] = counts.get(c, 0) + 1
     n = len(errors)
     parts = ", ".join(f"{counts[c]} {c}" for c in _ORDER if c in counts)
-    return (f"no holder could serve {resource!r}: {n} peer{'s' if n != 1 else ''} tried"
+    line = (f"no holder could serve {resource!r}: {n} peer{'s' if n != 1 else ''} tried"
             + (f" ({parts})" if parts else ""))
+    texts = {_text(e) for e in errors.values()}
+    if len(texts) == 1:
+        line += f"; {'it' if n == 1 else 'each'} answered: {texts.pop()}"
+    return line

@@ -264,6 +264,16 @@ def test_no_holder_summary_is_one_line_however_many_peers():
                     "2 unreachable, 1 refused)")
 
 
+def test_no_holder_summary_quotes_one_answer_only_when_all_peers_gave_it():
+    same = {f"p{i}": RemoteError("only public resources are shared before pairing",
+                                 ErrorKind.NOT_FOUND) for i in range(3)}
+    assert summary("x", same) == ("no holder could serve 'x': 3 peers tried (3 not holding "
+                                  "it); each answered: only public resources are shared "
+                                  "before pairing")
+    assert summary("x", {"a": RemoteError("z" * 1000)}).endswith("z...")
+    assert len(summary("x", {"a": RemoteError("z" * 1000)})) < 250
+
+
 def test_fetch_failure_is_one_line_with_a_next_step(agent, capsys):
     agent(fetch=fail("no holder could serve 'x': 3 peers tried (2 not holding it, "
                      "1 unreachable)", "not_found"))
@@ -372,3 +382,30 @@ def test_readme_command_table_lists_stop_and_config_check():
     for cmd in ("`shoal stop", "`shoal config check", "`shoal config defaults"):
         assert cmd in readme
     assert '{"error": {"kind"' in readme  # the JSON error schema is documented
+
+
+def test_an_unexpected_failure_is_still_one_json_object(agent, monkeypatch, capsys):
+    async def broken(args: Any, sock: Path) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(cli.HANDLERS, "status", broken)
+    assert cli.main(["status", "--json"]) == cli.EXIT_ERROR
+    e = json.loads(capsys.readouterr().out)["error"]
+    assert e["kind"] == "internal" and e["message"] == "internal error: RuntimeError: boom"
+    assert "--log-level debug" in e["hint"]
+    assert cli.main(["status", "--log-level", "debug"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("shoal: error: ")
+
+
+def test_a_start_up_failure_inside_a_task_group_is_one_line(monkeypatch, capsys):
+    def run_agent(cfg: Any, level: str) -> int:
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [
+            OSError("cannot listen on 127.0.0.1:7420: address already in use; choose another "
+                    "port with --port (0 = any free port)")])
+
+    monkeypatch.setattr(cli, "_run_agent", run_agent)
+    assert cli.main(["run"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err == ("shoal: error: cannot listen on 127.0.0.1:7420: address already in use; "
+                   "choose another port with --port (0 = any free port)\n")
