@@ -17,12 +17,14 @@ and add its handler to ``HANDLERS`` in :mod:`agent.control.cli`.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
 from agent import __version__
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DESCRIPTION_WIDTH = 78  # the raw formatter keeps our layout, so descriptions are wrapped here
 
 #: The global options and their defaults (when given nowhere on the command line).
 GLOBAL_DEFAULTS: dict[str, Any] = {"config": None, "data_dir": None, "log_level": "info",
@@ -77,7 +79,7 @@ def command(sub: Any, name: str, *, help: str, description: str, example: str,
             ) -> argparse.ArgumentParser:
     """A subcommand with a description, an example in its epilog and the global options."""
     p: argparse.ArgumentParser = sub.add_parser(
-        name, help=help, description=description,
+        name, help=help, description=textwrap.fill(description, DESCRIPTION_WIDTH),
         epilog="example:\n" + "\n".join(f"  {line}" for line in example.strip().splitlines()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_global_options(p, top=False)
@@ -86,8 +88,9 @@ def command(sub: Any, name: str, *, help: str, description: str, example: str,
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
-        prog="shoal", description="Shoal: share, mirror and prefetch resources between nearby "
-        "devices, with no internet or central server.",
+        prog="shoal", description=textwrap.fill(
+            "Shoal: share, mirror and prefetch resources between nearby devices, with no "
+            "internet or central server.", DESCRIPTION_WIDTH),
         epilog="examples:\n  shoal run --port 0\n  shoal peers --json\n"
         "  shoal fetch report.pdf -o ~/report.pdf\n\n"
         "Every subcommand has its own help: shoal COMMAND --help",
@@ -138,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "interrupted fetch resumes where it stopped.",
                 example="shoal fetch report.pdf\nshoal fetch 3fa9c2 -o - | tar x\n"
                 "shoal fetch city-map --from 192.168.1.20:7420 --no-output")
-    f.add_argument("resource")
+    f.add_argument("resource", help="name, ID or ID prefix (see: shoal resources)")
     f.add_argument("-o", "--output", help="write the file here ('-' = stdout; default ./NAME)")
     f.add_argument("--from", dest="source", help="peer address HOST[:PORT] to fetch from")
     f.add_argument("--force", action="store_true", help="overwrite an existing output file")
