@@ -353,10 +353,21 @@ def _peers_table(peers: Sequence[dict[str, Any]]) -> str:
                  "message; '-': not known yet")
 
 
+def _well_formed(x: object) -> bool:
+    """A catalog entry the table can show: remote ones are a peer's unchecked claims."""
+    if not isinstance(x, dict):
+        return False
+    return (all(isinstance(x.get(k), str) for k in ("resource_id", "name"))
+            and all(isinstance(x.get(k), int) and not isinstance(x.get(k), bool)
+                    and x[k] >= 0 for k in ("version", "size")))
+
+
 def _resources_table(reply: dict[str, Any]) -> str:
     """Each resource once (by ID and publisher): newest version seen, whether held here,
-    and which peers hold which version."""
+    and which peers hold which version. Malformed offers are counted, never shown."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
+    remote = [x for x in reply.get("remote", []) if _well_formed(x)]
+    malformed = len(reply.get("remote", [])) - len(remote)
 
     def group(x: dict[str, Any]) -> dict[str, Any]:
         key = (str(x["resource_id"]), str(x.get("publisher", x.get("publisher_short", ""))))
@@ -365,13 +376,14 @@ def _resources_table(reply: dict[str, Any]) -> str:
     for x in reply.get("local", []):
         g = group(x)
         g["local"], g["entry"] = x, x
-    for x in reply.get("remote", []):
+    for x in remote:
         g = group(x)
         g["holders"].append(x)
         if int(x["version"]) > int(g["entry"]["version"]):
             g["entry"] = x
+    hidden = f"\n({malformed} malformed offer(s) from peers not shown)" if malformed else ""
     if not groups:
-        return "no resources"
+        return "no resources" + hidden
     rows = []
     for g in groups.values():
         top, local = g["entry"], g["local"]
@@ -383,7 +395,7 @@ def _resources_table(reply: dict[str, Any]) -> str:
         else:
             here = f"v{local['version']} (older)"
         holders = ", ".join(
-            str(h["holder"]) + ("" if int(h["version"]) == newest else f" (v{h['version']})")
+            str(h.get("holder", "?")) + ("" if h["version"] == newest else f" (v{h['version']})")
             for h in g["holders"]) or None
         rows.append([top["name"], top.get("publisher_short", "?"), f"v{newest}",
                      _size(int(top["size"])), "public" if top.get("public") else "private",
@@ -391,7 +403,7 @@ def _resources_table(reply: dict[str, Any]) -> str:
     return table(["NAME", "PUBLISHER", Column("VERSION", right=True),
                   Column("SIZE", right=True), "ACCESS", "HERE", "HOLDERS", "ID"], rows,
                  note="VERSION: newest seen; HERE: held on this device; HOLDERS: reachable "
-                 "peers offering it")
+                 "peers offering it" + hidden)
 
 
 def _authority_text(r: dict[str, Any]) -> str:

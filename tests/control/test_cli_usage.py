@@ -409,3 +409,12 @@ def test_a_start_up_failure_inside_a_task_group_is_one_line(monkeypatch, capsys)
     err = capsys.readouterr().err
     assert err == ("shoal: error: cannot listen on 127.0.0.1:7420: address already in use; "
                    "choose another port with --port (0 = any free port)\n")
+
+
+def test_malformed_offers_from_peers_are_counted_not_shown(agent, capsys):
+    bad = [_res(1, holder="evil") | {"version": "9; rm"}, {"holder": "evil"}, "junk",
+           _res(1, holder="evil") | {"size": -1}, _res(1, holder="evil") | {"version": True}]
+    agent(resources=ok({"local": [], "remote": [*bad, _res(2, holder="beta")]}))
+    assert cli.main(["resources"]) == 0
+    out = capsys.readouterr().out
+    assert "evil" not in out and "beta" in out and "5 malformed offer(s)" in out
