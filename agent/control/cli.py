@@ -22,10 +22,8 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import select
 import sys
-import time
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -33,16 +31,16 @@ from typing import Any
 
 from agent.config import Config, ConfigError, load_config, render_defaults, with_overrides
 from agent.control import ControlError, call, call_simple
+from agent.control.hints import HINTS, CliError, failure_of
+from agent.control.listings import authority_text, peers_table, resources_table, trust_table
 from agent.control.parser import GLOBAL_DEFAULTS, UsageError, build_parser
 from agent.control.progress import FetchProgress
 from agent.control.render import (
-    Column,
     Failure,
     UnusableName,
     display,
     print_json,
     size,
-    table,
 )
 from agent.control.render import output_name as _output_name
 from agent.errors import ShoalError
@@ -61,99 +59,12 @@ EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s `ye
 Handler = Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int]]
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line (or one JSON object), exit status 1."""
-
-    def __init__(self, message: str, kind: str = "invalid", hint: str | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.hint = hint
-
-
 def output_name(name: str) -> str:
     """A safe file name for a fetched resource (see :func:`agent.control.render.output_name`)."""
     try:
         return _output_name(name)
     except UnusableName as e:
         raise CliError(str(e)) from None
-
-
-# ------------------------------------------------------------------------------ hints
-#: The next step for a failure of a kind (agent.errors.ErrorKind values, plus "usage").
-_HINTS: dict[str, str] = {
-    "not_found": "list what is there: shoal resources",
-    "ambiguous": "use the ID shown by: shoal resources",
-    "unreachable": "check which peers are reachable: shoal peers",
-    "gone": "the peer went away; retry, or check: shoal peers",
-    "timeout": "retry with a longer --timeout",
-    "refused": "the other device said no; check its side (shoal trust list there)",
-    "untrusted": "pair with the device first: shoal pair HOST",
-    "integrity": "retry: the source that sent bad data is not used again",
-    "quota": "free space in the store or raise [store] quota in the config",
-    "conflict": "see the current state: shoal status",
-    "unavailable": "is the agent running? start it with: shoal run",
-    "internal": "this is a bug: see the agent's log and report it",
-    "interrupted": "run the command again to continue",
-}
-#: Where a command knows a better next step than its kind's.
-_COMMAND_HINTS: dict[tuple[str, str], str] = {
-    ("fetch", "not_found"): "see what peers offer: shoal resources (the agent logs each "
-    "peer's answer at --log-level debug)",
-    ("fetch", "unreachable"): "check the peers: shoal peers (the agent logs each source's "
-    "answer at --log-level debug)",
-    ("unpair", "not_found"): "list paired devices: shoal trust list",
-    ("run", "unavailable"): "the agent's log above says more (--log-level debug)",
-    ("authority", "not_found"): "list the whole map: shoal authority",
-    ("pair", "not_found"): "list pairings in progress: shoal pair --pending",
-}
-
-
-#: What a failure of a kind means, for an exception that carried no message of its own.
-_KIND_TEXT: dict[str, str] = {
-    "timeout": "timed out", "gone": "failed: the connection closed",
-    "unreachable": "failed: the peer is unreachable", "refused": "was refused",
-}
-_BARE_NAME = re.compile(r"[A-Z][A-Za-z]*(Error|Exception|Exit)")
-
-
-def _sentence(message: str, kind: str, command: str | None) -> str:
-    """*message*, unless it is only an exception's class name ("TimeoutError"): then what
-    happened, in words ("pair timed out (TimeoutError)")."""
-    if message and not _BARE_NAME.fullmatch(message):
-        return message
-    what = _KIND_TEXT.get(kind, "failed")
-    return f"{command or 'the command'} {what}" + (f" ({message})" if message else "")
-
-
-def _hint(command: str | None, kind: str) -> str | None:
-    if kind in ("invalid", "usage"):
-        return f"see: shoal {command} --help" if command else "see: shoal --help"
-    return _COMMAND_HINTS.get((command or "", kind)) or _HINTS.get(kind)
-
-
-def failure_of(exc: BaseException, command: str | None) -> Failure:
-    """The user's view of *exc*: its kind, its one-line message and the next step."""
-    if isinstance(exc, CliError):
-        return Failure(exc.kind, str(exc), exc.hint or _hint(command, exc.kind))
-    if isinstance(exc, ControlError):
-        kind = str(exc.error_kind)
-    elif isinstance(exc, ConfigError):
-        if exc.key == "--config":
-            return Failure("invalid", str(exc), "check the file given to --config")
-        if exc.key.startswith("-"):
-            return Failure("usage", str(exc), _hint(command, "usage"))
-        return Failure("invalid", str(exc), "fix that key; every key with its default: "
-                       "shoal config defaults")
-    elif isinstance(exc, ShoalError):
-        kind = str(exc.kind)
-    elif isinstance(exc, ValueError):
-        kind = "invalid"
-    else:  # OSError: a file or socket of this machine
-        kind = "unavailable" if not isinstance(exc, FileExistsError) else "conflict"
-        return Failure(kind, str(exc) or type(exc).__name__,
-                       None if kind == "conflict" else "check the path and its permissions")
-    return Failure(kind, _sentence(str(exc) or type(exc).__name__, kind, command),
-                   _hint(command, kind))
 
 
 # ------------------------------------------------------------------------------ output
@@ -185,16 +96,6 @@ def _print(args: argparse.Namespace, value: Any, human: str) -> None:
 
 
 _size = size  # (the name the command bodies use)
-
-
-def _ago(seconds: object) -> str:
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.0f} s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 # ------------------------------------------------------------------------------ fetch
@@ -332,104 +233,6 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
 
 
 
-# ------------------------------------------------------------------------------ listings
-def _peers_table(peers: Sequence[dict[str, Any]]) -> str:
-    if not peers:
-        return "no peers seen yet"
-    rows = []
-    for x in peers:
-        rtt = f"{x['rtt_ms']:.2f} ms" if isinstance(x.get("rtt_ms"), (int, float)) else None
-        via = ",".join(str(s) for s in x.get("sources", []))
-        if x.get("rssi") is not None:
-            via += f" ({x['rssi']} dBm)"
-        state = ("connected" if x.get("connected") else
-                 "reachable" if x.get("reachable") else "unreachable")
-        seen = x.get("last_seen", x.get("last_seen_s"))
-        rows.append([x["name"], x["short_id"], via, " ".join(x.get("addresses", [])) or None,
-                     state, rtt, "yes" if x.get("trusted") else "no", _ago(seen)])
-    return table(["NAME", "ID", "SEEN VIA", "ADDRESS", "STATE", Column("RTT", right=True),
-                  "PAIRED", "LAST SEEN"], rows,
-                 note="RTT: round trip of the last ping; LAST SEEN: last announcement or "
-                 "message; '-': not known yet")
-
-
-def _well_formed(x: object) -> bool:
-    """A catalog entry the table can show: remote ones are a peer's unchecked claims."""
-    if not isinstance(x, dict):
-        return False
-    return (all(isinstance(x.get(k), str) for k in ("resource_id", "name"))
-            and all(isinstance(x.get(k), int) and not isinstance(x.get(k), bool)
-                    and x[k] >= 0 for k in ("version", "size")))
-
-
-def _resources_table(reply: dict[str, Any]) -> str:
-    """Each resource once (by ID and publisher): newest version seen, whether held here,
-    and which peers hold which version. Malformed offers are counted, never shown."""
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    remote = [x for x in reply.get("remote", []) if _well_formed(x)]
-    malformed = len(reply.get("remote", [])) - len(remote)
-
-    def group(x: dict[str, Any]) -> dict[str, Any]:
-        key = (str(x["resource_id"]), str(x.get("publisher", x.get("publisher_short", ""))))
-        return groups.setdefault(key, {"entry": x, "local": None, "holders": []})
-
-    for x in reply.get("local", []):
-        g = group(x)
-        g["local"], g["entry"] = x, x
-    for x in remote:
-        g = group(x)
-        g["holders"].append(x)
-        if int(x["version"]) > int(g["entry"]["version"]):
-            g["entry"] = x
-    hidden = f"\n({malformed} malformed offer(s) from peers not shown)" if malformed else ""
-    if not groups:
-        return "no resources" + hidden
-    rows = []
-    for g in groups.values():
-        top, local = g["entry"], g["local"]
-        newest = int(top["version"])
-        if local is None:
-            here = "no"
-        elif int(local["version"]) >= newest:
-            here = "yes" if local.get("signed", True) else "yes (unsigned)"
-        else:
-            here = f"v{local['version']} (older)"
-        holders = ", ".join(
-            str(h.get("holder", "?")) + ("" if h["version"] == newest else f" (v{h['version']})")
-            for h in g["holders"]) or None
-        rows.append([top["name"], top.get("publisher_short", "?"), f"v{newest}",
-                     _size(int(top["size"])), "public" if top.get("public") else "private",
-                     here, holders, str(top["resource_id"])[:12]])
-    return table(["NAME", "PUBLISHER", Column("VERSION", right=True),
-                  Column("SIZE", right=True), "ACCESS", "HERE", "HOLDERS", "ID"], rows,
-                 note="VERSION: newest seen; HERE: held on this device; HOLDERS: reachable "
-                 "peers offering it" + hidden)
-
-
-def _authority_text(r: dict[str, Any]) -> str:
-    head = (f"cluster {str(r['cluster'])[:8]}  term {r['term']}  role {r['role']}  "
-            f"leader {r['leader']}\nvoters: {', '.join(map(str, r['voters']))}"
-            + (f"\nlearners: {', '.join(map(str, r['learners']))}" if r["learners"] else ""))
-    if not r["assignments"]:
-        return display(head) + "\nno assignments yet"
-    rows = [[x["name"] or str(x["resource_id"])[:12], x["holder"], x["term"], x["epoch"],
-             " ".join(f"{h}={s:.2f}" for h, s in x["scores"].items()) or None]
-            for x in r["assignments"]]
-    return display(head) + "\n\n" + table(
-        ["RESOURCE", "AUTHORITY", Column("TERM", right=True), Column("EPOCH", right=True),
-         "REPUTATION (holder=score)"], rows,
-        note="REPUTATION: each holder's score from 0 to 1, best first; the authority moves "
-        "only to a clearly better one (docs/authority.md, section 3)")
-
-
-def _trust_table(devices: Sequence[dict[str, Any]]) -> str:
-    if not devices:
-        return "no paired devices"
-    return table(["NAME", "ROLE", "ID", "PAIRED AT"], [
-        [d["name"], d["role"], d["display_id"],
-         time.strftime("%Y-%m-%d %H:%M", time.localtime(d["paired_at"]))] for d in devices])
-
-
 # ------------------------------------------------------------------------------ commands
 async def _id(args: argparse.Namespace, sock: Path) -> int:
     try:
@@ -460,7 +263,7 @@ async def _status(args: argparse.Namespace, sock: Path) -> int:
 
 async def _peers(args: argparse.Namespace, sock: Path) -> int:
     peers = await call_simple(sock, "peers")
-    print(print_json(peers) if args.json else _peers_table(peers))
+    print(print_json(peers) if args.json else peers_table(peers))
     return 0
 
 
@@ -475,7 +278,7 @@ async def _publish(args: argparse.Namespace, sock: Path) -> int:
 
 async def _resources(args: argparse.Namespace, sock: Path) -> int:
     r = await call_simple(sock, "resources", {"local_only": args.local})
-    print(print_json(r) if args.json else _resources_table(r))
+    print(print_json(r) if args.json else resources_table(r))
     return 0
 
 
@@ -487,7 +290,7 @@ async def _unpair(args: argparse.Namespace, sock: Path) -> int:
 
 async def _trust(args: argparse.Namespace, sock: Path) -> int:
     r = await call_simple(sock, "trust_list")
-    print(print_json(r) if args.json else _trust_table(r))
+    print(print_json(r) if args.json else trust_table(r))
     return 0
 
 
@@ -496,7 +299,7 @@ async def _authority(args: argparse.Namespace, sock: Path) -> int:
     if args.resource and not r["assignments"]:
         raise CliError(f"no authority assignment for {args.resource!r} (no such resource, or "
                        "none assigned yet)", "not_found")
-    print(print_json(r) if args.json else _authority_text(r))
+    print(print_json(r) if args.json else authority_text(r))
     return 0
 
 
@@ -602,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "gone"), command), as_json)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _report(Failure("interrupted", "interrupted", _HINTS["interrupted"]), as_json)
+        _report(Failure("interrupted", "interrupted", HINTS["interrupted"]), as_json)
         return EXIT_INTERRUPTED
     except (CliError, ConfigError, ShoalError, ValueError, OSError) as e:
         # (ShoalError: the agent's own typed failures, e.g. a trust store or identity read
