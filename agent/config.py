@@ -49,10 +49,19 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, expected: str, got: Any = dataclasses.MISSING) -> None:
         self.key = key
-        msg = f"config key '{key}': expected {expected}"
+        # a command-line option (``--port``) is not a key of the config file
+        msg = f"{'option' if key.startswith('-') else 'config key'} '{key}': expected {expected}"
         if got is not dataclasses.MISSING:
             msg += f", got {got!r}"
         super().__init__(msg)
+
+
+class ConfigFileError(ConfigError):
+    """The config file itself cannot be read or parsed (no key is at fault yet)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.key = "--config"
+        ValueError.__init__(self, f"config file '{path}': {problem}")
 
 
 def parse_size(value: Any, key: str) -> int:
@@ -368,11 +377,11 @@ def load_config(path: Path | None) -> Config:
     try:
         text = Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError("--config", f"a readable TOML file ({e.strerror})", str(path)) from e
+        raise ConfigFileError(path, f"cannot read it ({e.strerror})") from e
     try:
         raw = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError("--config", f"valid TOML in {path} ({e})") from e
+        raise ConfigFileError(path, f"not valid TOML ({e})") from e
     return config_from_dict(raw)
 
 

@@ -113,8 +113,9 @@ def test_bootstrap_shows_everything_when_a_step_fails(tmp_path):
 
 
 def test_run_agent_passes_arguments_through(tmp_path):
-    """`run-agent.sh --config X --local` used to fail (`--config` after `run`): global
-    options are moved before the subcommand, the rest go to `shoal run` as given."""
+    """`run-agent.sh --config X --local` used to fail (`--config` after `run`): every
+    argument goes to `shoal run` as given (global options are accepted after the subcommand;
+    tests/integration/test_cli_walkthrough.py runs the real command)."""
     root = _fake_checkout(tmp_path, fail_on="never")
     shutil.copy2(ROOT / "scripts" / "run-agent.sh", root / "scripts" / "run-agent.sh")
     (root / ".venv" / ".shoal-installed-run").touch()  # set up already: bootstrap is silent
@@ -127,6 +128,6 @@ def test_run_agent_passes_arguments_through(tmp_path):
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable})
     assert res.returncode == 0, res.stderr
     assert res.stdout.split("|")[:-1] == [
-        "--config", "my file.toml", "--data-dir=/tmp/d", "--log-level", "debug",
-        "run", "--local", "--name", "a b", "--port", "0"]
+        "run", "--local", "--config", "my file.toml", "--name", "a b", "--data-dir=/tmp/d",
+        "--log-level", "debug", "--port", "0"]
     assert res.stderr == ""

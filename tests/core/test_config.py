@@ -64,10 +64,18 @@ def test_bad_values_name_key_and_form(doc, key, hint):
 def test_bad_toml_and_missing_file(tmp_path: Path):
     p = tmp_path / "bad.toml"
     p.write_text("[node\n")
-    with pytest.raises(ConfigError, match="valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(p)
-    with pytest.raises(ConfigError, match="readable TOML"):
+    with pytest.raises(ConfigError, match="cannot read it") as e:
         load_config(tmp_path / "missing.toml")
+    # the file is named as a file, not as a "config key '--config'"
+    assert str(e.value).startswith(f"config file '{tmp_path / 'missing.toml'}'")
+    assert "config key" not in str(e.value)
+
+
+def test_command_line_options_are_not_called_config_keys():
+    assert str(ConfigError("--port", "a port")).startswith("option '--port': expected a port")
+    assert str(ConfigError("lan.port", "a port")).startswith("config key 'lan.port'")
 
 
 def test_parsers():
