@@ -21,8 +21,15 @@ from agent.authority.service import AuthorityService
 from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
 from agent.control.commands import CommandContext, Commands
+from agent.control.errors import ControlError
 from agent.control.server import ControlServer
-from agent.daemon import StartupError, lock_data_dir, notify_systemd, watchdog_interval
+from agent.daemon import (
+    StartupError,
+    listen_failure,
+    lock_data_dir,
+    notify_systemd,
+    watchdog_interval,
+)
 from agent.log import kv
 from agent.peer.connections import Connections
 from agent.peer.pairing import PairingService
@@ -117,7 +124,7 @@ class Node:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                await control.start()
+                await self._start_control(control)
                 await self._start_connections()
                 if self.cfg.ble.enabled:
                     await self._start_ble()
@@ -145,14 +152,22 @@ class Node:
             self._tg = None
             log.info("agent stopped")
 
+    async def _start_control(self, control: ControlServer) -> None:
+        try:
+            await control.start()
+        except ControlError as e:  # a live agent answers on that socket
+            raise StartupError(f"{e}: stop it (shoal stop) or give this agent its own "
+                               "--data-dir") from None
+        except OSError as e:
+            raise StartupError(f"cannot open the control socket {control.path}: "
+                               f"{e.strerror or e}; check node.control_socket and "
+                               "$SHOAL_CONTROL_SOCKET") from None
+
     async def _start_connections(self) -> None:
         try:
             await self.connections.start()
         except OSError as e:
-            lan = self.cfg.lan
-            raise StartupError(
-                f"cannot listen on {lan.listen}:{lan.port}: {e.strerror or e}; choose another "
-                "port with --port (0 = any free port) or stop the agent using it") from None
+            raise listen_failure(self.cfg.lan.listen, self.cfg.lan.port, e) from None
 
     async def _shutdown(self, control: ControlServer) -> None:
         notify_systemd("STOPPING=1")

@@ -82,6 +82,13 @@ class HandshakeFailed(Unreachable):
     """The address answered, but the authenticated handshake did not complete."""
 
 
+class SelfConnection(Unreachable):
+    """The address leads back to this very agent (its own address, typed by mistake): no
+    session is kept, so the agent never lists itself among its peers."""
+
+    kind = ErrorKind.INVALID
+
+
 class MeshMismatch(HandshakeFailed, ValueError):
     """The peer authenticated, but belongs to another mesh: no session is kept.
 
@@ -263,6 +270,9 @@ class Connections:
         except MeshMismatch:
             await channel.close()
             raise
+        if self._is_self(channel, hello):
+            await channel.close()
+            raise SelfConnection(f"{where} is this agent")
         conn = self._register(channel, hello, outgoing=True, address=address)
         self._spawn(self._serve(conn), "conn")
         return conn
@@ -305,11 +315,17 @@ class Connections:
             log.info("session refused", extra=kv(addr=peer, reason=e))
             await channel.close()
             return
+        if self._is_self(channel, hello):  # we dialled ourselves: the dialler says so
+            await channel.close()
+            return
         port = hello.get("port")
         address = (peer[0], int(port) if isinstance(port, int) and port else int(peer[1])) \
             if peer else None
         conn = self._register(channel, hello, outgoing=False, address=address)
         await self._serve(conn)
+
+    def _is_self(self, channel: Channel, hello: dict[str, object]) -> bool:
+        return peer_device_id(channel.remote_static, hello) == self.device_id
 
     def _register(self, channel: Channel, hello: dict[str, object], *, outgoing: bool,
                   address: tuple[str, int] | None, transport: str = "lan") -> PeerConnection:

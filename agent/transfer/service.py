@@ -20,6 +20,7 @@ from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
 from agent.store import CorruptChunk, Manifest
 from agent.transfer.catalog import lookup, resource_entry
+from agent.transfer.failure import summary
 from agent.transfer.fetcher import (
     Fetch,
     FetchError,
@@ -113,8 +114,10 @@ class FetchService:
         offers, errors = await find_offers(conns, resource, t.request_timeout,
                                            self.is_trusted)
         if not offers:
-            why = "; ".join(f"{n}: {e}" for n, e in errors.items())
-            raise NoHolders(f"no reachable peer holds {resource!r} ({why})")
+            for name, e in errors.items():  # the one line below counts; the log says who
+                log.debug("no offer", extra=kv(resource=resource, peer=name,
+                                               reason=str(e) or type(e).__name__))
+            raise NoHolders(summary(resource, errors))
         choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
         manifest = choice.manifest
         holders, why = self._prefer_authority(manifest.resource_id, choice.holders)

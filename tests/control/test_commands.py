@@ -15,11 +15,17 @@ from peer_helpers import GUARD, Peer, closed_port, make_peer, wait_until
 
 from agent.config import Config, NodeConfig
 from agent.control import ControlError, call_simple
-from agent.control.commands import MAX_WAIT, CommandContext, Commands, _seconds
+from agent.control.commands import (
+    MAX_WAIT,
+    CommandContext,
+    Commands,
+    _seconds,
+    pairing_addresses,
+)
 from agent.control.server import ControlServer
 from agent.errors import ErrorKind
 from agent.peer.connection import PeerConnection
-from agent.peer.connections import Unreachable
+from agent.peer.connections import SelfConnection, Unreachable
 from agent.peer.pairing import AlreadyPaired, PairingFailed
 from agent.security.trust import TrustError
 from agent.store import ContentStore
@@ -154,7 +160,8 @@ def test_the_table_serves_every_command(tmp_path):
     try:
         assert set(a.commands.table()) == {
             "id", "status", "peers", "publish", "resources", "fetch", "pair_start",
-            "pair_open", "pair_close", "pair_confirm", "pair_pending", "pair_wait", "unpair",
+            "pair_open", "pair_close", "pair_decline", "pair_confirm", "pair_pending",
+            "pair_wait", "unpair",
             "trust_list", "connect", "stop", "authority", "usage"}
     finally:
         a.store.close()
@@ -372,6 +379,101 @@ async def test_pair_start_over_ble(two):
     a.commands.ctx.ble = FakeBle(None)
     with pytest.raises(LookupError):
         await a.run("pair_start", address="ble:nobody")
+
+
+async def test_a_waiting_pair_shows_the_request_that_arrives_after_it(two, tmp_path):
+    """What `shoal pair` (waiting) does: pair_open, then pair_wait(after=...). An older
+    request still pending from another device is not the one the user is waiting for."""
+    a, b = two
+    c = make_agent(tmp_path, "charlie")
+    await c.peer.conns.start()
+    try:
+        await b.run("pair_open", seconds=60)
+        older = await c.run("pair_start", address=_addr(b))  # pending before we wait
+        opened = await b.run("pair_open", seconds=60)
+        waiting = asyncio.create_task(b.run("pair_wait", timeout=GUARD,
+                                            after=opened["after"]))
+        for _ in range(20):  # let it run: it must keep waiting, nothing newer arrived
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        started = await a.run("pair_start", address=_addr(b))
+        shown = await waiting
+        assert shown["peer_name"] == "alpha" and shown["code"] == started["code"]
+        assert shown["code"] != older["code"]
+        # with --code the waiter picks the request showing that code
+        assert (await b.run("pair_wait", timeout=GUARD, code=older["code"]))["peer_name"] \
+            == "charlie"
+        for bad in (-1, "3", 2.5, True):
+            with pytest.raises(ControlError, match="sequence number"):
+                await b.run("pair_wait", timeout=1, after=bad)
+        with pytest.raises(ControlError, match="6 digits"):
+            await b.run("pair_wait", timeout=1, code="12")
+    finally:
+        await c.peer.stop()
+        c.store.close()
+
+
+async def test_declined_and_expired_pairings_leave_pending_on_both_devices(two):
+    a, b = two
+    await b.run("pair_open", seconds=60)
+    started = await a.run("pair_start", address=_addr(b))
+    (incoming,) = await b.run("pair_pending")
+    a_waits = asyncio.create_task(a.run("pair_wait", pairing_id=started["pairing_id"],
+                                        timeout=GUARD))
+    out = await b.run("pair_decline", pairing_id=incoming["pairing_id"])
+    assert out["cancelled"] == "declined on this device"
+    assert await b.run("pair_pending") == []
+    assert (await a_waits)["cancelled"] == "cancelled by the other device"  # told at once
+    assert await a.run("pair_pending") == []
+    with pytest.raises(PairingFailed, match="no pending pairing"):
+        await b.run("pair_confirm", code=started["code"])
+    for bad in (None, "", 7, "x" * 65):
+        with pytest.raises(ControlError, match="pairing_id"):
+            await b.run("pair_decline", pairing_id=bad)
+    with pytest.raises(PairingFailed, match="no such pairing"):
+        await b.run("pair_decline", pairing_id="99-abcdef")
+    # an expired pairing is gone from the list as soon as it expires, on both devices
+    await b.run("pair_open", seconds=60)
+    await a.run("pair_start", address=_addr(b))
+    assert len(await a.run("pair_pending")) == 1 and len(await b.run("pair_pending")) == 1
+    a.peer.wall.advance(61)
+    b.peer.wall.advance(61)
+    assert await a.run("pair_pending") == [] and await b.run("pair_pending") == []
+
+
+async def test_pair_open_says_where_to_pair_with_this_agent(two):
+    a, _ = two
+    opened = await a.run("pair_open", seconds=30)
+    assert opened["addresses"] == [_addr(a)]  # its real listen address and port
+    a.commands.ctx.ble = FakeBle()
+    opened = await a.run("pair_open", seconds=30)
+    assert opened["addresses"] == [_addr(a), f"ble:{a.peer.identity.short_id}"]
+
+
+def test_pairing_addresses():
+    eps = [("127.0.0.1", 5), ("10.0.0.2", 5), ("192.168.1.9", 5)]
+    assert pairing_addresses("0.0.0.0", 5, eps) == ["10.0.0.2:5", "192.168.1.9:5"]
+    assert pairing_addresses("0.0.0.0", 5, [("127.0.0.1", 5)]) == ["127.0.0.1:5"]
+    assert pairing_addresses("0.0.0.0", 5, []) == ["127.0.0.1:5"]  # all there is
+    assert pairing_addresses("127.0.0.1", 47474, eps) == ["127.0.0.1:47474"]
+    assert pairing_addresses("192.168.1.9", 5, eps) == ["192.168.1.9:5"]
+    assert pairing_addresses("::", 5, eps) == ["[::1]:5"]
+    assert pairing_addresses("::1", 5, []) == ["[::1]:5"]
+    assert pairing_addresses("0.0.0.0", None, eps) == []  # no LAN listener
+
+
+async def test_pairing_with_yourself_is_one_clear_error_and_lists_no_self(two):
+    a, _ = two
+    await a.run("pair_open", seconds=60)
+    with pytest.raises(ControlError, match="that is this agent") as e:
+        await a.run("pair_start", address=_addr(a))
+    assert "\n" not in str(e.value) and e.value.error_kind is ErrorKind.INVALID
+    await wait_until(lambda: a.peer.conns.count() == 0, "both ends of the loop closed")
+    assert await a.run("peers") == [] and await a.run("pair_pending") == []
+    assert (await a.run("status"))["peers"] == 0
+    with pytest.raises(SelfConnection, match="is this agent"):
+        await a.run("connect", address=_addr(a))
+    assert await a.run("peers") == []
 
 
 # ----------------------------------------------------------------- unpair

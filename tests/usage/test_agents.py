@@ -58,7 +58,8 @@ def test_aggregates_reach_the_paired_agent_only(three, tmp_path: Path) -> None:
     assert served["log"]["segments"] >= 1
     assert 1.5 < served["hottest"][0]["temperature"] <= 2  # two requests, decaying
     text = a.cli("usage").stdout
-    assert "RESOURCE" in text and "TEMPERATURE" in text and "sharing:    on, k = 2" in text
+    assert "sharing:    on, k = 2" in text
+    assert text.splitlines()[3].split() == ["RESOURCE", "TEMPERATURE", "MESH", "BUDGET"]
     for agent in (a, b, c):
         segs = list((agent.data_dir / "usage" / "log").glob("seg-*.log"))
         assert segs, f"{agent.name} keeps an access log"
