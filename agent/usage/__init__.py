@@ -9,7 +9,7 @@ modules split along the layering rule:
   its checksummed frame), :mod:`.requester` (the keyed, rotating requester hash),
   :mod:`.ngrams` (n-gram statistics and the privacy release), :mod:`.aggregate` (the shared
   aggregate's strict schema and the bounded merge), :mod:`.temperature` (decayed frequency
-  and the prefetch budget);
+  and the prefetch budget), :mod:`.lifecycle` (who trains a model, when, which to use);
 * one file adapter in the same rank: :mod:`.accesslog` (append-only segments);
 * one service at the peer-service rank (4): :mod:`.service` (recording port, flushing,
   periodic sharing over paired sessions, the ``usage`` peer operation).
