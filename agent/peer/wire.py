@@ -75,6 +75,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
     "endpoints": {},
     "raft_join": {"c": _hex(32), "r?": _BOOL},
+    "unpaired": {},  # "the sender no longer trusts you" (agent/peer/unpair.py)
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {

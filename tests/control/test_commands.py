@@ -111,7 +111,7 @@ def make_agent(tmp_path: Path, name: str) -> Agent:
         identity=peer.identity, started=time.monotonic(), store=store, trust=peer.trust,
         peers=peer.peers, connections=peer.conns, pairing=peer.pairing,
         fetcher=fetcher,  # type: ignore[arg-type]  # the fake has FetchService's surface
-        catalog_changed=lambda: changed.append(1), stop=stopped.set)
+        catalog_changed=lambda: changed.append(1), stop=stopped.set, unpairing=peer.unpair)
     return Agent(peer, store, fetcher, Commands(ctx), stopped, changed)
 
 
@@ -382,7 +382,7 @@ async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
     conn = await a.peer.conns.connect(b.peer.address)
     twin = await a.peer.conns.connect(b.peer.address, expect="ffff")
     out = await a.run("unpair", device="bravo")
-    assert out == {"name": "bravo", "display_id": b.peer.identity.display_id}
+    assert out == {"name": "bravo", "display_id": b.peer.identity.display_id, "notified": True}
     assert not a.peer.trust.is_trusted(b.peer.identity.device_id)
     assert conn.closed.is_set() and twin.closed.is_set()
     assert conn.close_reason == "unpaired"
