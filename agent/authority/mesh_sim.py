@@ -320,8 +320,12 @@ class Device:
                 amap = AuthorityMap.restore(rd.snapshot.data)
                 amap.applied_index = rd.snapshot.index
                 self.policy.restored(amap, now)
-            for m in rd.messages:
-                self.sim.send(self.id, m.dst, RaftMsg(self.cluster, m))
+            for m in rd.messages:  # like AuthorityService._send: never to an unpaired device
+                if m.dst in self.trusted:
+                    self.sim.send(self.id, m.dst, RaftMsg(self.cluster, m))
+                else:
+                    with contextlib.suppress(RaftError):
+                        raft.report_unreachable(m.dst)
             for e in rd.committed_entries:
                 res = self.policy.apply(e, now)
                 if res is not None and res.accepted:

@@ -656,7 +656,7 @@ class AuthorityService:
         one name stay apart and an unpaired one is visibly not paired."""
         short = short_member_id(member)
         name = self.name_of(member)
-        if member != self.me and not self._paired(member):
+        if member != self.me and self._trusted(member) is None:
             return f"unpaired {short}" if name == short else f"{name} ({short}, unpaired)"
         return f"{name} ({short})"
 

@@ -377,7 +377,8 @@ async def _client(args: argparse.Namespace, cfg: Config) -> int:
         return await _pair(args, sock)
     elif cmd == "unpair":
         r = await call_simple(sock, "unpair", {"device": args.device})
-        _print(args, r, f"unpaired {r['name']} ({r['display_id']})")
+        _print(args, r, f"unpaired {r['name']} ({r['display_id']})" + (
+            "" if r.get("notified") else "; it will be told when it next connects"))
     elif cmd == "trust":
         r = await call_simple(sock, "trust_list")
         lines = [f"{d['name']:<20} {d['role']:<7} {d['display_id']}  paired "
