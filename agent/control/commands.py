@@ -97,7 +97,7 @@ def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
     """A ``peers`` row for a paired device the peer table has not seen (yet)."""
     return {"peer_id": d.device_id, "display_id": d.display_id, "short_id": d.display_id[:9],
             "name": d.name, "addresses": [], "sources": [], "connected": False,
-            "online": False, "reachable": False, "trusted": True, "unpaired_by_peer": False,
+            "reachable": False, "trusted": True, "unpaired_by_peer": False,
             "last_seen_s": None, "last_seen_at": None, "rtt_ms": None, "rssi": None}
 
 
@@ -156,7 +156,8 @@ class Commands:
     async def peers(self, args: Args, reply: Reply) -> object:
         """Every device in the peer table, plus paired devices not seen since the agent
         started (offline, ``last_seen_s`` None). ``last_seen_s``: seconds since last seen;
-        ``online``: a session is up; ``unpaired_by_peer``: it withdrew its trust."""
+        ``connected``: a session is up (else offline); ``unpaired_by_peer``: it withdrew
+        its trust."""
         c = self.ctx
         rows = [c.peers.summary(p) for p in c.peers.all()]
         listed = {r["peer_id"] for r in rows}

@@ -68,7 +68,6 @@ class PeerInfo:
             "addresses": [f"{h}:{p}" for (h, p) in self.addresses],
             "sources": sorted(self.sources),
             "connected": self.connected,
-            "online": self.connected,
             "reachable": self.reachable,
             "trusted": trusted,
             "unpaired_by_peer": self.unpaired_by_peer and not trusted,

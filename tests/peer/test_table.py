@@ -83,7 +83,7 @@ def test_last_seen_and_offline_paired_rows():
     clock.advance(599)
     assert table.prune() == 0
     row = table.summary(table.get(pid(0)))  # type: ignore[arg-type]
-    assert row["online"] is False and row["trusted"] and row["last_seen_s"] == 599.0
+    assert row["connected"] is False and row["trusted"] and row["last_seen_s"] == 599.0
     assert isinstance(row["last_seen_at"], int)  # wall clock: display only
     clock.advance(2)
     assert table.prune() == 1
