@@ -206,6 +206,7 @@ class LanConfig:
     include_loopback: bool = False
     heartbeat_interval: float = _num(1.0, 0.05, 60.0)
     peer_timeout: float = _num(3.5, 0.2, 600.0)
+    forget_after: float = _num(600.0, 1.0, 86400.0)  # s before an unseen stranger is pruned
     connect_timeout: float = _num(5.0, 0.1, 120.0)
 
     def __post_init__(self) -> None:

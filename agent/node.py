@@ -35,6 +35,7 @@ from agent.peer.connections import Connections
 from agent.peer.pairing import PairingService
 from agent.peer.router import Router
 from agent.peer.table import PeerTable
+from agent.peer.unpair import UnpairService
 from agent.security.identity import load_or_create_identity
 from agent.security.pairing import PairingBook
 from agent.security.session import SessionError
@@ -71,7 +72,8 @@ class Node:
                                   quota_bytes=cfg.store.quota or None)
         # our own resources carry our signature (those of a v1 identity move to the v2 ID)
         self.store.adopt_signer(self.identity, (self.identity.legacy_id.hex(),))
-        self.peers = PeerTable(is_trusted=self.trust.is_trusted)
+        self.peers = PeerTable(is_trusted=self.trust.is_trusted,
+                               stale_after=cfg.lan.forget_after)
         self.gate = BandwidthGate(LinkScheduler.from_config(cfg.bandwidth))
         self.router = Router()
         self.connections = Connections(
@@ -83,6 +85,9 @@ class Node:
             PairingBook(cfg.pairing.window_seconds, cfg.pairing.max_pending), self.trust,
             cfg.node.name)
         self.connections.on_closed(self.pairing.connection_closed)
+        self.unpairing = UnpairService(self.trust, self.peers, self.connections.sessions,
+                                       self.spawn, data_dir)
+        self.connections.on_opened(self.unpairing.session_opened)
         self.authority: AuthorityService | None = None
         if cfg.authority.enabled:
             self.authority = AuthorityService(
@@ -103,15 +108,18 @@ class Node:
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
             trust=self.trust, peers=self.peers, connections=self.connections,
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
-            stop=self.stop, authority=self.authority, usage=self.usage))
+            stop=self.stop, unpairing=self.unpairing, authority=self.authority,
+            usage=self.usage))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
+        self.router.add_requests(self.unpairing.handlers())
         self.router.add_requests(self.server.handlers())
         if self.usage is not None:
             self.router.add_requests(self.usage.handlers())
         if self.authority is not None:
             self.router.add_requests(self.authority.handlers())
             self.router.add_events(("raft", "cluster", "report"), self.authority.on_event)
+            self.unpairing.on_unpaired(self.authority.unpaired)
 
     # ----------------------------------------------------------------- lifecycle
     async def run(self) -> None:

@@ -335,7 +335,8 @@ async def _resources(args: argparse.Namespace, sock: Path) -> int:
 
 async def _unpair(args: argparse.Namespace, sock: Path) -> int:
     r = await call_simple(sock, "unpair", {"device": args.device})
-    _print(args, r, f"unpaired {r['name']} ({r['display_id']})")
+    _print(args, r, f"unpaired {r['name']} ({r['display_id']})" + (
+        "" if r.get("notified") else "; it will be told when it next connects"))
     return 0
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from agent.peer.pairing import PairingService
     from agent.peer.table import PeerTable
     from agent.security.identity import Identity
-    from agent.security.trust import TrustStore
+    from agent.security.trust import TrustedDevice, TrustStore
     from agent.store import ContentStore, Manifest
 
 Args = dict[str, object]
@@ -50,6 +50,12 @@ class BleControl(Protocol):
     def status(self) -> dict[str, object]: ...
 
     def find_connection(self, target: str) -> PeerConnection: ...
+
+
+class UnpairControl(Protocol):
+    """Unpairing on both sides (agent/peer/unpair.py)."""
+
+    async def unpair(self, device: TrustedDevice) -> dict[str, object]: ...
 
 
 class AuthorityControl(Protocol):
@@ -88,9 +94,18 @@ class CommandContext:
     fetcher: FetchService
     catalog_changed: Callable[[], None]
     stop: Callable[[], None]
+    unpairing: UnpairControl
     ble: BleControl | None = None
     authority: AuthorityControl | None = None
     usage: UsageControl | None = None
+
+
+def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
+    """A ``peers`` row for a paired device the peer table has not seen (yet)."""
+    return {"peer_id": d.device_id, "display_id": d.display_id, "short_id": d.display_id[:9],
+            "name": d.name, "addresses": [], "sources": [], "connected": False,
+            "reachable": False, "trusted": True, "unpaired_by_peer": False,
+            "last_seen_s": None, "last_seen_at": None, "rtt_ms": None, "rssi": None}
 
 
 def _seconds(value: object, default: float, what: str) -> float:
@@ -176,8 +191,17 @@ class Commands:
         }
 
     async def peers(self, args: Args, reply: Reply) -> object:
+        """Every device in the peer table, plus paired devices not seen since the agent
+        started (offline, ``last_seen_s`` None). ``last_seen_s``: seconds since last seen;
+        ``connected``: a session is up (else offline); ``unpaired_by_peer``: it withdrew
+        its trust."""
         c = self.ctx
-        return [p.summary(c.trust.is_trusted(p.peer_id)) for p in c.peers.all()]
+        rows = [c.peers.summary(p) for p in c.peers.all()]
+        listed = {r["peer_id"] for r in rows}
+        for d in c.trust.list():
+            if d.device_id not in listed:
+                rows.append(_unseen_paired(d))
+        return rows
 
     async def publish(self, args: Args, reply: Reply) -> object:
         c = self.ctx
@@ -299,11 +323,11 @@ class Commands:
                                "start again with: shoal pair") from None
 
     async def unpair(self, args: Args, reply: Reply) -> object:
+        """Forget a paired device and tell it (now if a session is up, else at its next
+        session): ``notified`` says whether it acknowledged already."""
         c = self.ctx
         dev = c.trust.resolve(str(args.get("device", "")))
-        c.trust.remove(dev.device_id)
-        await c.connections.close_peer(bytes.fromhex(dev.device_id), "unpaired")
-        return {"name": dev.name, "display_id": dev.display_id}
+        return await c.unpairing.unpair(dev)
 
     async def trust_list(self, args: Args, reply: Reply) -> object:
         return [{"name": d.name, "display_id": d.display_id, "role": d.role,

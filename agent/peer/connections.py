@@ -45,6 +45,7 @@ STREAM_LIMIT = 1 << 20
 MAX_UNTRUSTED_SESSIONS = 32
 
 ClosedListener = Callable[[PeerConnection], Awaitable[None]]
+OpenedListener = Callable[[PeerConnection], None]
 
 
 class Channel(Protocol):
@@ -140,6 +141,7 @@ class Connections:
         self.discovery: LanDiscovery | None = None
         self._conns: set[PeerConnection] = set()
         self._closed_listeners: list[ClosedListener] = []
+        self._opened_listeners: list[OpenedListener] = []
         self._lan_seen: dict[str, tuple[LanPeerSeen, float]] = {}  # short id -> (event, first)
         self._dial_state: dict[str, tuple[int, float]] = {}  # short id -> (failures, next try)
         self._dialing: set[str] = set()
@@ -174,6 +176,11 @@ class Connections:
     def on_closed(self, listener: ClosedListener) -> None:
         """Call *listener* after any session ends (pairing cancels what it was carrying)."""
         self._closed_listeners.append(listener)
+
+    def on_opened(self, listener: OpenedListener) -> None:
+        """Call *listener* (synchronously) for every new authenticated session, before any
+        of its messages is read (unpairing tells a peer it is no longer trusted)."""
+        self._opened_listeners.append(listener)
 
     def hello(self) -> bytes:
         return make_hello(self.name, self.lan_port, self._signing_key, self.mesh)
@@ -346,6 +353,8 @@ class Connections:
             direction="out" if outgoing else "in",
             trusted=self._trust.is_trusted(conn.peer_id)))
         self._limit_untrusted(conn)
+        for listener in self._opened_listeners:
+            listener(conn)
         return conn
 
     def _limit_untrusted(self, newest: PeerConnection) -> None:

@@ -117,7 +117,7 @@ def make_agent(tmp_path: Path, name: str) -> Agent:
         identity=peer.identity, started=time.monotonic(), store=store, trust=peer.trust,
         peers=peer.peers, connections=peer.conns, pairing=peer.pairing,
         fetcher=fetcher,  # type: ignore[arg-type]  # the fake has FetchService's surface
-        catalog_changed=lambda: changed.append(1), stop=stopped.set)
+        catalog_changed=lambda: changed.append(1), stop=stopped.set, unpairing=peer.unpair)
     return Agent(peer, store, fetcher, Commands(ctx), stopped, changed)
 
 
@@ -484,7 +484,7 @@ async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
     conn = await a.peer.conns.connect(b.peer.address)
     twin = await a.peer.conns.connect(b.peer.address, expect="ffff")
     out = await a.run("unpair", device="bravo")
-    assert out == {"name": "bravo", "display_id": b.peer.identity.display_id}
+    assert out == {"name": "bravo", "display_id": b.peer.identity.display_id, "notified": True}
     assert not a.peer.trust.is_trusted(b.peer.identity.device_id)
     assert conn.closed.is_set() and twin.closed.is_set()
     assert conn.close_reason == "unpaired"
@@ -493,6 +493,35 @@ async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
     with pytest.raises(TrustError, match="no paired device matches") as e:
         await a.run("unpair", device="bravo")
     assert e.value.kind is ErrorKind.NOT_FOUND
+
+
+async def test_unpair_tells_the_other_side_which_agrees_afterwards(two):
+    a, b = two
+    for x, y in ((a, b), (b, a)):
+        x.peer.trust.add(y.peer.identity.device_id, y.peer.identity.public_key, y.peer.name,
+                         signing_key=y.peer.identity.signing_public)
+    await a.peer.conns.connect(b.peer.address)
+    assert (await a.run("unpair", device="bravo"))["notified"] is True
+    for x in (a, b):
+        assert await x.run("trust_list") == [] and (await x.run("status"))["paired"] == 0
+    (row,) = await b.run("peers")
+    assert row["name"] == "alpha" and not row["trusted"] and row["unpaired_by_peer"]
+    assert isinstance(row["last_seen_s"], float) and isinstance(row["last_seen_at"], int)
+
+
+async def test_peers_lists_paired_devices_never_seen_as_offline(two):
+    """Regression: a paired device not seen since the agent started was missing from
+    `peers` (only the discovery table was listed)."""
+    a, b = two
+    a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo",
+                     signing_key=b.peer.identity.signing_public)
+    (row,) = await a.run("peers")
+    assert (row["name"], row["trusted"], row["connected"], row["last_seen_s"]) == \
+        ("bravo", True, False, None)
+    assert row["short_id"] == b.peer.identity.display_id[:9]
+    await a.peer.conns.connect(b.peer.address)
+    (row,) = await a.run("peers")  # seen now: one row, from the table
+    assert row["connected"] and row["last_seen_s"] is not None
 
 
 async def test_unpair_by_display_id_prefix(two):
