@@ -36,6 +36,7 @@ from agent.control.hints import HINTS, CliError, failure_of
 from agent.control.listings import (
     authority_text,
     peers_table,
+    pending_table,
     resources_table,
     trust_table,
     usage_text,
@@ -187,9 +188,7 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
 async def _pair(args: argparse.Namespace, sock: Path) -> int:
     if args.pending:
         pend = await call_simple(sock, "pair_pending")
-        lines = [f"{p['code_display']}  {p['peer_name']}  "
-                 f"{'incoming' if p['incoming'] else 'outgoing'}" for p in pend]
-        _print(args, pend, "\n".join(lines) or "no pairing in progress")
+        print(print_json(pend) if args.json else pending_table(pend))
         return 0
     if args.close:
         if args.open or args.address or args.code or args.pending:
@@ -323,7 +322,8 @@ async def _publish(args: argparse.Namespace, sock: Path) -> int:
     r = await call_simple(sock, "publish", {"path": str(path), "name": args.name,
                                             "public": args.public})
     _print(args, r, f"published {r['name']} v{r['version']} ({_size(r['size'])}, "
-           f"{r['chunks']} chunks{', public' if r['public'] else ''}) id {r['resource_id']}")
+           f"{r['chunks']} chunk{'' if r['chunks'] == 1 else 's'}"
+           f"{', public' if r['public'] else ''}) id {r['resource_id']}")
     return 0
 
 

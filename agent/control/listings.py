@@ -117,6 +117,24 @@ def authority_text(r: dict[str, Any]) -> str:
         "only to a clearly better one (docs/authority.md, section 3)")
 
 
+def pending_table(pend: Sequence[dict[str, Any]]) -> str:
+    """`shoal pair --pending`: what to compare, with whom, and what is still missing."""
+    if not pend:
+        return "no pairing in progress"
+
+    def state(p: dict[str, Any]) -> str:
+        if p.get("local_confirmed"):
+            return "confirmed here; waiting for the other device"
+        if p.get("remote_confirmed"):
+            return "confirmed there; confirm here"
+        return "confirm on both devices"
+
+    return table(["CODE", "DEVICE", "DIRECTION", "STATE"], [
+        [p["code_display"], p["peer_name"], "incoming" if p["incoming"] else "outgoing",
+         state(p)] for p in pend],
+        note="confirm with: shoal pair --code CODE (on both devices, if the codes match)")
+
+
 def trust_table(devices: Sequence[dict[str, Any]]) -> str:
     if not devices:
         return "no paired devices"

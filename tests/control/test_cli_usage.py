@@ -418,3 +418,19 @@ def test_malformed_offers_from_peers_are_counted_not_shown(agent, capsys):
     assert cli.main(["resources"]) == 0
     out = capsys.readouterr().out
     assert "evil" not in out and "beta" in out and "5 malformed offer(s)" in out
+
+
+def test_pending_pairings_are_a_table_saying_what_is_missing():
+    from agent.control.listings import pending_table
+
+    base = {"code_display": "342 824", "peer_name": "beta\x1b[2J", "incoming": True,
+            "local_confirmed": False, "remote_confirmed": False}
+    text = pending_table([base, base | {"incoming": False, "remote_confirmed": True},
+                          base | {"local_confirmed": True}])
+    lines = text.splitlines()
+    assert lines[0].split() == ["CODE", "DEVICE", "DIRECTION", "STATE"]
+    assert "confirm on both devices" in lines[1] and "incoming" in lines[1]
+    assert "confirm here" in lines[2] and "outgoing" in lines[2]
+    assert "waiting for the other device" in lines[3]
+    assert "\x1b" not in text and "shoal pair --code" in lines[-1]
+    assert pending_table([]) == "no pairing in progress"
