@@ -77,6 +77,9 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     # a publisher hands a delegation to its delegate (agent/transfer/server.py checks it)
     "delegation": {"d": (dict, lambda v: set(v) == {"delegation", "sig"})},
     "raft_join": {"c": _hex(32), "r?": _BOOL},
+    # usage aggregate (agent/usage/aggregate.py parses the contents strictly)
+    "usage": {"a": (dict, lambda v: len(v) <= 16)},
+    "unpaired": {},  # "the sender no longer trusts you" (agent/peer/unpair.py)
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {

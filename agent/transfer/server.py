@@ -49,7 +49,7 @@ from agent.transfer.listing import MAX_LIST_ENTRIES, listing_entry
 
 if TYPE_CHECKING:
     from agent.bandwidth import BandwidthGate
-    from agent.ports import TrustView
+    from agent.ports import AccessRecorder, TrustView
     from agent.security.signing import Signer
     from agent.store import ContentStore, ResourceRecord
 
@@ -122,6 +122,7 @@ class ChunkServer:
 
     def __init__(self, store: ContentStore, trust: TrustView, gate: BandwidthGate, *,
                  compress: bool, on_use: Callable[[str], None] | None = None,
+                 access: AccessRecorder | None = None,
                  signer: Signer | None = None) -> None:
         self._store = store
         self._signer = signer  # this device: delegations handed to it are checked against it
@@ -129,6 +130,7 @@ class ChunkServer:
         self._gate = gate
         self._compress = compress
         self._on_use = on_use  # the authority counts which resources are asked for
+        self._access = access  # the access log (agent/usage)
         self._public_chunks: frozenset[bytes] = frozenset()
         self._incomplete: frozenset[str] = frozenset()  # resource ids missing a chunk here
         # per connection: slots for replies read and not yet sent (dies with the connection)
@@ -189,6 +191,9 @@ class ChunkServer:
             raise UnsignedHere(f"{rec.name!r} is held unsigned here (published before signing)")
         if self._on_use is not None:
             self._on_use(rec.resource_id)
+        if self._access is not None:
+            self._access.record_access(conn.peer_id, rec.resource_id, rec.size, hit=True,
+                                       source="local")
         return rec.manifest.envelope()  # the publisher's signature, unchanged
 
     async def _chunk(self, conn: PeerConnection, req: wire.Request) -> RawReply:

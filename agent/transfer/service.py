@@ -20,6 +20,7 @@ from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
 from agent.store import CorruptChunk, Manifest
 from agent.transfer.catalog import lookup, resource_entry
+from agent.transfer.failure import summary
 from agent.transfer.fetcher import (
     Choice,
     Fetch,
@@ -32,7 +33,7 @@ from agent.transfer.fetcher import (
 if TYPE_CHECKING:
     from agent.config import TransferConfig
     from agent.peer.connections import Connections
-    from agent.ports import TrustView
+    from agent.ports import AccessRecorder, TrustView
     from agent.store import ContentStore, ResourceRecord
 
 log = logging.getLogger("shoal.fetch")
@@ -83,7 +84,8 @@ class FetchService:
                  connect_timeout: float, default_port: int,
                  authority: AuthorityLookup | None = None,
                  on_fetched: Callable[[], None] | None = None,
-                 trust: TrustView | None = None) -> None:
+                 trust: TrustView | None = None, access: AccessRecorder | None = None) -> None:
+        self._access = access  # the access log (agent/usage)
         self._store = store
         self._trust = trust
         self._connections = connections
@@ -106,6 +108,9 @@ class FetchService:
             # version of the resource replaces it)
             choice, note = await self._newer_than_held(rec)
             if choice is None:
+                if self._access is not None:
+                    self._access.record_access(self._connections.device_id, rec.resource_id,
+                                               rec.size, hit=True, source="local")
                 if export is not None:
                     await self._export(rec.manifest, export, fresh=frozenset())
                 return resource_entry(rec) | {"already_held": True, "sources": {},
@@ -118,8 +123,10 @@ class FetchService:
             offers, errors = await find_offers(conns, resource, t.request_timeout,
                                                self.is_trusted)
             if not offers:
-                why = "; ".join(f"{n}: {e}" for n, e in errors.items())
-                raise NoHolders(f"no reachable peer holds {resource!r} ({why})")
+                for name, e in errors.items():  # the one line below counts; the log says who
+                    log.debug("no offer", extra=kv(resource=resource, peer=name,
+                                                   reason=str(e) or type(e).__name__))
+                raise NoHolders(summary(resource, errors))
             choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
         manifest = choice.manifest
         holders, why = self._prefer_authority(manifest.resource_id, choice.holders)
@@ -147,6 +154,10 @@ class FetchService:
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
         if rec is not None and rec.resource_id == manifest.resource_id:
             why = f"v{manifest.version} (held v{rec.version} was older): {why}"
+        if self._access is not None:  # the source that gave the most bytes served it
+            top = max(result.sources, key=lambda k: result.sources[k]["bytes"], default="")
+            self._access.record_access(self._connections.device_id, manifest.resource_id,
+                                       manifest.size, hit=False, source=top[:16] or "local")
         log.info("fetched", extra=kv(
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
             sources=",".join(names.values()), bytes=result.bytes_fetched))
