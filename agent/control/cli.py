@@ -311,10 +311,17 @@ async def _status(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
-async def _peers(args: argparse.Namespace, sock: Path) -> int:
-    peers = await call_simple(sock, "peers")
-    print(print_json(peers) if args.json else peers_table(peers))
-    return 0
+def _listing(op: str, render: Callable[[Any], str],
+             params: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> Handler:
+    """A command that asks the agent for one listing and prints it as a table (or JSON)."""
+    async def handler(args: argparse.Namespace, sock: Path) -> int:
+        r = await call_simple(sock, op, params(args) if params else None)
+        print(print_json(r) if args.json else render(r))
+        return 0
+    return handler
+
+
+_peers = _listing("peers", peers_table)
 
 
 async def _publish(args: argparse.Namespace, sock: Path) -> int:
@@ -328,10 +335,7 @@ async def _publish(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
-async def _resources(args: argparse.Namespace, sock: Path) -> int:
-    r = await call_simple(sock, "resources", {"local_only": args.local})
-    print(print_json(r) if args.json else resources_table(r))
-    return 0
+_resources = _listing("resources", resources_table, lambda a: {"local_only": a.local})
 
 
 async def _unpair(args: argparse.Namespace, sock: Path) -> int:
@@ -341,10 +345,7 @@ async def _unpair(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
-async def _trust(args: argparse.Namespace, sock: Path) -> int:
-    r = await call_simple(sock, "trust_list")
-    print(print_json(r) if args.json else trust_table(r))
-    return 0
+_trust = _listing("trust_list", trust_table)
 
 
 async def _authority(args: argparse.Namespace, sock: Path) -> int:

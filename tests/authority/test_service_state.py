@@ -1,4 +1,24 @@
-"""The authority service's on-disk state across identity changes."""
+"""The authority service's on-disk state across identity changes, and how it names members."""
+
+
+class _Store:
+    """No resources held: these tests are about the cluster, not assignments."""
+
+    def resources(self):
+        return []
+
+
+class _Load:
+    def capacity_estimate(self):
+        return None
+
+    def queued(self, cls=None):
+        return 0
+
+
+def spawn(coro, name):
+    coro.close()
+
 
 def test_authority_state_of_another_device_id_is_dropped(tmp_path):
     """After the identity moves to device ID v2 (or a data dir is copied from another
@@ -17,20 +37,6 @@ def test_authority_state_of_another_device_id_is_dropped(tmp_path):
     class _Trust:
         def is_trusted(self, peer_id):
             return False
-
-    class _Store:
-        def resources(self):
-            return []
-
-    class _Load:
-        def capacity_estimate(self):
-            return None
-
-        def queued(self, cls=None):
-            return 0
-
-    def spawn(coro, name):
-        coro.close()
 
     def make(me):
         return AuthorityService(me, "n", tmp_path, _Conns(), _Trust(), _Store(), _Load(), spawn)
@@ -80,20 +86,6 @@ def test_authority_shows_members_by_name_and_short_id_never_hex(tmp_path):
     class _Trust:
         def get(self, peer_id):
             return paired.get(peer_id)
-
-    class _Store:
-        def resources(self):
-            return []
-
-    class _Load:
-        def capacity_estimate(self):
-            return None
-
-        def queued(self, cls=None):
-            return 0
-
-    def spawn(coro, name):
-        coro.close()
 
     svc = AuthorityService(me.hex(), "ant", tmp_path, _Conns(), _Trust(), _Store(), _Load(),
                            spawn)
