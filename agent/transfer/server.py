@@ -24,7 +24,9 @@ and it owns every serving decision so the peer layer only moves bytes:
 * **Memory.** Each connection may have at most :data:`MAX_REPLIES_IN_FLIGHT` chunk replies
   read from the store and not yet sent; a further request waits for a slot *before*
   anything is read. A peer that asks for many chunks and never reads its socket otherwise
-  makes this agent hold every chunk it asked for (128 x 512 KiB per session).
+  makes this agent hold every chunk it asked for (128 x 512 KiB per session). Unpaired
+  connections also share one pool (:data:`MAX_UNPAIRED_REPLIES_IN_FLIGHT`), so many
+  strangers cannot add up to more than a few MiB.
 * **Zero copy.** The reply is handed to the session as parts (header, payload), never
   joined: see :class:`agent.peer.connection.RawReply`.
 """
@@ -71,6 +73,12 @@ DEFAULT_CLASS = "demand"
 #: busy; more only buffer memory for a peer that may never read. The fetcher's larger
 #: window is fine: its extra requests wait here, holding no chunk data.
 MAX_REPLIES_IN_FLIGHT = 4
+#: Chunk replies all *unpaired* connections together may have read and not yet sent. Each
+#: unpaired session is capped (Connections allows 32) and each may hold 4 replies, so
+#: without a shared pool strangers that never read could pin 32 x 4 x 1 MiB (the largest
+#: chunk at the default size) on a Pi. With it, strangers share 8 replies (~8 MiB worst
+#: case); a stranger that stops reading slows only other strangers, never a paired device.
+MAX_UNPAIRED_REPLIES_IN_FLIGHT = 8
 
 
 class NotShared(Refused):
@@ -136,6 +144,7 @@ class ChunkServer:
         # per connection: slots for replies read and not yet sent (dies with the connection)
         self._slots: weakref.WeakKeyDictionary[PeerConnection, _ReplySlots] = (
             weakref.WeakKeyDictionary())
+        self._unpaired_slots = _ReplySlots(MAX_UNPAIRED_REPLIES_IN_FLIGHT)  # shared by all
         self.catalog_changed()
 
     def handlers(self) -> dict[str, Handler]:
@@ -200,23 +209,33 @@ class ChunkServer:
         if conn.transport != BULK_LINK:
             raise BulkNotOnThisLink(f"chunks are served over the {BULK_LINK} link only")
         cid = bytes.fromhex(req.args["c"])  # the wire schema checked: 64 hex digits
-        if cid not in self._public_chunks and not self._trust.is_trusted(conn.peer_id):
+        trusted = self._trust.is_trusted(conn.peer_id)
+        if cid not in self._public_chunks and not trusted:
             raise NotShared("not paired: only chunks of public resources are served")
         slots = self._slots.get(conn)
         if slots is None:
             slots = self._slots[conn] = _ReplySlots(MAX_REPLIES_IN_FLIGHT)
-        await slots.acquire()  # before the read: what waits here holds no chunk data
+        held = [slots] if trusted else [slots, self._unpaired_slots]
+        taken: list[_ReplySlots] = []
         try:
+            for s in held:  # before the read: what waits here holds no chunk data
+                await s.acquire()
+                taken.append(s)
             data = self._read(cid)
             parts = wire.encode_chunk(req.id, cid, data,
                                       self._compress and req.args.get("z", True))
         except BaseException:
-            slots.release()
+            for s in taken:
+                s.release()
             raise
         nbytes = sum(len(p) for p in parts)
         cls = req.args.get("cls", DEFAULT_CLASS)
-        return RawReply(parts, _holding(slots, self._gate.permit(conn.peer_id.hex(), cls,
+        return RawReply(parts, _holding(taken, self._gate.permit(conn.peer_id.hex(), cls,
                                                                  nbytes)))
+
+    def unpaired_replies_in_flight(self) -> int:
+        """Chunk replies read for unpaired connections, all together, not yet sent."""
+        return self._unpaired_slots.held
 
     def replies_in_flight(self, conn: PeerConnection) -> int:
         """Chunk replies read for *conn* and not yet sent (what its memory bound counts)."""
@@ -262,12 +281,14 @@ class _ReplySlots:
 
 
 @contextlib.asynccontextmanager
-async def _holding(slots: _ReplySlots,
+async def _holding(slots: list[_ReplySlots],
                    permit: AbstractAsyncContextManager[None]) -> AsyncIterator[None]:
-    """The reply's hold: the bandwidth permit, then the connection's reply slot back once the
-    send has returned (or failed, or was cancelled while waiting for the permit)."""
+    """The reply's hold: the bandwidth permit, then the reply slots back (the connection's,
+    and the strangers' pool for an unpaired one) once the send has returned (or failed, or
+    was cancelled while waiting for the permit)."""
     try:
         async with permit:
             yield
     finally:
-        slots.release()
+        for s in slots:
+            s.release()

@@ -463,6 +463,61 @@ async def test_a_peer_that_never_reads_gets_only_a_bounded_number_of_chunks_read
     assert server.replies_in_flight(pc) == 0  # slots come back when the sends are cancelled
 
 
+async def test_strangers_that_never_read_share_one_small_pool_and_paired_peers_still_get_served(
+        store, tmp_path, monkeypatch):
+    """Regression (adversarial test): each unpaired session was bounded, but 32 of them
+    could still pin 32 x 4 chunks. All unpaired connections together get at most
+    MAX_UNPAIRED_REPLIES_IN_FLIGHT replies read; a paired device is served regardless."""
+    from agent.transfer.server import MAX_REPLIES_IN_FLIGHT, MAX_UNPAIRED_REPLIES_IN_FLIGHT
+
+    m = publish(store, tmp_path, "many.bin", os.urandom(600 * 1024), public=True)
+    reads: list[int] = []
+    real = store.get_chunk
+
+    def spy(chunk_id: bytes, **kw: bool) -> bytes:
+        data = real(chunk_id, **kw)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(store, "get_chunk", spy)
+    server, gate = make_server(store)
+    router = server.handlers()
+
+    async def handle(c: PeerConnection, r: wire.Request) -> object:
+        return await router[r.op](c, r)
+
+    def conn(peer: bytes, port: int) -> PeerConnection:
+        return PeerConnection(NeverReadingChannel(gate), peer_id=peer, peer_key=b"k" * 32,
+                              hello={"name": "peer"}, handler=handle, outgoing=False,
+                              address=("192.0.2.1", port))
+
+    strangers = [conn(bytes([i]) * 32, 40000 + i) for i in range(8)]
+    assert 8 * MAX_REPLIES_IN_FLIGHT > MAX_UNPAIRED_REPLIES_IN_FLIGHT
+    for pc in strangers:
+        for i in range(16):
+            cid = m.chunks[i % len(m.chunks)].chunk_id
+            pc.channel.inbox.put_nowait(
+                wire.encode_request(i + 1, "chunk", {"c": cid.hex(), "z": False}))
+    serving = [asyncio.create_task(pc.serve()) for pc in strangers]
+    for _ in range(200):  # let every handler run as far as it can
+        await asyncio.sleep(0)
+    assert len(reads) == MAX_UNPAIRED_REPLIES_IN_FLIGHT
+    assert server.unpaired_replies_in_flight() == MAX_UNPAIRED_REPLIES_IN_FLIGHT
+    friend = conn(PAIRED, 47474)
+    friend.channel.inbox.put_nowait(wire.encode_request(
+        1, "chunk", {"c": m.chunks[0].chunk_id.hex(), "z": False}))
+    serving.append(asyncio.create_task(friend.serve()))
+    async with asyncio.timeout(10):
+        await friend.channel.blocked.wait()  # its reply reached the send: not starved
+    assert len(reads) == MAX_UNPAIRED_REPLIES_IN_FLIGHT + 1
+    for pc in [*strangers, friend]:
+        await pc.close()
+    await asyncio.gather(*serving)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert server.unpaired_replies_in_flight() == 0
+
+
 async def test_a_resource_with_a_quarantined_chunk_is_no_longer_listed(store, held):
     """A holder that can no longer serve a resource completely stops advertising it (its
     manifest is still answered: the other chunks can come from here)."""
