@@ -9,12 +9,12 @@ Protocol (shared/traces/README.md, docs/BENCHMARKS.md): requests in time order, 
 device with its own LRU cache of ``--cache`` objects; the first 70 % teach the models (batch
 learners are fitted on them), the last 30 % are measured while every model keeps learning
 online; caches start empty at the test part (as the reference figures in
-shared/traces/README.md do: LRU-only 0.156 on the web log). After each demand request the predictor ranks candidates for that
-device; the top ``--depth`` ones scoring at least a threshold and not already cached are
-prefetched, arriving at once. Metrics over the test part: hit ratio, byte hit ratio, prefetch
-precision (prefetched objects used before eviction / prefetched), wasted bytes (prefetched
-bytes never used, as % of demand bytes), CPU per prediction (median of 5 timing runs, min-max),
-training CPU, model memory.
+shared/traces/README.md do: LRU-only 0.156 on the web log). After each demand request the
+predictor ranks candidates for that device; the top ``--depth`` ones scoring at least a
+threshold and not already cached are prefetched, arriving at once. Metrics over the test
+part: hit ratio, byte hit ratio, prefetch precision (prefetched objects used before eviction /
+prefetched), wasted bytes (prefetched bytes never used, as % of demand bytes), CPU per
+prediction (median of 5 timing runs, min-max), training CPU, model memory.
 
 Baselines in the same run: LRU only, decayed popularity, first-order Markov, PPM order 2 and a
 next-request oracle. Sweeps: cache size and prefetch depth; each predictor's threshold sweep is
@@ -31,19 +31,10 @@ cached. Exits non-zero only when it could not measure (unreadable trace, nothing
 
 from __future__ import annotations
 
+import argparse
+import gzip
 import os
-
-# One BLAS thread: OpenBLAS worker threads spin while they wait, which more than doubles the
-# training CPU on a shared machine (and a Pi trainer runs single-threaded anyway). Must be set
-# before numpy is first imported.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import argparse  # noqa: E402
-import gzip  # noqa: E402
-import math
 import random
-import statistics
 import sys
 import time
 from array import array
@@ -51,7 +42,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+# One BLAS thread: OpenBLAS worker threads spin while they wait, which more than doubles the
+# training CPU on a shared machine (and a Pi trainer runs single-threaded anyway). Must be set
+# before numpy is first imported (it is, lazily, by the GRU predictor).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -63,7 +60,7 @@ from agent.predict.registry import PREDICTORS, make  # noqa: E402
 from bench._common import fmt_stat, machine, print_table, stats, write_json  # noqa: E402
 
 TRAIN_FRACTION = 0.7
-THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)
 TIMING_RUNS = 5
 TIMING_SAMPLE = 2000
 
@@ -110,11 +107,12 @@ def intern(reqs: Sequence[traces.Request], train_fraction: float = TRAIN_FRACTIO
 
 def load(path: Path, fmt: str, max_requests: int) -> tuple[list[traces.Request], traces.ReadStats]:
     st = traces.ReadStats()
-    opener: Callable[[Path], BinaryIO] = (
-        (lambda p: gzip.open(p, "rb")) if path.suffix == ".gz" else (lambda p: p.open("rb"))  # type: ignore[return-value]
-    )
-    with opener(path) as f:
-        reqs = traces.read(traces.bounded_lines(f), fmt, st, max_requests=max_requests)
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as gz:
+            reqs = traces.read(traces.bounded_lines(gz), fmt, st, max_requests=max_requests)
+    else:
+        with path.open("rb") as f:
+            reqs = traces.read(traces.bounded_lines(f), fmt, st, max_requests=max_requests)
     return reqs, st
 
 
@@ -508,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth", type=int, default=2, help="default prefetch depth")
     ap.add_argument("--caches", default="10,30,100,300,1000")
     ap.add_argument("--depths", default="1,2,3,5")
-    ap.add_argument("--compare", default="ppm2,hybrid",
+    ap.add_argument("--compare", default="ppm2,lookahead",
                     help="predictors run mesh-wide and per-device-only")
     ap.add_argument("--max-requests", type=int, default=2_000_000)
     ap.add_argument("--json", type=Path)

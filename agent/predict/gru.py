@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from collections import OrderedDict
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,22 +182,24 @@ class GRUPredictor:
     """Per-device hidden states over a shared :class:`GRUModel` (mesh-wide weights).
 
     Until a model is fitted or loaded it predicts nothing. ``fit`` trains on a list of
-    requests with :func:`agent.predict.train.train_gru` (needs the ``[train]`` extra).
+    requests with *trainer* (the registry passes :func:`agent.predict.train.train_gru`,
+    which needs the ``[train]`` extra; a device that only runs models never imports it).
     """
 
     def __init__(self, model: GRUModel | None = None, *, max_devices: int = 4096,
-                 train_options: dict[str, Any] | None = None, name: str = "gru") -> None:
+                 trainer: Callable[[list[Request]], GRUModel] | None = None,
+                 name: str = "gru") -> None:
         self.name = name
         self.model = model
         self.max_devices = max_devices
-        self.train_options = dict(train_options or {})
+        self.trainer = trainer
         self._state: OrderedDict[str, tuple[F32, float]] = OrderedDict()
         self._probs: OrderedDict[str, F32] = OrderedDict()
 
     def fit(self, requests: Iterable[Request]) -> None:
-        from agent.predict.train import train_gru  # the [train] extra, only when fitting
-
-        self.model = train_gru(list(requests), **self.train_options).quantised()
+        if self.trainer is None:
+            raise ModelError("this GRU predictor has no trainer: load a model instead")
+        self.model = self.trainer(list(requests)).quantised()
         self._state.clear()
         self._probs.clear()
 

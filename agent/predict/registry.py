@@ -2,7 +2,7 @@
 
 Why one table: the benchmark's names, the documentation's names and the agent's config
 value must mean the same model with the same bounds. Each entry is a factory so every run
-starts from a fresh, empty model.
+starts from a fresh, empty model. docs/prediction.md explains each and the default.
 """
 
 from __future__ import annotations
@@ -10,25 +10,41 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.predict.base import Predictor
+from agent.predict.blend import Blend
 from agent.predict.lookahead import Lookahead
 from agent.predict.popularity import Popularity
 from agent.predict.ppm import PPM, Markov
 from agent.predict.scope import PerDevice
+
+
+def _lookahead() -> Lookahead:
+    return Lookahead(window=8, order=2, prior=2.0, max_contexts=20_000, max_successors=16,
+                     name="lookahead")
+
+
+def _gru() -> Predictor:
+    # numpy (and autograd, when fitting) only when the GRU is asked for
+    from functools import partial
+
+    from agent.predict.gru import GRUPredictor
+    from agent.predict.train import train_gru
+
+    return GRUPredictor(trainer=partial(train_gru, horizon=1, epochs=16))
+
+
+def _hybrid() -> Predictor:
+    return Blend([(0.7, _lookahead()), (0.3, _gru())], name="hybrid")
+
 
 PREDICTORS: dict[str, Callable[[], Predictor]] = {
     "popularity": lambda: Popularity(),
     "markov1": lambda: Markov(),
     "ppm2": lambda: PPM(2, "fallback"),
     "ppm3-blend": lambda: PPM(3, "blend"),
-    "lookahead": lambda: Lookahead(window=4, order=2),
-    "gru": lambda: _gru(),
+    "lookahead": _lookahead,
+    "gru": _gru,
+    "hybrid": _hybrid,
 }
-
-
-def _gru() -> Predictor:
-    from agent.predict.gru import GRUPredictor  # numpy only when the GRU is asked for
-
-    return GRUPredictor(train_options={"horizon": 1})
 
 DEFAULT = "lookahead"
 

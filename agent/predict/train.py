@@ -107,7 +107,7 @@ def train_gru(requests: Sequence[Request], *, vocab: int = 1024, dim: int = 32,
               seed: int = 1) -> GRUModel:
     """Fit a :class:`GRUModel` on *requests* (time order). Raises ``ImportError`` without
     the ``[train]`` extra."""
-    import autograd.numpy as anp
+    import autograd.numpy as anp  # type: ignore[import-untyped]  # autograd ships no types
     from autograd import grad
 
     names = build_vocab(requests, vocab - 1)

@@ -1,4 +1,4 @@
-"""Trace readers: the three formats, the evaluation filters, and hostile lines counted, not fatal."""
+"""Trace readers: three formats, the evaluation filters, hostile lines counted and skipped."""
 
 from __future__ import annotations
 
