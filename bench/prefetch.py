@@ -367,8 +367,9 @@ def run(trace: Trace, names: Sequence[str], *, cache_sizes: Sequence[int],
     out["lru_only"] = simulate(trace, None, cache, depth, 0.0)
     # The full threshold x depth grid on small traces; on large ones (a replay of 100k+ test
     # requests costs seconds) the thresholds at depth 1, the default and the deepest.
-    grid_depths = sorted({1, depth, *depths} if len(trace) <= 100_000
-                         else {1, depth, max(depths)})
+    big = len(trace) > 100_000
+    grid_depths = sorted({1, depth, max(depths)} if big else {1, depth, *depths})
+    thresholds = thresholds[::2] if big else thresholds
     for name, rec in records.items():
         curve = []
         for th in thresholds if name != "oracle" else (0.0,):
@@ -421,6 +422,29 @@ def run(trace: Trace, names: Sequence[str], *, cache_sizes: Sequence[int],
             "per_device_memory_bytes": per.memory_bytes,
         }
     return out
+
+
+def gains(out: dict[str, Any], ref: str = "ppm2") -> dict[str, Any]:
+    """Each predictor's best hit ratio at no more waste than *ref*'s operating points, and
+    the relative gain: at ref's top-1 point (the reference figures' setting) and at ref's best
+    point with precision >= 0.55 and waste <= 10 % (the web-log target's constraints)."""
+    if ref not in out["predictors"]:
+        return {}
+    curve = out["predictors"][ref]["curve"]
+    anchors = {"top1": out["predictors"][ref]["top1"], "target": best_at(curve, 10.0, 0.55)}
+    result: dict[str, Any] = {}
+    for label, anchor in anchors.items():
+        if anchor is None:
+            continue
+        rows = {}
+        for name, p in out["predictors"].items():
+            best = best_at(p["curve"], anchor["wasted_pct"])
+            if best is None:
+                continue
+            gain = best["hit_ratio"] / anchor["hit_ratio"] - 1 if anchor["hit_ratio"] else None
+            rows[name] = {"point": best, "gain": gain}
+        result[label] = {"anchor": anchor, "predictors": rows}
+    return result
 
 
 def _chosen_threshold(out: dict[str, Any], name: str, depth: int) -> float:
@@ -552,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trace {label}: {len(trace)} requests, {len(trace.device_names)} devices, "
           f"{len(trace.names)} resources; {st.bad} bad lines skipped, {st.filtered} "
           f"non-2xx filtered; train {trace.split}, test {len(trace) - trace.split}")
-    thresholds = THRESHOLDS[::2] if args.quick else THRESHOLDS
+    thresholds = THRESHOLDS[::3] if args.quick else THRESHOLDS
     c0 = time.process_time()
     out = run(trace, names, cache_sizes=cache_sizes, depths=depths, cache=args.cache,
               depth=args.depth, thresholds=thresholds,
@@ -583,6 +607,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[n, *(f"{p['hit_ratio']:.3f}/{p['wasted_pct']:.1f}%" for p in s["depth"])]
             for n, s in out["sweeps"].items()]
     print_table(["predictor", *(f"depth {d}" for d in depths)], rows)
+    out["gains"] = gains(out)
+    for label, g in out["gains"].items():
+        a = g["anchor"]
+        print()
+        print(f"gain over PPM-2 at no more waste than its {label} point (hit {a['hit_ratio']:.3f}, "
+              f"precision {a['precision']:.2f}, waste {a['wasted_pct']:.1f} %, depth "
+              f"{a['depth']}, threshold {a['threshold']})")
+        rows = [[n, f"{r['point']['hit_ratio']:.3f}", f"{r['point']['precision']:.2f}",
+                 f"{r['point']['wasted_pct']:.1f}", f"d{r['point']['depth']} "
+                 f"t{r['point']['threshold']}",
+                 "-" if r["gain"] is None else f"{100 * r['gain']:+.1f} %"]
+                for n, r in g["predictors"].items()]
+        print_table(["predictor", "hit", "precision", "waste %", "point", "gain"], rows)
     out["total_cpu_s"] = time.process_time() - c0
     out["machine"] = info
     out["trace"] = {"label": label, "format": args.format, "requests": len(trace),

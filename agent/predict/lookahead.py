@@ -55,7 +55,7 @@ class Lookahead:
                 ctx: object = names[end - 1] if o == 1 else tuple(names[end - o:end])
                 if ctx == resource:
                     continue
-                self.table.add(ctx, resource)
+                self.table.add(ctx, resource, occurrence=False)
         names.append(resource)
         for o in range(1, min(self.order, len(names)) + 1):
             ctx = names[-1] if o == 1 else tuple(names[-o:])

@@ -18,8 +18,13 @@ from agent.predict.scope import PerDevice
 
 
 def _lookahead() -> Lookahead:
-    return Lookahead(window=8, order=2, prior=2.0, max_contexts=20_000, max_successors=16,
+    return Lookahead(window=8, order=2, prior=2.0, max_contexts=1000, max_successors=8,
                      name="lookahead")
+
+
+def _lookahead_big() -> Lookahead:
+    return Lookahead(window=8, order=2, prior=2.0, max_contexts=20_000, max_successors=16,
+                     name="lookahead-big")
 
 
 def _gru() -> Predictor:
@@ -42,6 +47,7 @@ PREDICTORS: dict[str, Callable[[], Predictor]] = {
     "ppm2": lambda: PPM(2, "fallback"),
     "ppm3-blend": lambda: PPM(3, "blend"),
     "lookahead": _lookahead,
+    "lookahead-big": _lookahead_big,
     "gru": _gru,
     "hybrid": _hybrid,
 }

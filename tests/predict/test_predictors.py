@@ -147,7 +147,7 @@ def test_lookahead_credits_once_per_context_occurrence_and_respects_window() -> 
     feed(la, [("d", r) for r in ["a", "x", "x", "y", "z"]])
     succ = la.table.get("a")
     assert succ is not None and succ.seen == 1
-    assert succ.counts == {"x": 1.0}  # x once (not twice); y is 3 steps away, past window 2
+    assert succ.as_dict() == {"x": 1.0}  # x once (not twice); y is 3 steps away, past window 2
 
 
 def test_lookahead_prior_keeps_a_single_sighting_below_certainty() -> None:
@@ -162,7 +162,7 @@ def test_successors_and_context_table_evict_within_bounds() -> None:
     for r, n in (("a", 3), ("b", 1), ("c", 2)):
         for _ in range(n):
             s.add(r)
-    assert set(s.counts) == {"a", "c"} and s.total == 5  # b (least counted) went with its count
+    assert set(s.as_dict()) == {"a", "c"} and s.total == 5  # b (least counted) went with its count
     table = ContextTable(max_contexts=3, max_successors=2)
     for i in range(100):
         table.add(f"ctx{i}", f"r{i % 7}")
