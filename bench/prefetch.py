@@ -510,6 +510,7 @@ def plot(out: dict[str, Any], path: Path, title: str) -> str:
     ax.set_ylabel("hit ratio")
     ax.set_title(title, fontsize=9)
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0.0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -608,12 +609,12 @@ def main(argv: list[str] | None = None) -> int:
             for n, s in out["sweeps"].items()]
     print_table(["predictor", *(f"depth {d}" for d in depths)], rows)
     out["gains"] = gains(out)
-    for label, g in out["gains"].items():
+    for anchor_name, g in out["gains"].items():
         a = g["anchor"]
         print()
-        print(f"gain over PPM-2 at no more waste than its {label} point (hit {a['hit_ratio']:.3f}, "
-              f"precision {a['precision']:.2f}, waste {a['wasted_pct']:.1f} %, depth "
-              f"{a['depth']}, threshold {a['threshold']})")
+        print(f"gain over PPM-2 at no more waste than its {anchor_name} point "
+              f"(hit {a['hit_ratio']:.3f}, precision {a['precision']:.2f}, "
+              f"waste {a['wasted_pct']:.1f} %, depth {a['depth']}, threshold {a['threshold']})")
         rows = [[n, f"{r['point']['hit_ratio']:.3f}", f"{r['point']['precision']:.2f}",
                  f"{r['point']['wasted_pct']:.1f}", f"d{r['point']['depth']} "
                  f"t{r['point']['threshold']}",

@@ -172,6 +172,22 @@ def test_successors_and_context_table_evict_within_bounds() -> None:
     assert table.get("ctx0") is None and table.get("ctx99") is not None
 
 
+def test_a_recurring_context_survives_a_flood_of_one_off_contexts() -> None:
+    # Plain LRU would evict "home" after 8 new contexts; segmented LRU keeps it in the
+    # protected segment because it occurred twice, and evicts the one-offs from probation.
+    table = ContextTable(max_contexts=8, max_successors=2)
+    table.add("home", "a")
+    table.add("home", "b")  # second occurrence: promoted
+    for i in range(1000):
+        table.add(f"once{i}", "x")
+    succ = table.get("home")
+    assert succ is not None and succ.as_dict() == {"a": 1.0, "b": 1.0}
+    assert len(table) <= 8 and table.entries() <= table.max_entries()
+    # crediting an evicted context (lookahead's occurrence=False) does not recreate it
+    table.add("once0", "y", occurrence=False)
+    assert table.get("once0") is None
+
+
 def test_histories_evict_the_least_recent_device() -> None:
     h = Histories(depth=2, max_devices=2)
     h.push("a", "1", 0.0)
