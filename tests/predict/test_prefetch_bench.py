@@ -86,6 +86,24 @@ def test_pareto_and_best_at(bench: ModuleType) -> None:
     assert bench.best_at(pts, 0.5) is None
 
 
+def test_gains_compare_at_no_more_waste_than_ppm2(bench: ModuleType) -> None:
+    def pt(h: float, w: float, p: float, d: int = 1, t: float = 0.0) -> dict[str, float]:
+        return {"hit_ratio": h, "wasted_pct": w, "precision": p, "prefetched": 1, "depth": d,
+                "threshold": t}
+
+    ref_curve = [pt(0.40, 12.0, 0.4), pt(0.30, 5.0, 0.6, 2, 0.3)]
+    out = {"predictors": {
+        "ppm2": {"top1": ref_curve[0], "curve": ref_curve},
+        # 0.50 wastes more than either PPM-2 point: only 0.36 (5 %) and 0.45 (11 %) count
+        "x": {"top1": pt(0.5, 30.0, 0.3), "curve": [pt(0.5, 30.0, 0.3), pt(0.36, 5.0, 0.7),
+                                                     pt(0.45, 11.0, 0.5)]},
+    }}
+    g = bench.gains(out)
+    assert g["top1"]["predictors"]["x"]["gain"] == pytest.approx(0.45 / 0.40 - 1)
+    assert g["target"]["anchor"]["hit_ratio"] == 0.30
+    assert g["target"]["predictors"]["x"]["gain"] == pytest.approx(0.36 / 0.30 - 1)
+
+
 def test_quick_run_end_to_end_on_a_generated_trace(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     png = tmp_path / "curve.png"
