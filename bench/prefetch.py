@@ -107,14 +107,17 @@ def intern(reqs: Sequence[traces.Request], train_fraction: float = TRAIN_FRACTIO
     return t
 
 
-def load(path: Path, fmt: str, max_requests: int) -> tuple[list[traces.Request], traces.ReadStats]:
+def load(path: Path, fmt: str, max_requests: int,
+         keep_query: bool | None = None) -> tuple[list[traces.Request], traces.ReadStats]:
     st = traces.ReadStats()
     if path.suffix == ".gz":
         with gzip.open(path, "rb") as gz:
-            reqs = traces.read(traces.bounded_lines(gz), fmt, st, max_requests=max_requests)
+            reqs = traces.read(traces.bounded_lines(gz), fmt, st, keep_query=keep_query,
+                               max_requests=max_requests)
     else:
         with path.open("rb") as f:
-            reqs = traces.read(traces.bounded_lines(f), fmt, st, max_requests=max_requests)
+            reqs = traces.read(traces.bounded_lines(f), fmt, st, keep_query=keep_query,
+                               max_requests=max_requests)
     return reqs, st
 
 
@@ -551,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-requests", type=int, default=2_000_000)
     ap.add_argument("--fit-runs", type=int, default=1,
                     help="fit trained models this many times; training CPU is their median")
+    ap.add_argument("--query", choices=("default", "keep", "strip"), default="default",
+                    help="query strings: the format's default (strip for clf, keep for "
+                    "opendap/csv), or force; the OPeNDAP reference figures strip them")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--png", type=Path)
     args = ap.parse_args(argv)
@@ -578,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             limit = 20_000 if args.quick else args.max_requests
-            reqs, st = load(args.trace, args.format, limit)
+            keep = {"default": None, "keep": True, "strip": False}[args.query]
+            reqs, st = load(args.trace, args.format, limit, keep)
         except OSError as e:
             print(f"error: cannot read {args.trace}: {e.strerror}; check the path",
                   file=sys.stderr)
