@@ -81,6 +81,7 @@ class Trace:
     names: list[str]  # resource id -> name
     device_names: list[str]
     split: int  # first test event
+    first_size: array[int] = field(default_factory=lambda: array("q"))  # resource id -> size
 
     def __len__(self) -> int:
         return len(self.resources)
@@ -99,6 +100,7 @@ def intern(reqs: Sequence[traces.Request], train_fraction: float = TRAIN_FRACTIO
         if x is None:
             x = rid[r.resource] = len(t.names)
             t.names.append(r.resource)
+            t.first_size.append(r.size)
         t.devices.append(d)
         t.resources.append(x)
         t.sizes.append(r.size)
@@ -281,7 +283,6 @@ def simulate(trace: Trace, rec: Record | None, cache_size: int, depth: int,
     offs = rec.offsets if rec else None
     ids = rec.ids if rec else None
     scs = rec.scores if rec else None
-    oracle = rec is not None and rec.name == "oracle"
     for i in range(len(trace)):
         d, r, s = dev_a[i], res_a[i], sz_a[i]
         size_of[r] = s
@@ -323,8 +324,8 @@ def simulate(trace: Trace, rec: Record | None, cache_size: int, depth: int,
             cache[x] = mark
             if mark == 2:
                 issued += 1
-                if x not in size_of and oracle:
-                    size_of[x] = _future_size(trace, i, x)
+            if x not in size_of:  # never requested yet (oracle, stride): its real size
+                size_of[x] = trace.first_size[x]
             if len(cache) > cache_size:
                 old, oflag = cache.popitem(last=False)
                 if oflag == 2:
@@ -341,13 +342,6 @@ def simulate(trace: Trace, rec: Record | None, cache_size: int, depth: int,
         "prefetched": issued,
         "wasted_pct": 100.0 * wasted / dbytes if dbytes else 0.0,
     }
-
-
-def _future_size(trace: Trace, i: int, x: int) -> int:
-    for j in range(i + 1, len(trace)):
-        if trace.resources[j] == x:
-            return trace.sizes[j]
-    return 0
 
 
 # --------------------------------------------------------------------------- the run

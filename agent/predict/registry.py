@@ -15,6 +15,7 @@ from agent.predict.lookahead import Lookahead
 from agent.predict.popularity import Popularity
 from agent.predict.ppm import PPM, Markov
 from agent.predict.scope import PerDevice
+from agent.predict.stride import Stride
 
 
 def _lookahead() -> Lookahead:
@@ -37,6 +38,10 @@ def _gru() -> Predictor:
     return GRUPredictor(trainer=partial(train_gru, horizon=1, epochs=16))
 
 
+def _scan() -> Predictor:
+    return Blend([(1.0, _lookahead()), (1.0, Stride())], name="lookahead+stride")
+
+
 def _hybrid() -> Predictor:
     return Blend([(0.7, _lookahead()), (0.3, _gru())], name="hybrid")
 
@@ -50,6 +55,8 @@ PREDICTORS: dict[str, Callable[[], Predictor]] = {
     "lookahead-big": _lookahead_big,
     "gru": _gru,
     "hybrid": _hybrid,
+    "stride": lambda: Stride(),
+    "lookahead+stride": _scan,
 }
 
 DEFAULT = "lookahead"
