@@ -198,10 +198,11 @@ def run_predictor(name: str, pred: Predictor, trace: Trace, k: int, *,
         if i >= trace.split:
             pcpu += cpu() - c0
         for res, score in ranked:
-            j = index.get(res)
-            if j is not None:
-                rec.ids.append(j)
-                rec.scores.append(score)
+            # A name that never occurs in the trace (a stride past the end of a scan) may
+            # still exist on a real server: it is kept as a phantom (-1) that the replay
+            # counts as a prefetch never used, sized like the request it follows.
+            rec.ids.append(index.get(res, -1))
+            rec.scores.append(score)
         rec.offsets.append(len(rec.ids))
     rec.predict_cpu_s = pcpu
     rec.predictions = len(trace) - trace.split
@@ -279,6 +280,7 @@ def simulate(trace: Trace, rec: Record | None, cache_size: int, depth: int,
     dbytes = hbytes = 0
     issued = used = 0
     wasted = 0
+    phantoms = 0
     res_a, dev_a, sz_a = trace.resources, trace.devices, trace.sizes
     offs = rec.offsets if rec else None
     ids = rec.ids if rec else None
@@ -317,6 +319,10 @@ def simulate(trace: Trace, rec: Record | None, cache_size: int, depth: int,
             if taken >= depth or scs[j] < threshold:
                 break
             x = ids[j]
+            if x == -1:
+                phantoms += 1
+                x = -phantoms  # a unique key: it takes a cache slot and is never asked for
+                size_of[x] = s
             if x in cache:
                 continue
             taken += 1

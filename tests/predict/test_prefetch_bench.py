@@ -62,6 +62,17 @@ def test_replay_counts_hits_precision_and_waste(bench: ModuleType) -> None:
     assert bench.simulate(tr, None, 1, 1, 0.0)["hit_ratio"] == 0.0
 
 
+def test_a_predicted_name_absent_from_the_trace_counts_as_waste(bench: ModuleType) -> None:
+    # after /t1 the predictor names /t2 (asked next) and /t9 (never asked: a phantom, -1)
+    seq = [("d", "/t1", 100), ("d", "/t2", 100)]
+    tr = trace_of(bench, seq, 0.0)
+    rec = bench.Record("hand", array("q", [0, 2, 2]), array("i", [1, -1]),
+                       array("f", [0.9, 0.8]))
+    m = bench.simulate(tr, rec, 10, 2, 0.0)
+    assert m["prefetched"] == 2 and m["precision"] == 0.5
+    assert m["wasted_pct"] == pytest.approx(100 * 100 / 200)  # sized like the request before
+
+
 def test_caches_start_empty_at_the_test_part(bench: ModuleType) -> None:
     seq = [("d", "a", 1), ("d", "a", 1), ("d", "a", 1), ("d", "a", 1)]
     tr = trace_of(bench, seq, 0.5)
