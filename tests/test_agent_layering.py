@@ -13,6 +13,7 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
     0 foundation   agent (the package itself), agent.errors, agent.log, agent.fsutil,
                    agent.config, agent.ports, agent.daemon
     1 security     agent.security.*  (identity, signing, trust, pairing book, sessions)
+                   predict  agent.predict.*  (pure predictors and trace readers: no I/O)
     2 store        agent.store.*  (manifests are signed: store uses security)
                    bandwidth  agent.bandwidth
                    usage  agent.usage.* (access log, n-grams, temperature: pure cores)
@@ -66,6 +67,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("foundation", 0, modules=("agent", "agent.errors", "agent.log", "agent.fsutil",
                                     "agent.config", "agent.ports", "agent.daemon")),
     Layer("security", 1, packages=("agent.security",)),
+    Layer("predict", 1, packages=("agent.predict",)),
     Layer("store", 2, packages=("agent.store",)),
     Layer("bandwidth", 2, modules=("agent.bandwidth",)),
     Layer("usage", 2, packages=("agent.usage",)),
