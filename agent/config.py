@@ -8,6 +8,8 @@ the expected form instead of surfacing later as a confusing runtime error.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
 import re
 import socket
@@ -47,10 +49,19 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, expected: str, got: Any = dataclasses.MISSING) -> None:
         self.key = key
-        msg = f"config key '{key}': expected {expected}"
+        # a command-line option (``--port``) is not a key of the config file
+        msg = f"{'option' if key.startswith('-') else 'config key'} '{key}': expected {expected}"
         if got is not dataclasses.MISSING:
             msg += f", got {got!r}"
         super().__init__(msg)
+
+
+class ConfigFileError(ConfigError):
+    """The config file itself cannot be read or parsed (no key is at fault yet)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.key = "--config"
+        ValueError.__init__(self, f"config file '{path}': {problem}")
 
 
 def parse_size(value: Any, key: str) -> int:
@@ -97,6 +108,39 @@ def _num(default: float, lo: float, hi: float) -> Any:
     return field(default=default, metadata={"lo": lo, "hi": hi})
 
 
+def _kind(kind: str, default: Any) -> Any:
+    """A field whose form is checked by :func:`_convert` (an address, a name...)."""
+    return field(default=default, metadata={"kind": kind})
+
+
+ADDRESS_FORM = "an IPv4 or IPv6 address such as 0.0.0.0 (every interface), 127.0.0.1 or ::1"
+NAME_MAX = 64  # what the hello and pair_request carry (agent/peer/hello.py)
+NAME_FORM = f"1-{NAME_MAX} printable characters (no control or format characters)"
+IFNAME_FORM = ("a list of strings, interface names or patterns such as [\"eth0\", \"wg*\"] "
+               "(1-15 characters each, no spaces or '/')")
+ADAPTER_FORM = "a BlueZ adapter name such as \"hci0\""
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.:@*?\[\]-]{1,15}")
+_ADAPTER_RE = re.compile(r"hci[0-9]{1,3}")
+
+
+def check_address(value: object, key: str) -> str:
+    """An IP address literal to listen on (host names are not resolved at start-up)."""
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            pass
+    raise ConfigError(key, ADDRESS_FORM, value)
+
+
+def check_name(value: object, key: str) -> str:
+    """A device name: shown on other devices' screens, so printable and short."""
+    if (not isinstance(value, str) or not 0 < len(value) <= NAME_MAX or value.strip() != value
+            or not value.isprintable()):
+        raise ConfigError(key, NAME_FORM, value)
+    return value
+
+
 def default_data_dir() -> Path:
     """Per-user data directory (e.g. ~/.local/share/shoal); overridable by $SHOAL_DATA_DIR."""
     env = os.environ.get("SHOAL_DATA_DIR")
@@ -121,7 +165,7 @@ def _mesh() -> Any:
 class NodeConfig:
     """Who this device is and where it keeps its state."""
 
-    name: str = field(default_factory=socket.gethostname)
+    name: str = field(default_factory=socket.gethostname, metadata={"kind": "name"})
     # Which mesh this agent belongs to: it discovers, dials and accepts sessions only from
     # agents of the same mesh (docs/protocol.md). Same default everywhere, so agents on one
     # LAN find each other unless told to keep apart.
@@ -129,6 +173,11 @@ class NodeConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     control_socket: Path | None = None  # default: <data_dir>/control.sock
     shutdown_timeout: float = _num(5.0, 0.1, 120.0)
+
+    def __post_init__(self) -> None:
+        if self.control_socket is not None and len(bytes(self.control_socket)) > 107:
+            raise ConfigError("node.control_socket", "a path of at most 107 bytes (a Unix "
+                              "socket limit)", str(self.control_socket))
 
     @property
     def control_socket_path(self) -> Path:
@@ -150,14 +199,21 @@ class LanConfig:
     """LAN link: TCP listener and mDNS discovery."""
 
     enabled: bool = True
-    listen: str = "0.0.0.0"
+    listen: str = _kind("address", "0.0.0.0")  # an IP literal; 0.0.0.0 = every interface
     port: int = _num(47474, 0, 65535)  # 0 = pick a free port
     mdns: bool = True
-    interfaces: tuple[str, ...] = ()  # empty = every suitable interface
+    interfaces: tuple[str, ...] = _kind("ifnames", ())  # empty = every suitable interface
     include_loopback: bool = False
     heartbeat_interval: float = _num(1.0, 0.05, 60.0)
     peer_timeout: float = _num(3.5, 0.2, 600.0)
+    forget_after: float = _num(600.0, 1.0, 86400.0)  # s before an unseen stranger is pruned
     connect_timeout: float = _num(5.0, 0.1, 120.0)
+
+    def __post_init__(self) -> None:
+        if self.peer_timeout <= self.heartbeat_interval:
+            raise ConfigError("lan.peer_timeout", "more seconds than lan.heartbeat_interval "
+                              f"({self.heartbeat_interval}), or every peer times out",
+                              self.peer_timeout)
 
 
 @dataclass(frozen=True)
@@ -170,6 +226,11 @@ class TransferConfig:
     request_timeout: float = _num(10.0, 0.5, 600.0)
     stall_timeout: float = _num(60.0, 1.0, 3600.0)  # wait this long for a lost source
     compress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.initial_window > self.max_window:
+            raise ConfigError("transfer.initial_window", "at most transfer.max_window "
+                              f"({self.max_window})", self.initial_window)
 
 
 @dataclass(frozen=True)
@@ -196,7 +257,7 @@ class BleConfig:
     """BLE radio (off by default: needs a BlueZ adapter)."""
 
     enabled: bool = False
-    adapter: str = "hci0"
+    adapter: str = _kind("adapter", "hci0")
     advertise: bool = True  # peripheral role: advertise, serve NodeInfo/catalog/Control
     scan: bool = True  # central role: scan, connect, authenticate, hand over
     resource_slots: int = _num(8, 0, 64)
@@ -213,6 +274,51 @@ class AuthorityConfig:
 
 
 @dataclass(frozen=True)
+class UsageConfig:
+    """Access log: what this device saw (requesters as keyed hashes), bounded and local."""
+
+    enabled: bool = True
+    max_bytes: int = _size(4 * 1024 * 1024, 64 * 1024, 1024**3)
+    max_age: float = _num(7 * 86400.0, 60.0, 366 * 86400.0)  # seconds
+    segment_bytes: int = _size(256 * 1024, 4 * 1024, 64 * 1024 * 1024)
+    flush_interval: float = _num(2.0, 0.05, 600.0)  # seconds between writes of the buffer
+    max_buffered: int = _num(4096, 16, 1_000_000)  # records; more are dropped and counted
+    key_rotation: float = _num(86400.0, 60.0, 366 * 86400.0)  # requester key epoch, seconds
+    half_life: float = _num(3600.0, 1.0, 365 * 86400.0)  # resource temperature, seconds
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes > self.max_bytes:
+            raise ConfigError("usage.segment_bytes", "at most usage.max_bytes",
+                              self.segment_bytes)
+        if self.max_age < 2 * self.key_rotation:
+            raise ConfigError("usage.max_age", "at least twice usage.key_rotation (a "
+                              "period is shared once it is complete)", self.max_age)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Prediction: sharing usage aggregates with paired devices (docs/privacy.md)."""
+
+    share: bool = True  # false: nothing about usage leaves this device
+    share_interval: float = _num(600.0, 0.2, 86400.0)  # seconds, +- share_jitter
+    share_jitter: float = _num(0.2, 0.0, 0.9)  # fraction of the interval
+    share_k: int = _num(3, 1, 10_000)  # an n-gram needs >= k distinct requesters
+    share_epsilon: float = _num(0.0, 0.0, 10.0)  # > 0: differential privacy per period
+    share_delta: float = _num(1e-6, 1e-12, 0.01)
+    share_max_grams: int = _num(4, 1, 4096)  # per requester per period (DP bound m)
+    share_top_n: int = _num(8, 1, 256)  # next resources kept per context
+    share_max_entries: int = _num(2048, 16, 4096)  # n-grams per aggregate
+    prefetch_base: int = _size(1024 * 1024)  # budget of a cold resource
+    prefetch_max: int = _size(64 * 1024 * 1024)  # approached by the hottest
+    prefetch_hot: float = _num(8.0, 0.001, 1e9)  # temperature that gets half the extra
+
+    def __post_init__(self) -> None:
+        if self.prefetch_max < self.prefetch_base:
+            raise ConfigError("predict.prefetch_max", "at least predict.prefetch_base",
+                              self.prefetch_max)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Every field has an embedded default."""
 
@@ -224,6 +330,8 @@ class Config:
     pairing: PairingConfig = field(default_factory=PairingConfig)
     ble: BleConfig = field(default_factory=BleConfig)
     authority: AuthorityConfig = field(default_factory=AuthorityConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:
@@ -241,6 +349,19 @@ def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:
         if not isinstance(raw, str) or not MESH_RE.fullmatch(raw):
             raise ConfigError(key, MESH_FORM, raw)
         return raw
+    if kind == "address":
+        return check_address(raw, key)
+    if kind == "name":
+        return check_name(raw, key)
+    if kind == "ifnames":
+        if not isinstance(raw, list | tuple) or not all(
+                isinstance(x, str) and _IFNAME_RE.fullmatch(x) for x in raw):
+            raise ConfigError(key, IFNAME_FORM, raw)
+        return tuple(raw)
+    if kind == "adapter":
+        if not isinstance(raw, str) or not _ADAPTER_RE.fullmatch(raw):
+            raise ConfigError(key, ADAPTER_FORM, raw)
+        return raw
     text = str(hint)
     if hint is bool:
         if not isinstance(raw, bool):
@@ -251,7 +372,7 @@ def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:
             raise ConfigError(key, f"a number between {meta['lo']} and {meta['hi']}", raw)
         if hint is int and not isinstance(raw, int):
             raise ConfigError(key, "a whole number", raw)
-        if not meta["lo"] <= raw <= meta["hi"]:
+        if not math.isfinite(raw) or not meta["lo"] <= raw <= meta["hi"]:
             raise ConfigError(key, f"a number between {meta['lo']} and {meta['hi']}", raw)
         return hint(raw)
     if hint is str:
@@ -304,19 +425,30 @@ def load_config(path: Path | None) -> Config:
     try:
         text = Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError("--config", f"a readable TOML file ({e.strerror})", str(path)) from e
+        raise ConfigFileError(path, f"cannot read it ({e.strerror})") from e
     try:
         raw = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError("--config", f"valid TOML in {path} ({e})") from e
+        raise ConfigFileError(path, f"not valid TOML ({e})") from e
     return config_from_dict(raw)
 
 
 def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
-    """Return *cfg* with fields replaced per section, e.g. ``node={"data_dir": p}``."""
-    changes = {
-        name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()
-    }
+    """Return *cfg* with fields replaced per section, e.g. ``node={"data_dir": p}``.
+
+    Each value is checked exactly as the same key in a file would be (command-line flags
+    come here), so ``--listen not-an-ip`` fails here, with the key named, not at start-up.
+    """
+    changes = {}
+    for name, values in sections.items():
+        current = getattr(cfg, name)
+        hints = get_type_hints(type(current))
+        fields = {f.name: f for f in dataclasses.fields(current)}
+        checked = {}
+        for k, v in values.items():
+            raw = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+            checked[k] = _convert(f"{name}.{k}", fields[k], hints[k], raw)
+        changes[name] = dataclasses.replace(current, **checked)
     return dataclasses.replace(cfg, **changes)
 
 

@@ -7,6 +7,7 @@ operating-system plumbing with their own failure modes and tests.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -15,16 +16,33 @@ from pathlib import Path
 from agent.errors import ErrorKind, ShoalError
 
 
-class DataDirBusy(ShoalError):
+class StartupError(ShoalError):
+    """The agent cannot start (a port in use, a bad listen address); one line says why,
+    and what to do next. ``shoal run`` prints it as that line, never as a traceback."""
+
+    kind = ErrorKind.UNAVAILABLE
+
+
+class DataDirBusy(StartupError):
     """Another agent already runs on this data directory."""
 
     kind = ErrorKind.CONFLICT
 
 
-class StartupError(ShoalError):
-    """The agent cannot start (a port in use, a bad listen address); one line says why."""
-
-    kind = ErrorKind.UNAVAILABLE
+def listen_failure(listen: str, port: int, err: OSError) -> StartupError:
+    """Why the LAN listener could not open, in words a first-time user can act on: the
+    usual case is a second agent on one machine, which wants its own port."""
+    if err.errno == errno.EADDRINUSE:
+        return StartupError(f"port {port} is already in use (another agent?): use --port 0 "
+                            "for any free port, or --local")
+    if err.errno == errno.EADDRNOTAVAIL:
+        return StartupError(f"cannot listen on {listen}: not an address of this machine; "
+                            "use --listen with one of its addresses, or 0.0.0.0 for all")
+    if err.errno == errno.EACCES:
+        return StartupError(f"cannot listen on port {port}: permission denied (ports below "
+                            "1024 need privileges); use --port 0 for any free port")
+    return StartupError(f"cannot listen on {listen} port {port}: {err.strerror or err}; "
+                        "check lan.listen and lan.port (--listen, --port)")
 
 
 def lock_data_dir(data_dir: Path) -> int:
@@ -34,8 +52,9 @@ def lock_data_dir(data_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise DataDirBusy(f"another agent is already running with data dir {data_dir}; "
-                          "stop it (shoal stop) or pass --data-dir") from None
+        raise DataDirBusy(f"another agent is already running with data dir {data_dir}: stop "
+                          "it (shoal stop), or give a second agent its own --data-dir DIR "
+                          "and --port 0 (or --local)") from None
     return fd
 
 

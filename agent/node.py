@@ -21,13 +21,21 @@ from agent.authority.service import AuthorityService
 from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
 from agent.control.commands import CommandContext, Commands
+from agent.control.errors import ControlError
 from agent.control.server import ControlServer
-from agent.daemon import StartupError, lock_data_dir, notify_systemd, watchdog_interval
+from agent.daemon import (
+    StartupError,
+    listen_failure,
+    lock_data_dir,
+    notify_systemd,
+    watchdog_interval,
+)
 from agent.log import kv
 from agent.peer.connections import Connections
 from agent.peer.pairing import PairingService
 from agent.peer.router import Router
 from agent.peer.table import PeerTable
+from agent.peer.unpair import UnpairService
 from agent.security.identity import load_or_create_identity
 from agent.security.pairing import PairingBook
 from agent.security.session import SessionError
@@ -35,6 +43,7 @@ from agent.security.trust import TrustStore
 from agent.store import ContentStore
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
+from agent.usage.service import UsageService
 
 if TYPE_CHECKING:  # imported when BLE is enabled: ~40 modules and 3 MB RSS otherwise unused
     from agent.links.ble import BleAgent, BleLink
@@ -63,7 +72,8 @@ class Node:
                                   quota_bytes=cfg.store.quota or None)
         # our own resources carry our signature (those of a v1 identity move to the v2 ID)
         self.store.adopt_signer(self.identity, (self.identity.legacy_id.hex(),))
-        self.peers = PeerTable(is_trusted=self.trust.is_trusted)
+        self.peers = PeerTable(is_trusted=self.trust.is_trusted,
+                               stale_after=cfg.lan.forget_after)
         self.gate = BandwidthGate(LinkScheduler.from_config(cfg.bandwidth))
         self.router = Router()
         self.connections = Connections(
@@ -75,30 +85,42 @@ class Node:
             PairingBook(cfg.pairing.window_seconds, cfg.pairing.max_pending), self.trust,
             cfg.node.name)
         self.connections.on_closed(self.pairing.connection_closed)
+        self.unpairing = UnpairService(self.trust, self.peers, self.connections.sessions,
+                                       self.spawn, data_dir)
+        self.connections.on_opened(self.unpairing.session_opened)
         self.authority: AuthorityService | None = None
         if cfg.authority.enabled:
             self.authority = AuthorityService(
                 self.identity.hex_id, cfg.node.name, data_dir, self.connections, self.trust,
                 self.store, self.gate.scheduler, self.spawn, hysteresis=cfg.authority.hysteresis)
+        self.usage = UsageService.open(data_dir / "usage", cfg.usage, cfg.predict,
+                                       connections=self.connections, trust=self.trust
+                                       ) if cfg.usage.enabled else None
         self.server = ChunkServer(
             self.store, self.trust, self.gate, compress=cfg.transfer.compress,
-            on_use=self.authority.record_use if self.authority else None)
+            on_use=self.authority.record_use if self.authority else None, access=self.usage,
+            signer=self.identity)
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
-            on_fetched=self.catalog_changed, trust=self.trust)
+            on_fetched=self.catalog_changed, trust=self.trust, access=self.usage)
         self.ble: BleLink | None = None
         self.commands = Commands(CommandContext(
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
             trust=self.trust, peers=self.peers, connections=self.connections,
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
-            stop=self.stop, authority=self.authority))
+            stop=self.stop, unpairing=self.unpairing, authority=self.authority,
+            usage=self.usage))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
+        self.router.add_requests(self.unpairing.handlers())
         self.router.add_requests(self.server.handlers())
+        if self.usage is not None:
+            self.router.add_requests(self.usage.handlers())
         if self.authority is not None:
             self.router.add_requests(self.authority.handlers())
             self.router.add_events(("raft", "cluster", "report"), self.authority.on_event)
+            self.unpairing.on_unpaired(self.authority.unpaired)
 
     # ----------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -111,13 +133,15 @@ class Node:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                await control.start()
+                await self._start_control(control)
                 await self._start_connections()
                 if self.cfg.ble.enabled:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
                 if self.authority is not None:
                     tg.create_task(self.authority.run(), name=f"{TASK_PREFIX}authority")
+                if self.usage is not None:
+                    tg.create_task(self.usage.run(), name=f"{TASK_PREFIX}usage")
                 self.ready.set()
                 notify_systemd("READY=1\nSTATUS=running")
                 log.info("agent ready", extra=kv(
@@ -132,17 +156,27 @@ class Node:
             await control.close()
             if self.authority is not None:
                 self.authority.close()
+            if self.usage is not None:
+                self.usage.close()
             self._tg = None
             log.info("agent stopped")
+
+    async def _start_control(self, control: ControlServer) -> None:
+        try:
+            await control.start()
+        except ControlError as e:  # a live agent answers on that socket
+            raise StartupError(f"{e}: stop it (shoal stop) or give this agent its own "
+                               "--data-dir") from None
+        except OSError as e:
+            raise StartupError(f"cannot open the control socket {control.path}: "
+                               f"{e.strerror or e}; check node.control_socket and "
+                               "$SHOAL_CONTROL_SOCKET") from None
 
     async def _start_connections(self) -> None:
         try:
             await self.connections.start()
         except OSError as e:
-            lan = self.cfg.lan
-            raise StartupError(
-                f"cannot listen on {lan.listen}:{lan.port}: {e.strerror or e}; choose another "
-                "port with --port (0 = any free port) or stop the agent using it") from None
+            raise listen_failure(self.cfg.lan.listen, self.cfg.lan.port, e) from None
 
     async def _shutdown(self, control: ControlServer) -> None:
         notify_systemd("STOPPING=1")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Protocol, TypeAlias
 
 __all__ = [
+    "AccessRecorder",
     "Clock",
     "ConnectionsPort",
     "HolderStatsPort",
@@ -120,3 +121,15 @@ class HolderStatsPort(Protocol):
     def capacity_estimate(self) -> float | None: ...
 
     def queued(self, cls: str | None = None) -> int: ...
+
+
+class AccessRecorder(Protocol):
+    """Where the fetch and serve paths report each request they handle (the access log).
+
+    Called on the request path: an implementation only buffers (no I/O, no await).
+    *requester* is the asking device's ID (our own for a local request); *source* is
+    ``"local"`` (our store), ``"mirror"`` or the serving peer's short ID (16 hex digits).
+    """
+
+    def record_access(self, requester: bytes, resource_id: str, size: int, *, hit: bool,
+                      source: str) -> None: ...

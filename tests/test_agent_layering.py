@@ -16,12 +16,16 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    predict  agent.predict.*  (pure predictors and trace readers: no I/O)
     2 store        agent.store.*  (manifests are signed: store uses security)
                    bandwidth  agent.bandwidth
+                   usage  agent.usage.* (access log, n-grams, temperature: pure cores)
     3 peer         agent.peer.*
     4 transfer     agent.transfer.*        authority  agent.authority.*   links  agent.links.*
+                   usage-service  agent.usage.service (sharing over peer sessions)
                    prefetch, mirrors, dht  (names reserved for the coming services)
-    5 control      agent.control.* except agent.control.cli
+    5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
-    7 entry        agent.control.cli, agent.demo, agent.__main__
+    7 entry        agent.control.cli (and its parser, render, progress, listings, hints:
+                   terminal output the agent itself never produces), agent.demo,
+                   agent.__main__
 
     Sideways: two *different* layers of the same rank never import each other (store does
     not import bandwidth, links does not import transfer, authority does not import
@@ -66,16 +70,21 @@ LAYERS: tuple[Layer, ...] = (
     Layer("predict", 1, packages=("agent.predict",)),
     Layer("store", 2, packages=("agent.store",)),
     Layer("bandwidth", 2, modules=("agent.bandwidth",)),
+    Layer("usage", 2, packages=("agent.usage",)),
     Layer("peer", 3, packages=("agent.peer",)),
     Layer("transfer", 4, packages=("agent.transfer",)),
     Layer("authority", 4, packages=("agent.authority",)),
     Layer("links", 4, packages=("agent.links",)),
+    Layer("usage-service", 4, modules=("agent.usage.service",)),
     Layer("prefetch", 4, packages=("agent.prefetch",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),
     Layer("dht", 4, packages=("agent.dht",)),
     Layer("control", 5, packages=("agent.control",)),
     Layer("node", 6, modules=("agent.node",)),
-    Layer("entry", 7, modules=("agent.control.cli", "agent.demo", "agent.__main__")),
+    Layer("entry", 7, modules=("agent.control.cli", "agent.control.parser",
+                               "agent.control.render", "agent.control.progress",
+                               "agent.control.listings", "agent.control.hints", "agent.demo",
+                               "agent.__main__")),
 )
 NODE = "agent.node"
 

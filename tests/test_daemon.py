@@ -81,3 +81,31 @@ def test_watchdog_interval(monkeypatch, usec, expected):
     interval, ping = watchdog_interval(1.0)
     assert ping is expected[1]
     assert interval == pytest.approx(expected[0])
+
+
+def test_listen_failures_say_what_to_do():
+    import errno
+
+    from agent.daemon import StartupError, listen_failure
+
+    busy = listen_failure("0.0.0.0", 47474, OSError(errno.EADDRINUSE, "address in use"))
+    assert str(busy) == ("port 47474 is already in use (another agent?): use --port 0 for any "
+                         "free port, or --local")
+    assert isinstance(busy, StartupError)
+    absent = listen_failure("10.9.9.9", 0, OSError(errno.EADDRNOTAVAIL, "cannot assign"))
+    assert "10.9.9.9" in str(absent) and "not an address of this machine" in str(absent)
+    denied = listen_failure("0.0.0.0", 80, OSError(errno.EACCES, "permission denied"))
+    assert "port 80" in str(denied) and "--port 0" in str(denied)
+    other = listen_failure("::1", 5, OSError(errno.EAFNOSUPPORT, "not supported"))
+    assert "not supported" in str(other) and "\n" not in str(other)
+
+
+def test_a_busy_data_dir_is_a_startup_error(tmp_path):
+    from agent.daemon import StartupError
+
+    fd = lock_data_dir(tmp_path)
+    try:
+        with pytest.raises(StartupError, match=r"--data-dir DIR and --port 0 \(or --local\)"):
+            lock_data_dir(tmp_path)
+    finally:
+        os.close(fd)

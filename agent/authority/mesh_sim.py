@@ -56,6 +56,7 @@ from .policy import (
     Refuse,
     RemoveFirst,
     Timing,
+    VoterChange,
     for_earlier_incarnation,
 )
 from .raft.core import ProposalDroppedError, RaftError, RaftNode
@@ -319,8 +320,12 @@ class Device:
                 amap = AuthorityMap.restore(rd.snapshot.data)
                 amap.applied_index = rd.snapshot.index
                 self.policy.restored(amap, now)
-            for m in rd.messages:
-                self.sim.send(self.id, m.dst, RaftMsg(self.cluster, m))
+            for m in rd.messages:  # like AuthorityService._send: never to an unpaired device
+                if m.dst in self.trusted:
+                    self.sim.send(self.id, m.dst, RaftMsg(self.cluster, m))
+                else:
+                    with contextlib.suppress(RaftError):
+                        raft.report_unreachable(m.dst)
             for e in rd.committed_entries:
                 res = self.policy.apply(e, now)
                 if res is not None and res.accepted:
@@ -382,6 +387,21 @@ class Device:
                 self.settle_joins()  # periodic duties run on ticks (every 50 ms)
         else:
             self.on_report(src, p)
+
+    def unpaired(self, peer: str) -> None:
+        """*peer* is no longer trusted here: like AuthorityService.unpaired."""
+        self.trusted.discard(peer)
+        if not self.up:
+            self.policy.merger.unpaired(peer)
+            return
+        d = self.policy.unpaired(peer, self.raft, self.now, self.paired)
+        if isinstance(d, VoterChange):
+            self.sim.log(f"{self.id} proposes {d.op} {d.member} (unpaired)")
+            with contextlib.suppress(RaftError, ValueError):
+                self.raft.propose_conf_change(d.op, d.member)
+            self.process_ready()
+        else:
+            self.execute(d)
 
     # merging ---------------------------------------------------------------------
     def execute(self, d: MergeDecision) -> None:
@@ -606,15 +626,22 @@ class MeshSim:
         self.devices[b].trusted.add(a)
 
     def unpair_all(self, victim: str) -> None:
+        """Everyone unpairs *victim* now; *victim* learns it from each one's notice a little
+        later (at once over a live session, or at its next session: agent/peer/unpair.py),
+        so trust is one-sided for a while, as between real agents."""
         self.result.unpairings += 1
         self.log(f"unpair {victim} from everyone")
         self.banned.add(victim)
         v = self.devices[victim]
         for other in sorted(v.trusted):
-            self.devices[other].trusted.discard(victim)
-            self.devices[other].policy.merger.unpaired(victim)
-        v.trusted.clear()
-        v.policy.merger.hellos.clear()
+            self.devices[other].unpaired(victim)
+            self.at(self.t + self.rng.uniform(0.0, 2.0), partial(self._notice, victim, other))
+
+    def _notice(self, victim: str, sender: str) -> None:
+        """*sender*'s unpair notice reaches *victim* (if they were not paired again since)."""
+        if victim in self.banned and sender in self.devices[victim].trusted:
+            self.log(f"{victim} learns {sender} unpaired it")
+            self.devices[victim].unpaired(sender)
 
     def repair(self, victim: str, mesh: list[str]) -> None:
         self.banned.discard(victim)
@@ -681,8 +708,8 @@ class MeshSim:
             if lead.id not in mesh or not lead.raft.is_leader():
                 return f"mesh {sorted(mesh)} follows {lead.id}, which does not lead"
             members = {*lead.raft.voters, *lead.raft.learners}
-            if not mesh <= members:
-                return f"mesh {sorted(mesh)} not all members of {sorted(members)}"
+            if members != mesh:  # every member, and no device it is not paired with
+                return f"mesh {sorted(mesh)} but members {sorted(members)}"
         return None
 
     def run(self) -> MeshResult:

@@ -49,6 +49,7 @@ from agent.authority.policy import (
     Refound,
     RemoveFirst,
     Timing,
+    VoterChange,
     for_earlier_incarnation,
 )
 from agent.authority.policy.reports import MAX_HOLDINGS, BadReport, parse_holdings
@@ -64,6 +65,7 @@ from agent.authority.reputation import (
 )
 from agent.fsutil import atomic_write_bytes
 from agent.log import kv
+from agent.security.identity import short_device_id
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
         PeerLink,
         Spawner,
         StoreView,
+        TrustedDeviceView,
         TrustView,
     )
 
@@ -94,6 +97,14 @@ REPORT_INTERVAL = 2.0  # plus an immediate report whenever our holdings change
 COMPACT_EVERY = 1000
 USAGE_HALF_LIFE = 600.0
 JOIN_ATTEMPTS = 5
+
+
+def short_member_id(member: str) -> str:
+    """The short human device ID of a member (members are device IDs in hex)."""
+    try:
+        return short_device_id(bytes.fromhex(member))
+    except ValueError:
+        return "".join(c for c in member[:16] if c.isalnum())  # not a device ID: never raw
 
 
 class AuthorityService:
@@ -241,15 +252,18 @@ class AuthorityService:
         self.served_errors[resource_id] = self.served_errors.get(resource_id, 0) + 1
 
     def _paired(self, member: str) -> bool:
-        try:
-            dev = self.trust.get(bytes.fromhex(member))
-        except ValueError:
-            return False
+        dev = self._trusted(member)
         return dev is not None and dev.role == "member"
 
     def _member_peer(self, conn: PeerLink) -> bool:
         dev = self.trust.get(conn.peer_id)
         return dev is not None and dev.role == "member"
+
+    def unpaired(self, peer_id: bytes) -> None:
+        """A device is no longer paired with us (our user's unpair, or its notice): the
+        driver removes it from the group now (:meth:`AuthorityPolicy.unpaired`)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.inbox.put_nowait(("unpaired", peer_id.hex()))
 
     def on_event(self, conn: PeerConnection, op: str, args: dict[str, Any]) -> None:
         """Raft, cluster and report events from a session (already schema-checked)."""
@@ -428,6 +442,13 @@ class AuthorityService:
         elif kind == "hello":
             src, hello = payload
             self._execute(self.policy.hello(src, hello, raft, self.clock(), self._paired))
+        elif kind == "unpaired":
+            decision = self.policy.unpaired(payload, raft, self.clock(), self._paired)
+            if isinstance(decision, VoterChange):
+                log.info("removing unpaired member", extra=kv(member=short_member_id(payload)))
+                self._handle(("conf", (decision.op, decision.member)))
+            else:
+                self._execute(decision)
         elif kind == "switch":
             if payload != self.cluster_id:
                 self._switch_cluster(payload)
@@ -618,15 +639,32 @@ class AuthorityService:
 
     # ----------------------------------------------------------------- presentation
     def name_of(self, member: str | None) -> str:
+        """A member's device name; its short device ID when we know no name (never raw
+        hex: a member we are no longer paired with has only an ID left)."""
         if member is None:
             return "-"
         if member == self.me:
             return self.my_name
+        dev = self._trusted(member)
+        if dev is not None:
+            return dev.name
         conn = self.connections.live_connection(member)
-        if conn is not None:
-            return conn.name
-        dev = self.trust.get(bytes.fromhex(member))
-        return dev.name if dev is not None else member[:12]
+        return conn.name if conn is not None else short_member_id(member)
+
+    def label_of(self, member: str) -> str:
+        """``name (SHORT-ID)``: how `shoal authority` shows a member, so two devices with
+        one name stay apart and an unpaired one is visibly not paired."""
+        short = short_member_id(member)
+        name = self.name_of(member)
+        if member != self.me and self._trusted(member) is None:
+            return f"unpaired {short}" if name == short else f"{name} ({short}, unpaired)"
+        return f"{name} ({short})"
+
+    def _trusted(self, member: str) -> TrustedDeviceView | None:
+        try:
+            return self.trust.get(bytes.fromhex(member))
+        except ValueError:
+            return None
 
     def describe(self, resource: str | None = None) -> dict[str, Any]:
         """The map with scores and terms, for `shoal authority`."""
@@ -652,8 +690,12 @@ class AuthorityService:
             "role": "leader" if self.is_leader else (
                 "learner" if self.me in learners else "follower"),
             "leader": self.name_of(self.leader), "leader_id": self.leader,
-            "voters": [self.name_of(v) for v in voters],
-            "learners": [self.name_of(x) for x in learners],
+            "voters": [self.label_of(v) for v in voters],
+            "learners": [self.label_of(x) for x in learners],
+            "members": [{"id": m, "short_id": short_member_id(m), "name": self.name_of(m),
+                         "role": "voter" if m in voters else "learner",
+                         "paired": m == self.me or self._paired(m)}
+                        for m in (*voters, *learners)],
             "commit": self.raft.commit_index, "applied": self.map.applied_index,
             "assignments": rows,
         }

@@ -1,6 +1,18 @@
 """The `shoal` command: runs the agent and talks to it over the local control socket.
 
-Errors are one clear line on stderr and a non-zero exit; `--json` gives machine output.
+What a user may rely on (README, "Using it" and "Errors"):
+
+* the global options work before or after the subcommand (:mod:`agent.control.parser`);
+* every failure, a usage mistake included, is one line ``shoal: error: ...; next step`` on
+  stderr and a non-zero exit (2 for usage, 1 otherwise); with ``--json`` it is one object
+  ``{"error": {"kind", "message", "hint"}}`` on stdout instead (:mod:`agent.control.render`);
+* listings are tables with headers, every peer-supplied string escaped;
+* output into a closed pipe (``shoal status | head -1``) ends quietly with status 141, as
+  coreutils do when SIGPIPE kills them (128 + 13), never with a traceback.
+
+To add a subcommand: declare it in :func:`agent.control.parser.build_parser` (with
+``command(...)``: help, description, example) and add ``"name": handler`` to ``HANDLERS``
+below; a handler is ``async def handler(args, sock) -> int`` and prints through ``_print``.
 """
 
 from __future__ import annotations
@@ -10,128 +22,65 @@ import asyncio
 import contextlib
 import json
 import os
+import select
+import shlex
 import sys
-import time
-import unicodedata
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
 from agent.config import Config, ConfigError, load_config, render_defaults, with_overrides
 from agent.control import ControlError, call, call_simple
+from agent.control.hints import HINTS, CliError, failure_of
+from agent.control.listings import (
+    authority_text,
+    peers_table,
+    pending_table,
+    resources_table,
+    trust_table,
+    usage_text,
+)
+from agent.control.parser import GLOBAL_DEFAULTS, UsageError, build_parser
+from agent.control.progress import FetchProgress
+from agent.control.render import (
+    Failure,
+    UnusableName,
+    display,
+    print_json,
+    size,
+)
+from agent.control.render import output_name as _output_name
+from agent.errors import ShoalError
 from agent.fsutil import atomic_writer, user_file_mode
 from agent.security.pairing import format_code, normalize_code
 from radio.mesh import MESH_FORM, MESH_RE
 
+__all__ = ["EXIT_ERROR", "EXIT_PIPE", "EXIT_USAGE", "CliError", "build_parser", "display",
+           "main", "output_name", "resolve_config"]
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s `yes`
 
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 1."""
-
-
-#: What a terminal must never receive raw from a peer-supplied string: controls (escape
-#: sequences), format characters (bidi overrides such as U+202E reorder what follows, zero
-#: width ones hide), surrogates, line/paragraph separators, unassigned code points.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Cn"})
-_JOINERS = frozenset("\u200c\u200d")  # ZWNJ/ZWJ: scripts and emoji need them
-_KEEP = _JOINERS | frozenset("\n\t")  # and our own layout, in text only
-
-
-def _unsafe(ch: str, keep: frozenset[str] = _KEEP) -> bool:
-    return ch not in keep and unicodedata.category(ch) in _UNSAFE_CATEGORIES
-
-
-def display(text: str) -> str:
-    """*text* with every unsafe character shown as an escape (``\\u202e``).
-
-    Names of resources and devices come from peers: whatever the agent validated, the CLI
-    is the boundary to the terminal and escapes again rather than trust every path there.
-    """
-    if not any(_unsafe(ch) for ch in text):
-        return text
-    return "".join((f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
-                   if _unsafe(ch) else ch for ch in text)
+Handler = Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int]]
 
 
 def output_name(name: str) -> str:
-    """A file name for a fetched resource: its last path component with every unsafe
-    character replaced by its code point (``U+202E``), never used raw."""
-    base = Path(name).name
-    safe = "".join(f"U+{ord(ch):04X}" if _unsafe(ch, _JOINERS) else ch for ch in base)
-    if safe in ("", ".", ".."):
-        raise CliError(f"the resource name {display(name)!r} is not usable as a file name; "
-                       "use -o PATH")
-    return safe
+    """A safe file name for a fetched resource (see :func:`agent.control.render.output_name`)."""
+    try:
+        return _output_name(name)
+    except UnusableName as e:
+        raise CliError(str(e)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="shoal", description="Shoal: share, mirror and prefetch resources between nearby "
-        "devices, with no internet or central server.")
-    p.add_argument("--version", action="version", version=f"shoal {__version__}")
-    p.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults; "
-                   "the service uses /etc/shoal/shoal.toml)")
-    p.add_argument("--data-dir", type=Path, help="data directory (overrides node.data_dir)")
-    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+# ------------------------------------------------------------------------------ output
 
-    r = sub.add_parser("run", help="run the agent in the foreground")
-    r.add_argument("--port", type=int, help="LAN port (0 = any free port)")
-    r.add_argument("--name", help="device name shown to peers")
-    r.add_argument("--listen", help="address to listen on (default 0.0.0.0)")
-    r.add_argument("--mesh", help="mesh ID: only agents of this mesh are discovered, dialled "
-                   "and accepted (overrides node.mesh)")
-    sub.add_parser("id", help="print this device's ID")
-    sub.add_parser("status", help="show the agent's state")
-    sub.add_parser("peers", help="list peers seen on any radio")
-    pub = sub.add_parser("publish", help="share a file")
-    pub.add_argument("path", type=Path)
-    pub.add_argument("--name", help="resource name (default: file name)")
-    pub.add_argument("--public", action="store_true", help="visible to unpaired devices too")
-    rs = sub.add_parser("resources", help="list resources held here and offered by peers")
-    rs.add_argument("--local", action="store_true", help="only resources held here")
-    f = sub.add_parser("fetch", help="fetch a resource by name or ID")
-    f.add_argument("resource")
-    f.add_argument("-o", "--output", help="write the file here ('-' = stdout; default ./NAME)")
-    f.add_argument("--from", dest="source", help="peer address HOST[:PORT] to fetch from")
-    f.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    f.add_argument("--no-output", action="store_true", help="keep it in the store only")
-    pa = sub.add_parser("pair", help="pair with a nearby device (numeric comparison)")
-    pa.add_argument("address", nargs="?", help="the other agent's HOST[:PORT], or ble:NAME "
-                    "for a device met over BLE; omit to wait for the other device to pair "
-                    "with this one")
-    pa.add_argument("--code", help="confirm without prompting if the code is this one")
-    pa.add_argument("--open", action="store_true",
-                    help="only open the pairing window and return")
-    pa.add_argument("--close", action="store_true",
-                    help="close the pairing window now (cancels unconfirmed incoming pairings)")
-    pa.add_argument("--no-wait", action="store_true",
-                    help="start pairing, print the code and return (confirm later with --code)")
-    pa.add_argument("--pending", action="store_true", help="list pairings awaiting confirmation")
-    pa.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
-    up = sub.add_parser("unpair", help="forget a paired device")
-    up.add_argument("device", help="name or ID of the paired device")
-    t = sub.add_parser("trust", help="paired devices")
-    tsub = t.add_subparsers(dest="trust_command", metavar="SUBCOMMAND")
-    tsub.required = True
-    tsub.add_parser("list", help="list paired devices")
-    c = sub.add_parser("config", help="configuration helpers")
-    csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    csub.required = True
-    csub.add_parser("defaults", help="print the default configuration as TOML")
-    csub.add_parser("check", help="validate --config and print the effective values")
-    au = sub.add_parser("authority", help="who serves each resource (replicated map)")
-    au.add_argument("resource", nargs="?", help="only this resource (name or ID prefix)")
-    sub.add_parser("stop", help="ask the running agent to stop")
-    d = sub.add_parser("demo", help="start a 3-agent mesh on this machine, show it working, "
-                       "clean up")
-    d.add_argument("--size-mib", type=int, default=32, help="sample resource size (default 32)")
-    d.add_argument("--keep", action="store_true", help="keep the demo directory and logs")
-    return p
+#: `run --local`: the TCP listener and mDNS on loopback only, so nothing leaves this machine
+#: (what the demo and the tests use to keep agents on one machine).
+LOCAL_LAN: dict[str, Any] = {"listen": "127.0.0.1", "interfaces": ("lo",),
+                             "include_loopback": True}
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -142,6 +91,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if getattr(args, "name", None) and args.command == "run":
         node["name"] = args.name
     lan: dict[str, Any] = {}
+    ble: dict[str, Any] = {}
     if args.command == "run":
         if args.port is not None:
             if not 0 <= args.port < 65536:
@@ -149,53 +99,36 @@ def resolve_config(args: argparse.Namespace) -> Config:
             lan["port"] = args.port
         if args.listen:
             lan["listen"] = args.listen
+        if args.local:
+            if args.listen:
+                raise CliError("--local listens on 127.0.0.1 only; drop --listen (or --local)")
+            lan |= LOCAL_LAN | {"port": lan.get("port", 0)}
+            ble["enabled"] = False
         if args.mesh is not None:
             if not MESH_RE.fullmatch(args.mesh):
                 raise ConfigError("--mesh", MESH_FORM, args.mesh)
             node["mesh"] = args.mesh
-    return with_overrides(cfg, node=node, lan=lan)
+    return with_overrides(cfg, node=node, lan=lan, ble=ble)
 
 
 def _print(args: argparse.Namespace, value: Any, human: str) -> None:
     """JSON (non-ASCII escaped by json.dumps) or the human text, escaped for a terminal."""
-    print(json.dumps(value, indent=2) if args.json else display(human))
+    print(print_json(value) if args.json else display(human))
 
 
-def _size(n: int | float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+_size = size  # (the name the command bodies use)
 
 
-class ProgressLine:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.shown = False
-
-    def update(self, done: int, total: int, elapsed: float) -> None:
-        if not self.enabled:
-            return
-        frac = done / total if total else 1.0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {_size(done)}/{_size(total)} "
-                         f"{_size(rate)}/s   ")
-        sys.stderr.flush()
-        self.shown = True
-
-    def finish(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
+# ------------------------------------------------------------------------------ fetch
+def _progress_wanted(args: argparse.Namespace) -> FetchProgress:
+    tty = sys.stderr.isatty()
+    return FetchProgress(sys.stderr, enabled=tty or args.progress, redraw=tty)
 
 
 async def _fetch(args: argparse.Namespace, sock: Path) -> int:
     """Fetch into the agent's store, then stream the verified bytes into an atomic file."""
     out = args.output
-    progress = ProgressLine()
+    progress = _progress_wanted(args)
     result: dict[str, Any] | None = None
     target: Path | None = None
     writer_cm: Any = None
@@ -205,7 +138,8 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
         async for item in call(sock, "fetch", request):
             if isinstance(item, bytes):
                 if sink is None:
-                    raise CliError("the agent sent data before naming the resource")
+                    raise CliError("the agent sent data before naming the resource",
+                                   "internal")
                 sink.write(item)
             elif item.get("stage") == "export":
                 progress.finish()
@@ -217,14 +151,15 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
                 if target.is_dir():
                     target = target / name
                 if target.exists() and not args.force:
-                    raise CliError(f"{target} exists; use --force or -o PATH")
+                    raise CliError(f"{target} exists", "conflict",
+                                   "overwrite it with --force, or choose another with -o PATH")
                 # atomically (temp + rename), with the mode open(2) would give: the umask
                 writer_cm = atomic_writer(target, user_file_mode())
                 sink = writer_cm.__enter__()
             elif "event" in item:
-                progress.update(item["done"], item["total"], item["elapsed"])
+                progress.update(item)
             elif not item["ok"]:
-                raise CliError(item["error"])
+                raise ControlError(str(item["error"]), item.get("kind"))
             else:
                 result = item["result"]
     except BaseException:
@@ -236,22 +171,24 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
     if writer_cm is not None:
         writer_cm.__exit__(None, None, None)
     if result is None:
-        raise CliError("the agent ended the fetch without a result")
+        raise CliError("the agent ended the fetch without a result", "internal")
     if out == "-":
         return 0
     where = f" -> {target}" if target else " (kept in the store)"
+    held = int(result.get("size", 0)) - int(result.get("bytes_fetched", result.get("size", 0)))
+    resumed = (f"\n  resumed: {_size(held)} of {_size(result['size'])} were already here"
+               if held > 0 and not result.get("already_held") else "")
     _print(args, result | {"output": str(target) if target else None},
            f"fetched {result['name']} v{result['version']} ({_size(result['size'])}){where}"
-           f"\n  source: {result.get('why', '')}")
+           f"\n  source: {result.get('why') or 'held here already'}{resumed}")
     return 0
 
 
+# ------------------------------------------------------------------------------ pair
 async def _pair(args: argparse.Namespace, sock: Path) -> int:
     if args.pending:
         pend = await call_simple(sock, "pair_pending")
-        lines = [f"{p['code_display']}  {p['peer_name']}  "
-                 f"{'incoming' if p['incoming'] else 'outgoing'}" for p in pend]
-        _print(args, pend, "\n".join(lines) or "no pairing in progress")
+        print(print_json(pend) if args.json else pending_table(pend))
         return 0
     if args.close:
         if args.open or args.address or args.code or args.pending:
@@ -265,7 +202,7 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         return 0
     if args.open:
         res = await call_simple(sock, "pair_open", {"seconds": args.timeout})
-        _print(args, res, f"pairing window open for {res['seconds']:.0f} s")
+        _print(args, res, f"pairing window open for {res['seconds']:.0f} s\n{_pair_here(res)}")
         return 0
     code = normalize_code(args.code) if args.code else None
     if args.address:
@@ -278,13 +215,9 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         elif args.no_wait:
             raise CliError(f"no pending pairing shows code {format_code(code)}")
         else:
-            await call_simple(sock, "pair_open", {"seconds": args.timeout})
-            p = await call_simple(sock, "pair_wait", {"timeout": args.timeout})
+            p = await _wait_for_request(args, sock, code)
     else:
-        await call_simple(sock, "pair_open", {"seconds": args.timeout})
-        print(f"Waiting up to {args.timeout:.0f} s for a device to pair "
-              "(run `shoal pair THIS-HOST` on it)...", file=sys.stderr)
-        p = await call_simple(sock, "pair_wait", {"timeout": args.timeout})
+        p = await _wait_for_request(args, sock, None)
     shown = format_code(p["code"])
     print(display(f"Pairing with {p['peer_name']}: code {shown}"), file=sys.stderr)
     if args.no_wait and code is None:
@@ -292,14 +225,20 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
         return 0
     if code is not None:
         if code != p["code"]:
+            await _decline(sock, p)
             raise CliError(f"code mismatch: this device shows {shown}, not {format_code(code)}; "
-                           "pairing not confirmed")
+                           "pairing cancelled on both devices")
     else:
         if not sys.stdin.isatty():
             raise CliError("cannot ask for confirmation without a terminal; pass --code")
-        answer = input(display(f"Does {p['peer_name']} show the code {shown}? [y/N] "))
+        try:
+            answer = input(display(f"Does {p['peer_name']} show the code {shown}? [y/N] "))
+        except EOFError:
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
-            raise CliError("pairing not confirmed")
+            await _decline(sock, p)
+            raise CliError("pairing declined and cancelled on both devices; run `shoal pair` "
+                           "again to start over")
     p = await call_simple(sock, "pair_confirm", {"code": p["code"]})
     if not p["complete"]:
         if args.no_wait:
@@ -314,133 +253,310 @@ async def _pair(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
-def _print_peers(args: argparse.Namespace, peers: list[dict[str, Any]]) -> None:
-    rows = []
-    for x in peers:
-        state = "reachable" if x["reachable"] else "unreachable"
-        rtt = f"{x['rtt_ms']} ms" if x["rtt_ms"] is not None else "-"
-        rssi = f"{x['rssi']} dBm" if x.get("rssi") is not None else "-"
-        rows.append(f"{x['name']:<20} {x['short_id']}  {'paired' if x['trusted'] else 'unpaired':8}"
-                    f" {state:11} {','.join(x['sources']):10} {rtt:>9} {rssi:>8}  "
-                    f"{' '.join(x['addresses'])}")
-    _print(args, peers, "\n".join(rows) or "no peers seen yet")
+async def _wait_for_request(args: argparse.Namespace, sock: Path, code: str | None
+                            ) -> dict[str, Any]:
+    """Open the window, say where to pair with this agent, and wait for a request that
+    arrives from now on (an older one still pending is not the one the user expects)."""
+    opened = await call_simple(sock, "pair_open", {"seconds": args.timeout})
+    print(f"Waiting up to {args.timeout:.0f} s for a device to pair with this one.",
+          file=sys.stderr)
+    print(_pair_here(opened), file=sys.stderr)
+    p: dict[str, Any] = await call_simple(sock, "pair_wait", {
+        "timeout": args.timeout, "after": opened.get("after", 0), "code": code})
+    return p
 
 
-async def _client(args: argparse.Namespace, cfg: Config) -> int:
-    sock = cfg.node.control_socket_path
-    cmd = args.command
-    if cmd == "id":
-        try:
-            res = await call_simple(sock, "id")
-        except ControlError:
-            from agent.security.identity import load_or_create_identity
+def _pair_here(opened: dict[str, Any]) -> str:
+    """"On the other device run: shoal pair HOST:PORT" with this agent's real addresses."""
+    addresses = [str(a) for a in opened.get("addresses") or []]
+    if not addresses:
+        return "This agent has no LAN listener or BLE link to pair over ([lan], [ble])."
+    first, *more = addresses
+    return display("\n".join([f"On the other device run: shoal pair {first}",
+                               *(f"                     or: shoal pair {a}" for a in more)]))
 
-            ident, _ = load_or_create_identity(cfg.node.data_dir)
-            res = {"display_id": ident.display_id, "hex": ident.hex_id, "name": cfg.node.name}
-        _print(args, res, res["display_id"])
-    elif cmd == "status":
-        s = await call_simple(sock, "status")
-        quota = _size(s["store_quota"]) if s["store_quota"] else "unlimited"
-        _print(args, s, "\n".join([
-            f"name:       {s['name']}", f"device id:  {s['display_id']}",
-            f"uptime:     {s['uptime_s']} s", f"lan port:   {s['lan_port']}",
-            f"mesh:       {s.get('mesh', '?')}",
-            f"peers:      {s['peers']} seen, {s['connected']} connected, {s['paired']} paired",
-            f"resources:  {s['resources']} ({_size(s['store_used'])} used of {quota})",
-            f"data dir:   {s['data_dir']}",
-        ]))
-    elif cmd == "peers":
-        _print_peers(args, await call_simple(sock, "peers"))
-    elif cmd == "publish":
-        path = args.path.expanduser().resolve()
-        r = await call_simple(sock, "publish", {"path": str(path), "name": args.name,
-                                                "public": args.public})
-        _print(args, r, f"published {r['name']} v{r['version']} ({_size(r['size'])}, "
-               f"{r['chunks']} chunks{', public' if r['public'] else ''}) id {r['resource_id']}")
-    elif cmd == "resources":
-        r = await call_simple(sock, "resources", {"local_only": args.local})
-        # "by XXXX-XXXX": the publisher's short ID, so two same-named resources by
-        # different devices are never confused
-        lines = [f"{x['resource_id'][:12]}  v{x['version']:<3} {_size(x['size']):>10}  "
-                 f"{'public ' if x['public'] else 'private'}  {x['name']}  "
-                 f"by {x.get('publisher_short', '?')}"
-                 f"{'' if x.get('signed', True) else ' (unsigned)'}  (here)"
-                 for x in r["local"]]
-        lines += [f"{x['resource_id'][:12]}  v{x['version']:<3} {_size(x['size']):>10}  "
-                  f"{'public ' if x['public'] else 'private'}  {x['name']}  "
-                  f"by {x.get('publisher_short', '?')}  @ {x['holder']}"
-                  for x in r.get("remote", [])]
-        _print(args, r, "\n".join(lines) or "no resources")
-    elif cmd == "fetch":
-        return await _fetch(args, sock)
-    elif cmd == "pair":
-        return await _pair(args, sock)
-    elif cmd == "unpair":
-        r = await call_simple(sock, "unpair", {"device": args.device})
-        _print(args, r, f"unpaired {r['name']} ({r['display_id']})")
-    elif cmd == "trust":
-        r = await call_simple(sock, "trust_list")
-        lines = [f"{d['name']:<20} {d['role']:<7} {d['display_id']}  paired "
-                 f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(d['paired_at']))}" for d in r]
-        _print(args, r, "\n".join(lines) or "no paired devices")
-    elif cmd == "authority":
-        r = await call_simple(sock, "authority", {"resource": args.resource})
-        head = (f"cluster {r['cluster'][:8]}  term {r['term']}  role {r['role']}  "
-                f"leader {r['leader']}\nvoters: {', '.join(r['voters'])}"
-                + (f"\nlearners: {', '.join(r['learners'])}" if r["learners"] else ""))
-        rows = [f"{x['name'] or x['resource_id'][:12]:<24} {x['holder']:<16} term {x['term']:<4}"
-                f" epoch {x['epoch']:<4} "
-                + " ".join(f"{h}={s}" for h, s in x["scores"].items())
-                for x in r["assignments"]]
-        _print(args, r, head + "\n" + ("\n".join(rows) or "no assignments yet"))
-    elif cmd == "stop":
-        _print(args, await call_simple(sock, "stop"), "agent stopping")
+
+async def _decline(sock: Path, p: dict[str, Any]) -> None:
+    """Tell the agent the user said no: the pairing leaves `--pending` on both devices."""
+    with contextlib.suppress(ControlError):
+        await call_simple(sock, "pair_decline", {"pairing_id": p["pairing_id"]})
+
+
+
+# ------------------------------------------------------------------------------ commands
+async def _id(args: argparse.Namespace, sock: Path) -> int:
+    try:
+        res = await call_simple(sock, "id")
+    except ControlError:  # no agent running: the identity on disk (created if need be)
+        from agent.security.identity import load_or_create_identity
+
+        cfg = resolve_config(args)
+        ident, _ = load_or_create_identity(cfg.node.data_dir)
+        res = {"display_id": ident.display_id, "hex": ident.hex_id, "name": cfg.node.name}
+    _print(args, res, res["display_id"])
     return 0
 
 
-def _run_agent(cfg: Config, level: str) -> int:
+async def _status(args: argparse.Namespace, sock: Path) -> int:
+    s = await call_simple(sock, "status")
+    quota = _size(s["store_quota"]) if s["store_quota"] else "unlimited"
+    _print(args, s, "\n".join([
+        f"name:       {s['name']}", f"device id:  {s['display_id']}",
+        f"uptime:     {s['uptime_s']} s", f"lan port:   {s['lan_port']}",
+        f"mesh:       {s.get('mesh', '?')}",
+        f"peers:      {s['peers']} seen, {s['connected']} connected, {s['paired']} paired",
+        f"resources:  {s['resources']} ({_size(s['store_used'])} used of {quota})",
+        f"data dir:   {s['data_dir']}",
+    ]))
+    return 0
+
+
+def _listing(op: str, render: Callable[[Any], str],
+             params: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> Handler:
+    """A command that asks the agent for one listing and prints it as a table (or JSON)."""
+    async def handler(args: argparse.Namespace, sock: Path) -> int:
+        r = await call_simple(sock, op, params(args) if params else None)
+        print(print_json(r) if args.json else render(r))
+        return 0
+    return handler
+
+
+_peers = _listing("peers", peers_table)
+
+
+async def _publish(args: argparse.Namespace, sock: Path) -> int:
+    path = args.path.expanduser().resolve()
+    r = await call_simple(sock, "publish", {"path": str(path), "name": args.name,
+                                            "public": args.public,
+                                            "update": getattr(args, "update", None)})
+    _print(args, r, f"published {r['name']} v{r['version']} ({_size(r['size'])}, "
+           f"{r['chunks']} chunk{'' if r['chunks'] == 1 else 's'}"
+           f"{', public' if r['public'] else ''}) id {r['resource_id']}")
+    return 0
+
+
+_resources = _listing("resources", resources_table, lambda a: {"local_only": a.local})
+
+
+async def _unpair(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "unpair", {"device": args.device})
+    _print(args, r, f"unpaired {r['name']} ({r['display_id']})" + (
+        "" if r.get("notified") else "; it will be told when it next connects"))
+    return 0
+
+
+_trust = _listing("trust_list", trust_table)
+
+
+async def _authority(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "authority", {"resource": args.resource})
+    if args.resource and not r["assignments"]:
+        raise CliError(f"no authority assignment for {args.resource!r} (no such resource, or "
+                       "none assigned yet)", "not_found")
+    print(print_json(r) if args.json else authority_text(r))
+    return 0
+
+
+async def _usage(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "usage")
+    print(print_json(r) if args.json else usage_text(r))
+    return 0
+
+
+async def _stop(args: argparse.Namespace, sock: Path) -> int:
+    _print(args, await call_simple(sock, "stop"), "agent stopping")
+    return 0
+
+
+async def _delegate(args: argparse.Namespace, sock: Path) -> int:
+    """`shoal delegate RESOURCE DEVICE` on the publisher; `--accept FILE` on the delegate."""
+    import time
+
+    if args.accept:
+        if args.resource or args.device:
+            raise CliError("--accept FILE takes no resource or device", "usage")
+        text = sys.stdin.read(65536) if args.accept == "-" else Path(args.accept).read_text()
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise CliError(f"{args.accept}: not a delegation (JSON expected)") from None
+        if isinstance(obj, dict) and isinstance(obj.get("delegation"), dict):
+            obj = obj["delegation"]  # the whole `shoal --json delegate` answer
+        r = await call_simple(sock, "delegation_accept", {"delegation": obj})
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["expires"]))
+        _print(args, r, f"delegation kept: you may publish new versions of "
+               f"{r['resource_id'][:12]} (by {r['publisher_short']}) until {until}")
+        return 0
+    if not args.resource or not args.device:
+        raise CliError("delegate needs NAME-or-ID and DEVICE (or --accept FILE on the "
+                       "delegate)", "usage")
+    r = await call_simple(sock, "delegate", {"resource": args.resource,
+                                             "device": args.device, "days": args.days})
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["expires"]))
+    if r["delivered"]:
+        human = (f"{r['delegate']} may publish new versions of {r['name']} until {until} "
+                 f"(there: shoal publish PATH --update {r['resource_id'][:12]})")
+    else:
+        human = (f"not delivered ({r['reason']}); save the next line to a file and run "
+                 f"`shoal delegate --accept FILE` on {r['delegate']} (valid until {until}):\n"
+                 + json.dumps(r["delegation"], separators=(",", ":")))
+    _print(args, r, human)
+    return 0
+
+
+#: Subcommand -> what runs it against the agent's control socket (see the module docstring).
+HANDLERS: dict[str, Handler] = {
+    "id": _id, "status": _status, "peers": _peers, "publish": _publish,
+    "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
+    "trust": _trust, "authority": _authority, "usage": _usage, "stop": _stop,
+    "delegate": _delegate,
+}
+
+
+def local_banner(data_dir: Path, port: int | None) -> str:
+    """What `run --local` prints once it listens: how to reach it from this machine."""
+    d = shlex.quote(str(data_dir))
+    return (f"Local mode: this agent listens on 127.0.0.1:{port} only and discovers agents "
+            "on this machine only (BLE off).\n"
+            f"  talk to it:  shoal --data-dir {d} status\n"
+            f"  pair with it from another local agent:  shoal --data-dir OTHER-DIR pair "
+            f"127.0.0.1:{port}")
+
+
+def _run_agent(cfg: Config, level: str, local: bool = False) -> int:
+    from agent.daemon import StartupError
     from agent.log import setup_logging
     from agent.node import Node
 
     setup_logging(level)
-    node = Node(cfg)
-    asyncio.run(node.run())
+
+    async def serve(node: Node) -> None:
+        async def announce() -> None:
+            await node.ready.wait()
+            print(local_banner(cfg.node.data_dir, node.connections.lan_port), file=sys.stderr,
+                  flush=True)
+
+        shown = asyncio.create_task(announce()) if local else None
+        try:
+            await node.run()
+        finally:
+            if shown is not None:
+                shown.cancel()
+
+    try:
+        asyncio.run(serve(Node(cfg)))
+    except StartupError as e:  # port in use, data dir busy...: one line, never a traceback
+        raise CliError(str(e)) from None
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "config" and args.config_command == "defaults":
-            print(render_defaults(), end="")
-            return 0
-        cfg = resolve_config(args)
-        if args.command == "config":
-            print(json.dumps(_jsonable(cfg), indent=2))
-            return 0
-        if args.command == "run":
-            return _run_agent(cfg, args.log_level)
-        if args.command == "demo":
-            from agent.demo import run_demo
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "config" and args.config_command == "defaults":
+        print(render_defaults(), end="")
+        return 0
+    cfg = resolve_config(args)
+    if args.command == "config":
+        print(json.dumps(_jsonable(cfg), indent=2))
+        return 0
+    if args.command == "run":
+        return _run_agent(cfg, args.log_level, local=args.local)
+    if args.command == "demo":
+        from agent.demo import run_demo
 
-            return asyncio.run(run_demo(args.size_mib, args.keep))
-        return asyncio.run(_client(args, cfg))
-    except (CliError, ConfigError, ControlError, ValueError, OSError) as e:
-        print(display(f"shoal: error: {e}"), file=sys.stderr)
+        return asyncio.run(run_demo(args.size_mib, args.keep))
+    return asyncio.run(HANDLERS[args.command](args, cfg.node.control_socket_path))
+
+
+# ------------------------------------------------------------------------------ main
+def _json_requested(argv: Sequence[str]) -> bool:
+    """``--json`` anywhere before a ``--``: known even when the rest does not parse."""
+    head = argv[: list(argv).index("--")] if "--" in argv else argv
+    return "--json" in head
+
+
+def _pipe_closed(fd: int) -> bool:
+    """The reader of *fd* is gone (POLLERR on a pipe's write end)."""
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _quiet_broken_pipe() -> int | None:
+    """Output into a closed pipe: point stdout/stderr at /dev/null (so the interpreter's
+    final flush cannot complain) and end with 141, like a coreutils tool killed by SIGPIPE.
+    None when neither stdout nor stderr is the closed pipe (then it was the agent's socket)."""
+    closed = [fd for fd in (1, 2) if _pipe_closed(fd)]
+    if not closed:
+        return None
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in closed:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return EXIT_PIPE
+
+
+def _report(f: Failure, as_json: bool) -> None:
+    with contextlib.suppress(OSError):  # a closed stderr/stdout: nothing left to tell
+        if as_json:
+            print(f.as_json(), flush=True)
+        else:
+            print(f.as_line(), file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = _json_requested(argv)
+    command: str | None = None
+    debug = False
+    try:
+        args = build_parser().parse_args(argv)
+        for name, default in GLOBAL_DEFAULTS.items():  # (a parser built elsewhere)
+            if not hasattr(args, name):
+                setattr(args, name, default)
+        as_json, command, debug = args.json, args.command, args.log_level == "debug"
+        return _dispatch(args)
+    except UsageError as e:
+        _report(Failure("usage", str(e), f"see: {e.prog} --help"), as_json)
+        return EXIT_USAGE
+    except BrokenPipeError as e:
+        code = _quiet_broken_pipe()
+        if code is not None:
+            return code
+        _report(failure_of(ControlError(f"lost the connection to the agent ({e})",
+                                        "gone"), command), as_json)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("shoal: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # the agent's own exceptions still get one line
-        from agent.security.identity import IdentityError
-        from agent.security.trust import TrustError
-        from agent.store import StoreError
+        _report(Failure("interrupted", "interrupted", HINTS["interrupted"]), as_json)
+        return EXIT_INTERRUPTED
+    except (CliError, ConfigError, ShoalError, ValueError, OSError) as e:
+        # (ShoalError: the agent's own typed failures, e.g. a trust store or identity read
+        # directly by `shoal id` without an agent)
+        f = failure_of(e, command)
+        _report(f, as_json)
+        return EXIT_USAGE if f.kind == "usage" else EXIT_ERROR
+    except Exception as e:  # the last boundary: still one line (or one JSON object)
+        leaf = _only_leaf(e)
+        if leaf is not e and isinstance(leaf, (ShoalError, ValueError, OSError)):
+            f = failure_of(leaf, command)  # a task group's single failure, e.g. at start-up
+        else:
+            f = Failure("internal", f"internal error: {type(leaf).__name__}: {leaf}",
+                        "this is a bug: run again with --log-level debug for the traceback "
+                        "and report it")
+            if debug:
+                traceback.print_exception(e, file=sys.stderr)
+        _report(f, as_json)
+        return EXIT_ERROR
 
-        if isinstance(e, (IdentityError, StoreError, TrustError)):
-            print(display(f"shoal: error: {e}"), file=sys.stderr)
-            return EXIT_ERROR
-        raise
+
+def _only_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (asyncio's TaskGroup
+    wraps a start-up failure so), else *exc* itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _jsonable(obj: Any) -> Any:
@@ -456,6 +572,4 @@ def _jsonable(obj: Any) -> Any:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
-    os._exit(1)
+    sys.exit(main())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.control.errors import ControlError
+from agent.errors import ErrorKind
 
 MAX_REPLY = 64 * 1024 * 1024  # one JSON reply line from the agent (a catalog, the map)
 
@@ -28,19 +29,22 @@ async def call(
         reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REPLY)
     except FileNotFoundError:
         raise ControlError(
-            f"no agent is running (no control socket at {path}); start one with: shoal run"
-        ) from None
+            f"no agent is running (no control socket at {path}); start one with: shoal run",
+            ErrorKind.UNAVAILABLE) from None
     except PermissionError:
-        raise ControlError(f"permission denied on {path}: run as the agent's user") from None
+        raise ControlError(f"permission denied on {path}: run as the agent's user",
+                           ErrorKind.REFUSED) from None
     except ConnectionRefusedError:
-        raise ControlError(f"no agent is listening on {path}; start one with: shoal run") from None
+        raise ControlError(f"no agent is listening on {path}; start one with: shoal run",
+                           ErrorKind.UNAVAILABLE) from None
     try:
         writer.write(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
         await writer.drain()
         while True:
             line = await reader.readline()
             if not line:
-                raise ControlError("the agent closed the connection without answering")
+                raise ControlError("the agent closed the connection without answering",
+                                   ErrorKind.GONE)
             msg = json.loads(line)
             if msg.get("event") == "data":
                 yield await reader.readexactly(int(msg["length"]))

@@ -10,6 +10,7 @@ table, not the node.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import os
 import time
@@ -21,10 +22,14 @@ from typing import TYPE_CHECKING, Protocol
 from agent import __version__
 from agent.control.errors import ControlError
 from agent.control.server import Command, Reply
+from agent.peer.connections import SelfConnection
 from agent.peer.hello import DEFAULT_PORT, parse_address
+from agent.security.delegation import DEFAULT_DAYS, MAX_DAYS, SignedDelegation, issue
 from agent.security.identity import format_device_id
-from agent.security.pairing import format_code
-from agent.transfer.catalog import publisher_label, resource_entry
+from agent.security.pairing import format_code, normalize_code
+from agent.security.signing import SignatureError
+from agent.transfer.catalog import lookup, publisher_label, resource_entry
+from agent.transfer.listing import rank, verified_entries
 from agent.transfer.service import FetchService
 
 if TYPE_CHECKING:
@@ -34,8 +39,8 @@ if TYPE_CHECKING:
     from agent.peer.pairing import PairingService
     from agent.peer.table import PeerTable
     from agent.security.identity import Identity
-    from agent.security.trust import TrustStore
-    from agent.store import ContentStore, Manifest
+    from agent.security.trust import TrustedDevice, TrustStore
+    from agent.store import ContentStore, Manifest, ResourceRecord
 
 Args = dict[str, object]
 MAX_WAIT = 3600.0  # seconds any command may be asked to wait
@@ -50,8 +55,18 @@ class BleControl(Protocol):
     def find_connection(self, target: str) -> PeerConnection: ...
 
 
+class UnpairControl(Protocol):
+    """Unpairing on both sides (agent/peer/unpair.py)."""
+
+    async def unpair(self, device: TrustedDevice) -> dict[str, object]: ...
+
+
 class AuthorityControl(Protocol):
     def describe(self, resource: str | None = None) -> dict[str, object]: ...
+
+
+class UsageControl(Protocol):
+    def describe(self) -> dict[str, object]: ...
 
 
 class _StreamExport:
@@ -82,8 +97,18 @@ class CommandContext:
     fetcher: FetchService
     catalog_changed: Callable[[], None]
     stop: Callable[[], None]
+    unpairing: UnpairControl
     ble: BleControl | None = None
     authority: AuthorityControl | None = None
+    usage: UsageControl | None = None
+
+
+def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
+    """A ``peers`` row for a paired device the peer table has not seen (yet)."""
+    return {"peer_id": d.device_id, "display_id": d.display_id, "short_id": d.display_id[:9],
+            "name": d.name, "addresses": [], "sources": [], "connected": False,
+            "reachable": False, "trusted": True, "unpaired_by_peer": False,
+            "last_seen_s": None, "last_seen_at": None, "rtt_ms": None, "rssi": None}
 
 
 def _seconds(value: object, default: float, what: str) -> float:
@@ -101,6 +126,59 @@ def _seconds(value: object, default: float, what: str) -> float:
     return s
 
 
+def _days(value: object) -> float:
+    """A delegation's lifetime in days from the CLI: finite, > 0, at most MAX_DAYS."""
+    if value is None or value == "":
+        return float(DEFAULT_DAYS)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ControlError(f"days must be a number, not {value!r}")
+    try:
+        days = float(value)
+    except ValueError:
+        raise ControlError(f"days must be a number, not {value!r}") from None
+    if not math.isfinite(days) or not 0 < days <= MAX_DAYS:
+        raise ControlError(f"days must be more than 0 and at most {MAX_DAYS}")
+    return days
+
+
+def _held_resource(c: CommandContext, resource: object) -> ResourceRecord:
+    """A resource held here by name, ID, ID prefix or manifest hash (ControlError if not)."""
+    rec = lookup(c.store, str(resource or ""), c.fetcher.trusted_publisher)
+    if rec is None:
+        raise ControlError(f"no resource {str(resource)[:80]!r} is held here (see: shoal "
+                           "resources --local; fetch it first to update it)")
+    return rec
+
+
+def _sequence(value: object) -> int:
+    """``after`` from the CLI: a pairing sequence number (a non-negative whole number)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise ControlError(f"after must be a pairing sequence number, not {value!r}")
+    return value
+
+
+def pairing_addresses(listen: str, port: int | None,
+                      endpoints: list[tuple[str, int]]) -> list[str]:
+    """``HOST:PORT`` strings another device can pair with: the listen address itself, or
+    (listening on every interface) every non-loopback address, loopback only when that
+    is all there is. Empty when the LAN listener is off."""
+    if port is None:
+        return []
+    try:
+        family = ipaddress.ip_address(listen).version
+    except ValueError:
+        family = 4
+    if listen not in ("0.0.0.0", "::"):
+        hosts = [listen]
+    else:
+        hosts = [a for a, _ in endpoints if ipaddress.ip_address(a).version == family]
+        outside = [a for a in hosts if not ipaddress.ip_address(a).is_loopback]
+        hosts = outside or hosts or ["127.0.0.1" if family == 4 else "::1"]
+    return [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in dict.fromkeys(hosts)]
+
+
 class Commands:
     """Every control command; :meth:`table` is what the control server serves."""
 
@@ -112,10 +190,12 @@ class Commands:
             "id": self.id, "status": self.status, "peers": self.peers,
             "publish": self.publish, "resources": self.resources, "fetch": self.fetch,
             "pair_start": self.pair_start, "pair_open": self.pair_open,
-            "pair_close": self.pair_close,
+            "pair_close": self.pair_close, "pair_decline": self.pair_decline,
             "pair_confirm": self.pair_confirm, "pair_pending": self.pair_pending,
             "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
+            "usage": self.usage,
+            "delegate": self.delegate, "delegation_accept": self.delegation_accept,
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -139,8 +219,17 @@ class Commands:
         }
 
     async def peers(self, args: Args, reply: Reply) -> object:
+        """Every device in the peer table, plus paired devices not seen since the agent
+        started (offline, ``last_seen_s`` None). ``last_seen_s``: seconds since last seen;
+        ``connected``: a session is up (else offline); ``unpaired_by_peer``: it withdrew
+        its trust."""
         c = self.ctx
-        return [p.summary(c.trust.is_trusted(p.peer_id)) for p in c.peers.all()]
+        rows = [c.peers.summary(p) for p in c.peers.all()]
+        listed = {r["peer_id"] for r in rows}
+        for d in c.trust.list():
+            if d.device_id not in listed:
+                rows.append(_unseen_paired(d))
+        return rows
 
     async def publish(self, args: Args, reply: Reply) -> object:
         c = self.ctx
@@ -151,10 +240,13 @@ class Commands:
             raise ControlError(f"{path}: not a readable regular file")
         if not os.access(path, os.R_OK):
             raise ControlError(f"{path}: the agent (uid {os.getuid()}) cannot read it")
-        name = str(args.get("name") or path.name)
+        update = _held_resource(c, args.get("update")) if args.get("update") else None
+        name = args.get("name") or (None if update else path.name)
         public = bool(args.get("public", False))
-        m = await asyncio.to_thread(c.store.publish_file, path, name=name, public=public,
-                                    signer=c.identity)
+        m = await asyncio.to_thread(c.store.publish_file, path,
+                                    name=str(name) if name else None, public=public,
+                                    signer=c.identity,
+                                    update=update.resource_id if update else None)
         c.catalog_changed()
         return resource_entry(c.store.find(m.resource_id))
 
@@ -169,11 +261,12 @@ class Commands:
                 *(x.request("list", {}, timeout=LIST_TIMEOUT) for x in conns),
                 return_exceptions=True)
             for conn, ans in zip(conns, answers, strict=True):
-                if isinstance(ans, list):  # a peer's claims: fetch verifies the signature
-                    remote.extend({**e, "holder": conn.name,
-                                   "publisher_short": publisher_label(str(e.get("publisher")))}
-                                  for e in ans if isinstance(e, dict))
-        return {"local": local, "remote": remote}
+                # each entry's signed version record is checked; private ones count only
+                # from paired peers, and paired holders rank first (agent/transfer/listing)
+                entries, _dropped = verified_entries(ans, conn.name,
+                                                     c.trust.is_trusted(conn.peer_id))
+                remote.extend(entries)
+        return {"local": local, "remote": rank(remote)}
 
     async def fetch(self, args: Args, reply: Reply) -> object:
         c = self.ctx
@@ -188,6 +281,46 @@ class Commands:
         return await c.fetcher.fetch(resource, source=str(source) if source else None,
                                      progress=progress,
                                      export=_StreamExport(reply) if args.get("stream") else None)
+
+    async def delegate(self, args: Args, reply: Reply) -> object:
+        """Let a paired device make new versions of one of our resources for some days;
+        hand it the delegation over its session if it is connected (else the CLI prints it
+        for `shoal delegate --accept`)."""
+        c = self.ctx
+        rec = _held_resource(c, args.get("resource"))
+        if rec.publisher != c.identity.hex_id:
+            raise ControlError(f"only the publisher of {rec.name!r} can delegate it "
+                               f"(published by {publisher_label(rec.publisher)})")
+        dev = c.trust.resolve(str(args.get("device", "")))
+        if dev.signing_key is None:
+            raise ControlError(f"{dev.name} was paired before signing keys; it must connect "
+                               "once with a current agent first")
+        days = _days(args.get("days"))
+        dlg = issue(c.identity, rec.resource_id, bytes.fromhex(dev.public_key),
+                    bytes.fromhex(dev.signing_key), days=days)
+        conn = next((x for x in c.connections.live_connections()
+                     if x.peer_id.hex() == dev.device_id), None)
+        reason = "" if conn is not None else f"{dev.name} is not connected"
+        if conn is not None:
+            try:
+                await conn.request("delegation", {"d": dlg.to_obj()}, timeout=LIST_TIMEOUT)
+            except Exception as e:  # delivery is best effort: the text is returned anyway
+                reason = str(e) or type(e).__name__
+        return {"resource_id": rec.resource_id, "name": rec.name, "delegate": dev.name,
+                "display_id": dev.display_id, "expires": dlg.delegation.expires,
+                "delivered": not reason, "reason": reason, "delegation": dlg.to_obj()}
+
+    async def delegation_accept(self, args: Args, reply: Reply) -> object:
+        """Keep a delegation given to this device out of band (the text `delegate` printed)."""
+        c = self.ctx
+        try:
+            dlg = SignedDelegation.from_obj(args.get("delegation"))
+            await asyncio.to_thread(c.store.save_delegation, dlg, c.identity)
+        except SignatureError as e:
+            raise ControlError(f"delegation refused: {e}") from None
+        d = dlg.delegation
+        return {"resource_id": d.resource_id, "publisher_short": publisher_label(d.publisher),
+                "expires": d.expires}
 
     async def connect(self, args: Args, reply: Reply) -> object:
         c = self.ctx
@@ -205,14 +338,27 @@ class Commands:
                 raise ControlError("BLE is not running on this agent (see [ble] in the config)")
             conn = c.ble.find_connection(address[4:])
         else:
-            conn = await c.connections.connect(parse_address(address, DEFAULT_PORT))
+            try:
+                conn = await c.connections.connect(parse_address(address, DEFAULT_PORT))
+            except SelfConnection:
+                raise ControlError(
+                    f"cannot pair with {address}: that is this agent; give the other "
+                    "device's address (`shoal pair` run there prints it)") from None
         return await c.pairing.start(conn)
 
     async def pair_open(self, args: Args, reply: Reply) -> object:
+        """Open the window. ``after`` is the newest pairing so far, for ``pair_wait``;
+        ``addresses`` is where the other device reaches this one."""
         c = self.ctx
         seconds = _seconds(args.get("seconds"), c.cfg.pairing.window_seconds, "seconds")
+        after = c.pairing.last_seq()
         until = c.pairing.open_window(seconds)
-        return {"open_until": until, "seconds": seconds}
+        addresses = pairing_addresses(c.cfg.lan.listen, c.connections.lan_port,
+                                      c.connections.lan_endpoints())
+        if c.ble is not None:
+            addresses.append(f"ble:{c.identity.short_id}")
+        return {"open_until": until, "seconds": seconds, "after": after,
+                "addresses": addresses}
 
     async def pair_close(self, args: Args, reply: Reply) -> object:
         """Close the pairing window before its time (see PairingService.close_window)."""
@@ -221,6 +367,13 @@ class Commands:
     async def pair_confirm(self, args: Args, reply: Reply) -> object:
         return await self.ctx.pairing.confirm(str(args.get("code", "")))
 
+    async def pair_decline(self, args: Args, reply: Reply) -> object:
+        """End a pairing the user did not confirm (here and on the other device)."""
+        pid = args.get("pairing_id")
+        if not isinstance(pid, str) or not 0 < len(pid) <= 64:
+            raise ControlError("pair_decline needs the pairing_id of a pending pairing")
+        return await self.ctx.pairing.decline(pid)
+
     async def pair_pending(self, args: Args, reply: Reply) -> object:
         return [p.summary() | {"code_display": format_code(p.code)}
                 for p in self.ctx.pairing.pending()]
@@ -228,18 +381,25 @@ class Commands:
     async def pair_wait(self, args: Args, reply: Reply) -> object:
         pid = args.get("pairing_id")
         timeout = _seconds(args.get("timeout"), 120.0, "timeout")
+        after = _sequence(args.get("after"))
+        code_arg = args.get("code")
         try:
-            return await self.ctx.pairing.wait(str(pid) if pid else None, timeout)
+            code = normalize_code(str(code_arg)) if code_arg else None
+        except ValueError as e:
+            raise ControlError(str(e)) from None
+        try:
+            return await self.ctx.pairing.wait(str(pid) if pid else None, timeout,
+                                               after=after, code=code)
         except TimeoutError:
             raise ControlError(f"no pairing happened within {timeout:.0f} s; "
                                "start again with: shoal pair") from None
 
     async def unpair(self, args: Args, reply: Reply) -> object:
+        """Forget a paired device and tell it (now if a session is up, else at its next
+        session): ``notified`` says whether it acknowledged already."""
         c = self.ctx
         dev = c.trust.resolve(str(args.get("device", "")))
-        c.trust.remove(dev.device_id)
-        await c.connections.close_peer(bytes.fromhex(dev.device_id), "unpaired")
-        return {"name": dev.name, "display_id": dev.display_id}
+        return await c.unpairing.unpair(dev)
 
     async def trust_list(self, args: Args, reply: Reply) -> object:
         return [{"name": d.name, "display_id": d.display_id, "role": d.role,
@@ -251,6 +411,11 @@ class Commands:
             raise ControlError("authority is disabled ([authority] enabled = false)")
         resource = args.get("resource")
         return c.authority.describe(str(resource) if resource else None)
+
+    async def usage(self, args: Args, reply: Reply) -> object:
+        if self.ctx.usage is None:
+            raise ControlError("the access log is disabled ([usage] enabled = false)")
+        return self.ctx.usage.describe()
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

@@ -45,6 +45,7 @@ STREAM_LIMIT = 1 << 20
 MAX_UNTRUSTED_SESSIONS = 32
 
 ClosedListener = Callable[[PeerConnection], Awaitable[None]]
+OpenedListener = Callable[[PeerConnection], None]
 
 
 class Channel(Protocol):
@@ -80,6 +81,13 @@ class Unreachable(ShoalError):
 
 class HandshakeFailed(Unreachable):
     """The address answered, but the authenticated handshake did not complete."""
+
+
+class SelfConnection(Unreachable):
+    """The address leads back to this very agent (its own address, typed by mistake): no
+    session is kept, so the agent never lists itself among its peers."""
+
+    kind = ErrorKind.INVALID
 
 
 class MeshMismatch(HandshakeFailed, ValueError):
@@ -133,6 +141,7 @@ class Connections:
         self.discovery: LanDiscovery | None = None
         self._conns: set[PeerConnection] = set()
         self._closed_listeners: list[ClosedListener] = []
+        self._opened_listeners: list[OpenedListener] = []
         self._lan_seen: dict[str, tuple[LanPeerSeen, float]] = {}  # short id -> (event, first)
         self._dial_state: dict[str, tuple[int, float]] = {}  # short id -> (failures, next try)
         self._dialing: set[str] = set()
@@ -167,6 +176,11 @@ class Connections:
     def on_closed(self, listener: ClosedListener) -> None:
         """Call *listener* after any session ends (pairing cancels what it was carrying)."""
         self._closed_listeners.append(listener)
+
+    def on_opened(self, listener: OpenedListener) -> None:
+        """Call *listener* (synchronously) for every new authenticated session, before any
+        of its messages is read (unpairing tells a peer it is no longer trusted)."""
+        self._opened_listeners.append(listener)
 
     def hello(self) -> bytes:
         return make_hello(self.name, self.lan_port, self._signing_key, self.mesh)
@@ -263,6 +277,9 @@ class Connections:
         except MeshMismatch:
             await channel.close()
             raise
+        if self._is_self(channel, hello):
+            await channel.close()
+            raise SelfConnection(f"{where} is this agent")
         conn = self._register(channel, hello, outgoing=True, address=address)
         self._spawn(self._serve(conn), "conn")
         return conn
@@ -305,11 +322,17 @@ class Connections:
             log.info("session refused", extra=kv(addr=peer, reason=e))
             await channel.close()
             return
+        if self._is_self(channel, hello):  # we dialled ourselves: the dialler says so
+            await channel.close()
+            return
         port = hello.get("port")
         address = (peer[0], int(port) if isinstance(port, int) and port else int(peer[1])) \
             if peer else None
         conn = self._register(channel, hello, outgoing=False, address=address)
         await self._serve(conn)
+
+    def _is_self(self, channel: Channel, hello: dict[str, object]) -> bool:
+        return peer_device_id(channel.remote_static, hello) == self.device_id
 
     def _register(self, channel: Channel, hello: dict[str, object], *, outgoing: bool,
                   address: tuple[str, int] | None, transport: str = "lan") -> PeerConnection:
@@ -330,6 +353,8 @@ class Connections:
             direction="out" if outgoing else "in",
             trusted=self._trust.is_trusted(conn.peer_id)))
         self._limit_untrusted(conn)
+        for listener in self._opened_listeners:
+            listener(conn)
         return conn
 
     def _limit_untrusted(self, newest: PeerConnection) -> None:

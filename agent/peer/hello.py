@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import string
 from collections.abc import Mapping
 
@@ -61,11 +62,23 @@ def peer_device_id(remote_static: bytes, hello: Mapping[str, object]) -> bytes:
     return device_id_for(remote_static, signing_key_of(hello))
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"hello has a non-number {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as inf
+        raise ValueError("hello has a number out of range")
+    return value
+
+
 def parse_hello(raw: bytes) -> dict[str, object]:
-    """Validate the peer's handshake payload: small JSON with known keys only."""
+    """Validate the peer's handshake payload: small JSON with known keys only, and numbers
+    that are numbers (NaN, Infinity and 1e999 are refused as the wire decoder refuses them)."""
     if len(raw) > MAX_HELLO:
         raise ValueError("hello too large")
-    obj = json.loads(raw)
+    obj = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     if not isinstance(obj, dict) or not set(obj) <= {"v", "name", "port", "agent", "sk", "mesh"}:
         raise ValueError("hello has unknown keys")
     v = obj.get("v")

@@ -20,7 +20,13 @@ from agent.peer import wire
 from agent.peer.connection import Handler, PeerConnection, Refused, RemoteError
 from agent.peer.hello import signing_key_of
 from agent.security.identity import format_device_id
-from agent.security.pairing import PairingBook, PairingError, PendingPairing, normalize_code
+from agent.security.pairing import (
+    DECLINED,
+    PairingBook,
+    PairingError,
+    PendingPairing,
+    normalize_code,
+)
 from agent.security.trust import TrustStore
 
 log = logging.getLogger("shoal.pairing")
@@ -59,6 +65,10 @@ class PairingService:
     def open_window(self, seconds: float | None) -> float:
         return self.book.open_window(self._now(), seconds)
 
+    def last_seq(self) -> int:
+        """The newest pairing's sequence number: wait(after=...) shows only newer ones."""
+        return self.book.last_seq
+
     def window_open(self) -> bool:
         return self.book.window_open(self._now())
 
@@ -79,6 +89,26 @@ class PairingService:
             log.info("pairing window closed", extra=kv(cancelled=len(cancelled)))
         await self._notify()
         return {"was_open": was_open, "cancelled": len(cancelled)}
+
+    async def decline(self, pairing_id: str, *, notify_timeout: float = 2.0) -> Summary:
+        """The user declined (the codes differ, or they did not start this): the pairing
+        ends on this device now and, best effort, on the other one, whose user would
+        otherwise wait for an answer that never comes."""
+        try:
+            p = self.book.decline(pairing_id, DECLINED)
+        except PairingError as e:
+            raise PairingFailed(str(e)) from None
+        if p.cancelled != DECLINED:  # it had finished already: nothing to tell anyone
+            return p.summary()
+        conn = self._conns.pop(pairing_id, None)
+        if conn is not None and not conn.closed.is_set():
+            try:
+                await conn.request("pair_cancel", {}, timeout=notify_timeout)
+            except (RemoteError, ConnectionError, TimeoutError) as e:
+                log.info("pairing cancel not delivered", extra=kv(peer=p.peer_name, reason=e))
+        log.info("pairing declined", extra=kv(peer=p.peer_name))
+        await self._notify()
+        return p.summary()
 
     async def expire(self) -> None:
         """Cancel pairings nobody confirmed in time, and wake whoever waits for them."""
@@ -123,12 +153,16 @@ class PairingService:
         await self._notify()
         return p.summary()
 
-    async def wait(self, pairing_id: str | None, timeout: float) -> Summary:
-        """Wait until a pairing completes/cancels, or (no id) until an incoming one appears."""
+    async def wait(self, pairing_id: str | None, timeout: float, *, after: int = 0,
+                   code: str | None = None) -> Summary:
+        """Wait until a pairing completes/cancels, or (no id) until an incoming one appears
+        that is newer than sequence number *after* (see :meth:`last_seq`) and, with *code*,
+        shows that code: a waiting user sees the request they are expecting, not an older
+        one still pending from someone else."""
         def ready() -> Summary | None:
             if pairing_id is None:
-                incoming = [p for p in self.book.active() if p.incoming]
-                return incoming[0].summary() if incoming else None
+                p = self.book.newer_incoming(after, code)
+                return p.summary() if p is not None else None
             p = self.book.pending.get(pairing_id)
             if p is None:
                 raise PairingFailed("unknown pairing")
@@ -140,6 +174,9 @@ class PairingService:
             return res
 
     def pending(self) -> list[PendingPairing]:
+        """Pairings still in progress: expired ones are gone at once, not at the next
+        housekeeping round."""
+        self.book.expire(self._now())
         return self.book.active()
 
     def session_of(self, pairing_id: str) -> PeerConnection | None:

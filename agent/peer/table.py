@@ -3,6 +3,13 @@
 Why one table: BLE sightings, mDNS records and live sessions all describe the same device;
 merging them by device ID lets fetch, authority and prefetch ask one question ("who is near
 and reachable?") without caring how the device was found.
+
+Lifecycle: every sighting (a discovery record, a session opening, traffic on it, its end)
+moves the row's *last seen*, kept on the monotonic clock because pruning compares it with
+"now" and must not jump with NTP; the wall-clock time is derived only for display. A row of
+an unpaired device with no session that has not been seen for ``stale_after`` (default
+:data:`STALE_AFTER`, ``[lan] forget_after``) is forgotten; a paired device stays, shown
+offline with when it was last seen.
 """
 
 from __future__ import annotations
@@ -30,9 +37,29 @@ class PeerInfo:
     rssi: int | None = None
     rtt: float | None = None
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unpaired_by_peer: bool = False  # it told us it no longer trusts us (agent/peer/unpair.py)
 
-    def summary(self, trusted: bool, now: float | None = None) -> dict[str, Any]:
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None and not self.connection.closed.is_set()
+
+    def seen_at(self) -> float:
+        """When (monotonic) the device was last seen: a live session counts as now-ish (its
+        last message), so a connected peer never looks stale."""
+        if self.connected:
+            assert self.connection is not None
+            return max(self.last_seen, self.connection.last_seen)
+        return self.last_seen
+
+    def summary(self, trusted: bool, now: float | None = None,
+                wall: float | None = None) -> dict[str, Any]:
+        """The row for the ``peers`` reply. ``last_seen_s``: seconds since the device was
+        last seen (monotonic); ``last_seen_at``: the same moment as Unix time, for display
+        only (None: not seen since this agent started)."""
         now = time.monotonic() if now is None else now
+        wall = time.time() if wall is None else wall
+        seen = self.seen_at()
+        ago = max(0.0, now - seen) if seen else None
         return {
             "peer_id": self.peer_id.hex(),
             "display_id": format_device_id(self.peer_id),
@@ -40,10 +67,12 @@ class PeerInfo:
             "name": self.name,
             "addresses": [f"{h}:{p}" for (h, p) in self.addresses],
             "sources": sorted(self.sources),
-            "connected": self.connection is not None and not self.connection.closed.is_set(),
+            "connected": self.connected,
             "reachable": self.reachable,
             "trusted": trusted,
-            "last_seen_s": round(now - self.last_seen, 2) if self.last_seen else None,
+            "unpaired_by_peer": self.unpaired_by_peer and not trusted,
+            "last_seen_s": round(ago, 1) if ago is not None else None,
+            "last_seen_at": round(wall - ago) if ago is not None else None,
             "rtt_ms": round(self.rtt * 1000, 2) if self.rtt is not None else None,
             "rssi": self.rssi,
         }
@@ -53,8 +82,9 @@ class PeerInfo:
 #: cost nothing to make (one handshake, one BLE advert each), so the table must not grow with
 #: what strangers announce; paired and connected devices are never dropped for room.
 MAX_PEERS = 256
-#: An unpaired, disconnected device not seen for this long is forgotten by :meth:`prune`.
-STALE_AFTER = 3600.0
+#: An unpaired, disconnected device not seen for this long (seconds) is forgotten by
+#: :meth:`PeerTable.prune` (``[lan] forget_after``).
+STALE_AFTER = 600.0
 
 
 class PeerTable:
@@ -77,8 +107,7 @@ class PeerTable:
 
     def _evictable(self, info: PeerInfo) -> bool:
         """Unpaired and without a live session: only such rows are dropped."""
-        connected = info.connection is not None and not info.connection.closed.is_set()
-        return not connected and not self._is_trusted(info.peer_id)
+        return not info.connected and not self._is_trusted(info.peer_id)
 
     def _make_room(self) -> None:
         """Drop least recently seen evictable rows until a new one fits (if any can go)."""
@@ -95,7 +124,7 @@ class PeerTable:
         many. Called from housekeeping so stale sightings do not pile up for ever."""
         cutoff = self._clock() - self.stale_after
         stale = [p.peer_id for p in self._peers.values()
-                 if p.last_seen < cutoff and self._evictable(p)]
+                 if self._evictable(p) and p.seen_at() < cutoff]
         for peer_id in stale:
             del self._peers[peer_id]
         return len(stale)
@@ -130,9 +159,23 @@ class PeerTable:
         return info
 
     def detach(self, conn: PeerConnection) -> None:
+        """A session ended: the device was seen until now (its row ages from here)."""
         info = self._peers.get(conn.peer_id)
-        if info is not None and info.connection is conn:
+        if info is None:
+            return
+        info.last_seen = max(info.last_seen, self._clock())
+        if info.connection is conn:
             info.connection = None
+
+    def summary(self, info: PeerInfo) -> dict[str, Any]:
+        """:meth:`PeerInfo.summary` on this table's clock and trust."""
+        return info.summary(self._is_trusted(info.peer_id), self._clock())
+
+    def unpaired_by_peer(self, peer_id: bytes) -> None:
+        """The device told us (over its own session) that it no longer trusts us."""
+        info = self._peers.get(peer_id)
+        if info is not None:
+            info.unpaired_by_peer = True  # shown only while we do not trust it either
 
     def all(self) -> list[PeerInfo]:
         return sorted(self._peers.values(), key=lambda p: p.name)

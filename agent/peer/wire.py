@@ -74,7 +74,12 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "manifest": {"resource": _str(255)},
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
     "endpoints": {},
+    # a publisher hands a delegation to its delegate (agent/transfer/server.py checks it)
+    "delegation": {"d": (dict, lambda v: set(v) == {"delegation", "sig"})},
     "raft_join": {"c": _hex(32), "r?": _BOOL},
+    # usage aggregate (agent/usage/aggregate.py parses the contents strictly)
+    "usage": {"a": (dict, lambda v: len(v) <= 16)},
+    "unpaired": {},  # "the sender no longer trusts you" (agent/peer/unpair.py)
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {

@@ -11,7 +11,6 @@ This module is pure bookkeeping (no I/O): the node feeds it events and acts on t
 from __future__ import annotations
 
 import hashlib
-import itertools
 import secrets
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ CODE_DIGITS = 6
 #: Finished (confirmed or cancelled) entries kept for waiters, per allowed pending pairing.
 FINISHED_KEPT_PER_PENDING = 4
 REPLACED = "replaced by a newer pairing request from the same device"
+DECLINED = "declined on this device"
 
 
 def pairing_code(handshake_hash: bytes) -> str:
@@ -62,6 +62,7 @@ class PendingPairing:
     remote_confirmed: bool = False
     cancelled: str | None = None
     peer_signing_key: bytes | None = None  # announced in the hello; bound by the device ID
+    seq: int = 0  # order of arrival in its book: "newer than the ones before I waited"
 
     @property
     def complete(self) -> bool:
@@ -78,6 +79,7 @@ class PendingPairing:
             "remote_confirmed": self.remote_confirmed,
             "complete": self.complete,
             "cancelled": self.cancelled,
+            "seq": self.seq,
         }
 
 
@@ -89,7 +91,9 @@ class PairingBook:
     max_pending: int
     window_until: float = 0.0
     pending: dict[str, PendingPairing] = field(default_factory=dict)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: Sequence number of the newest pairing added; a waiter remembers it to see only
+    #: pairings that arrive after it started waiting, never an older one still pending.
+    last_seq: int = 0
 
     def open_window(self, now: float, seconds: float | None = None) -> float:
         self.window_until = now + (seconds if seconds is not None else self.window_seconds)
@@ -107,6 +111,24 @@ class PairingBook:
         for p in cancelled:
             p.cancelled = "the pairing window was closed on this device"
         return was_open, cancelled
+
+    def decline(self, pairing_id: str, reason: str) -> PendingPairing:
+        """The user said no (or the codes differed): the pairing ends here at once, so it
+        leaves the pending list rather than waiting there to expire."""
+        p = self.pending.get(pairing_id)
+        if p is None:
+            raise PairingError("no such pairing (it may have ended already)")
+        if p.cancelled is None and not p.complete:
+            p.cancelled = reason
+        return p
+
+    def newer_incoming(self, after: int, code: str | None = None) -> PendingPairing | None:
+        """The first incoming pairing still in progress that arrived after sequence number
+        *after* (and shows *code*, if given): what a waiting `shoal pair` should show."""
+        for p in self.active():
+            if p.incoming and p.seq > after and (code is None or p.code == code):
+                return p
+        return None
 
     def expire(self, now: float) -> None:
         for p in list(self.pending.values()):
@@ -143,10 +165,11 @@ class PairingBook:
                     old.cancelled = REPLACED
         if self._active() >= self.max_pending:
             raise PairingError("too many pairing attempts in progress; try again shortly")
-        pid = f"{next(self._ids)}-{secrets.token_hex(3)}"
+        self.last_seq += 1
+        pid = f"{self.last_seq}-{secrets.token_hex(3)}"
         p = PendingPairing(
             pid, peer_id, peer_public_key, peer_name[:64], pairing_code(handshake_hash),
-            incoming, now, peer_signing_key=peer_signing_key,
+            incoming, now, peer_signing_key=peer_signing_key, seq=self.last_seq,
         )
         self.pending[pid] = p
         self._forget_finished()

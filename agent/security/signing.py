@@ -33,6 +33,8 @@ from agent.errors import ErrorKind, ShoalError
 from agent.security.identity import device_id_for, short_device_id
 
 SIG_DOMAIN = b"shoal manifest signature v1\x00"
+#: The compact version record a `list` entry carries (agent/store/manifest.py, VersionRecord).
+RECORD_DOMAIN = b"shoal version record v1\x00"
 _KEYS = frozenset({"x25519", "ed25519", "sig"})
 
 
@@ -113,24 +115,26 @@ class PublisherSignature:
         return cls(raw["x25519"], raw["ed25519"], raw["sig"])
 
 
-def _message(digest: bytes) -> bytes:
+def _message(digest: bytes, domain: bytes = SIG_DOMAIN) -> bytes:
     if len(digest) != 32:
         raise ValueError("a manifest digest is 32 bytes")
-    return SIG_DOMAIN + digest
+    return domain + digest
 
 
-def sign_digest(signer: Signer, digest: bytes) -> PublisherSignature:
-    """Sign a manifest digest (BLAKE3 of its canonical bytes) as *signer*."""
+def sign_digest(signer: Signer, digest: bytes, domain: bytes = SIG_DOMAIN) -> PublisherSignature:
+    """Sign a manifest digest (BLAKE3 of its canonical bytes) as *signer*; *domain*
+    RECORD_DOMAIN signs a version record instead."""
     return PublisherSignature(signer.public_key, signer.signing_public,
-                              signer.sign(_message(digest)))
+                              signer.sign(_message(digest, domain)))
 
 
 def verify_digest(publisher_hex: str, digest: bytes, signature: PublisherSignature | None,
-                  what: str = "manifest") -> None:
+                  what: str = "manifest", domain: bytes = SIG_DOMAIN) -> None:
     """Raise a SignatureError unless *publisher_hex* signed *digest*.
 
     Order matters: first "are these the publisher's keys" (the ID must be recomputed from
     them, so a valid signature by anyone else is worthless), then the signature itself.
+    With a delegation, *publisher_hex* is the delegate's ID (checked by the delegation).
     """
     if signature is None:
         raise Unsigned(f"{what} is not signed by its publisher")
@@ -140,7 +144,7 @@ def verify_digest(publisher_hex: str, digest: bytes, signature: PublisherSignatu
             f"{short_device_id(signature.signer_id)}")
     try:
         Ed25519PublicKey.from_public_bytes(signature.ed25519).verify(
-            signature.sig, _message(digest))
+            signature.sig, _message(digest, domain))
     except (InvalidSignature, ValueError):
         raise BadSignature(f"{what}: the publisher signature does not verify "
                            "(forged, or changed after signing)") from None

@@ -14,6 +14,8 @@ has proved it holds the X25519 key we paired with, and its v2 ID commits to that
 from __future__ import annotations
 
 import json
+import math
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -56,29 +58,46 @@ class TrustedDevice:
         return format_device_id(bytes.fromhex(self.device_id))
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _entry_label(index: int, entry: object) -> str:
+    """How an entry is named in an error: its position and, if it has a usable one, its ID
+    (the file is hostile too: only lower-case hex is echoed, never raw text)."""
+    dev = entry.get("device_id") if isinstance(entry, dict) else None
+    shown = dev[:16] if isinstance(dev, str) and re.fullmatch(r"[0-9a-fA-F]{1,64}", dev) else "?"
+    return f"entry {index + 1} (device_id {shown})"
+
+
 def _validate(entry: object) -> TrustedDevice:
+    """One device entry, strictly: exact keys, 64 lower-case hex digits for the ID and the
+    keys, the ID equal to what the keys derive, a short printable name, a known role and a
+    finite time. TrustError with a short reason otherwise (the caller adds file and entry)."""
     base = {"device_id", "public_key", "name", "role", "paired_at"}
     if not isinstance(entry, dict) or set(entry) not in (base, base | {"signing_key"}):
-        raise TrustError("trust store entry has the wrong keys")
+        raise TrustError("has the wrong keys")
+    for key in ("device_id", "public_key", "signing_key"):
+        value = entry.get(key)
+        if key == "signing_key" and value is None:
+            continue
+        if not isinstance(value, str) or not _HEX64.fullmatch(value):
+            raise TrustError(f"{key} is not 64 lower-case hex digits")
     d = TrustedDevice(**entry)
-    try:
-        for hexfield in (d.device_id, d.public_key, d.signing_key or "0" * 64):
-            if not isinstance(hexfield, str) or len(hexfield) != 64:
-                raise TrustError("trust store entry has a malformed key or ID")
-            bytes.fromhex(hexfield)
-        x_pub = bytes.fromhex(d.public_key)
-        expect = device_id_for(x_pub, bytes.fromhex(d.signing_key) if d.signing_key else None)
-    except ValueError:
-        raise TrustError("trust store entry has a malformed key or ID") from None
-    if expect.hex() != d.device_id:
-        raise TrustError(f"trust store entry {d.device_id[:16]}: its keys do not match its ID")
+    signing = bytes.fromhex(d.signing_key) if d.signing_key else None
+    if device_id_for(bytes.fromhex(d.public_key), signing).hex() != d.device_id:
+        raise TrustError("its keys do not match its device_id")
     if not isinstance(d.name, str) or not 0 < len(d.name) <= 64:
-        raise TrustError("trust store entry has a malformed name")
+        raise TrustError("has a malformed name")
     if d.role not in ROLES:
-        raise TrustError(f"trust store entry has unknown role {d.role!r}")
-    if not isinstance(d.paired_at, (int, float)):
-        raise TrustError("trust store entry has a malformed time")
+        raise TrustError("has an unknown role")
+    if (not isinstance(d.paired_at, (int, float)) or isinstance(d.paired_at, bool)
+            or not math.isfinite(d.paired_at)):
+        raise TrustError("has a malformed paired_at time")
     return d
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number")
 
 
 class TrustStore:
@@ -90,7 +109,7 @@ class TrustStore:
         self._devices: dict[str, TrustedDevice] = {}
         if self.path.exists():
             try:
-                doc = json.loads(self.path.read_bytes())
+                doc = json.loads(self.path.read_bytes(), parse_constant=_no_constant)
             except (OSError, ValueError) as e:
                 raise TrustError(f"trust store {self.path} is unreadable: {e}") from e
             if not isinstance(doc, dict) or doc.get("version") not in (1, FORMAT):
@@ -98,8 +117,13 @@ class TrustStore:
             devices = doc.get("devices")
             if not isinstance(devices, list) or len(devices) > MAX_DEVICES:
                 raise TrustError(f"trust store {self.path}: malformed device list")
-            for raw in devices:
-                d = _validate(raw)
+            for i, raw in enumerate(devices):
+                try:
+                    d = _validate(raw)
+                except TrustError as e:
+                    raise TrustError(f"trust store {self.path}: {_entry_label(i, raw)} {e}; "
+                                     "fix or remove that entry (or the file, then pair "
+                                     "again)") from None
                 self._devices[d.device_id] = d
 
     def _save(self) -> None:

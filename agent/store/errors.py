@@ -54,3 +54,10 @@ class VersionConflict(StoreError):
     """A manifest contradicts what is already recorded for its resource."""
 
     kind = ErrorKind.CONFLICT
+
+
+class NotDelegated(StoreError):
+    """A version of another device's resource was asked for, and it has not delegated it
+    to this device (or the delegation no longer holds)."""
+
+    kind = ErrorKind.UNTRUSTED

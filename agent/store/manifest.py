@@ -25,7 +25,6 @@ believed before :meth:`Manifest.verify` passed.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import unicodedata
@@ -35,7 +34,10 @@ from typing import Any
 
 from blake3 import blake3
 
+from agent.security.delegation import SignedDelegation
 from agent.security.signing import (
+    RECORD_DOMAIN,
+    MalformedSignature,
     PublisherSignature,
     Signer,
     sign_digest,
@@ -154,7 +156,13 @@ class Manifest:
     public: bool
     parent: str | None
     #: The publisher's signature over :attr:`digest`; None = unsigned (never believed).
+    #: With a :attr:`delegation`, the delegate's signature.
     signature: PublisherSignature | None = field(default=None, compare=False, repr=False)
+    #: The publisher's delegation, when a delegate signed this version.
+    delegation: SignedDelegation | None = field(default=None, compare=False, repr=False)
+    #: The same signer's Ed25519 signature over :meth:`record_digest` (what a `list` entry
+    #: carries); None for versions signed before version records existed.
+    record_sig: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.signature is not None and not isinstance(self.signature, PublisherSignature):
@@ -233,6 +241,7 @@ class Manifest:
         obj = s.loads_strict(data, max_bytes=max_bytes, what="manifest")
         m = cls.from_obj(obj)
         s.require_canonical(data, m.to_obj(), "manifest")
+        m.__dict__["_encoded"] = bytes(data)  # proven canonical: no second encoding later
         return m
 
     @classmethod
@@ -253,50 +262,130 @@ class Manifest:
 
     # -- signatures -------------------------------------------------------------------
 
-    def with_signature(self, signature: PublisherSignature | None) -> Manifest:
-        """The same manifest (same bytes, same hash) carrying *signature*."""
-        return dataclasses.replace(self, signature=signature)
+    def with_signature(self, signature: PublisherSignature | None, *,
+                       delegation: SignedDelegation | None = None,
+                       record_sig: bytes | None = None) -> Manifest:
+        """The same manifest (same bytes, same hash) carrying *signature* (and the
+        delegation and record signature that go with it). Cheap: nothing is re-validated
+        or re-encoded (the fields are unchanged), which matters at store open."""
+        if signature is not None and not isinstance(signature, PublisherSignature):
+            raise ManifestError("signature must be a PublisherSignature")
+        if record_sig is not None and (signature is None or not isinstance(record_sig, bytes)
+                                       or len(record_sig) != 64):
+            raise ManifestError("a record signature is 64 bytes and needs a signature")
+        if delegation is not None and (signature is None
+                                       or not isinstance(delegation, SignedDelegation)):
+            raise ManifestError("a delegation needs a signature")
+        clone = object.__new__(Manifest)
+        clone.__dict__.update(self.__dict__)  # fields and cached encodings
+        object.__setattr__(clone, "signature", signature)
+        object.__setattr__(clone, "delegation", delegation)
+        object.__setattr__(clone, "record_sig", record_sig)
+        return clone
 
-    def signed_by(self, signer: Signer) -> Manifest:
-        """Sign as *signer*, who must be the publisher (ManifestError otherwise)."""
-        if signer.device_id.hex() != self.publisher:
+    def signed_by(self, signer: Signer, delegation: SignedDelegation | None = None) -> Manifest:
+        """Sign as *signer*: the publisher, or a delegate holding the publisher's
+        *delegation* for this resource (checked now: ManifestError / DelegationError)."""
+        me = signer.device_id.hex()
+        if delegation is None and me != self.publisher:
             raise ManifestError(
                 f"only the publisher can sign a manifest (publisher {self.publisher[:16]}, "
-                f"signer {signer.device_id.hex()[:16]})")
-        return self.with_signature(sign_digest(signer, self.digest))
+                f"signer {me[:16]}) unless it delegated this resource to the signer")
+        if delegation is not None:
+            if me == self.publisher:
+                raise ManifestError("the publisher signs without a delegation")
+            delegation.check(self.publisher, self.resource_id,
+                             PublisherSignature(signer.public_key, signer.signing_public,
+                                                bytes(64)))
+        sig = sign_digest(signer, self.digest)
+        rsig = sign_digest(signer, self.record_digest, RECORD_DOMAIN).sig
+        return self.with_signature(sig, delegation=delegation, record_sig=rsig)
 
-    def verify(self) -> None:
-        """Raise a SignatureError (kind untrusted) unless the publisher signed these bytes."""
-        verify_digest(self.publisher, self.digest, self.signature,
-                      f"manifest {self.manifest_hash[:12]} of {self.name!r}")
+    def verify(self, now: float | None = None) -> None:
+        """Raise a SignatureError (kind untrusted) unless the publisher, or a delegate the
+        publisher named for this resource within the delegation's window (*now*, default
+        the clock), signed these bytes, and the record signature (if any) is the same
+        signer's."""
+        what = f"manifest {self.manifest_hash[:12]} of {self.name!r}"
+        signer_hex = self.publisher
+        if self.delegation is not None:
+            self.delegation.check(self.publisher, self.resource_id, self.signature, now)
+            signer_hex = self.delegation.delegation.delegate
+        verify_digest(signer_hex, self.digest, self.signature, what)
+        if self.record_sig is not None:
+            assert self.signature is not None  # verify_digest refused an unsigned one
+            verify_digest(signer_hex, self.record_digest,
+                          PublisherSignature(self.signature.x25519, self.signature.ed25519,
+                                             self.record_sig),
+                          f"version record of {what}", RECORD_DOMAIN)
 
     @property
     def signed(self) -> bool:
         """Carries a signature (not necessarily a valid one: see :meth:`verify`)."""
         return self.signature is not None
 
+    # -- version records (what a `list` entry proves) ----------------------------------
+
+    def version_record(self) -> dict[str, object]:
+        """The compact, separately signed description of this version: enough to list it
+        (and to check the listing) without the chunk list."""
+        return version_record(self.resource_id, self.version, self.name, self.publisher,
+                              self.manifest_hash, self.size, self.public)
+
+    @functools.cached_property
+    def record_digest(self) -> bytes:
+        return blake3(s.canonical_json(self.version_record())).digest()
+
+    # -- envelope (wire) and seal (disk) ------------------------------------------------
+
+    def seal(self) -> dict[str, object] | None:
+        """Everything signed *about* these bytes, as stored beside them (``.sig`` file,
+        resource record): ``{"sig", "vsig"?, "dlg"?}``; None if unsigned."""
+        if self.signature is None:
+            return None
+        out: dict[str, object] = {"sig": self.signature.to_obj()}
+        if self.record_sig is not None:
+            out["vsig"] = self.record_sig.hex()
+        if self.delegation is not None:
+            out["dlg"] = self.delegation.to_obj()
+        return out
+
+    def with_seal(self, obj: object) -> Manifest:
+        """This manifest carrying a parsed seal (also the pre-seal ``.sig`` form: a bare
+        signature block). Parsed, not verified; MalformedSignature/DelegationError if bad."""
+        if isinstance(obj, Mapping) and "sig" in obj and isinstance(obj["sig"], Mapping):
+            if not set(obj) <= {"sig", "vsig", "dlg"}:
+                raise MalformedSignature("seal must be {sig, vsig?, dlg?}")
+            return self.with_signature(
+                PublisherSignature.from_obj(obj["sig"]),
+                delegation=(SignedDelegation.from_obj(obj["dlg"]) if "dlg" in obj else None),
+                record_sig=_record_sig(obj.get("vsig")))
+        return self.with_signature(PublisherSignature.from_obj(obj))
+
     def envelope(self) -> dict[str, object]:
-        """The wire/disk form: the manifest text and, if any, the signature unchanged."""
+        """The wire form: the manifest text and, if any, the seal unchanged (flattened:
+        ``{"manifest", "sig"?, "vsig"?, "dlg"?}``)."""
         env: dict[str, object] = {"manifest": self.to_bytes().decode("ascii")}
-        if self.signature is not None:
-            env["sig"] = self.signature.to_obj()
+        env.update(self.seal() or {})
         return env
 
     @classmethod
     def from_envelope(cls, obj: object, *, max_bytes: int = MAX_MANIFEST_BYTES) -> Manifest:
-        """Parse an envelope from a peer: strict manifest, well-formed (unverified) signature.
+        """Parse an envelope from a peer: strict manifest, well-formed (unverified) seal.
 
         The signature is *parsed* here, not verified: the caller decides what an unsigned or
         badly signed offer means for it (drop it, report the source). A malformed signature
-        block raises MalformedSignature (kind untrusted).
+        block or delegation raises a SignatureError (kind untrusted).
         """
         if not isinstance(obj, Mapping) or not isinstance(obj.get("manifest"), str) or not (
-                set(obj) <= {"manifest", "sig"}):
-            raise ManifestError("manifest envelope must be {manifest, sig}")
+                set(obj) <= {"manifest", "sig", "vsig", "dlg"}):
+            raise ManifestError("manifest envelope must be {manifest, sig, vsig?, dlg?}")
         m = cls.from_bytes(obj["manifest"].encode("utf-8"), max_bytes=max_bytes)
         if "sig" not in obj:
+            if set(obj) != {"manifest"}:
+                raise MalformedSignature("vsig and dlg need a signature")
             return m
-        return m.with_signature(PublisherSignature.from_obj(obj["sig"]))
+        return m.with_seal({k: v for k, v in obj.items() if k != "manifest"})
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -306,6 +395,22 @@ class Manifest:
         for c in self.chunks:
             out.setdefault(c.chunk_id, c.length)
         return out
+
+
+def version_record(resource_id: str, version: int, name: str, publisher: str,
+                   manifest_hash: str, size: int, public: bool) -> dict[str, object]:
+    """The fields a version record signs (see :meth:`Manifest.version_record`)."""
+    return {"manifest": manifest_hash, "name": name, "public": public,
+            "publisher": publisher, "resource_id": resource_id, "size": size,
+            "version": version}
+
+
+def _record_sig(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 128 or not s.is_hex(value, 128):
+        raise MalformedSignature("vsig must be 128 lower-case hex characters")
+    return bytes.fromhex(value)
 
 
 def _chunk_from_obj(i: int, item: Any) -> ChunkEntry:

@@ -123,19 +123,20 @@ def _never(peer_id: bytes) -> bool:
 async def find_offers(
     conns: Sequence[PeerConnection], resource: str, timeout: float,
     is_trusted: Callable[[bytes], bool] = _never,
-) -> tuple[list[Offer], dict[str, str]]:
+) -> tuple[list[Offer], dict[str, BaseException]]:
     """Ask every peer at once; return the offers (marked by whether the session's peer is
-    paired, per *is_trusted*) and, per peer name, why it had none."""
+    paired, per *is_trusted*) and, per peer name, why it had none (the exception itself, so
+    the caller can tell "not held" from "unreachable": :mod:`agent.transfer.failure`)."""
     results = await asyncio.gather(
         *(ask_manifest(c, resource, timeout) for c in conns), return_exceptions=True
     )
     offers: list[Offer] = []
-    errors: dict[str, str] = {}
+    errors: dict[str, BaseException] = {}
     for conn, res in zip(conns, results, strict=True):
         if isinstance(res, Manifest):
             offers.append(Offer(conn, res, is_trusted(conn.peer_id)))
         elif isinstance(res, BaseException):
-            errors[conn.name] = str(res) or type(res).__name__
+            errors[conn.name] = res
     return offers, errors
 
 
@@ -245,6 +246,7 @@ class Fetch:
         self.planner: FetchPlanner | None = None
         self.stored: set[bytes] = set()
         self._lost: set[str] = set()  # sources dropped because their session died
+        self._missing_chunks = len(manifest.chunks)  # set by run(): chunks not held yet
 
     async def run(self) -> FetchResult:
         t0 = time.monotonic()
@@ -252,6 +254,7 @@ class Fetch:
         await asyncio.to_thread(store.put_manifest, m)
         missing = await asyncio.to_thread(store.missing_chunks, m)
         wants = [Want(c.chunk_id, c.length) for c in missing]
+        self._missing_chunks = len(missing)
         per_source = max(
             1, IN_FLIGHT_BUDGET // max(1, m.avg_chunk_size * 2) // max(1, len(self._holders))
         )
@@ -322,11 +325,16 @@ class Fetch:
     def _progress(self, already: int, elapsed: float) -> dict[str, Any]:
         assert self.planner is not None
         p = self.planner
+        chunks = len(self.manifest.chunks)
         return {
             "done": already + p.bytes_done,
             "total": self.manifest.size,
             "elapsed": elapsed,
             "sources": len(p.active_sources()),
+            # held before this fetch began (a resumed fetch): the CLI's rate leaves them out
+            "already": already,
+            "chunks_total": chunks,
+            "chunks_already": chunks - self._missing_chunks,
         }
 
     def _add(self, conn: PeerConnection) -> None:

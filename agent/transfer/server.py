@@ -41,12 +41,16 @@ from typing import TYPE_CHECKING
 from agent.errors import ErrorKind
 from agent.peer import wire
 from agent.peer.connection import Handler, PeerConnection, RawReply, Refused
+from agent.security.delegation import SignedDelegation
+from agent.security.signing import SignatureError
 from agent.store import CorruptChunk, NotFound, StoreError
-from agent.transfer.catalog import lookup, public_chunk_ids, resource_entry
+from agent.transfer.catalog import lookup, public_chunk_ids
+from agent.transfer.listing import MAX_LIST_ENTRIES, listing_entry
 
 if TYPE_CHECKING:
     from agent.bandwidth import BandwidthGate
-    from agent.ports import TrustView
+    from agent.ports import AccessRecorder, TrustView
+    from agent.security.signing import Signer
     from agent.store import ContentStore, ResourceRecord
 
 __all__ = [
@@ -100,6 +104,13 @@ class UnsignedHere(Refused):
     kind = ErrorKind.UNTRUSTED
 
 
+class BadDelegation(Refused):
+    """A delegation handed to us is not one we can keep (forged, not ours, not from its
+    publisher, expired)."""
+
+    kind = ErrorKind.UNTRUSTED
+
+
 class BulkNotOnThisLink(Refused):
     """A chunk was asked for over a link that carries no bulk data (BLE)."""
 
@@ -110,12 +121,16 @@ class ChunkServer:
     """The serving policy for one store; its handlers are registered on the peer router."""
 
     def __init__(self, store: ContentStore, trust: TrustView, gate: BandwidthGate, *,
-                 compress: bool, on_use: Callable[[str], None] | None = None) -> None:
+                 compress: bool, on_use: Callable[[str], None] | None = None,
+                 access: AccessRecorder | None = None,
+                 signer: Signer | None = None) -> None:
         self._store = store
+        self._signer = signer  # this device: delegations handed to it are checked against it
         self._trust = trust
         self._gate = gate
         self._compress = compress
         self._on_use = on_use  # the authority counts which resources are asked for
+        self._access = access  # the access log (agent/usage)
         self._public_chunks: frozenset[bytes] = frozenset()
         self._incomplete: frozenset[str] = frozenset()  # resource ids missing a chunk here
         # per connection: slots for replies read and not yet sent (dies with the connection)
@@ -124,7 +139,8 @@ class ChunkServer:
         self.catalog_changed()
 
     def handlers(self) -> dict[str, Handler]:
-        return {"list": self._list, "manifest": self._manifest, "chunk": self._chunk}
+        return {"list": self._list, "manifest": self._manifest, "chunk": self._chunk,
+                "delegation": self._delegation}
 
     def catalog_changed(self) -> None:
         """Holdings changed (publish, fetch, removal, a quarantined chunk): recompute what
@@ -138,8 +154,32 @@ class ChunkServer:
 
     async def _list(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
-        return [resource_entry(r) for r in self._store.resources()
-                if self._visible(r, trusted) and r.resource_id not in self._incomplete]
+        out: list[dict[str, object]] = []
+        for r in self._store.resources():
+            if self._visible(r, trusted) and r.resource_id not in self._incomplete:
+                entry = listing_entry(r)  # signed version record; None: nothing to prove
+                if entry is not None:
+                    out.append(entry)
+                    if len(out) == MAX_LIST_ENTRIES:
+                        break
+        return out
+
+    async def _delegation(self, conn: PeerConnection, req: wire.Request) -> object:
+        """A paired publisher hands us a delegation for one of its resources."""
+        if self._signer is None or not self._trust.is_trusted(conn.peer_id):
+            raise NotShared("delegations are accepted from paired devices only")
+        try:
+            dlg = SignedDelegation.from_obj(req.args["d"])
+        except SignatureError as e:
+            raise BadDelegation(f"malformed delegation: {e}") from None
+        d = dlg.delegation
+        if d.publisher != conn.peer_id.hex():
+            raise BadDelegation("a delegation is delivered by its publisher")
+        try:
+            await asyncio.to_thread(self._store.save_delegation, dlg, self._signer)
+        except (SignatureError, StoreError) as e:
+            raise BadDelegation(f"delegation refused: {e}") from None
+        return {"resource_id": d.resource_id, "expires": d.expires}
 
     async def _manifest(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
@@ -151,6 +191,9 @@ class ChunkServer:
             raise UnsignedHere(f"{rec.name!r} is held unsigned here (published before signing)")
         if self._on_use is not None:
             self._on_use(rec.resource_id)
+        if self._access is not None:
+            self._access.record_access(conn.peer_id, rec.resource_id, rec.size, hit=True,
+                                       source="local")
         return rec.manifest.envelope()  # the publisher's signature, unchanged
 
     async def _chunk(self, conn: PeerConnection, req: wire.Request) -> RawReply:

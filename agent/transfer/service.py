@@ -20,7 +20,9 @@ from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
 from agent.store import CorruptChunk, Manifest
 from agent.transfer.catalog import lookup, resource_entry
+from agent.transfer.failure import summary
 from agent.transfer.fetcher import (
+    Choice,
     Fetch,
     FetchError,
     ProgressSink,
@@ -31,12 +33,15 @@ from agent.transfer.fetcher import (
 if TYPE_CHECKING:
     from agent.config import TransferConfig
     from agent.peer.connections import Connections
-    from agent.ports import TrustView
-    from agent.store import ContentStore
+    from agent.ports import AccessRecorder, TrustView
+    from agent.store import ContentStore, ResourceRecord
 
 log = logging.getLogger("shoal.fetch")
 
 PEER_WAIT_POLL = 0.1
+#: How long `fetch NAME` of a held resource waits for a first session before answering
+#: with the local copy (just started: peers are still dialling).
+HELD_CHECK_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ class FetchService:
                  connect_timeout: float, default_port: int,
                  authority: AuthorityLookup | None = None,
                  on_fetched: Callable[[], None] | None = None,
-                 trust: TrustView | None = None) -> None:
+                 trust: TrustView | None = None, access: AccessRecorder | None = None) -> None:
+        self._access = access  # the access log (agent/usage)
         self._store = store
         self._trust = trust
         self._connections = connections
@@ -95,23 +101,33 @@ class FetchService:
         """Fetch a resource by name or ID from the peers that hold it (or from *source*);
         then, with *export*, stream the fetched version to it."""
         rec = lookup(self._store, resource, self.trusted_publisher)
+        t = self._cfg
+        choice: Choice | None = None
         if rec is not None and source is None and rec.manifest.signed:
             # (an unsigned record, kept from before signing, is fetched again: a verified
             # version of the resource replaces it)
-            if export is not None:
-                await self._export(rec.manifest, export, fresh=frozenset())
-            return resource_entry(rec) | {"already_held": True, "sources": {}}
-        conns = await self._sources(source)
-        if not conns:
-            raise NoHolders(f"no peer is reachable to fetch {resource!r} from "
-                            "(see: shoal peers)")
-        t = self._cfg
-        offers, errors = await find_offers(conns, resource, t.request_timeout,
-                                           self.is_trusted)
-        if not offers:
-            why = "; ".join(f"{n}: {e}" for n, e in errors.items())
-            raise NoHolders(f"no reachable peer holds {resource!r} ({why})")
-        choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
+            choice, note = await self._newer_than_held(rec)
+            if choice is None:
+                if self._access is not None:
+                    self._access.record_access(self._connections.device_id, rec.resource_id,
+                                               rec.size, hit=True, source="local")
+                if export is not None:
+                    await self._export(rec.manifest, export, fresh=frozenset())
+                return resource_entry(rec) | {"already_held": True, "sources": {},
+                                              "why": note, "rejected": {}}
+        if choice is None:
+            conns = await self._sources(source)
+            if not conns:
+                raise NoHolders(f"no peer is reachable to fetch {resource!r} from "
+                                "(see: shoal peers)")
+            offers, errors = await find_offers(conns, resource, t.request_timeout,
+                                               self.is_trusted)
+            if not offers:
+                for name, e in errors.items():  # the one line below counts; the log says who
+                    log.debug("no offer", extra=kv(resource=resource, peer=name,
+                                                   reason=str(e) or type(e).__name__))
+                raise NoHolders(summary(resource, errors))
+            choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
         manifest = choice.manifest
         holders, why = self._prefer_authority(manifest.resource_id, choice.holders)
 
@@ -136,6 +152,12 @@ class FetchService:
         if export is not None:
             await self._export(manifest, export, fresh=result.stored)
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
+        if rec is not None and rec.resource_id == manifest.resource_id:
+            why = f"v{manifest.version} (held v{rec.version} was older): {why}"
+        if self._access is not None:  # the source that gave the most bytes served it
+            top = max(result.sources, key=lambda k: result.sources[k]["bytes"], default="")
+            self._access.record_access(self._connections.device_id, manifest.resource_id,
+                                       manifest.size, hit=False, source=top[:16] or "local")
         log.info("fetched", extra=kv(
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
             sources=",".join(names.values()), bytes=result.bytes_fetched))
@@ -149,6 +171,35 @@ class FetchService:
                                    "throughput": round(v["throughput"] or 0)}
                         for k, v in result.sources.items()},
         }
+
+    async def _newer_than_held(self, rec: ResourceRecord) -> tuple[Choice | None, str]:
+        """Ask the reachable holders whether a newer verified version of a held resource
+        exists; the choice to fetch if so, else None and a sentence on what was checked.
+
+        The same rules as any fetch (:func:`choose_version`): signatures verified, paired
+        holders' versions first, private ones from paired sessions only. Only offers of this
+        very resource (ID and publisher) count.
+        """
+        held = f"local v{rec.version}"
+        conns = await self._sources(None, wait=min(self._connect_timeout, HELD_CHECK_WAIT))
+        if not conns:
+            return None, f"{held}; no holder reachable to check for newer"
+        offers, _errors = await find_offers(conns, rec.resource_id, self._cfg.request_timeout,
+                                            self.is_trusted)
+        same = [o for o in offers if o.manifest.resource_id == rec.resource_id
+                and o.manifest.publisher == rec.publisher]
+        if not same:
+            return None, (f"{held}; none of {len(conns)} reachable peer(s) holds it "
+                          "to check for newer")
+        try:
+            choice = choose_version(same, rec.resource_id,
+                                    trusted_publisher=self.trusted_publisher)
+        except FetchError as e:
+            return None, f"{held}; no believable newer version ({e})"
+        if choice.manifest.version <= rec.version:
+            names = ", ".join(c.name for c in choice.holders[:3])
+            return None, f"{held} is the newest (checked {len(same)} holder(s): {names})"
+        return choice, ""
 
     def is_trusted(self, peer_id: bytes) -> bool:
         """The session's peer is paired with us."""
@@ -181,12 +232,13 @@ class FetchService:
                                    f"bytes, the manifest says {entry.length}")
             await sink.data(data)
 
-    async def _sources(self, source: str | None) -> list[PeerConnection]:
+    async def _sources(self, source: str | None,
+                       wait: float | None = None) -> list[PeerConnection]:
         if source:
             return [await self._connections.connect(parse_address(source, self._default_port))]
         conns = self._connections.live_connections()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._connect_timeout
+        deadline = loop.time() + (self._connect_timeout if wait is None else wait)
         while not conns and loop.time() < deadline:  # just started: peers are dialling
             await asyncio.sleep(PEER_WAIT_POLL)
             conns = self._connections.live_connections()

@@ -45,6 +45,10 @@ REGRESSION_SEEDS: list[tuple[int, MeshConfig]] = [
     (1900, MeshConfig()),  # a restarted holder acted on a stale map after one heartbeat
     (1024, FAST),  # a rejoining member dropped its log after acking entries: amnesia
     (1737, FAST),
+    # with unpair notices arriving late (one-sided trust for up to 2 s):
+    (137, MeshConfig()),  # removed from a cluster of one *other* device: took it for ours
+    (203, MeshConfig()),
+    (415, FAST),  # the leader still sent to a device it had unpaired: two actors (lease)
 ]
 
 
@@ -152,7 +156,7 @@ def test_handover_wait_alone_is_not_what_keeps_it_safe(no_handover_wait: None) -
 def test_a_broken_merge_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the stranded rule, a member whose cluster lost its quorum to an unpairing
     never gets a leader again: the convergence check reports it."""
-    monkeypatch.setattr(merge.Merger, "stranded", lambda self, view, now, paired: False)
+    monkeypatch.setattr(merge.Merger, "stranded", lambda self, view, now, paired, **kw: False)
     _first_failure(FAST, ConvergenceViolation, 300)
 
 

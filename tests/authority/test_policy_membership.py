@@ -161,7 +161,48 @@ def test_lost_member_rejoins_its_own_cluster() -> None:
     m = Merger("me", T, 0.0)
     m.on_hello("b", Hello(X, 2, "c"), 9.5)
     assert m.decide(v, 10.0, everyone) == Join(X, "c", "b", rejoin=True)
-    assert m.decide(v, 10.0, lambda x: x != "c") is None  # cannot reach that leader
+    # not paired with that leader: cannot rejoin, and b (following it) is not with us
+    assert m.decide(v, 10.0, lambda x: x != "c") == Refound()
+
+
+# ---------------------------------------------------------------------------- unpairing
+def test_unpairing_the_other_of_two_voters_strands_us_at_once() -> None:
+    """Regression: after an unpair the follower waited ``stranded_after`` without a leader
+    (and showed the unpaired device as its voter meanwhile) for a loss that is certain."""
+    v = view(X, ("me", "gone"), leader=False, contact=9.9)  # the leader was heard just now
+    m = Merger("me", T, 0.0)
+    paired = lambda x: x != "gone"  # noqa: E731
+    assert m.decide(v, 10.0, paired) is None  # an ordinary silence: wait and see
+    assert m.decide(v, 10.0, paired, at_once=True) == Refound()
+    v3 = view(X, ("me", "gone", "c"), leader=False, contact=9.9)
+    assert m.decide(v3, 10.0, paired, at_once=True) is None  # c and we are still a quorum
+
+
+def test_a_voter_following_a_leader_we_are_not_paired_with_is_not_with_us() -> None:
+    v = view(X, ("me", "b", "c"), leader=False, contact=9.9)
+    m = Merger("me", T, 0.0)
+    m.on_hello("b", Hello(X, 3, "c"), 9.9)
+    paired = lambda x: x != "c"  # noqa: E731
+    assert m.stranded(v, 10.0, paired, at_once=True)
+    assert not m.stranded(v, 10.0, everyone, at_once=True)
+
+
+def test_stranded_in_a_cluster_of_one_other_device_refounds() -> None:
+    """Regression (mesh seed 137 with notices): removed from a cluster whose only member is
+    the device that unpaired us, we saw "size 1" and took it for our own one-member cluster:
+    no leader, ever."""
+    m = Merger("me", T, 0.0)
+    v = view(X, ("d1",), leader=False, contact=0.0)
+    assert m.decide(v, 10.0, lambda x: False) == Refound()
+    assert m.decide(view(X, ("me",), leader=False, contact=0.0), 10.0, everyone) is None
+
+
+def test_a_cluster_led_by_a_device_we_are_not_paired_with_is_not_joined() -> None:
+    """Its leader would refuse us (and we drop its messages): joining it only loops."""
+    m = Merger("me", T, 0.0)
+    m.on_hello("p", Hello(Y, 5, "l"), 1.0)
+    assert m.decide(view(X), 1.0, lambda x: x != "l") is None
+    assert m.decide(view(X), 1.0, everyone) == Join(Y, "l", "p")
 
 
 # ---------------------------------------------------------------------------- join desk

@@ -66,7 +66,8 @@ def test_resources_listing_is_escaped(agent_env, monkeypatch, capsys):
     monkeypatch.setattr("agent.control.client.call", cli.call)
     assert cli.main(["resources"]) == 0
     out = capsys.readouterr().out
-    assert "\u202e" not in out and out.count("\\u202e") == 3
+    # one row (held here and offered by the peer): escaped name and escaped holder
+    assert "\u202e" not in out and out.count("\\u202e") == 2
 
 
 def test_json_output_escapes_too(agent_env, monkeypatch, capsys):
@@ -125,3 +126,56 @@ def test_pair_close_command_human_and_json(agent_env, monkeypatch, capsys):
     assert err.startswith("shoal: error: --close") and err.count("\n") == 1
     assert "shoal pair --close" in err  # the next step
     assert asked == ["pair_close", "pair_close"]
+
+
+PENDING = {"pairing_id": "7-abcdef", "peer_name": "bravo", "code": "123456", "incoming": True,
+           "complete": False, "cancelled": None, "local_confirmed": False,
+           "remote_confirmed": False, "seq": 4}
+OPENED = {"open_until": 0.0, "seconds": 120.0, "after": 3,
+          "addresses": ["192.0.2.9:47474", "[fd00::9]:47474"]}
+
+
+def scripted_agent(monkeypatch, answers: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A fake agent answering each control command from *answers*; returns what was asked."""
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    async def call(path: Path, cmd: str, args: dict[str, Any] | None = None
+                   ) -> AsyncIterator[Any]:
+        asked.append((cmd, dict(args or {})))
+        yield {"ok": True, "result": answers[cmd]}
+
+    monkeypatch.setattr("agent.control.client.call", call)
+    return asked
+
+
+def test_waiting_pair_says_where_to_pair_and_waits_for_a_newer_request(
+        agent_env, monkeypatch, capsys):
+    asked = scripted_agent(monkeypatch, {
+        "pair_open": OPENED, "pair_wait": PENDING, "pair_decline": PENDING})
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert cli.main(["pair"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "On the other device run: shoal pair 192.0.2.9:47474\n" in err
+    assert "or: shoal pair [fd00::9]:47474\n" in err
+    assert "Pairing with bravo: code 123 456" in err
+    # only a request newer than the window it opened; the "no" ends it on both devices
+    assert asked == [("pair_open", {"seconds": 120.0}),
+                     ("pair_wait", {"timeout": 120.0, "after": 3, "code": None}),
+                     ("pair_decline", {"pairing_id": "7-abcdef"})]
+    assert err.splitlines()[-1] == ("shoal: error: pairing declined and cancelled on both "
+                                    "devices; run `shoal pair` again to start over")
+
+
+def test_pair_open_prints_the_addresses(agent_env, monkeypatch, capsys):
+    scripted_agent(monkeypatch, {"pair_open": OPENED | {"addresses": ["127.0.0.1:4100"]}})
+    assert cli.main(["pair", "--open"]) == 0
+    assert capsys.readouterr().out == ("pairing window open for 120 s\n"
+                                       "On the other device run: shoal pair 127.0.0.1:4100\n")
+
+
+def test_a_code_that_differs_cancels_the_pairing(agent_env, monkeypatch, capsys):
+    asked = scripted_agent(monkeypatch, {"pair_start": PENDING, "pair_decline": PENDING})
+    assert cli.main(["pair", "127.0.0.1:4100", "--code", "654321"]) == cli.EXIT_ERROR
+    assert [c for c, _ in asked] == ["pair_start", "pair_decline"]
+    assert "code mismatch" in capsys.readouterr().err

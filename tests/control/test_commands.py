@@ -15,11 +15,17 @@ from peer_helpers import GUARD, Peer, closed_port, make_peer, wait_until
 
 from agent.config import Config, NodeConfig
 from agent.control import ControlError, call_simple
-from agent.control.commands import MAX_WAIT, CommandContext, Commands, _seconds
+from agent.control.commands import (
+    MAX_WAIT,
+    CommandContext,
+    Commands,
+    _seconds,
+    pairing_addresses,
+)
 from agent.control.server import ControlServer
 from agent.errors import ErrorKind
 from agent.peer.connection import PeerConnection
-from agent.peer.connections import Unreachable
+from agent.peer.connections import SelfConnection, Unreachable
 from agent.peer.pairing import AlreadyPaired, PairingFailed
 from agent.security.trust import TrustError
 from agent.store import ContentStore
@@ -111,7 +117,7 @@ def make_agent(tmp_path: Path, name: str) -> Agent:
         identity=peer.identity, started=time.monotonic(), store=store, trust=peer.trust,
         peers=peer.peers, connections=peer.conns, pairing=peer.pairing,
         fetcher=fetcher,  # type: ignore[arg-type]  # the fake has FetchService's surface
-        catalog_changed=lambda: changed.append(1), stop=stopped.set)
+        catalog_changed=lambda: changed.append(1), stop=stopped.set, unpairing=peer.unpair)
     return Agent(peer, store, fetcher, Commands(ctx), stopped, changed)
 
 
@@ -154,8 +160,10 @@ def test_the_table_serves_every_command(tmp_path):
     try:
         assert set(a.commands.table()) == {
             "id", "status", "peers", "publish", "resources", "fetch", "pair_start",
-            "pair_open", "pair_close", "pair_confirm", "pair_pending", "pair_wait", "unpair",
-            "trust_list", "connect", "stop", "authority"}
+            "pair_open", "pair_close", "pair_decline", "pair_confirm", "pair_pending",
+            "pair_wait", "unpair",
+            "trust_list", "connect", "stop", "authority", "usage", "delegate",
+            "delegation_accept"}
     finally:
         a.store.close()
 
@@ -224,10 +232,19 @@ async def test_publish_then_list(two, tmp_path):
 
 async def test_resources_asks_every_live_peer_and_skips_those_that_fail(two, tmp_path):
     a, b = two
-    offered = {"resource_id": "ab" * 16, "name": "maps"}
+    from agent.security.identity import Identity
+    from agent.store import ContentStore
+    from agent.transfer.listing import listing_entry
+
+    src = tmp_path / "maps"
+    src.write_bytes(b"map data" * 100)
+    with ContentStore(tmp_path / "pubstore") as st:  # a genuinely signed entry
+        m = st.publish_file(src, signer=Identity.generate(), public=True)
+        offered = listing_entry(st.find(m.resource_id))
+    unsigned = {"resource_id": "ab" * 16, "name": "maps"}  # a bare claim: dropped
 
     async def on_list(conn, req):
-        return [offered, "not an entry", 7]
+        return [offered, unsigned, "not an entry", 7]
 
     b.peer.router.add_requests({"list": on_list})
     c = make_agent(tmp_path, "charlie")  # answers no "list": refused, skipped
@@ -236,8 +253,9 @@ async def test_resources_asks_every_live_peer_and_skips_those_that_fail(two, tmp
         await a.peer.conns.connect(b.peer.address)
         await a.peer.conns.connect(c.peer.address)
         out = await a.run("resources")
-        assert out == {"local": [], "remote": [
-            {**offered, "holder": "bravo", "publisher_short": "?"}]}  # no publisher named
+        assert [(e["holder"], e["resource_id"], e["name"]) for e in out["remote"]] == [
+            ("bravo", m.resource_id, "maps")]
+        assert out["local"] == [] and "seal" not in out["remote"][0]
     finally:
         await c.peer.stop()
         c.store.close()
@@ -374,6 +392,101 @@ async def test_pair_start_over_ble(two):
         await a.run("pair_start", address="ble:nobody")
 
 
+async def test_a_waiting_pair_shows_the_request_that_arrives_after_it(two, tmp_path):
+    """What `shoal pair` (waiting) does: pair_open, then pair_wait(after=...). An older
+    request still pending from another device is not the one the user is waiting for."""
+    a, b = two
+    c = make_agent(tmp_path, "charlie")
+    await c.peer.conns.start()
+    try:
+        await b.run("pair_open", seconds=60)
+        older = await c.run("pair_start", address=_addr(b))  # pending before we wait
+        opened = await b.run("pair_open", seconds=60)
+        waiting = asyncio.create_task(b.run("pair_wait", timeout=GUARD,
+                                            after=opened["after"]))
+        for _ in range(20):  # let it run: it must keep waiting, nothing newer arrived
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        started = await a.run("pair_start", address=_addr(b))
+        shown = await waiting
+        assert shown["peer_name"] == "alpha" and shown["code"] == started["code"]
+        assert shown["code"] != older["code"]
+        # with --code the waiter picks the request showing that code
+        assert (await b.run("pair_wait", timeout=GUARD, code=older["code"]))["peer_name"] \
+            == "charlie"
+        for bad in (-1, "3", 2.5, True):
+            with pytest.raises(ControlError, match="sequence number"):
+                await b.run("pair_wait", timeout=1, after=bad)
+        with pytest.raises(ControlError, match="6 digits"):
+            await b.run("pair_wait", timeout=1, code="12")
+    finally:
+        await c.peer.stop()
+        c.store.close()
+
+
+async def test_declined_and_expired_pairings_leave_pending_on_both_devices(two):
+    a, b = two
+    await b.run("pair_open", seconds=60)
+    started = await a.run("pair_start", address=_addr(b))
+    (incoming,) = await b.run("pair_pending")
+    a_waits = asyncio.create_task(a.run("pair_wait", pairing_id=started["pairing_id"],
+                                        timeout=GUARD))
+    out = await b.run("pair_decline", pairing_id=incoming["pairing_id"])
+    assert out["cancelled"] == "declined on this device"
+    assert await b.run("pair_pending") == []
+    assert (await a_waits)["cancelled"] == "cancelled by the other device"  # told at once
+    assert await a.run("pair_pending") == []
+    with pytest.raises(PairingFailed, match="no pending pairing"):
+        await b.run("pair_confirm", code=started["code"])
+    for bad in (None, "", 7, "x" * 65):
+        with pytest.raises(ControlError, match="pairing_id"):
+            await b.run("pair_decline", pairing_id=bad)
+    with pytest.raises(PairingFailed, match="no such pairing"):
+        await b.run("pair_decline", pairing_id="99-abcdef")
+    # an expired pairing is gone from the list as soon as it expires, on both devices
+    await b.run("pair_open", seconds=60)
+    await a.run("pair_start", address=_addr(b))
+    assert len(await a.run("pair_pending")) == 1 and len(await b.run("pair_pending")) == 1
+    a.peer.wall.advance(61)
+    b.peer.wall.advance(61)
+    assert await a.run("pair_pending") == [] and await b.run("pair_pending") == []
+
+
+async def test_pair_open_says_where_to_pair_with_this_agent(two):
+    a, _ = two
+    opened = await a.run("pair_open", seconds=30)
+    assert opened["addresses"] == [_addr(a)]  # its real listen address and port
+    a.commands.ctx.ble = FakeBle()
+    opened = await a.run("pair_open", seconds=30)
+    assert opened["addresses"] == [_addr(a), f"ble:{a.peer.identity.short_id}"]
+
+
+def test_pairing_addresses():
+    eps = [("127.0.0.1", 5), ("10.0.0.2", 5), ("192.168.1.9", 5)]
+    assert pairing_addresses("0.0.0.0", 5, eps) == ["10.0.0.2:5", "192.168.1.9:5"]
+    assert pairing_addresses("0.0.0.0", 5, [("127.0.0.1", 5)]) == ["127.0.0.1:5"]
+    assert pairing_addresses("0.0.0.0", 5, []) == ["127.0.0.1:5"]  # all there is
+    assert pairing_addresses("127.0.0.1", 47474, eps) == ["127.0.0.1:47474"]
+    assert pairing_addresses("192.168.1.9", 5, eps) == ["192.168.1.9:5"]
+    assert pairing_addresses("::", 5, eps) == ["[::1]:5"]
+    assert pairing_addresses("::1", 5, []) == ["[::1]:5"]
+    assert pairing_addresses("0.0.0.0", None, eps) == []  # no LAN listener
+
+
+async def test_pairing_with_yourself_is_one_clear_error_and_lists_no_self(two):
+    a, _ = two
+    await a.run("pair_open", seconds=60)
+    with pytest.raises(ControlError, match="that is this agent") as e:
+        await a.run("pair_start", address=_addr(a))
+    assert "\n" not in str(e.value) and e.value.error_kind is ErrorKind.INVALID
+    await wait_until(lambda: a.peer.conns.count() == 0, "both ends of the loop closed")
+    assert await a.run("peers") == [] and await a.run("pair_pending") == []
+    assert (await a.run("status"))["peers"] == 0
+    with pytest.raises(SelfConnection, match="is this agent"):
+        await a.run("connect", address=_addr(a))
+    assert await a.run("peers") == []
+
+
 # ----------------------------------------------------------------- unpair
 async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
     a, b = two
@@ -382,7 +495,7 @@ async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
     conn = await a.peer.conns.connect(b.peer.address)
     twin = await a.peer.conns.connect(b.peer.address, expect="ffff")
     out = await a.run("unpair", device="bravo")
-    assert out == {"name": "bravo", "display_id": b.peer.identity.display_id}
+    assert out == {"name": "bravo", "display_id": b.peer.identity.display_id, "notified": True}
     assert not a.peer.trust.is_trusted(b.peer.identity.device_id)
     assert conn.closed.is_set() and twin.closed.is_set()
     assert conn.close_reason == "unpaired"
@@ -391,6 +504,35 @@ async def test_unpair_forgets_the_device_and_closes_its_sessions(two):
     with pytest.raises(TrustError, match="no paired device matches") as e:
         await a.run("unpair", device="bravo")
     assert e.value.kind is ErrorKind.NOT_FOUND
+
+
+async def test_unpair_tells_the_other_side_which_agrees_afterwards(two):
+    a, b = two
+    for x, y in ((a, b), (b, a)):
+        x.peer.trust.add(y.peer.identity.device_id, y.peer.identity.public_key, y.peer.name,
+                         signing_key=y.peer.identity.signing_public)
+    await a.peer.conns.connect(b.peer.address)
+    assert (await a.run("unpair", device="bravo"))["notified"] is True
+    for x in (a, b):
+        assert await x.run("trust_list") == [] and (await x.run("status"))["paired"] == 0
+    (row,) = await b.run("peers")
+    assert row["name"] == "alpha" and not row["trusted"] and row["unpaired_by_peer"]
+    assert isinstance(row["last_seen_s"], float) and isinstance(row["last_seen_at"], int)
+
+
+async def test_peers_lists_paired_devices_never_seen_as_offline(two):
+    """Regression: a paired device not seen since the agent started was missing from
+    `peers` (only the discovery table was listed)."""
+    a, b = two
+    a.peer.trust.add(b.peer.identity.device_id, b.peer.identity.public_key, "bravo",
+                     signing_key=b.peer.identity.signing_public)
+    (row,) = await a.run("peers")
+    assert (row["name"], row["trusted"], row["connected"], row["last_seen_s"]) == \
+        ("bravo", True, False, None)
+    assert row["short_id"] == b.peer.identity.display_id[:9]
+    await a.peer.conns.connect(b.peer.address)
+    (row,) = await a.run("peers")  # seen now: one row, from the table
+    assert row["connected"] and row["last_seen_s"] is not None
 
 
 async def test_unpair_by_display_id_prefix(two):

@@ -64,10 +64,18 @@ def test_bad_values_name_key_and_form(doc, key, hint):
 def test_bad_toml_and_missing_file(tmp_path: Path):
     p = tmp_path / "bad.toml"
     p.write_text("[node\n")
-    with pytest.raises(ConfigError, match="valid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(p)
-    with pytest.raises(ConfigError, match="readable TOML"):
+    with pytest.raises(ConfigError, match="cannot read it") as e:
         load_config(tmp_path / "missing.toml")
+    # the file is named as a file, not as a "config key '--config'"
+    assert str(e.value).startswith(f"config file '{tmp_path / 'missing.toml'}'")
+    assert "config key" not in str(e.value)
+
+
+def test_command_line_options_are_not_called_config_keys():
+    assert str(ConfigError("--port", "a port")).startswith("option '--port': expected a port")
+    assert str(ConfigError("lan.port", "a port")).startswith("config key 'lan.port'")
 
 
 def test_parsers():
@@ -122,3 +130,91 @@ def test_cli_mesh_flag_overrides_config(tmp_path: Path):
     args = build_parser().parse_args(["run", "--mesh", "bad mesh"])
     with pytest.raises(ConfigError, match="--mesh"):
         resolve_config(args)
+
+
+@pytest.mark.parametrize(
+    ("doc", "key", "hint"),
+    [
+        ({"lan": {"listen": "not-an-ip"}}, "lan.listen", "IPv4 or IPv6 address"),
+        ({"lan": {"listen": "localhost"}}, "lan.listen", "IPv4 or IPv6 address"),
+        ({"lan": {"listen": "10.0.0.300"}}, "lan.listen", "IPv4 or IPv6 address"),
+        ({"lan": {"listen": 127}}, "lan.listen", "IPv4 or IPv6 address"),
+        ({"lan": {"port": -1}}, "lan.port", "between 0 and 65535"),
+        ({"lan": {"heartbeat_interval": float("nan")}}, "lan.heartbeat_interval", "between"),
+        ({"lan": {"connect_timeout": float("inf")}}, "lan.connect_timeout", "between"),
+        ({"lan": {"connect_timeout": 0}}, "lan.connect_timeout", "between"),
+        ({"lan": {"peer_timeout": 1.0, "heartbeat_interval": 2.0}}, "lan.peer_timeout",
+         "more seconds than lan.heartbeat_interval"),
+        ({"lan": {"interfaces": ["eth0", "has space"]}}, "lan.interfaces", "interface names"),
+        ({"lan": {"interfaces": ["a" * 16]}}, "lan.interfaces", "interface names"),
+        ({"lan": {"interfaces": ["../etc"]}}, "lan.interfaces", "interface names"),
+        ({"node": {"name": ""}}, "node.name", "printable"),
+        ({"node": {"name": "n" * 65}}, "node.name", "1-64"),
+        ({"node": {"name": "evil\x1b[31m"}}, "node.name", "control or format"),
+        ({"node": {"name": "a\u202eb"}}, "node.name", "control or format"),
+        ({"node": {"control_socket": "/" + "s" * 120}}, "node.control_socket", "107 bytes"),
+        ({"pairing": {"window_seconds": float("inf")}}, "pairing.window_seconds", "between"),
+        ({"transfer": {"initial_window": 32, "max_window": 8}}, "transfer.initial_window",
+         "at most transfer.max_window"),
+        ({"ble": {"adapter": "wlan0"}}, "ble.adapter", "hci0"),
+    ],
+)
+def test_checkable_forms_are_checked(doc, key, hint):
+    """Values whose form can be checked fail at load time, naming the key and the form, on
+    one line (they used to pass `config check` and fail at start-up with a traceback)."""
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(doc)
+    assert exc.value.key == key
+    assert hint in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_good_forms_still_load():
+    cfg = config_from_dict({
+        "node": {"name": "pi kitchen \u00e9"},
+        "lan": {"listen": "::", "interfaces": ["eth0", "wg*", "enp0s31f6"]},
+        "ble": {"adapter": "hci1"},
+        "transfer": {"initial_window": 16, "max_window": 16},
+    })
+    assert cfg.lan.listen == "::" and cfg.lan.interfaces == ("eth0", "wg*", "enp0s31f6")
+    assert config_from_dict({"lan": {"listen": "127.0.0.1"}}).lan.listen == "127.0.0.1"
+    assert config_from_dict({"lan": {"listen": "::1"}}).lan.listen == "::1"
+
+
+def test_config_check_refuses_a_bad_listen_address(tmp_path: Path, capsys):
+    from agent.control.cli import main
+
+    p = tmp_path / "c.toml"
+    p.write_text('[lan]\nlisten = "not-an-ip"\n')
+    assert main(["--config", str(p), "config", "check"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'lan.listen'" in err and "IPv4 or IPv6" in err
+
+
+def test_cli_overrides_are_checked_like_the_file(tmp_path: Path):
+    from agent.control.cli import build_parser, resolve_config
+
+    args = build_parser().parse_args(["--data-dir", str(tmp_path), "run", "--listen", "nope"])
+    with pytest.raises(ConfigError) as exc:
+        resolve_config(args)
+    assert exc.value.key == "lan.listen"
+    args = build_parser().parse_args(["--data-dir", str(tmp_path), "run", "--name", "x\x07"])
+    with pytest.raises(ConfigError, match=r"node\.name"):
+        resolve_config(args)
+    args = build_parser().parse_args(["--data-dir", str(tmp_path), "run", "--listen", "::1"])
+    cfg = resolve_config(args)
+    assert cfg.lan.listen == "::1" and cfg.node.data_dir == tmp_path.resolve()
+
+
+def test_cli_local_flag_keeps_the_agent_on_this_machine(tmp_path: Path):
+    from agent.control.cli import CliError, build_parser, resolve_config
+
+    p = tmp_path / "c.toml"
+    p.write_text('[lan]\nport = 5000\ninterfaces = ["eth0"]\n[ble]\nenabled = true\n')
+    cfg = resolve_config(build_parser().parse_args(["--config", str(p), "run", "--local"]))
+    assert (cfg.lan.listen, cfg.lan.port) == ("127.0.0.1", 0)  # any free port
+    assert cfg.lan.interfaces == ("lo",) and cfg.lan.include_loopback  # mDNS on lo only
+    assert not cfg.ble.enabled
+    cfg = resolve_config(build_parser().parse_args(["run", "--local", "--port", "7000"]))
+    assert (cfg.lan.listen, cfg.lan.port) == ("127.0.0.1", 7000)
+    with pytest.raises(CliError, match="drop --listen"):
+        resolve_config(build_parser().parse_args(["run", "--local", "--listen", "0.0.0.0"]))

@@ -25,6 +25,7 @@ from agent.peer.hello import make_hello
 from agent.peer.pairing import PairingService
 from agent.peer.router import Router
 from agent.peer.table import PeerTable
+from agent.peer.unpair import UnpairService
 from agent.security.identity import Identity
 from agent.security.pairing import PairingBook
 from agent.security.session import Buffer, SessionError
@@ -94,6 +95,7 @@ class Peer:
     spawner: Spawner
     clock: FakeClock
     wall: FakeClock
+    unpair: UnpairService
     closed: list[PeerConnection] = field(default_factory=list)
 
     @property
@@ -144,8 +146,10 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
         handler=router.handle, on_event=router.event, spawn=spawner, clock=clock)
     pairing = PairingService(PairingBook(window_seconds, max_pending), trust, name,
                              wall_clock=wall)
+    unpair = UnpairService(trust, peers, conns.sessions, spawner, data_dir)
+    conns.on_opened(unpair.session_opened)
     peer = Peer(name, identity, data_dir, trust, peers, router, conns, pairing, spawner,
-                clock, wall)
+                clock, wall, unpair)
 
     async def remember(conn: PeerConnection) -> None:
         peer.closed.append(conn)
@@ -155,6 +159,7 @@ def make_peer(tmp_path: Path, name: str, *, identity: Identity | None = None,
         conns.on_closed(pairing.connection_closed)
     router.add_requests(conns.handlers())
     router.add_requests(pairing.handlers())
+    router.add_requests(unpair.handlers())
     return peer
 
 

@@ -502,3 +502,21 @@ async def test_unpaired_sessions_are_capped_oldest_first_and_paired_ones_are_kep
     assert not strangers[2].closed.is_set() and not fourth.closed.is_set()
     assert not paired.closed.is_set()
     await a.stop()
+
+
+async def test_dialling_your_own_address_keeps_no_session(tmp_path):
+    """Your own address typed by mistake: one clear error, and this agent never appears
+    among its own peers (on the dialling side or the accepting side)."""
+    from agent.peer.connections import SelfConnection
+
+    a = make_peer(tmp_path, "alpha")
+    await a.conns.start()
+    try:
+        with pytest.raises(SelfConnection, match=r"127\.0\.0\.1:\d+ is this agent") as e:
+            await a.conns.connect(a.address)
+        assert e.value.kind is ErrorKind.INVALID
+        await wait_until(lambda: a.conns.count() == 0, "the accepted end closes too")
+        assert a.peers.all() == [] and a.conns.sessions() == []
+    finally:
+        await a.stop()
+    assert a.spawner.unexpected() == []

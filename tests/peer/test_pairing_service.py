@@ -295,3 +295,26 @@ async def test_peer_names_are_bounded(two):
     with pytest.raises(PeerGone):
         await conn.request("pair_request", {"name": "x" * 65})
     await wait_until(lambda: not b.pairing.pending(), "the pairing on it ends with it")
+
+
+async def test_decline_ends_it_on_both_devices_but_never_undoes_a_finished_one(two):
+    a, b = two
+    b.pairing.open_window(60)
+    conn = await a.conns.connect(b.address)
+    started = await a.pairing.start(conn)
+    (theirs,) = b.pairing.pending()
+    a_waits = asyncio.create_task(a.pairing.wait(str(started["pairing_id"]), GUARD))
+    out = await b.pairing.decline(theirs.pairing_id)
+    assert out["cancelled"] == "declined on this device" and b.pairing.pending() == []
+    assert (await a_waits)["cancelled"] == "cancelled by the other device"
+    assert a.pairing.pending() == []
+    # a finished pairing stays finished: declining it late tells no one anything
+    code = str((await a.pairing.start(conn))["code"])
+    (theirs,) = b.pairing.pending()
+    await a.pairing.confirm(code)
+    assert (await b.pairing.confirm(code))["complete"]
+    late = await b.pairing.decline(theirs.pairing_id)
+    assert late["complete"] and late["cancelled"] is None
+    assert a.trust.is_trusted(b.identity.device_id) and b.trust.is_trusted(a.identity.device_id)
+    with pytest.raises(PairingFailed, match="no such pairing"):
+        await b.pairing.decline("1-000000")

@@ -99,3 +99,45 @@ def test_close_window_refuses_new_requests_and_cancels_unconfirmed_incoming():
     with pytest.raises(PairingError, match="not accepting"):
         _add(book, 3.0, h=b"d" * 32)
     assert book.close_window(3.0) == (False, [])
+
+
+def _from(book, now, who: bytes, h: bytes, incoming=True):
+    return book.add(peer_id=who * 32, peer_public_key=b"k" * 32, peer_name=who.decode(),
+                    handshake_hash=h * 32, incoming=incoming, now=now)
+
+
+def test_a_waiter_sees_only_pairings_newer_than_it():
+    """`shoal pair` waiting must show the request that arrives after it started, not an
+    older one still pending (the first hour walkthrough saw the older one)."""
+    book = PairingBook(window_seconds=60, max_pending=4)
+    book.open_window(0.0)
+    old = _from(book, 1.0, b"o", b"1")
+    after = book.last_seq
+    assert after == old.seq and book.newer_incoming(after) is None
+    assert book.newer_incoming(0) is old  # no mark: any pairing in progress
+    _from(book, 2.0, b"m", b"2", incoming=False)  # our own outgoing one is not a request
+    assert book.newer_incoming(after) is None
+    new = _from(book, 3.0, b"n", b"3")
+    assert new.seq > old.seq and book.newer_incoming(after) is new
+    other = _from(book, 4.0, b"x", b"4")
+    assert book.newer_incoming(after, other.code) is other  # the one showing the code
+    assert book.newer_incoming(after, "000000" if "000000" not in (new.code, other.code)
+                               else "999999") is None
+
+
+def test_declined_pairings_leave_the_pending_list():
+    book = PairingBook(window_seconds=60, max_pending=4)
+    book.open_window(0.0)
+    p = _from(book, 1.0, b"a", b"1")
+    assert book.active() == [p]
+    assert book.decline(p.pairing_id, "declined on this device") is p
+    assert p.cancelled == "declined on this device" and book.active() == []
+    assert book.newer_incoming(0) is None
+    book.decline(p.pairing_id, "again")  # declining twice keeps the first reason
+    assert p.cancelled == "declined on this device"
+    with pytest.raises(PairingError, match="no such pairing"):
+        book.decline("nope", "x")
+    done = _from(book, 2.0, b"b", b"2")
+    done.local_confirmed = done.remote_confirmed = True
+    book.decline(done.pairing_id, "too late")  # a finished pairing stays finished
+    assert done.complete and done.cancelled is None

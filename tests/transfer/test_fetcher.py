@@ -159,3 +159,24 @@ async def test_a_chunk_one_holder_lacks_comes_from_another_with_no_failure_count
     assert stats["state"] == "active" and stats["failures"] == 0
     assert partial.asked_lacking <= len(gone)
     dst.close()
+
+
+async def test_resumed_fetch_progress_says_what_was_already_held(tmp_path, published):
+    """The CLI's rate and its "resuming: N of M chunks" line need these two numbers."""
+    src, m, _ = published
+    dst = ContentStore(tmp_path / "dst", avg_chunk_size=16 * 1024)
+    half = m.chunks[: len(m.chunks) // 2]
+    for c in half:
+        dst.put_chunk(c.chunk_id, src.get_chunk(c.chunk_id))
+    events: list[dict] = []
+
+    async def progress(p: dict) -> None:
+        events.append(p)
+
+    await Fetch(dst, m, [FakeConn("a", src)], request_timeout=2.0, progress=progress).run()
+    held = sum(c.length for c in half)
+    assert events and all(e["already"] == held for e in events)
+    assert {(e["chunks_already"], e["chunks_total"]) for e in events} == {
+        (len(half), len(m.chunks))}
+    assert events[-1]["done"] == m.size
+    dst.close()

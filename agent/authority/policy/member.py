@@ -14,6 +14,7 @@ snapshot restored           :meth:`restored`
 committed entry             :meth:`apply`
 report received             :meth:`report`
 hello received              :meth:`hello` -> merge decision
+a device unpaired           :meth:`unpaired` -> membership change or merge decision
 every evaluate interval     :meth:`evaluate` (leader) -> commands to propose
 every membership interval   :meth:`voter_change` (leader), :meth:`merge`
 join request (leader)       :meth:`join_request`, then :meth:`join_settle`
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 from ..authority_map import ApplyResult, Assign, AuthorityMap, Revoke
 from ..raft.core import RaftNode
-from ..raft.messages import Entry, Heartbeat, Message
+from ..raft.messages import ConfChangeType, Entry, Heartbeat, Message
 from ..reputation import ReputationWeights
 from .lease import NEVER, Lease, Liveness
 from .merge import ClusterView, Hello, JoinAnswer, JoinDesk, MergeDecision, Merger
@@ -110,6 +111,30 @@ class AuthorityPolicy:
               paired: Paired) -> MergeDecision:
         self.merger.on_hello(peer, hello, now)
         return self.merge(raft, now, paired)
+
+    def unpaired(self, peer: str, raft: RaftNode, now: float,
+                 paired: Paired) -> VoterChange | MergeDecision:
+        """*peer* is no longer paired with us (our user unpaired it, or its own notice said
+        it no longer trusts us): it can neither hear us nor be heard, so it leaves our
+        cluster now, not at the next membership round.
+
+        * As the leader: the single-server change that removes it (proposed before
+          CheckQuorum deposes us for lack of its answers: with two voters it is the other
+          half of every quorum).
+        * As another member: if our cluster can no longer reach a quorum of paired voters,
+          we are stranded for certain and leave at once (:meth:`Merger.decide`, *at_once*);
+          else its leader removes it (the leader is paired with it only if the unpairing was
+          between two followers: then it stays a voter we do not talk to, docs/authority.md
+          section 10, limitation).
+        """
+        self.merger.unpaired(peer)
+        if raft.is_leader():
+            if peer in raft.voters or peer in raft.learners:
+                return VoterChange(ConfChangeType.REMOVE_VOTER, peer)
+            return None
+        if peer not in raft.voters:
+            return None
+        return self.merger.decide(self.cluster_view(raft), now, paired, at_once=True)
 
     # ------------------------------------------------------------------ reads
     def cluster_view(self, raft: RaftNode) -> ClusterView:

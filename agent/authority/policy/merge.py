@@ -104,6 +104,7 @@ class Merger:
         self.hellos[peer] = (hello, now)
 
     def unpaired(self, peer: str) -> None:
+        """Its announcements no longer count (it can no longer add us, nor we it)."""
         self.hellos.pop(peer, None)
 
     def join_started(self, cluster: str, now: float) -> None:
@@ -118,10 +119,19 @@ class Merger:
         self.started = now
 
     # ------------------------------------------------------------------ decision
-    def stranded(self, view: ClusterView, now: float, paired: Callable[[str], bool]) -> bool:
+    def _followable(self, leader: str, paired: Callable[[str], bool]) -> bool:
+        """Could we follow *leader* ("" = none known)? Not if we are not paired with it:
+        it would refuse our join, and we drop its messages."""
+        return not leader or leader == self.me or paired(leader)
+
+    def stranded(self, view: ClusterView, now: float, paired: Callable[[str], bool], *,
+                 at_once: bool = False) -> bool:
+        """*at_once*: a member was just unpaired, so a lost quorum is certain, not a silence
+        that may end: no need to wait ``stranded_after`` without a leader first."""
         if view.is_leader:
             return False
-        if now - max(view.leader_contact, self.started) < self.timing.stranded_after:
+        if not at_once and \
+                now - max(view.leader_contact, self.started) < self.timing.stranded_after:
             return False
         if not view.configured:
             return True
@@ -133,8 +143,10 @@ class Merger:
             if not paired(v):
                 continue
             last = self.hellos.get(v)
-            if last is None or last[0].cluster == view.cluster:
+            if last is None:
                 with_us += 1  # silent peers may come back: a partition strands nobody
+            elif last[0].cluster == view.cluster and self._followable(last[0].leader, paired):
+                with_us += 1  # (one following a leader we are not paired with is not)
         return with_us < len(view.voters) // 2 + 1
 
     def lost(self, view: ClusterView, now: float, paired: Callable[[str], bool]) -> Join | None:
@@ -151,9 +163,10 @@ class Merger:
                 return Join(view.cluster, h.leader, peer, rejoin=True)
         return None
 
-    def decide(self, view: ClusterView, now: float,
-               paired: Callable[[str], bool]) -> MergeDecision:
-        """Called on every hello and every membership interval."""
+    def decide(self, view: ClusterView, now: float, paired: Callable[[str], bool], *,
+               at_once: bool = False) -> MergeDecision:
+        """Called on every hello and every membership interval, and (*at_once*, see
+        :meth:`stranded`) when a member was unpaired."""
         if self.joining is not None:
             if now - self.joining[1] < self.timing.join_timeout:
                 return None
@@ -162,16 +175,18 @@ class Merger:
         # only clusters with a leader are worth joining (nobody could add us to the others)
         others = sorted(
             ((h.size, h.cluster, h.leader, peer) for peer, (h, at) in self.hellos.items()
-             if h.cluster != view.cluster and h.leader and paired(peer) and now - at < fresh),
+             if h.cluster != view.cluster and h.leader and paired(peer) and now - at < fresh
+             and self._followable(h.leader, paired)),
             reverse=True)
         lost = self.lost(view, now, paired)
         if lost is not None:
             return lost
-        if self.stranded(view, now, paired):
+        if self.stranded(view, now, paired, at_once=at_once):
             if others:
                 _, cluster, leader, peer = others[0]
                 return Join(cluster, leader, peer)
-            return Refound() if view.size != 1 or not view.configured else None
+            alone = view.voters == (self.me,) and not view.learners  # already our own
+            return None if alone else Refound()
         if not view.configured or not others:
             return None
         size, cluster, leader, peer = others[0]

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -73,6 +74,23 @@ BULK_REFUSAL = "bulk data is not sent over BLE; fetch over the LAN link"
 BULK_OPS = frozenset({"manifest", "chunk"})
 
 Transmit = Callable[[bytes], Awaitable[Any]]
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"JSON constant {name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is too large")
+    return value
+
+
+def _strict_json(body: bytes) -> Any:
+    """JSON as the wire decoder reads it: NaN, Infinity and 1e999 are refused, so an ``id``
+    can never be a float that int() chokes on (OverflowError) or that compares oddly."""
+    return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
 
 
 class BleChannelClosed(ConnectionClosedError, ConnectionError):
@@ -295,8 +313,9 @@ class BleSecureChannel:
     def _outgoing_policy(self, payload: bytes) -> bytes | None:
         """Refuse bulk here instead of choking the radio; None = answered locally."""
         if payload[:1] == bytes([wire.KIND_REQUEST]):
-            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-                obj = json.loads(payload[1:])
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError,
+                                     OverflowError):
+                obj = _strict_json(payload[1:])
                 if obj.get("op") in BULK_OPS:
                     self.refused_bulk += 1
                     self._deliver(wire.encode_response(int(obj["id"]), False, BULK_REFUSAL))
@@ -307,8 +326,8 @@ class BleSecureChannel:
             return wire.encode_response(req_id, False, BULK_REFUSAL)
         if len(payload) > BLE_MAX_MESSAGE:
             if payload[:1] == bytes([wire.KIND_RESPONSE]):
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    req_id = int(json.loads(payload[1:])["id"])
+                with contextlib.suppress(ValueError, KeyError, TypeError, OverflowError):
+                    req_id = int(_strict_json(payload[1:])["id"])
                     self.refused_bulk += 1
                     return wire.encode_response(req_id, False, "answer too large for BLE")
             raise FrameTooLarge(f"message of {len(payload)} bytes is too large for BLE")

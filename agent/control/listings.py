@@ -1,0 +1,168 @@
+"""The `shoal` listings as tables: peers, resources, the authority map, paired devices, usage.
+
+Why a module: each listing decides what a row is (a resource once, however many peers offer
+it) and what its header and note explain (units, what ``-`` means); :func:`table` does the
+layout and the escaping. Entries come from the local agent, but names, holders and a remote
+catalog's fields are what peers claimed: strings are escaped in the table, and remote
+catalog entries that are not well formed are counted and never shown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from agent.control.render import Column, display, size, table
+
+__all__ = ["authority_text", "peers_table", "resources_table", "trust_table", "usage_text"]
+
+
+def _ago(seconds: object) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def peers_table(peers: Sequence[dict[str, Any]]) -> str:
+    if not peers:
+        return "no peers seen yet"
+    rows = []
+    for x in peers:
+        rtt = f"{x['rtt_ms']:.2f} ms" if isinstance(x.get("rtt_ms"), (int, float)) else None
+        via = ",".join(str(s) for s in x.get("sources", []))
+        if x.get("rssi") is not None:
+            via += f" ({x['rssi']} dBm)"
+        state = ("connected" if x.get("connected") else
+                 "reachable" if x.get("reachable") else "unreachable")
+        seen = x.get("last_seen", x.get("last_seen_s"))
+        rows.append([x["name"], x["short_id"], via, " ".join(x.get("addresses", [])) or None,
+                     state, rtt, "yes" if x.get("trusted") else "no", _ago(seen)])
+    return table(["NAME", "ID", "SEEN VIA", "ADDRESS", "STATE", Column("RTT", right=True),
+                  "PAIRED", "LAST SEEN"], rows,
+                 note="RTT: round trip of the last ping; LAST SEEN: last announcement or "
+                 "message; '-': not known yet")
+
+
+def _well_formed(x: object) -> bool:
+    """A catalog entry the table can show: remote ones are a peer's unchecked claims."""
+    if not isinstance(x, dict):
+        return False
+    return (all(isinstance(x.get(k), str) for k in ("resource_id", "name"))
+            and all(isinstance(x.get(k), int) and not isinstance(x.get(k), bool)
+                    and x[k] >= 0 for k in ("version", "size")))
+
+
+def _standing(x: dict[str, Any]) -> tuple[bool, int]:
+    return (x.get("holder_trusted", True) is not False, int(x["version"]))
+
+
+def resources_table(reply: dict[str, Any]) -> str:
+    """Each resource once (by ID and publisher): newest version seen, whether held here,
+    and which peers hold which version. Malformed offers are counted, never shown."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    remote = [x for x in reply.get("remote", []) if _well_formed(x)]
+    malformed = len(reply.get("remote", [])) - len(remote)
+
+    def group(x: dict[str, Any]) -> dict[str, Any]:
+        key = (str(x["resource_id"]), str(x.get("publisher", x.get("publisher_short", ""))))
+        return groups.setdefault(key, {"entry": x, "local": None, "holders": []})
+
+    for x in reply.get("local", []):
+        g = group(x)
+        g["local"], g["entry"] = x, x
+    for x in remote:
+        g = group(x)
+        g["holders"].append(x)
+        # a paired holder's (or our own) version shows first: an unpaired one never
+        # outranks it, however high (agent/transfer/listing.py)
+        if _standing(x) > _standing(g["entry"]):
+            g["entry"] = x
+    hidden = f"\n({malformed} malformed offer(s) from peers not shown)" if malformed else ""
+    if not groups:
+        return "no resources" + hidden
+    rows = []
+    for g in groups.values():
+        top, local = g["entry"], g["local"]
+        newest = int(top["version"])
+        if local is None:
+            here = "no"
+        elif int(local["version"]) >= newest:
+            here = "yes" if local.get("signed", True) else "yes (unsigned)"
+        else:
+            here = f"v{local['version']} (older)"
+        holders = ", ".join(
+            str(h.get("holder", "?")) + ("" if h["version"] == newest else f" (v{h['version']})")
+            for h in g["holders"]) or None
+        rows.append([top["name"], top.get("publisher_short", "?"), f"v{newest}",
+                     size(int(top["size"])), "public" if top.get("public") else "private",
+                     here, holders, str(top["resource_id"])[:12]])
+    return table(["NAME", "PUBLISHER", Column("VERSION", right=True),
+                  Column("SIZE", right=True), "ACCESS", "HERE", "HOLDERS", "ID"], rows,
+                 note="VERSION: newest seen; HERE: held on this device; HOLDERS: reachable "
+                 "peers offering it" + hidden)
+
+
+def authority_text(r: dict[str, Any]) -> str:
+    head = (f"cluster {str(r['cluster'])[:8]}  term {r['term']}  role {r['role']}  "
+            f"leader {r['leader']}\nvoters: {', '.join(map(str, r['voters']))}"
+            + (f"\nlearners: {', '.join(map(str, r['learners']))}" if r["learners"] else ""))
+    if not r["assignments"]:
+        return display(head) + "\nno assignments yet"
+    rows = [[x["name"] or str(x["resource_id"])[:12], x["holder"], x["term"], x["epoch"],
+             " ".join(f"{h}={s:.2f}" for h, s in x["scores"].items()) or None]
+            for x in r["assignments"]]
+    return display(head) + "\n\n" + table(
+        ["RESOURCE", "AUTHORITY", Column("TERM", right=True), Column("EPOCH", right=True),
+         "REPUTATION (holder=score)"], rows,
+        note="REPUTATION: each holder's score from 0 to 1, best first; the authority moves "
+        "only to a clearly better one (docs/authority.md, section 3)")
+
+
+def pending_table(pend: Sequence[dict[str, Any]]) -> str:
+    """`shoal pair --pending`: what to compare, with whom, and what is still missing."""
+    if not pend:
+        return "no pairing in progress"
+
+    def state(p: dict[str, Any]) -> str:
+        if p.get("local_confirmed"):
+            return "confirmed here; waiting for the other device"
+        if p.get("remote_confirmed"):
+            return "confirmed there; confirm here"
+        return "confirm on both devices"
+
+    return table(["CODE", "DEVICE", "DIRECTION", "STATE"], [
+        [p["code_display"], p["peer_name"], "incoming" if p["incoming"] else "outgoing",
+         state(p)] for p in pend],
+        note="confirm with: shoal pair --code CODE (on both devices, if the codes match)")
+
+
+def trust_table(devices: Sequence[dict[str, Any]]) -> str:
+    if not devices:
+        return "no paired devices"
+    return table(["NAME", "ROLE", "ID", "PAIRED AT"], [
+        [d["name"], d["role"], d["display_id"],
+         time.strftime("%Y-%m-%d %H:%M", time.localtime(d["paired_at"]))] for d in devices])
+
+
+def usage_text(r: dict[str, Any]) -> str:
+    log, c = r["log"], r["counters"]
+    share = (f"on, k = {r['k']}" + (f", epsilon = {r['epsilon']}" if r["epsilon"] else "")
+             if r["share"] else "off")
+    head = (f"access log: {size(int(log['bytes']))} in {log['segments']} segment(s), "
+            f"{log['dropped']} dropped, {log['damaged']} damaged skipped\n"
+            f"sharing:    {share}; sent {c['sent']}, received {c['received']} "
+            f"from {len(r['peers'])} peer(s), refused {c['refused']}, rejected {c['rejected']}")
+    if not r["hottest"]:
+        return display(head) + "\nno accesses yet"
+    rows = [[h["resource"], f"{h['temperature']:.3f}", f"{h['mesh']:.3f}",
+             size(int(h["budget"]))] for h in r["hottest"]]
+    return display(head) + "\n\n" + table(
+        ["RESOURCE", Column("TEMPERATURE", right=True), Column("MESH", right=True),
+         Column("BUDGET", right=True)], rows,
+        note="TEMPERATURE: requests here, each halving every [usage] half_life; MESH: plus "
+        "what paired devices shared; BUDGET: prefetch bytes it earns")

@@ -1,0 +1,241 @@
+"""The `shoal` command line: every subcommand with its description and an example.
+
+Why a module of its own: what the command line accepts (and how it explains itself in
+``--help``) is one job; running the commands (:mod:`agent.control.cli`) is another. Two
+rules hold for every subcommand, so they live here once:
+
+* the global options (``--json``, ``--config``, ``--data-dir``, ``--log-level``) are accepted
+  before *or after* the subcommand: each subparser gets them again with a suppressed default,
+  so a value given after the subcommand wins and an absent one never resets the global one;
+* a usage error raises :class:`UsageError` instead of printing argparse's usage block and
+  exiting: the CLI turns it into one line (or one JSON object with ``--json``).
+
+To add a subcommand: call :func:`command` in :func:`build_parser` (help, description, example)
+and add its handler to ``HANDLERS`` in :mod:`agent.control.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+from typing import Any, NoReturn
+
+from agent import __version__
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DESCRIPTION_WIDTH = 78  # the raw formatter keeps our layout, so descriptions are wrapped here
+
+#: The global options and their defaults (when given nowhere on the command line).
+GLOBAL_DEFAULTS: dict[str, Any] = {"config": None, "data_dir": None, "log_level": "info",
+                                   "json": False}
+
+
+class UsageError(Exception):
+    """The command line is wrong; ``prog`` is the (sub)command whose ``--help`` explains it."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises :class:`UsageError` rather than printing and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.prog)
+
+
+def _log_level(text: str) -> str:
+    level = text.lower()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, "
+                                         f"got {text!r}")
+    return level
+
+
+def add_global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every subcommand accepts, wherever they stand on the command line.
+
+    On the top parser they carry the defaults; on subparsers the default is SUPPRESS, so the
+    subparser sets the attribute only when the option is given after the subcommand.
+    """
+    def default(name: str) -> Any:
+        return GLOBAL_DEFAULTS[name] if top else argparse.SUPPRESS
+
+    g = p.add_argument_group("global options (before or after the subcommand)")
+    g.add_argument("--json", action="store_true", default=default("json"),
+                   help="machine-readable output; errors too, as one JSON object")
+    g.add_argument("--config", type=Path, default=default("config"), metavar="PATH",
+                   help="TOML config file (default: built-in defaults; the service uses "
+                   "/etc/shoal/shoal.toml)")
+    g.add_argument("--data-dir", type=Path, default=default("data_dir"), metavar="DIR",
+                   help="data directory (overrides node.data_dir)")
+    g.add_argument("--log-level", type=_log_level, default=default("log_level"),
+                   metavar="LEVEL", help="debug, info, warning or error (default info)")
+
+
+def command(sub: Any, name: str, *, help: str, description: str, example: str,
+            ) -> argparse.ArgumentParser:
+    """A subcommand with a description, an example in its epilog and the global options."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=textwrap.fill(description, DESCRIPTION_WIDTH),
+        epilog="example:\n" + "\n".join(f"  {line}" for line in example.strip().splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_global_options(p, top=False)
+    return p
+
+
+def _add_delegate(sub: Any) -> None:
+    """`shoal delegate`: let a paired device publish new versions of one resource."""
+    dg = command(sub, "delegate",
+                 help="let a paired device publish new versions of one of your resources",
+                 description="Sign a delegation that lets DEVICE publish new versions of "
+                 "RESOURCE (`shoal publish PATH --update RESOURCE` there) until it expires. "
+                 "It is handed over if DEVICE is connected, else printed: run `shoal delegate "
+                 "--accept FILE` there.",
+                 example="shoal delegate city-map kitchen-pi --days 7\n"
+                 "shoal delegate --accept dlg.json")
+    dg.add_argument("resource", nargs="?", metavar="NAME-or-ID", help="your resource")
+    dg.add_argument("device", nargs="?", help="name or ID of the paired device")
+    dg.add_argument("--days", type=float, help="how long it holds (default 30, at most 90)")
+    dg.add_argument("--accept", metavar="FILE", help="on the delegate: keep the delegation "
+                    "printed by `shoal delegate` on the publisher ('-' = stdin)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="shoal", description=textwrap.fill(
+            "Shoal: share, mirror and prefetch resources between nearby devices, with no "
+            "internet or central server.", DESCRIPTION_WIDTH),
+        epilog="examples:\n  shoal run --port 0\n  shoal peers --json\n"
+        "  shoal fetch report.pdf -o ~/report.pdf\n\n"
+        "Every subcommand has its own help: shoal COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"shoal {__version__}")
+    add_global_options(p, top=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    r = command(sub, "run", help="run the agent in the foreground",
+                description="Run the agent in the foreground until Ctrl-C or `shoal stop`. "
+                "A second agent on one machine needs its own --data-dir and --port 0 "
+                "(any free port); --local keeps it on this machine.",
+                example="shoal run\n"
+                "shoal run --local --data-dir /tmp/b --name b")
+    r.add_argument("--port", type=int, help="LAN port (0 = any free port)")
+    r.add_argument("--name", help="device name shown to peers")
+    r.add_argument("--listen", help="address to listen on (default 0.0.0.0; 127.0.0.1 keeps "
+                   "the agent on this machine)")
+    r.add_argument("--mesh", help="mesh ID: only agents of this mesh are discovered, dialled "
+                   "and accepted (overrides node.mesh)")
+    r.add_argument("--local", action="store_true",
+                   help="this machine only: listen on 127.0.0.1 (any free port unless --port), "
+                   "discover on loopback only, BLE off; to try Shoal with several agents on "
+                   "one machine")
+    command(sub, "id", help="print this device's ID",
+            description="Print this device's ID (works without a running agent).",
+            example="shoal id\nshoal id --json")
+    command(sub, "status", help="show the agent's state",
+            description="Show the running agent's name, ID, port, mesh, peers and store usage.",
+            example="shoal status\nshoal status --json")
+    command(sub, "peers", help="list peers seen on any radio",
+            description="List the devices this agent has seen (mDNS, sessions, BLE): how, "
+            "where, their round-trip time, whether they are paired and when last seen.",
+            example="shoal peers\nshoal peers --json")
+    pub = command(sub, "publish", help="share a file",
+                  description="Share a file: it is chunked into the agent's store and offered "
+                  "to paired devices (to every device with --public).",
+                  example="shoal publish ./report.pdf\n"
+                  "shoal publish ./map.tiles --name city-map --public")
+    pub.add_argument("path", type=Path)
+    pub.add_argument("--name", help="resource name (default: file name)")
+    pub.add_argument("--public", action="store_true", help="visible to unpaired devices too")
+    pub.add_argument("--update", metavar="NAME-or-ID", help="publish PATH as the next version "
+                     "of this held resource (yours, or one its publisher delegated to you)")
+    rs = command(sub, "resources", help="list resources held here and offered by peers",
+                 description="List each resource once: its publisher, newest version, size, "
+                 "whether it is held here and which reachable peers hold it.",
+                 example="shoal resources\nshoal resources --local --json")
+    rs.add_argument("--local", action="store_true", help="only resources held here")
+    f = command(sub, "fetch", help="fetch a resource by name or ID",
+                description="Fetch a resource from the peers that hold it (several at once, "
+                "its authority first), verify every chunk and write it to a file. An "
+                "interrupted fetch resumes where it stopped.",
+                example="shoal fetch report.pdf\nshoal fetch 3fa9c2 -o - | tar x\n"
+                "shoal fetch city-map --from 192.168.1.20:7420 --no-output")
+    f.add_argument("resource", help="name, ID or ID prefix (see: shoal resources)")
+    f.add_argument("-o", "--output", help="write the file here ('-' = stdout; default ./NAME)")
+    f.add_argument("--from", dest="source", help="peer address HOST[:PORT] to fetch from")
+    f.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    f.add_argument("--no-output", action="store_true", help="keep it in the store only")
+    f.add_argument("--progress", action="store_true",
+                   help="show progress on stderr even when it is not a terminal")
+    pa = command(sub, "pair", help="pair with a nearby device (numeric comparison)",
+                 description="Pair with a nearby device: both screens show the same 6-digit "
+                 "code; confirm on both. Without an address, wait for the other device to "
+                 "pair with this one.",
+                 example="shoal pair                      # on device B: wait\n"
+                 "shoal pair 192.168.1.20:7420    # on device A\n"
+                 "shoal pair --open; shoal pair --code 123456   # scripted")
+    pa.add_argument("address", nargs="?", help="the other agent's HOST[:PORT], or ble:NAME "
+                    "for a device met over BLE; omit to wait for the other device to pair "
+                    "with this one")
+    pa.add_argument("--code", help="confirm without prompting if the code is this one")
+    pa.add_argument("--open", action="store_true",
+                    help="only open the pairing window and return")
+    pa.add_argument("--close", action="store_true",
+                    help="close the pairing window now (cancels unconfirmed incoming pairings)")
+    pa.add_argument("--no-wait", action="store_true",
+                    help="start pairing, print the code and return (confirm later with --code)")
+    pa.add_argument("--pending", action="store_true", help="list pairings awaiting confirmation")
+    pa.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    up = command(sub, "unpair", help="forget a paired device",
+                 description="Forget a paired device: it loses access to private resources "
+                 "and its session is closed.",
+                 example="shoal unpair kitchen-pi\nshoal unpair R4VF-XC7D")
+    up.add_argument("device", help="name or ID of the paired device")
+    t = command(sub, "trust", help="paired devices",
+                description="Paired devices (the trust store).",
+                example="shoal trust list")
+    tsub = t.add_subparsers(dest="trust_command", metavar="SUBCOMMAND", parser_class=Parser)
+    tsub.required = True
+    command(tsub, "list", help="list paired devices",
+            description="List paired devices: name, role, ID and when they were paired.",
+            example="shoal trust list\nshoal trust list --json")
+    c = command(sub, "config", help="configuration helpers",
+                description="Print the default configuration, or check a config file.",
+                example="shoal config defaults > shoal.toml\n"
+                "shoal config check --config shoal.toml")
+    csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=Parser)
+    csub.required = True
+    command(csub, "defaults", help="print the default configuration as TOML",
+            description="Print every configuration key with its default, as TOML.",
+            example="shoal config defaults > shoal.toml")
+    command(csub, "check", help="validate --config and print the effective values",
+            description="Validate a config file and print the effective values (JSON).",
+            example="shoal config check --config /etc/shoal/shoal.toml")
+    au = command(sub, "authority", help="who serves each resource (replicated map)",
+                 description="The replicated authority map: which holder serves each "
+                 "resource, in which Raft term and epoch, and each holder's reputation score "
+                 "(0 to 1, higher is better; docs/authority.md, section 3).",
+                 example="shoal authority\nshoal authority report.pdf")
+    au.add_argument("resource", nargs="?", help="only this resource (name or ID prefix)")
+    command(sub, "usage", help="access log, usage sharing and the hottest resources",
+            description="The access log (size, records dropped or skipped as damaged), "
+            "sharing of usage aggregates with paired devices (docs/privacy.md) and the "
+            "hottest resources: temperature here and mesh-wide, and the prefetch budget it "
+            "earns.",
+            example="shoal usage\nshoal usage --json")
+    _add_delegate(sub)
+    command(sub, "stop", help="ask the running agent to stop",
+            description="Ask the running agent to stop (it finishes cleanly).",
+            example="shoal stop\nshoal stop --data-dir /tmp/b")
+    d = command(sub, "demo", help="start a 3-agent mesh on this machine, show it working, "
+                "clean up",
+                description="Start three agents on loopback, pair them, publish a sample and "
+                "fetch it across them, print what happened and how fast, then clean up.",
+                example="shoal demo\nshoal demo --size-mib 8 --keep")
+    d.add_argument("--size-mib", type=int, default=32, help="sample resource size (default 32)")
+    d.add_argument("--keep", action="store_true", help="keep the demo directory and logs")
+    return p
