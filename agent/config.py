@@ -319,7 +319,7 @@ class PredictConfig:
     train_drift: float = _num(0.1, 0.0, 1.0)  # JS divergence (bits) that triggers a run
     train_budget: float = _num(120.0, 0.0, 86400.0)  # CPU-seconds per rolling day
     train_epochs: int = _num(8, 1, 64)
-    train_memory: int = _size(512 * 1024 * 1024, 64 * 1024 * 1024, 8 * 1024**3)  # RLIMIT_AS
+    train_memory: int = _size(256 * 1024 * 1024, 64 * 1024 * 1024, 8 * 1024**3)  # RLIMIT_AS
     model_max_bytes: int = _size(1024 * 1024, 1024, 1024 * 1024)  # larger models refused
 
     def __post_init__(self) -> None:

@@ -223,16 +223,15 @@ def parse_advert(obj: object) -> Advert:
 # ----------------------------------------------------------------- is the model worth it
 
 def hit_ratio(predictor: Predictor, requests: Iterable[tuple[str, str, float, int]], *,
-              k: int = 4, device: str = "self") -> tuple[int, int]:
+              k: int = 4) -> tuple[int, int]:
     """Online (predict, then learn) evaluation on *requests* (device, resource, time, size):
-    (hits, predictions made). A request counts as a hit when it was among the *k*
+    (hits, requests). A request counts as a hit when it was among the *k*
     resources predicted just before it."""
     hits = n = 0
     for dev, resource, t, size in requests:
-        ranked = predictor.predict(device if dev == device else dev, k)
-        if ranked:
-            n += 1
-            hits += any(r == resource for r, _ in ranked)
+        ranked = predictor.predict(dev, k)
+        n += 1  # no prediction is a miss: a predictor that abstains does not score better
+        hits += any(r == resource for r, _ in ranked)
         predictor.observe(dev, resource, t, size)
     return hits, n
 

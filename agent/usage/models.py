@@ -86,6 +86,9 @@ EVAL = 200  # of which the newest are the held-out evaluation
 MIN_SEQS = 4  # released n-grams needed before a training run is worth it
 DEFAULT_COST_S = 10.0  # estimated cost of a first training run
 POWER_ROOT = Path("/sys/class/power_supply")
+# The training child runs at nice 19: it takes CPU nobody else wants, so a busy device may
+# still train (slowly) and the mesh does not lose its only volunteer; an idle one ranks first.
+HEADROOM_FLOOR = 0.05
 
 
 class ModelRejected(ValueError):
@@ -138,6 +141,7 @@ class Loaded:
     hits: tuple[int, int]
     fallback_hits: tuple[int, int]
     why: str
+    fed_until: float = 0.0  # time of the newest request the predictor has read
 
 
 def read_power(root: Path = POWER_ROOT) -> tuple[str, float, str]:
@@ -218,7 +222,8 @@ class ModelService:
             own = self._own_model()
             if own is not None:
                 model = (own.resource_id, own.version, own.publisher)
-        return Advert(cpu_headroom(os.getloadavg()[0], os.cpu_count() or 1), power,
+        headroom = max(HEADROOM_FLOOR, cpu_headroom(os.getloadavg()[0], os.cpu_count() or 1))
+        return Advert(headroom, power,
                       battery, self.budget_s(), model)
 
     def handlers(self) -> dict[str, Handler]:
@@ -249,6 +254,7 @@ class ModelService:
             await self.maybe_train()
         await self._fetch_newer()
         self._recent = await asyncio.to_thread(self._read_recent)
+        self._feed_active()
         await self._choose()
         await asyncio.to_thread(self._refresh_fallback)
 
@@ -477,15 +483,27 @@ class ModelService:
         ok, why = judge(hits, fb)
         if not ok:
             raise ModelRejected(why)
-        pred = GRUPredictor(model, max_devices=4)
+        loaded = Loaded(m.resource_id, m.version, m.publisher, m.created, m.size,
+                        GRUPredictor(model, max_devices=4), per, hits, fb, why)
         for r, t, s in self._recent[-64:]:  # the device's current session
-            pred.observe("self", r, t, s)
-        return Loaded(m.resource_id, m.version, m.publisher, m.created, m.size, pred, per,
-                      hits, fb, why)
+            loaded.predictor.observe("self", r, t, s)
+            loaded.fed_until = t
+        return loaded
 
     def _measure(self, model: GRUModel) -> float:
         """CPU seconds per prediction (a method so a test can stand in a slow device)."""
         return check_budget(model)
+
+    def _feed_active(self) -> None:
+        """The running model reads this device's requests since it last did (its hidden
+        state is the device's current session)."""
+        a = self.active
+        if a is None:
+            return
+        for r, t, s in self._recent:
+            if t > a.fed_until:
+                a.predictor.observe("self", r, t, s)
+                a.fed_until = t
 
     def _drop(self, rec: Any) -> None:
         with contextlib.suppress(Exception):
