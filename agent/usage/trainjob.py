@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 
 MAX_INPUT = 64 * 1024 * 1024
+# A small mesh releases a few dozen n-grams: a batch of 128 windows would give a handful of
+# gradient steps per run. Repeating the data up to this many sequences gives enough steps;
+# the cost stays bounded by it (and by RLIMIT_CPU).
+MIN_SEQS = 2048
 PARAMS = {"vocab": (2, 4096), "dim": (2, 128), "hidden": (2, 256), "epochs": (1, 64),
           "window": (2, 32), "max_windows": (1, 50_000)}
 
@@ -50,9 +54,13 @@ def main(argv: list[str]) -> int:
     from agent.predict.traces import Request
     from agent.predict.train import train_gru
 
+    seqs = [list(map(str, s)) for s in job["seqs"]]
+    base = list(seqs)
+    while seqs and len(seqs) < MIN_SEQS:
+        seqs += base
     requests: list[Request] = []
     t = 0.0
-    for i, seq in enumerate(job["seqs"]):  # each sequence its own session
+    for i, seq in enumerate(seqs):  # each sequence its own session
         for r in seq:
             requests.append(Request(t, f"s{i}", str(r), 0))
             t += 1.0
