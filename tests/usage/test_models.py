@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agent.config import PredictConfig
+from agent.control.listings import model_text
 from agent.predict.gru import GRUModel
 from agent.security.identity import Identity
 from agent.store import ContentStore
@@ -147,6 +148,8 @@ async def test_a_device_with_no_model_still_predicts(tmp_path: Path, store) -> N
     assert svc.active is None
     used, ranked = svc.predict(3)
     assert used == "fallback" and ranked
+    assert "model:      none yet: predicting with the fallback (ppm2" in model_text(
+        svc.describe())
     # a device with its own log predicts from it
     svc2 = service(tmp_path / "2", store, Usage(rows=log_rows(CHAIN, 45)), train=False)
     await svc2.step()
