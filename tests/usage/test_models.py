@@ -162,8 +162,9 @@ async def test_training_stops_at_the_cpu_budget(tmp_path: Path, store) -> None:
     seqs = [[OTHER[i % 40], OTHER[(i * 7) % 40], OTHER[(i * 13) % 40]] for i in range(20_000)]
     run = await svc.train(seqs, cpu_left_s=1.0)
     assert not run["ok"] and run["rc"] != 0  # killed by RLIMIT_CPU
-    assert 0.9 <= float(str(run["cpu_s"])) < 5  # measured, and charged to the day
-    assert svc.ledger.left(svc.ledger.runs[-1][0], 1.0) == 0
+    cpu = float(str(run["cpu_s"]))
+    assert 0.8 <= cpu < 5  # measured by the kernel (RLIMIT_CPU has whole-second steps)
+    assert svc.ledger.spent(svc.ledger.runs[-1][0]) == pytest.approx(cpu, abs=0.001)
     assert not any(r.name == model_name("gru") for r in store.resources())
     svc._usage = Usage(chain_grams(CHAIN))
     assert await svc.maybe_train() is None  # over today's budget: no run at all
