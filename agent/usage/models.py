@@ -423,6 +423,11 @@ class ModelService:
     async def _choose(self) -> None:
         offers = self.offers()
         pick = choose_model([o for o, _ in offers], self.trainer)
+        a = self.active
+        if a is not None and not self._trusted(a.publisher):  # its publisher was unpaired
+            self.active = None
+            log.info("model dropped: its publisher is no longer paired", extra=kv(
+                version=a.version, publisher=a.publisher[:16]))
         if pick is None:
             return
         rec = next(r for o, r in offers if o is pick)

@@ -243,3 +243,30 @@ async def test_adverts_are_for_paired_devices_only(tmp_path: Path, store) -> Non
     with pytest.raises(NotPaired):
         await svc._on_model(SimpleNamespace(peer_id=STRANGER.device_id, name="s"),  # type: ignore[arg-type]
                             None)  # type: ignore[arg-type]
+
+
+async def test_a_model_stops_running_when_its_publisher_is_unpaired(tmp_path: Path,
+                                                                    store) -> None:
+    publish(store, tmp_path, trained(tuple(CHAIN)), PAIRED)
+    svc = service(tmp_path, store, Usage(rows=log_rows(CHAIN, 10)), train=False)
+    await svc.step()
+    assert svc.active is not None and svc.predict(1)[0] == "gru"
+    svc._trust = Trust()  # unpaired
+    await svc.step()
+    assert svc.active is None and svc.predict(1)[0] == "fallback"
+
+
+def test_power_is_read_from_sysfs(tmp_path: Path) -> None:
+    from agent.usage.models import read_power
+
+    bat = tmp_path / "BAT0"
+    bat.mkdir()
+    for name, value in {"type": "Battery", "status": "Discharging", "capacity": "55"}.items():
+        (bat / name).write_text(value + "\n")
+    assert read_power(tmp_path)[:2] == ("battery", 0.55)
+    ac = tmp_path / "AC"
+    ac.mkdir()
+    (ac / "type").write_text("Mains\n")
+    (ac / "online").write_text("1\n")
+    assert read_power(tmp_path)[:2] == ("mains", 0.55)
+    assert read_power(tmp_path / "absent")[0] == "mains"
