@@ -59,7 +59,7 @@ PREDICTORS: dict[str, Callable[[], Predictor]] = {
     "lookahead+stride": _scan,
 }
 
-DEFAULT = "lookahead"
+DEFAULT = "lookahead+stride"
 
 
 def make(name: str, *, per_device: bool = False) -> Predictor:
