@@ -109,7 +109,8 @@ class Node:
             data_dir / "usage" / "model", cfg.predict, device_id=self.identity.device_id.hex(),
             usage=self.usage, store=self.store, signer=self.identity,
             connections=self.connections, trust=self.trust,
-            fetch=lambda rid: self.fetcher.fetch(rid, traffic_class="prefetch"),
+            fetch=lambda rid: self.fetcher.fetch(rid, traffic_class="prefetch",
+                                                 max_size=cfg.predict.model_max_bytes),
             catalog_changed=self.catalog_changed) if self.usage is not None else None
         self.ble: BleLink | None = None
         self.commands = Commands(CommandContext(

@@ -84,6 +84,7 @@ BUDGET_PROBES = 50  # predictions timed on load
 RECENT = 2000  # log records this device evaluates and predicts from
 EVAL = 200  # of which the newest are the held-out evaluation
 MIN_SEQS = 4  # released n-grams needed before a training run is worth it
+MAX_FETCH_TRIES = 3  # a version that failed to fetch this often is given up
 DEFAULT_COST_S = 10.0  # estimated cost of a first training run
 POWER_ROOT = Path("/sys/class/power_supply")
 # The training child runs at nice 19: it takes CPU nobody else wants, so a busy device may
@@ -200,6 +201,7 @@ class ModelService:
         self.fallback_hits: tuple[int, int] = (0, 0)
         self._trained_counts: MeshCounts | None = None
         self._rejected: dict[tuple[str, int], str] = {}  # (resource, version) -> why
+        self._fetch_failures: dict[tuple[str, int], int] = {}
         self._recent: list[tuple[str, float, int]] = []
         self.last_training: dict[str, object] | None = None
         self.counters = {"trained": 0, "train_failed": 0, "published": 0, "fetched": 0,
@@ -411,10 +413,20 @@ class ModelService:
                 continue
             try:
                 await self._fetch(rid)
-            except Exception as e:
-                log.info("model fetch failed", extra=kv(peer=peer[:16], reason=e))
+            except Exception as e:  # an oversize model is refused by the fetch itself
+                key = (rid, version)
+                self._fetch_failures[key] = self._fetch_failures.get(key, 0) + 1
+                if self._fetch_failures[key] >= MAX_FETCH_TRIES:  # not a passing outage
+                    self._rejected[key] = f"not fetched: {e}"[:300]
+                    self._trim_rejected()
+                    del self._fetch_failures[key]
+                log.warning("model not fetched", extra=kv(peer=peer[:16], reason=e))
                 continue
             self.counters["fetched"] += 1
+
+    def _trim_rejected(self) -> None:
+        while len(self._rejected) > 32:
+            self._rejected.pop(next(iter(self._rejected)))
 
     def offers(self) -> list[tuple[ModelOffer, Any]]:
         return [(ModelOffer(r.version, r.publisher, self._trusted(r.publisher)), r)
@@ -439,8 +451,7 @@ class ModelService:
             cand = await asyncio.to_thread(self.load, rec)
         except ModelRejected as e:
             self._rejected[key] = str(e)
-            while len(self._rejected) > 32:
-                self._rejected.pop(next(iter(self._rejected)))
+            self._trim_rejected()
             self.counters["rejected"] += 1
             log.warning("model rejected", extra=kv(
                 resource=rec.resource_id, version=rec.version, publisher=rec.publisher[:16],

@@ -87,3 +87,23 @@ def test_the_trainer_publishes_and_the_paired_peer_runs_its_model(tmp_path: Path
     finally:
         a.stop(timeout=5)
         b.stop(timeout=5)
+
+
+def test_a_peer_refuses_a_model_over_its_size_bound(tmp_path: Path) -> None:
+    a, b = Agent("alpha", tmp_path / "alpha"), Agent("bravo", tmp_path / "bravo")
+    generate_log(a.data_dir, 200)
+    a.config(CONFIG)
+    b.config(CONFIG + 'train = false\nmodel_max_bytes = "4KiB"\n')
+    try:
+        a.start()
+        b.start()
+        pair(a, b)
+        state = wait_until(lambda: (s := b.json("model"))["rejected"] and s, 120,
+                           "bravo refuses alpha's model")
+        assert "over the 4096 allowed" in state["rejected"][0]["reason"]
+        assert state["active"] is None and state["predictor"] == "fallback"
+        assert b.json("resources", "--local", "--all")["local"] == []  # never stored
+        assert a.json("model")["active"]["version"] == 1  # the trainer runs its own
+    finally:
+        a.stop(timeout=5)
+        b.stop(timeout=5)
