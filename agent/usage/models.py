@@ -294,7 +294,8 @@ class ModelService:
                      top_n=64, max_contexts=4096)
         now = self._clock()
         last = self.ledger.last()
-        since = None if last is None or self._own_model() is None else now - last[0]
+        # a failed run counts too: a run that keeps failing waits the minimum interval
+        since = None if last is None else now - last[0]
         d = drift(self._trained_counts, both) if self._trained_counts is not None else 1.0
         ok, why = should_retrain(
             drift_bits=d, since_last_s=since,
@@ -322,7 +323,8 @@ class ModelService:
         work = self.dir / "train"
         work.mkdir(exist_ok=True, mode=0o700)
         src, dst = work / "in.json", work / "model.bin"
-        await asyncio.to_thread(atomic_write_bytes, src, json.dumps(job).encode(), mode=0o600)
+        await asyncio.to_thread(
+            lambda: atomic_write_bytes(src, json.dumps(job).encode(), mode=0o600))
         with contextlib.suppress(FileNotFoundError):
             dst.unlink()
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",

@@ -270,3 +270,14 @@ def test_power_is_read_from_sysfs(tmp_path: Path) -> None:
     (ac / "online").write_text("1\n")
     assert read_power(tmp_path)[:2] == ("mains", 0.55)
     assert read_power(tmp_path / "absent")[0] == "mains"
+
+
+async def test_a_failed_run_waits_the_minimum_interval_too(tmp_path: Path, store) -> None:
+    import time
+
+    svc = service(tmp_path, store, Usage(chain_grams(CHAIN)))
+    svc.ledger.charge(time.time(), 0.5)  # a run that failed a moment ago
+    assert await svc.maybe_train() is None and svc.counters["trained"] == 0
+    svc.ledger.runs.clear()
+    run = await svc.maybe_train()
+    assert run is not None and run["ok"]
