@@ -311,11 +311,24 @@ class PredictConfig:
     prefetch_base: int = _size(1024 * 1024)  # budget of a cold resource
     prefetch_max: int = _size(64 * 1024 * 1024)  # approached by the hottest
     prefetch_hot: float = _num(8.0, 0.001, 1e9)  # temperature that gets half the extra
+    # the model lifecycle (docs/prediction-lifecycle.md)
+    train: bool = True  # false: this device never trains (it still runs received models)
+    model_interval: float = _num(300.0, 0.2, 86400.0)  # seconds between lifecycle rounds
+    train_min_interval: float = _num(6 * 3600.0, 1.0, 30 * 86400.0)  # between runs
+    train_max_age: float = _num(86400.0, 1.0, 90 * 86400.0)  # retrain a model this old
+    train_drift: float = _num(0.1, 0.0, 1.0)  # JS divergence (bits) that triggers a run
+    train_budget: float = _num(120.0, 0.0, 86400.0)  # CPU-seconds per rolling day
+    train_epochs: int = _num(8, 1, 64)
+    train_memory: int = _size(256 * 1024 * 1024, 64 * 1024 * 1024, 8 * 1024**3)  # RLIMIT_AS
+    model_max_bytes: int = _size(1024 * 1024, 1024, 1024 * 1024)  # larger models refused
 
     def __post_init__(self) -> None:
         if self.prefetch_max < self.prefetch_base:
             raise ConfigError("predict.prefetch_max", "at least predict.prefetch_base",
                               self.prefetch_max)
+        if self.train_max_age < self.train_min_interval:
+            raise ConfigError("predict.train_max_age", "at least predict.train_min_interval",
+                              self.train_max_age)
 
 
 @dataclass(frozen=True)

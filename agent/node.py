@@ -43,6 +43,7 @@ from agent.security.trust import TrustStore
 from agent.store import ContentStore
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
+from agent.usage.models import ModelService
 from agent.usage.service import UsageService
 
 if TYPE_CHECKING:  # imported when BLE is enabled: ~40 modules and 3 MB RSS otherwise unused
@@ -104,19 +105,28 @@ class Node:
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
             on_fetched=self.catalog_changed, trust=self.trust, access=self.usage)
+        self.models = ModelService(
+            data_dir / "usage" / "model", cfg.predict, device_id=self.identity.device_id.hex(),
+            usage=self.usage, store=self.store, signer=self.identity,
+            connections=self.connections, trust=self.trust,
+            fetch=lambda rid: self.fetcher.fetch(rid, traffic_class="prefetch",
+                                                 max_size=cfg.predict.model_max_bytes),
+            catalog_changed=self.catalog_changed) if self.usage is not None else None
         self.ble: BleLink | None = None
         self.commands = Commands(CommandContext(
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
             trust=self.trust, peers=self.peers, connections=self.connections,
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
-            usage=self.usage))
+            usage=self.usage, models=self.models))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.unpairing.handlers())
         self.router.add_requests(self.server.handlers())
         if self.usage is not None:
             self.router.add_requests(self.usage.handlers())
+        if self.models is not None:
+            self.router.add_requests(self.models.handlers())
         if self.authority is not None:
             self.router.add_requests(self.authority.handlers())
             self.router.add_events(("raft", "cluster", "report"), self.authority.on_event)
@@ -142,6 +152,8 @@ class Node:
                     tg.create_task(self.authority.run(), name=f"{TASK_PREFIX}authority")
                 if self.usage is not None:
                     tg.create_task(self.usage.run(), name=f"{TASK_PREFIX}usage")
+                if self.models is not None:
+                    tg.create_task(self.models.run(), name=f"{TASK_PREFIX}model")
                 self.ready.set()
                 notify_systemd("READY=1\nSTATUS=running")
                 log.info("agent ready", extra=kv(

@@ -19,7 +19,8 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    usage  agent.usage.* (access log, n-grams, temperature: pure cores)
     3 peer         agent.peer.*
     4 transfer     agent.transfer.*        authority  agent.authority.*   links  agent.links.*
-                   usage-service  agent.usage.service (sharing over peer sessions)
+                   usage-service  agent.usage.service (sharing over peer sessions),
+                                  agent.usage.models (the model lifecycle)
                    prefetch, mirrors, dht  (names reserved for the coming services)
     5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
@@ -75,7 +76,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("transfer", 4, packages=("agent.transfer",)),
     Layer("authority", 4, packages=("agent.authority",)),
     Layer("links", 4, packages=("agent.links",)),
-    Layer("usage-service", 4, modules=("agent.usage.service",)),
+    Layer("usage-service", 4, modules=("agent.usage.service", "agent.usage.models")),
     Layer("prefetch", 4, packages=("agent.prefetch",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),
     Layer("dht", 4, packages=("agent.dht",)),

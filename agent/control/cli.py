@@ -35,6 +35,7 @@ from agent.control import ControlError, call, call_simple
 from agent.control.hints import HINTS, CliError, failure_of
 from agent.control.listings import (
     authority_text,
+    model_text,
     peers_table,
     pending_table,
     resources_table,
@@ -335,7 +336,8 @@ async def _publish(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
-_resources = _listing("resources", resources_table, lambda a: {"local_only": a.local})
+_resources = _listing("resources", resources_table,
+                      lambda a: {"local_only": a.local, "all": a.all})
 
 
 async def _unpair(args: argparse.Namespace, sock: Path) -> int:
@@ -354,6 +356,12 @@ async def _authority(args: argparse.Namespace, sock: Path) -> int:
         raise CliError(f"no authority assignment for {args.resource!r} (no such resource, or "
                        "none assigned yet)", "not_found")
     print(print_json(r) if args.json else authority_text(r))
+    return 0
+
+
+async def _model(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "model")
+    print(print_json(r) if args.json else model_text(r))
     return 0
 
 
@@ -408,7 +416,7 @@ async def _delegate(args: argparse.Namespace, sock: Path) -> int:
 HANDLERS: dict[str, Handler] = {
     "id": _id, "status": _status, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
-    "trust": _trust, "authority": _authority, "usage": _usage, "stop": _stop,
+    "trust": _trust, "authority": _authority, "usage": _usage, "model": _model, "stop": _stop,
     "delegate": _delegate,
 }
 

@@ -31,6 +31,7 @@ from agent.security.signing import SignatureError
 from agent.transfer.catalog import lookup, publisher_label, resource_entry
 from agent.transfer.listing import rank, verified_entries
 from agent.transfer.service import FetchService
+from agent.usage.modelcore import is_reserved
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -69,6 +70,10 @@ class UsageControl(Protocol):
     def describe(self) -> dict[str, object]: ...
 
 
+class ModelControl(Protocol):
+    def describe(self) -> dict[str, object]: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -101,6 +106,7 @@ class CommandContext:
     ble: BleControl | None = None
     authority: AuthorityControl | None = None
     usage: UsageControl | None = None
+    models: ModelControl | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -194,7 +200,7 @@ class Commands:
             "pair_confirm": self.pair_confirm, "pair_pending": self.pair_pending,
             "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
-            "usage": self.usage,
+            "usage": self.usage, "model": self.model,
             "delegate": self.delegate, "delegation_accept": self.delegation_accept,
         }
 
@@ -253,7 +259,9 @@ class Commands:
     async def resources(self, args: Args, reply: Reply) -> object:
         """Resources held here and, unless local_only, what reachable peers offer us."""
         c = self.ctx
-        local = [resource_entry(r) for r in c.store.resources()]
+        shown = bool(args.get("all"))  # the agent's own (models) only when asked
+        local = [resource_entry(r) for r in c.store.resources()
+                 if shown or not is_reserved(r.name)]
         remote: list[dict[str, object]] = []
         if not args.get("local_only"):
             conns = c.connections.live_connections()
@@ -265,7 +273,7 @@ class Commands:
                 # from paired peers, and paired holders rank first (agent/transfer/listing)
                 entries, _dropped = verified_entries(ans, conn.name,
                                                      c.trust.is_trusted(conn.peer_id))
-                remote.extend(entries)
+                remote.extend(e for e in entries if shown or not is_reserved(str(e["name"])))
         return {"local": local, "remote": rank(remote)}
 
     async def fetch(self, args: Args, reply: Reply) -> object:
@@ -416,6 +424,12 @@ class Commands:
         if self.ctx.usage is None:
             raise ControlError("the access log is disabled ([usage] enabled = false)")
         return self.ctx.usage.describe()
+
+    async def model(self, args: Args, reply: Reply) -> object:
+        if self.ctx.models is None:
+            raise ControlError("the prediction model needs the access log ([usage] enabled "
+                               "= true)")
+        return self.ctx.models.describe()
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

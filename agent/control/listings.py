@@ -13,9 +13,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agent.control.render import Column, display, size, table
+from agent.control.render import Column, display, duration, size, table
 
-__all__ = ["authority_text", "peers_table", "resources_table", "trust_table", "usage_text"]
+__all__ = ["authority_text", "model_text", "peers_table", "resources_table", "trust_table",
+           "usage_text"]
 
 
 def _ago(seconds: object) -> str:
@@ -166,3 +167,42 @@ def usage_text(r: dict[str, Any]) -> str:
          Column("BUDGET", right=True)], rows,
         note="TEMPERATURE: requests here, each halving every [usage] half_life; MESH: plus "
         "what paired devices shared; BUDGET: prefetch bytes it earns")
+
+
+def _pct(v: object) -> str:
+    return "-" if v is None else f"{float(str(v)):.1%}"
+
+
+def model_text(r: dict[str, Any]) -> str:
+    """``shoal model``: the model in use, who trains, the budget, rejections, peers."""
+    a, last = r["active"], r["last_training"]
+    trainer = r["trainer"]
+    who = ("this device" if r["is_trainer"] else trainer[:16]) if trainer else "nobody eligible"
+    lines = [f"trainer:    {who}; this device: {'trains' if r['budget_s'] else 'does not train'}"
+             f" ({r['power']}, {r['power_note']})",
+             f"budget:     {r['spent_s']:.1f} of {r['budget_s']:.0f} CPU-s used in the last 24 h"]
+    if last:
+        lines.append(f"last run:   {last['cpu_s']:.2f} CPU-s, "
+                     + (f"published v{last['version']}" if last.get("ok")
+                        else f"failed: {last.get('error', '?')}"))
+    if a:
+        lines.append(f"model:      {a['kind']} v{a['version']} by {a['publisher'][:16]}, "
+                     f"age {duration(float(a['age_s']))}, {size(int(a['bytes']))}, "
+                     f"{a['cpu_us_per_prediction']} us CPU per prediction")
+        lines.append(f"hit ratio:  {_pct(a['hit_ratio'])} on {a['evaluated']} recent requests"
+                     f" (fallback {_pct(a['fallback_hit_ratio'])})")
+    else:
+        fb = r["fallback"]
+        lines.append(f"model:      none yet: predicting with the fallback ({fb['predictor']}, "
+                     f"hit ratio {_pct(fb['hit_ratio'])} on {fb['evaluated']} recent requests)")
+    for x in r["rejected"]:
+        lines.append(f"rejected:   v{x['version']} of {x['resource'][:12]}: {x['reason']}")
+    out = display("\n".join(lines))
+    if r["peers"]:
+        out += "\n\n" + table(
+            ["PEER", Column("HEADROOM", right=True), "POWER", Column("BUDGET", right=True),
+             "MODEL"],
+            [[p["peer"], f"{p['headroom']:.2f}", p["power"], f"{p['budget_s']:.0f} s",
+              "-" if p["model_version"] is None else f"v{p['model_version']}"]
+             for p in r["peers"]])
+    return out

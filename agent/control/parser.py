@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "whether it is held here and which reachable peers hold it.",
                  example="shoal resources\nshoal resources --local --json")
     rs.add_argument("--local", action="store_true", help="only resources held here")
+    rs.add_argument("--all", action="store_true",
+                    help="also the agent's own resources (names starting .shoal., e.g. models)")
     f = command(sub, "fetch", help="fetch a resource by name or ID",
                 description="Fetch a resource from the peers that hold it (several at once, "
                 "its authority first), verify every chunk and write it to a file. An "
@@ -227,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
             "hottest resources: temperature here and mesh-wide, and the prefetch budget it "
             "earns.",
             example="shoal usage\nshoal usage --json")
+    command(sub, "model", help="the prediction model: trainer, version, age, hit ratio",
+            description="The prediction model's lifecycle on this device "
+            "(docs/prediction-lifecycle.md): which paired device trains, the model in use "
+            "(version, publisher, age, hit ratio on this device's recent requests against "
+            "the fallback), the last training run's CPU seconds and today's budget, and "
+            "models rejected, with the reason.",
+            example="shoal model\nshoal model --json")
     _add_delegate(sub)
     command(sub, "stop", help="ask the running agent to stop",
             description="Ask the running agent to stop (it finishes cleanly).",

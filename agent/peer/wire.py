@@ -79,6 +79,8 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "raft_join": {"c": _hex(32), "r?": _BOOL},
     # usage aggregate (agent/usage/aggregate.py parses the contents strictly)
     "usage": {"a": (dict, lambda v: len(v) <= 16)},
+    # the model lifecycle's advert (agent/usage/models.py; the answer is parsed strictly)
+    "model": {},
     "unpaired": {},  # "the sender no longer trusts you" (agent/peer/unpair.py)
 }
 

@@ -97,9 +97,11 @@ class FetchService:
 
     async def fetch(self, resource: str, *, source: str | None = None,
                     traffic_class: str = "demand", progress: ProgressSink | None = None,
-                    export: ExportSink | None = None) -> dict[str, object]:
+                    export: ExportSink | None = None,
+                    max_size: int | None = None) -> dict[str, object]:
         """Fetch a resource by name or ID from the peers that hold it (or from *source*);
-        then, with *export*, stream the fetched version to it."""
+        then, with *export*, stream the fetched version to it. *max_size*: refuse (before
+        any chunk moves) a version larger than this (the model service's bound)."""
         rec = lookup(self._store, resource, self.trusted_publisher)
         t = self._cfg
         choice: Choice | None = None
@@ -129,6 +131,9 @@ class FetchService:
                 raise NoHolders(summary(resource, errors))
             choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
         manifest = choice.manifest
+        if max_size is not None and manifest.size > max_size:
+            raise FetchFailed(f"{manifest.name!r} v{manifest.version} is {manifest.size} "
+                              f"bytes, over the {max_size} allowed")
         holders, why = self._prefer_authority(manifest.resource_id, choice.holders)
 
         async def find_sources() -> list[PeerConnection]:

@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -326,6 +327,15 @@ class UsageService:
         predictor's business: it may use its raw sequences, which never leave it)."""
         return merge(self._paired_aggregates(), top_n=self.policy.top_n,
                      max_contexts=self.policy.max_grams)
+
+    def recent(self, n: int) -> list[tuple[str, float, int]]:
+        """The newest *n* records of this device's log as (resource, time, size), oldest
+        first: what the model service evaluates and predicts from (it stays on the device).
+        Reads the log: call it off the event loop."""
+        rows: deque[tuple[str, float, int]] = deque(maxlen=max(0, n))
+        for rec in self.log.records(self._clock() - self.usage_cfg.max_age):
+            rows.append((rec.resource_hex, rec.time, rec.size))
+        return list(rows)
 
     def budget(self, resource_id: str, now: float | None = None) -> PrefetchBudget:
         return prefetch_budget(self.mesh_temperature(resource_id, now),

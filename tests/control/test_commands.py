@@ -162,7 +162,7 @@ def test_the_table_serves_every_command(tmp_path):
             "id", "status", "peers", "publish", "resources", "fetch", "pair_start",
             "pair_open", "pair_close", "pair_decline", "pair_confirm", "pair_pending",
             "pair_wait", "unpair",
-            "trust_list", "connect", "stop", "authority", "usage", "delegate",
+            "trust_list", "connect", "stop", "authority", "usage", "model", "delegate",
             "delegation_accept"}
     finally:
         a.store.close()
