@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -415,14 +415,11 @@ class NeverReadingChannel(RecordingChannel):
         await asyncio.Event().wait()  # never drains
 
 
-async def test_a_peer_that_never_reads_gets_only_a_bounded_number_of_chunks_read(
-        store, tmp_path, monkeypatch):
-    """128 chunk requests from a peer that never reads: the server reads (and so buffers) at
-    most MAX_REPLIES_IN_FLIGHT chunks for the connection, whatever the peer asks for."""
-    from agent.transfer.server import MAX_REPLIES_IN_FLIGHT
-
-    m = publish(store, tmp_path, "many.bin", os.urandom(600 * 1024), public=True)
-    assert len(m.chunks) > MAX_REPLIES_IN_FLIGHT
+def spied_server(store: ContentStore, monkeypatch: pytest.MonkeyPatch) -> tuple[
+        list[int], ChunkServer, RecordingGate,
+        Callable[[PeerConnection, wire.Request], Awaitable[object]]]:
+    """A server whose store reads are recorded (their sizes, in order), and a handler that
+    routes a connection's requests to it."""
     reads: list[int] = []
     real = store.get_chunk
 
@@ -437,6 +434,19 @@ async def test_a_peer_that_never_reads_gets_only_a_bounded_number_of_chunks_read
 
     async def handle(c: PeerConnection, r: wire.Request) -> object:
         return await router[r.op](c, r)
+
+    return reads, server, gate, handle
+
+
+async def test_a_peer_that_never_reads_gets_only_a_bounded_number_of_chunks_read(
+        store, tmp_path, monkeypatch):
+    """128 chunk requests from a peer that never reads: the server reads (and so buffers) at
+    most MAX_REPLIES_IN_FLIGHT chunks for the connection, whatever the peer asks for."""
+    from agent.transfer.server import MAX_REPLIES_IN_FLIGHT
+
+    m = publish(store, tmp_path, "many.bin", os.urandom(600 * 1024), public=True)
+    assert len(m.chunks) > MAX_REPLIES_IN_FLIGHT
+    reads, server, gate, handle = spied_server(store, monkeypatch)
 
     pc = PeerConnection(NeverReadingChannel(gate), peer_id=STRANGER, peer_key=b"k" * 32,
                         hello={"name": "peer"}, handler=handle, outgoing=False,
@@ -471,20 +481,7 @@ async def test_strangers_that_never_read_share_one_small_pool_and_paired_peers_s
     from agent.transfer.server import MAX_REPLIES_IN_FLIGHT, MAX_UNPAIRED_REPLIES_IN_FLIGHT
 
     m = publish(store, tmp_path, "many.bin", os.urandom(600 * 1024), public=True)
-    reads: list[int] = []
-    real = store.get_chunk
-
-    def spy(chunk_id: bytes, **kw: bool) -> bytes:
-        data = real(chunk_id, **kw)
-        reads.append(len(data))
-        return data
-
-    monkeypatch.setattr(store, "get_chunk", spy)
-    server, gate = make_server(store)
-    router = server.handlers()
-
-    async def handle(c: PeerConnection, r: wire.Request) -> object:
-        return await router[r.op](c, r)
+    reads, server, gate, handle = spied_server(store, monkeypatch)
 
     def conn(peer: bytes, port: int) -> PeerConnection:
         return PeerConnection(NeverReadingChannel(gate), peer_id=peer, peer_key=b"k" * 32,
