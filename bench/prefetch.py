@@ -17,7 +17,10 @@ prefetched), wasted bytes (prefetched bytes never used, as % of demand bytes), C
 prediction (median of 5 timing runs, min-max), training CPU, model memory.
 
 Baselines in the same run: LRU only, decayed popularity, first-order Markov, PPM order 2 and a
-next-request oracle. Sweeps: cache size and prefetch depth; each predictor's threshold sweep is
+next-request oracle. Markov-1 and PPM-2 are the traces README's: unbounded tables (not the
+agent's bounded ones), ties to the successor seen first, and their "top-1" figure follows the
+README's rule (the top candidate only, nothing when it is cached); bench/prefetch_reference.py
+is the plain cross-check. Sweeps: cache size and prefetch depth; each predictor's threshold sweep is
 its curve of hit ratio against wasted bytes (the PNG). It also compares one mesh-wide model
 (with per-device context) against per-device-only learning, overall and for cold-start devices
 (first request in the test part).
