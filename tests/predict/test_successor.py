@@ -55,3 +55,16 @@ def test_memory_is_bounded_by_the_budget_and_the_result_is_deterministic() -> No
     assert runs[0] == runs[1]
     with pytest.raises(ValueError):
         Successor(10)
+
+
+def test_the_gate_answers_scanners_and_not_devices_the_table_gets_wrong() -> None:
+    p = Successor(1 << 16, gate=0.6)
+    for i in range(20):  # a scan, learnt by device a
+        p.observe("a", f"/t{i}", float(i), 1)
+    for i in range(10):  # device s repeats it: its record opens the gate
+        p.observe("s", f"/t{i}", 100.0 + i, 1)
+    assert [r for r, _ in p.predict("s", 1)] == ["/t10"]
+    for i in range(10):  # device w jumps around: the table's guesses are wrong for it
+        p.observe("w", f"/t{(i * 7) % 19}", 200.0 + i, 1)
+    assert p.predict("w", 1) == []
+    assert Successor(1 << 16).predict("w", 1) == []  # w unknown to a fresh table
