@@ -1,12 +1,12 @@
 """Cross-check of bench/prefetch.py: the reference protocol of shared/traces/README.md,
 written as plainly as possible, with *unbounded* first-order Markov and PPM-2 tables.
 
-Why it exists: bench/prefetch.py's Markov-1 and PPM-2 baselines use the agent's bounded
-context tables (20,000 contexts). On the OPeNDAP trace (93k distinct objects) that bound
-evicts most of the tile-scan transitions, and the harness reports Markov-1 0.636 where the
-traces README reports 0.966. This script reproduces the README's figures (LRU-only 0.577,
-Markov-1 0.966 with query strings stripped), so a predictor's gain must be stated against
-these numbers, not against a bounded baseline.
+Why it exists: bench/prefetch.py's Markov-1 and PPM-2 baselines once used the agent's bounded
+context tables (20,000 contexts); on the OPeNDAP trace (93k distinct objects) that bound
+evicted most of the tile-scan transitions and the harness reported 0.636 where the traces
+README reports 0.966. This script reproduces the README's figures (LRU-only 0.577, Markov-1
+0.966 with query strings stripped); the harness's baselines are now unbounded too, and
+tests/predict/test_prefetch_bench.py checks that its top-1 figures equal :func:`replay`.
 
 Protocol (the README's): requests in time order (stable for equal times), each client one
 device with an LRU cache of --cache objects, emptied at the 70/30 split (the models keep

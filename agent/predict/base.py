@@ -106,14 +106,20 @@ class Successors:
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.names, self.counts, strict=True))
 
-    def ranked(self, k: int, exclude: Container[str] = (), denom: float | None = None) -> Ranked:
+    def ranked(self, k: int, exclude: Container[str] = (), denom: float | None = None, *,
+               ties_first: bool = False) -> Ranked:
         """The *k* most counted successors not in *exclude*, scored count/*denom* (default:
-        count/total, the next-request probability); ties by name, for determinism."""
+        count/total, the next-request probability); ties by name, for determinism, or with
+        *ties_first* by first seen (what ``Counter.most_common`` does, as the traces README's
+        reference baselines do)."""
         denom = self.total if denom is None else denom
         if denom <= 0:
             return []
         names, counts = self.names, self.counts
-        order = sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))
+        if ties_first:  # sorted() is stable: equal counts stay in insertion order
+            order = sorted(range(len(names)), key=lambda i: -counts[i])
+        else:
+            order = sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))
         out: Ranked = []
         for i in order:
             resource = names[i]

@@ -29,11 +29,14 @@ class PPM:
     def __init__(self, order: int = 2, mode: str = "fallback", *, min_count: float = 1.0,
                  max_contexts: int = 20_000, max_successors: int = 16,
                  max_devices: int = 4096, session_gap_s: float = float("inf"),
-                 name: str | None = None) -> None:
+                 name: str | None = None, ties: str = "name") -> None:
         if order < 1 or order > 8:
             raise ValueError("PPM order must be 1..8")
         if mode not in MODES:
             raise ValueError(f"PPM mode must be one of {MODES}")
+        if ties not in ("name", "first"):
+            raise ValueError("PPM ties must be 'name' or 'first'")
+        self.ties_first = ties == "first"  # equal counts: by name, or first seen (reference)
         self.order = order
         self.mode = mode
         self.min_count = min_count
@@ -70,7 +73,8 @@ class PPM:
             succ = self.table.get(ctx)
             if succ is None or succ.total < self.min_count:
                 continue
-            for resource, score in succ.ranked(k + len(seen), exclude):
+            for resource, score in succ.ranked(k + len(seen), exclude,
+                                               ties_first=self.ties_first):
                 if resource not in seen:
                     seen.add(resource)
                     out.append((resource, escape * score))
@@ -87,7 +91,8 @@ class PPM:
             if succ is None or succ.total < self.min_count:
                 continue
             weight = succ.total / (succ.total + len(succ))
-            parts.append((remaining * weight, succ.ranked(k, exclude)))
+            parts.append((remaining * weight, succ.ranked(k, exclude,
+                                                          ties_first=self.ties_first)))
             remaining *= 1.0 - weight
         return merge_ranked(parts, k)
 

@@ -16,6 +16,9 @@ from agent.predict.popularity import Popularity
 from agent.predict.ppm import PPM, Markov
 from agent.predict.scope import PerDevice
 from agent.predict.stride import Stride
+from agent.predict.successor import Successor
+
+SUCCESSOR_BUDGET = 4 << 20  # bytes of slots: ~320k contexts, room for a 93k-object server
 
 
 def _lookahead() -> Lookahead:
@@ -42,6 +45,12 @@ def _scan() -> Predictor:
     return Blend([(1.0, _lookahead()), (1.0, Stride())], name="lookahead+stride")
 
 
+def _scan_table() -> Predictor:
+    return Blend([(1.0, _lookahead()), (1.0, Stride()),
+                  (2.0, Successor(SUCCESSOR_BUDGET, max_named=2048, gate=0.6))],
+                 name="lookahead+stride+successor")
+
+
 def _hybrid() -> Predictor:
     return Blend([(0.7, _lookahead()), (0.3, _gru())], name="hybrid")
 
@@ -57,6 +66,8 @@ PREDICTORS: dict[str, Callable[[], Predictor]] = {
     "hybrid": _hybrid,
     "stride": lambda: Stride(),
     "lookahead+stride": _scan,
+    "successor": lambda: Successor(SUCCESSOR_BUDGET, max_named=2048),
+    "lookahead+stride+successor": _scan_table,
 }
 
 DEFAULT = "lookahead+stride"
