@@ -282,3 +282,23 @@ def merge_ranked(parts: Iterable[tuple[float, Ranked]], k: int) -> Ranked:
             acc[resource] = acc.get(resource, 0.0) + weight * score
     items = sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(r, min(1.0, s)) for r, s in items[:k]]
+
+
+class TableAccounting:
+    """Size and memory of a predictor made of a context table and per-device histories
+    (Markov/PPM and lookahead): the Predictor protocol's accounting, written once."""
+
+    table: ContextTable
+    histories: Histories
+
+    def state_size(self) -> int:
+        return self.table.entries() + self.histories.entries()
+
+    def max_state(self) -> int:
+        return self.table.max_entries() + self.histories.max_entries()
+
+    def memory_bytes(self) -> int:
+        return deep_size(self.table)
+
+    def context_bytes(self) -> int:
+        return deep_size(self.histories)

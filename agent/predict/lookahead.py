@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-from agent.predict.base import ContextTable, Histories, Ranked, deep_size
+from agent.predict.base import ContextTable, Histories, Ranked, TableAccounting
 
 
-class Lookahead:
+class Lookahead(TableAccounting):
     """Mesh-wide lookahead-window table with per-device contexts; bounded."""
 
     def __init__(self, window: int = 4, order: int = 2, *, session_gap_s: float = 1800.0,
@@ -83,15 +83,3 @@ class Lookahead:
                 break
         out.sort(key=lambda rs: (-rs[1], rs[0]))
         return out[:k]
-
-    def state_size(self) -> int:
-        return self.table.entries() + self.histories.entries()
-
-    def max_state(self) -> int:
-        return self.table.max_entries() + self.histories.max_entries()
-
-    def memory_bytes(self) -> int:
-        return deep_size(self.table)
-
-    def context_bytes(self) -> int:
-        return deep_size(self.histories)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-from agent.predict.base import ContextTable, Histories, Ranked, deep_size, merge_ranked
+from agent.predict.base import ContextTable, Histories, Ranked, TableAccounting, merge_ranked
 
 MODES = ("fallback", "blend")
 
 
-class PPM:
+class PPM(TableAccounting):
     """Mesh-wide PPM table with per-device contexts; bounded contexts and successors."""
 
     def __init__(self, order: int = 2, mode: str = "fallback", *, min_count: float = 1.0,
@@ -95,18 +95,6 @@ class PPM:
                                                           ties_first=self.ties_first)))
             remaining *= 1.0 - weight
         return merge_ranked(parts, k)
-
-    def state_size(self) -> int:
-        return self.table.entries() + self.histories.entries()
-
-    def max_state(self) -> int:
-        return self.table.max_entries() + self.histories.max_entries()
-
-    def memory_bytes(self) -> int:
-        return deep_size(self.table)
-
-    def context_bytes(self) -> int:
-        return deep_size(self.histories)
 
 
 class Markov(PPM):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_loader import load_bench
 
 from agent.predict.traces import Request
 
@@ -19,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_prefetch", ROOT / "bench" / "prefetch.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_prefetch"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("prefetch")
 
 
 def trace_of(bench: ModuleType, seq: list[tuple[str, str, int]], split: float) -> object:
@@ -156,16 +151,6 @@ def test_csv_trace_and_bad_arguments(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
-def _reference(bench: ModuleType) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_prefetch_reference",
-                                                  ROOT / "bench" / "prefetch_reference.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_top1_baselines_equal_the_unbounded_reference_replay(bench: ModuleType) -> None:
     """The harness's markov1/ppm2 top-1 figures are the traces README's: unbounded tables
     (this trace has more distinct transitions than the agent's 20,000-context bound), the
@@ -185,7 +170,7 @@ def test_top1_baselines_equal_the_unbounded_reference_replay(bench: ModuleType) 
                 name = f"/tile{rng.randrange(max(1, i - 5), i + 1)}" if rng.random() < 0.5 \
                     else f"/page{rng.randrange(8)}"
                 reqs.append(Request(t, client, name, 100))
-    ref = _reference(bench)
+    ref = load_bench("prefetch_reference")
     trace = bench.intern(reqs)
     out = bench.run(trace, ["markov1", "ppm2"], cache_sizes=[10], depths=[1], cache=10,
                     depth=1, thresholds=(0.0,), compare=[], log=lambda m: None)

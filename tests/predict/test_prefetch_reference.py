@@ -3,27 +3,17 @@ hand-made traces whose answers are known."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_loader import load_bench
 
 from agent.predict.traces import Request
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def ref() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_prefetch_reference",
-                                                  ROOT / "bench" / "prefetch_reference.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("prefetch_reference")
 
 
 def scan(clients: int, length: int) -> list[Request]:
