@@ -99,13 +99,18 @@ def resources_table(reply: dict[str, Any]) -> str:
         holders = ", ".join(
             str(h.get("holder", "?")) + ("" if h["version"] == newest else f" (v{h['version']})")
             for h in g["holders"]) or None
-        rows.append([top["name"], top.get("publisher_short", "?"), f"v{newest}",
-                     size(int(top["size"])), "public" if top.get("public") else "private",
+        files = top.get("files")
+        folder = isinstance(files, int) and not isinstance(files, bool)
+        rows.append([f"{top['name']}/" if folder else top["name"],
+                     top.get("publisher_short", "?"), f"v{newest}",
+                     size(int(top["size"])) + (f", {files} file{'' if files == 1 else 's'}"
+                                               if folder else ""),
+                     "public" if top.get("public") else "private",
                      here, holders, str(top["resource_id"])[:12]])
     return table(["NAME", "PUBLISHER", Column("VERSION", right=True),
                   Column("SIZE", right=True), "ACCESS", "HERE", "HOLDERS", "ID"], rows,
                  note="VERSION: newest seen; HERE: held on this device; HOLDERS: reachable "
-                 "peers offering it" + hidden)
+                 "peers offering it; NAME/: a folder (SIZE: its bytes and files)" + hidden)
 
 
 def authority_text(r: dict[str, Any]) -> str:
