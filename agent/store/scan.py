@@ -73,8 +73,8 @@ def scan_tree(root: Path) -> Scan:
     """
     try:
         st = os.stat(root, follow_symlinks=False)
-    except OSError as e:
-        raise StoreError(f"{root}: {e.strerror or e}") from None
+    except OSError as err:
+        raise StoreError(f"{root}: {err.strerror or err}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise StoreError(f"{root} is not a directory")
     out = Scan()
@@ -85,8 +85,8 @@ def scan_tree(root: Path) -> Scan:
         out.dirs += 1
         try:
             entries = list(_entries(d))
-        except OSError as e:
-            out.skip(prefix or ".", e.strerror or "unreadable")
+        except OSError as err:
+            out.skip(prefix or ".", err.strerror or "unreadable")
             continue
         for e in entries:
             rel = f"{prefix}{e.name}"
