@@ -78,6 +78,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("links", 4, packages=("agent.links",)),
     Layer("usage-service", 4, modules=("agent.usage.service", "agent.usage.models")),
     Layer("prefetch", 4, packages=("agent.prefetch",)),
+    Layer("folders", 4, packages=("agent.folders",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),
     Layer("dht", 4, packages=("agent.dht",)),
     Layer("control", 5, packages=("agent.control",)),

@@ -16,7 +16,7 @@ from typing import Any
 from agent.control.render import Column, display, duration, size, table
 
 __all__ = ["authority_text", "model_text", "peers_table", "resources_table", "trust_table",
-           "usage_text"]
+           "usage_text", "watching_table"]
 
 
 def _ago(seconds: object) -> str:
@@ -211,3 +211,22 @@ def model_text(r: dict[str, Any]) -> str:
               "-" if p["model_version"] is None else f"v{p['model_version']}"]
              for p in r["peers"]])
     return out
+
+
+def watching_table(rows: Sequence[dict[str, Any]]) -> str:
+    """`shoal publish --watching`: each watched path, its resource and its state."""
+    if not rows:
+        return "nothing watched (start with: shoal publish PATH --watch)"
+
+    def state(x: dict[str, Any]) -> str:
+        if x.get("error"):
+            return f"error: {x['error']}"
+        return "publishing soon" if x.get("pending") else "up to date"
+
+    return table(["PATH", "NAME", Column("VERSION", right=True), "KIND",
+                  Column("DIRS", right=True), "STATE"],
+                 [[x["path"], x.get("name"), f"v{x['version']}" if x.get("version") else None,
+                   "folder" if x.get("folder") else "file", x.get("dirs"), state(x)]
+                  for x in rows],
+                 note="DIRS: directories watched (kernel watches); a change becomes a "
+                 "version after [watch] quiet seconds, at most one per min_interval")
