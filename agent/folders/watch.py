@@ -93,18 +93,24 @@ class WatchService:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
-        """Watch until cancelled: the saved watches first (each checked once: the path
-        may have changed while the agent was not running)."""
-        self._loop = asyncio.get_running_loop()
-        self._inotify = INotify(nonblocking=True)
-        self._loop.add_reader(self._inotify.fileno(), self._readable)
+        """Watch until cancelled (the saved watches come back at the first use)."""
+        self._open()
         try:
-            for e in watchstate.load(self._state_path)[: self._cfg.max_watched]:
-                w = self._track(e, self._is_folder(e.path))
-                self._changed(w)
             await asyncio.Event().wait()
         finally:
             self.close()
+
+    def _open(self) -> None:
+        """The inotify descriptor, read by the event loop (a command may come first: the
+        control socket answers before the node starts this service's task)."""
+        if self._inotify is None:
+            self._loop = asyncio.get_running_loop()
+            self._inotify = INotify(nonblocking=True)
+            self._loop.add_reader(self._inotify.fileno(), self._readable)
+            # the saved watches, each checked once: the path may have changed while the
+            # agent was not running (identical content makes no version)
+            for e in watchstate.load(self._state_path)[: self._cfg.max_watched]:
+                self._changed(self._track(e, self._is_folder(e.path)))
 
     def close(self) -> None:
         for w in self._watches.values():
@@ -123,8 +129,7 @@ class WatchService:
     def add(self, path: Path, resource_id: str, public: bool, version: int,
             name: str) -> dict[str, object]:
         """Watch *path* (just published as *resource_id* v*version*) from now on."""
-        if self._inotify is None:
-            raise WatchError("the watch service is not running")
+        self._open()
         path = watchstate.check_path(str(path))
         old = self._watches.get(path)
         if old is None and len(self._watches) >= self._cfg.max_watched:
@@ -144,7 +149,8 @@ class WatchService:
 
     def remove(self, query: str) -> list[dict[str, object]]:
         """Stop watching the paths whose path, resource ID (or ID prefix) or name is
-        *query*; the removed ones (NotFound-like WatchError if none)."""
+        *query*; the removed ones (NotWatched if none)."""
+        self._open()
         gone = [w for w in self._watches.values()
                 if query in (str(w.entry.path), w.name)
                 or (len(query) >= 6 and w.entry.resource_id.startswith(query.lower()))]
@@ -157,6 +163,7 @@ class WatchService:
         return [self._describe(w) for w in gone]
 
     def describe(self) -> list[dict[str, object]]:
+        self._open()
         return [self._describe(w) for w in sorted(self._watches.values(),
                                                   key=lambda w: str(w.entry.path))]
 
