@@ -1,0 +1,156 @@
+"""Watched publishes: the debounce policy (pure), the saved watch list (hostile file), and
+the watch service on a real inotify descriptor with a recording publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from waiting import wait_until
+
+from agent.config import WatchConfig
+from agent.folders import watchstate
+from agent.folders.debounce import Debounce
+from agent.folders.watch import NotWatched, WatchLimit, WatchService
+from agent.folders.watchstate import WatchEntry
+from agent.security.identity import Identity
+from agent.store import ContentStore, Manifest
+
+RID = "ab" * 16
+
+
+def test_debounce_waits_for_quiet_and_spaces_versions() -> None:
+    d = Debounce(quiet=2.0, min_interval=10.0)
+    assert d.due() is None
+    d.changed(100.0)
+    d.changed(101.0)  # a burst: the quiet period restarts
+    assert d.due() == 103.0
+    d.start()
+    d.changed(103.5)  # during the publish: one more afterwards, not now
+    assert d.due() is None
+    d.finished(104.0)
+    assert d.due() == 114.0  # min_interval after the last publish
+    d.start()
+    d.finished(114.0)
+    assert d.due() is None  # nothing changed since
+
+
+def test_watch_state_round_trip_and_hostile_files(tmp_path: Path) -> None:
+    p = tmp_path / "watches.json"
+    entries = [WatchEntry(Path("/srv/photos"), RID, True)]
+    watchstate.save(p, entries)
+    assert watchstate.load(p) == entries
+    for bad in ('{"watches": [{"path": "relative", "public": false, "resource_id": "%s"}]}'
+                % RID,
+                '{"watches": [{"path": "/a\\u001b[2J", "public": false, "resource_id": "%s"}]}'
+                % RID,
+                '{"watches": [{"path": "/a", "public": 1, "resource_id": "%s"}]}' % RID,
+                '{"watches": [{"path": "/a", "public": false, "resource_id": "../x"}]}',
+                '{"watches": [], "extra": 1}', "not json", "[]"):
+        p.write_text(bad)
+        assert watchstate.load(p) == []
+    p.write_bytes(b" " * (watchstate.MAX_STATE_BYTES + 1))
+    assert watchstate.load(p) == []
+
+
+class Recorder:
+    """A republish port over a real store: counts calls, returns the store's answer."""
+
+    def __init__(self, store: ContentStore, signer: Identity) -> None:
+        self.store, self.signer, self.calls = store, signer, 0
+
+    def __call__(self, w: WatchEntry) -> Manifest:
+        self.calls += 1
+        if w.path.is_dir():
+            return self.store.publish_tree(w.path, signer=self.signer, update=w.resource_id)
+        return self.store.publish_file(w.path, signer=self.signer, update=w.resource_id)
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    store = ContentStore(tmp_path / "store")
+    signer = Identity.generate()
+    yield store, signer, Recorder(store, signer)
+    store.close()
+
+
+async def test_folder_watch_publishes_versions(tmp_path: Path, setup) -> None:
+    store, signer, rec = setup
+    root = tmp_path / "site"
+    (root / "css").mkdir(parents=True)
+    (root / "index.html").write_text("<h1>v1</h1>")
+    m1 = store.publish_tree(root, signer=signer)
+    published = []
+    svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), tmp_path / "w.json", rec,
+                       lambda: published.append(1))
+    task = asyncio.create_task(svc.run())
+    try:
+        svc.add(root, m1.resource_id, False, 1, m1.name)
+
+        def version() -> int:
+            return store.find(m1.resource_id).version
+
+        (root / "css" / "site.css").write_text("h1 {}")
+        await wait_until(lambda: version() == 2, "v2 after a file in a subdirectory")
+        (root / ".index.html.swp").write_text("vim swap")  # ignored: never published
+        (root / "index.html.part").write_text("partial download")
+        (root / "new").mkdir()
+        (root / "new" / "x.txt").write_text("in a directory created just now")
+        await wait_until(lambda: version() == 3, "v3 after a file in a new directory")
+        await wait_until(lambda: len(published) == 2, "the catalog told of each version")
+        files = [f.path for f in store.find(m1.resource_id).manifest.files or ()]
+        assert files == ["css/site.css", "index.html", "new/x.txt"]
+        assert svc.describe()[0]["dirs"] == 3
+        assert watchstate.load(tmp_path / "w.json") == [WatchEntry(root, m1.resource_id,
+                                                                    False)]
+        with pytest.raises(NotWatched):
+            svc.remove("nothing-like-it")
+        assert [w["path"] for w in svc.remove(m1.resource_id[:8])] == [str(root)]
+        assert watchstate.load(tmp_path / "w.json") == []
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_file_watch_sees_atomic_saves_and_limits(tmp_path: Path, setup) -> None:
+    store, signer, rec = setup
+    doc = tmp_path / "doc.txt"
+    doc.write_text("one")
+    m1 = store.publish_file(doc, signer=signer)
+    svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0, max_watched=1),
+                       tmp_path / "w.json", rec, lambda: None)
+    task = asyncio.create_task(svc.run())
+    try:
+        svc.add(doc, m1.resource_id, False, 1, m1.name)
+        (tmp_path / "other.txt").write_text("a neighbour: not this watch's business")
+        await asyncio.sleep(0.2)
+        assert rec.calls == 0
+        tmp = tmp_path / "doc.txt.tmp"  # an editor's save: write a temp, rename it over
+        tmp.write_text("two")
+        tmp.replace(doc)
+        await wait_until(lambda: store.find(m1.resource_id).version == 2, "v2 after a save")
+        with pytest.raises(WatchLimit, match="max_watched"):
+            svc.add(tmp_path / "other.txt", "cd" * 16, False, 1, "other.txt")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_saved_watches_come_back_and_catch_up(tmp_path: Path, setup) -> None:
+    store, signer, rec = setup
+    doc = tmp_path / "doc.txt"
+    doc.write_text("one")
+    m1 = store.publish_file(doc, signer=signer)
+    state = tmp_path / "w.json"
+    watchstate.save(state, [WatchEntry(doc, m1.resource_id, False)])
+    doc.write_text("changed while the agent was stopped")
+    svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), state, rec, lambda: None)
+    task = asyncio.create_task(svc.run())
+    try:
+        await wait_until(lambda: store.find(m1.resource_id).version == 2, "catch-up v2")
+        assert json.loads(state.read_text())["watches"][0]["path"] == str(doc)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
