@@ -21,6 +21,7 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
     4 transfer     agent.transfer.*        authority  agent.authority.*   links  agent.links.*
                    usage-service  agent.usage.service (sharing over peer sessions),
                                   agent.usage.models (the model lifecycle)
+                   folders  agent.folders.* (watched publishes, exported trees)
                    prefetch, mirrors, dht  (names reserved for the coming services)
     5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
