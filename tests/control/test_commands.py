@@ -250,7 +250,7 @@ async def test_publish_then_list(two, tmp_path):
 async def test_resources_asks_every_live_peer_and_skips_those_that_fail(two, tmp_path):
     a, b = two
     from agent.security.identity import Identity
-    from agent.store import ContentStore, StoreError
+    from agent.store import ContentStore
     from agent.transfer.listing import listing_entry
 
     src = tmp_path / "maps"

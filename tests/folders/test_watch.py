@@ -42,13 +42,13 @@ def test_watch_state_round_trip_and_hostile_files(tmp_path: Path) -> None:
     entries = [WatchEntry(Path("/srv/photos"), RID, True)]
     watchstate.save(p, entries)
     assert watchstate.load(p) == entries
-    for bad in ('{"watches": [{"path": "relative", "public": false, "resource_id": "%s"}]}'
-                % RID,
-                '{"watches": [{"path": "/a\\u001b[2J", "public": false, "resource_id": "%s"}]}'
-                % RID,
-                '{"watches": [{"path": "/a", "public": 1, "resource_id": "%s"}]}' % RID,
-                '{"watches": [{"path": "/a", "public": false, "resource_id": "../x"}]}',
-                '{"watches": [], "extra": 1}', "not json", "[]"):
+    def one(**over: object) -> str:
+        entry = {"path": "/a", "public": False, "resource_id": RID} | over
+        return json.dumps({"watches": [entry]})
+
+    for bad in (one(path="relative"), one(path="/a\x1b[2J"), one(public=1),
+                one(resource_id="../x"), one(extra=1), '{"watches": [], "extra": 1}',
+                "not json", "[]"):
         p.write_text(bad)
         assert watchstate.load(p) == []
     p.write_bytes(b" " * (watchstate.MAX_STATE_BYTES + 1))

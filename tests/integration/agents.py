@@ -47,7 +47,7 @@ class Agent:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                              input=input.decode() if input else None)
         if check and res.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({res.returncode}): {res.stderr}{res.stdout}"
+            raise AssertionError(f"{' '.join(args)} failed ({res.returncode}): {res.stderr}"
                                  f"\n--- agent log ---\n{self.log()}")
         return res
 
