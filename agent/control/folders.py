@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,8 +21,10 @@ from agent.store.treeapply import apply_tree
 from agent.transfer.catalog import resource_entry
 
 if TYPE_CHECKING:
-    from agent.control.commands import Args, CommandContext
-    from agent.store import Manifest
+    from agent.security.identity import Identity
+    from agent.store import ContentStore, Manifest
+
+Args = dict[str, object]
 
 
 class WatchControl(Protocol):
@@ -43,6 +46,25 @@ class ExportLog(Protocol):
     def record(self, dest: Path, resource_id: str, manifest_hash: str) -> None: ...
 
 
+class FolderContext(Protocol):
+    """What these commands use of the command context (commands.CommandContext)."""
+
+    @property
+    def store(self) -> ContentStore: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def catalog_changed(self) -> Callable[[], None]: ...
+
+    @property
+    def watch(self) -> WatchControl | None: ...
+
+    @property
+    def exports(self) -> ExportLog | None: ...
+
+
 def _abs_path(args: Args, key: str, what: str) -> Path:
     raw = args.get(key)
     if not isinstance(raw, str) or not raw.startswith("/") or "\0" in raw or len(raw) > 4096:
@@ -50,7 +72,7 @@ def _abs_path(args: Args, key: str, what: str) -> Path:
     return Path(raw)
 
 
-async def publish_folder(c: CommandContext, path: Path, name: str | None, public: bool,
+async def publish_folder(c: FolderContext, path: Path, name: str | None, public: bool,
                          update: str | None) -> dict[str, object]:
     """Publish the directory *path* as one folder resource; what was skipped is returned
     (symlinks, devices, unreadable or badly named entries) for the CLI to warn about."""
@@ -64,7 +86,7 @@ async def publish_folder(c: CommandContext, path: Path, name: str | None, public
         "skipped": scan.skipped, "skipped_count": scan.skipped_count}
 
 
-def watch_after_publish(c: CommandContext, path: Path, entry: dict[str, object]) -> None:
+def watch_after_publish(c: FolderContext, path: Path, entry: dict[str, object]) -> None:
     """``publish --watch``: keep republishing *path* as the resource just published."""
     if c.watch is None:
         raise ControlError("watching is off on this agent ([watch] enabled = false)",
@@ -75,11 +97,11 @@ def watch_after_publish(c: CommandContext, path: Path, entry: dict[str, object])
                                  str(entry["name"]))
 
 
-async def watching(c: CommandContext, args: Args) -> object:
+async def watching(c: FolderContext, args: Args) -> object:
     return [] if c.watch is None else c.watch.describe()
 
 
-async def unwatch(c: CommandContext, args: Args) -> object:
+async def unwatch(c: FolderContext, args: Args) -> object:
     if c.watch is None:
         raise ControlError("watching is off on this agent ([watch] enabled = false)",
                            "unavailable")
@@ -96,7 +118,7 @@ def refuse_folder_stream(m: Manifest) -> None:
                            f"with: shoal fetch {m.name} --to DIR", "invalid")
 
 
-async def write_folder(c: CommandContext, result: dict[str, object],
+async def write_folder(c: FolderContext, result: dict[str, object],
                        args: Args) -> dict[str, object]:
     """``fetch --to DIR`` after the fetch: write (or update in place) the folder tree."""
     dest = _abs_path(args, "to", "fetch --to")
