@@ -260,7 +260,8 @@ class Node:
         """A watched path changed: its next version (the same one if nothing did)."""
         if w.path.is_dir():
             return self.store.publish_tree(w.path, public=w.public, signer=self.identity,
-                                           update=w.resource_id)
+                                           update=w.resource_id,
+                                           exclude=(self.cfg.node.data_dir,))
         return self.store.publish_file(w.path, public=w.public, signer=self.identity,
                                        update=w.resource_id)
 

@@ -21,6 +21,7 @@ from agent.store.treeapply import apply_tree
 from agent.transfer.catalog import resource_entry
 
 if TYPE_CHECKING:
+    from agent.config import Config
     from agent.security.identity import Identity
     from agent.store import ContentStore, Manifest
 
@@ -48,6 +49,9 @@ class ExportLog(Protocol):
 
 class FolderContext(Protocol):
     """What these commands use of the command context (commands.CommandContext)."""
+
+    @property
+    def cfg(self) -> Config: ...
 
     @property
     def store(self) -> ContentStore: ...
@@ -78,7 +82,7 @@ async def publish_folder(c: FolderContext, path: Path, name: str | None, public:
     (symlinks, devices, unreadable or badly named entries) for the CLI to warn about."""
     if not os.access(path, os.R_OK | os.X_OK):
         raise ControlError(f"{path}: the agent (uid {os.getuid()}) cannot read it")
-    scan = await asyncio.to_thread(scan_tree, path)
+    scan = await asyncio.to_thread(scan_tree, path, (c.cfg.node.data_dir,))
     m = await asyncio.to_thread(c.store.publish_tree, path, name=name, public=public,
                                 signer=c.identity, update=update, scan=scan)
     c.catalog_changed()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +63,12 @@ def _entries(d: Path) -> Iterator[os.DirEntry[str]]:
         yield from sorted(it, key=lambda e: e.name)
 
 
-def scan_tree(root: Path) -> Scan:
+def scan_tree(root: Path, exclude: Collection[Path] = ()) -> Scan:
     """The regular files under *root*, sorted by tree path, and what was skipped.
+
+    Directories in *exclude* (the agent's data directory: its private key and store must
+    never be published, even from a folder that contains them) are skipped, matched by
+    device and inode so no spelling of the path gets around it.
 
     StoreError if *root* is not a directory, holds more than MAX_FILES files, or two of its
     paths collide on a case-insensitive filesystem (such a tree could not be exported
@@ -78,6 +82,15 @@ def scan_tree(root: Path) -> Scan:
     if not stat.S_ISDIR(st.st_mode):
         raise StoreError(f"{root} is not a directory")
     out = Scan()
+    excluded: set[tuple[int, int]] = set()
+    for x in exclude:
+        try:
+            xs = os.stat(x)
+        except OSError:
+            continue
+        excluded.add((xs.st_dev, xs.st_ino))
+    if (st.st_dev, st.st_ino) in excluded:
+        raise StoreError(f"{root} is the agent's own data directory")
     keys: dict[str, str] = {}
     stack: list[tuple[Path, str, int]] = [(root, "", 0)]
     while stack:
@@ -105,7 +118,9 @@ def scan_tree(root: Path) -> Scan:
             if stat.S_ISLNK(est.st_mode):
                 out.skip(rel, "symbolic link, not followed")
             elif stat.S_ISDIR(est.st_mode):
-                if depth + 1 >= MAX_DEPTH:
+                if (est.st_dev, est.st_ino) in excluded:
+                    out.skip(rel, "the agent's data directory")
+                elif depth + 1 >= MAX_DEPTH:
                     out.skip(rel, f"deeper than {MAX_DEPTH} levels")
                 else:
                     _claim(keys, rel)

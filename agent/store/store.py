@@ -641,7 +641,7 @@ class ContentStore(StoreMaintenance):
 
     def publish_tree(self, root: Path | str, *, name: str | None = None,
                      public: bool = False, signer: Signer, update: str | None = None,
-                     scan: Scan | None = None) -> Manifest:
+                     scan: Scan | None = None, exclude: tuple[Path, ...] = ()) -> Manifest:
         """Publish the directory *root* as one folder resource (agent/store/tree.py).
 
         Like :meth:`publish_file`: a new resource, or the next version of ours with the
@@ -649,7 +649,8 @@ class ContentStore(StoreMaintenance):
         file is chunked on its own and the chunks are concatenated in path order, so an
         unchanged file (renamed or not) adds nothing. *scan* (from
         :func:`agent.store.scan.scan_tree`, which reports what it skipped: symlinks,
-        devices, temp files) is taken if the caller already walked the tree.
+        devices, temp files) is taken if the caller already walked the tree; else the
+        tree is walked here, skipping the directories in *exclude* (the data directory).
         """
         root = Path(root)
         target = self._update_target(update, signer) if update is not None else None
@@ -657,7 +658,7 @@ class ContentStore(StoreMaintenance):
             name = target.name
         name = validate_name(root.name if name is None else name)
         s.check_bool(public, "public")
-        scan = scan if scan is not None else scan_tree(root)
+        scan = scan if scan is not None else scan_tree(root, exclude)
         if not scan.files:
             raise StoreError(f"{root} holds no regular files to publish")
         pub = _PublishState(next(self._tokens), _Reservation())

@@ -183,3 +183,15 @@ def test_plan_is_pure_and_prefers_moves() -> None:
     p = plan(old, new, {"a": Local.DIFFERS, "b": Local.NEW}, modes={"b": 0o755})
     assert p.write == ["c"] and p.move == [] and p.delete == []
     assert p.kept == [("a", "removed in the new version but changed here: kept")]
+
+
+def test_scan_never_includes_the_agents_data_directory(src: Path) -> None:
+    """Publishing a folder that holds the agent's data directory (a home directory) must
+    not publish the device's private key or its store."""
+    data = src / "docs" / "shoal-data"
+    write_file(data / "identity.pem", b"-----BEGIN PRIVATE KEY-----\n")
+    s = scan_tree(src, exclude=(src / "docs" / "." / "shoal-data",))
+    assert "docs/shoal-data/identity.pem" not in [f.rel for f in s.files]
+    assert "docs/shoal-data (the agent's data directory)" in s.skipped
+    with pytest.raises(StoreError, match="own data directory"):
+        scan_tree(data, exclude=(data,))
