@@ -136,28 +136,36 @@ class _Root:
             os.close(fd)
 
 
+_Seen = tuple[int, int, int]  # inode, size, mtime_ns of a file when it was compared
+
+
+def _identity(st: os.stat_result) -> _Seen:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _local_state(root: _Root, path: str, old: Content | None, new: Content,
-                 avg: int) -> tuple[Local, int]:
-    """What *path* holds (compared by content with the old and new version) and its mode."""
+                 avg: int) -> tuple[Local, int, _Seen | None]:
+    """What *path* holds (compared by content with the old and new version), its mode,
+    and the file's identity when compared (re-checked before it is removed)."""
     try:
         dfd, leaf = root.parent(path, create=False)
         st = os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
-        return Local.ABSENT, 0
+        return Local.ABSENT, 0, None
     except NotADirectoryError:
-        return Local.BLOCKED, 0
+        return Local.BLOCKED, 0, None
     if not stat.S_ISREG(st.st_mode):
-        return Local.OTHER, 0
-    mode = stat.S_IMODE(st.st_mode)
+        return Local.OTHER, 0, None
+    mode, seen = stat.S_IMODE(st.st_mode), _identity(st)
     wanted = [c for c in (old, new) if c is not None and c.size == st.st_size]
     if not wanted:
-        return Local.DIFFERS, mode
+        return Local.DIFFERS, mode, seen
     key = _file_key(dfd, leaf, avg)
     if key == new.key:
-        return Local.NEW, mode
+        return Local.NEW, mode, seen
     if old is not None and key == old.key:
-        return Local.OLD, mode
-    return Local.DIFFERS, mode
+        return Local.OLD, mode, seen
+    return Local.DIFFERS, mode, seen
 
 
 def _file_key(dfd: int, leaf: str, avg: int) -> tuple[bytes, ...] | None:
@@ -201,18 +209,21 @@ def _apply(store: ChunkSource, root: _Root, old: dict[str, Content],
     _remove_stale_stages(root.fd)
     local: dict[str, Local] = {}
     modes: dict[str, int] = {}
+    seen: dict[str, _Seen] = {}
     for path in sorted(set(old) | set(new)):
         target = new.get(path) or old[path]
-        st, mode = _local_state(root, path, old.get(path), target, m.avg_chunk_size)
+        st, mode, ident = _local_state(root, path, old.get(path), target, m.avg_chunk_size)
         if path not in new and st is Local.NEW:
             st = Local.OLD  # (compared with its own old content above)
         local[path], modes[path] = st, mode
+        if ident is not None:
+            seen[path] = ident
     decided = plan(old, new, local, force=force, modes=modes)
     report = TreeReport(unchanged=decided.unchanged, kept=list(decided.kept))
     staged = _stage(store, root, decided, new, m, report)
     try:
         syncfs(root.dest)
-        _commit(root, decided, staged, new, report)
+        _commit(root, decided, staged, new, report, seen)
     finally:
         for tmp in staged.values():
             with contextlib.suppress(FileNotFoundError):
@@ -285,19 +296,22 @@ def _stage(store: ChunkSource, root: _Root, decided: Plan, new: dict[str, Conten
 
 
 def _commit(root: _Root, decided: Plan, staged: dict[str, str], new: dict[str, Content],
-            report: TreeReport) -> None:
+            report: TreeReport, seen: dict[str, _Seen]) -> None:
     """Rename the staged files into place, then remove what the new version dropped. A
     path blocked by a file or directory (that the removals may clear) is retried after
     them; still blocked, its temp is dropped and the path reported as kept."""
     deferred: dict[str, str] = {}
     for path in sorted(staged):
         name = staged.pop(path)
-        if not _place(root, name, path, new[path].mode):
+        if _place(root, name, path, new[path].mode) is not None:
             deferred[path] = name
     staged.update(deferred)  # (the caller removes whatever is left)
     for path in decided.delete:
         try:
             dfd, leaf = root.parent(path, create=False)
+            if _identity(os.stat(leaf, dir_fd=dfd, follow_symlinks=False)) != seen.get(path):
+                report.kept.append((path, "changed during the update: kept"))
+                continue
             os.unlink(leaf, dir_fd=dfd)
         except OSError as e:
             if e.errno not in _NOT_HERE:
@@ -306,29 +320,34 @@ def _commit(root: _Root, decided: Plan, staged: dict[str, str], new: dict[str, C
         report.deleted.append(path)
         _prune_dirs(root, path)
     for path, name in deferred.items():
-        if _place(root, name, path, new[path].mode):
+        why = _place(root, name, path, new[path].mode)
+        if why is None:
             del staged[path]
         else:
-            report.kept.append((path, "a directory or file is in its place"))
+            report.kept.append((path, why))
             if path in report.written:
                 report.written.remove(path)
             report.moved = [(a, b) for a, b in report.moved if b != path]
 
 
-def _place(root: _Root, name: str, path: str, mode: int) -> bool:
-    """Rename temp *name* to *path*; False (temp left) if a file or directory blocks it."""
+def _place(root: _Root, name: str, path: str, mode: int) -> str | None:
+    """Rename temp *name* to *path*; None if done, else why not (the temp is left, for a
+    retry or for the caller to remove): a file or directory in the way, another mount
+    inside DEST (EXDEV), no permission."""
     try:
         dfd, leaf = root.parent(path, create=True)
         st = _lstat(dfd, leaf)
         if st is not None and stat.S_ISDIR(st.st_mode):
-            return False
+            return "a directory is in its place"
         os.rename(name, leaf, src_dir_fd=root.fd, dst_dir_fd=dfd)
     except (NotADirectoryError, FileExistsError):
-        return False
+        return "a file is in the way of its directory"
+    except OSError as e:
+        return f"could not be written: {e.strerror or e}"
     with contextlib.suppress(OSError):
         if stat.S_IMODE(os.stat(leaf, dir_fd=dfd, follow_symlinks=False).st_mode) != mode:
             os.chmod(leaf, mode, dir_fd=dfd)
-    return True
+    return None
 
 
 def _lstat(dfd: int, leaf: str) -> os.stat_result | None:

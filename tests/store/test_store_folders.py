@@ -195,3 +195,21 @@ def test_scan_never_includes_the_agents_data_directory(src: Path) -> None:
     assert "docs/shoal-data (the agent's data directory)" in s.skipped
     with pytest.raises(StoreError, match="own data directory"):
         scan_tree(data, exclude=(data,))
+
+
+def test_a_file_edited_during_the_update_is_not_removed(
+        store: ContentStore, src: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = tmp_path / "dest"
+    m1 = store.publish_tree(src, signer=SIGNER)
+    apply_tree(store, None, m1, dest)
+    (src / "run.sh").unlink()
+    m2 = store.publish_tree(src, signer=SIGNER)
+
+    def user_saves_meanwhile(_path: Path) -> None:  # runs between planning and removal
+        (dest / "run.sh").write_bytes(b"#!/bin/sh\necho edited\n")
+
+    monkeypatch.setattr("agent.store.treeapply.syncfs", user_saves_meanwhile)
+    r = apply_tree(store, m1, m2, dest)
+    assert (dest / "run.sh").read_bytes() == b"#!/bin/sh\necho edited\n"
+    assert ("run.sh", "changed during the update: kept") in r.kept and r.deleted == []
