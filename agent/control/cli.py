@@ -53,7 +53,7 @@ from agent.control.render import (
     size,
 )
 from agent.control.render import output_name as _output_name
-from agent.errors import ShoalError
+from agent.errors import ErrorKind, ShoalError
 from agent.fsutil import atomic_writer, user_file_mode
 from agent.security.pairing import format_code, normalize_code
 from radio.mesh import MESH_FORM, MESH_RE
@@ -383,9 +383,12 @@ async def _publish(args: argparse.Namespace, sock: Path) -> int:
 async def _unwatch(args: argparse.Namespace, sock: Path) -> int:
     target = args.target
     local = Path(target).expanduser()
-    if local.exists() or "/" in target:
-        target = str(local.resolve())
-    r = await call_simple(sock, "unwatch", {"target": target})
+    try:  # a path here (as it was published: absolute), else a resource name or ID
+        r = await call_simple(sock, "unwatch", {"target": str(local.resolve())})
+    except ControlError as e:
+        if e.error_kind is not ErrorKind.NOT_FOUND or "/" in target:
+            raise
+        r = await call_simple(sock, "unwatch", {"target": target})
     _print(args, r, "\n".join(f"stopped watching {x['path']} ({x['name']})" for x in r))
     return 0
 

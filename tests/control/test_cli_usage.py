@@ -461,3 +461,21 @@ def test_pending_pairings_are_a_table_saying_what_is_missing():
     assert "waiting for the other device" in lines[3]
     assert "\x1b" not in text and "shoal pair --code" in lines[-1]
     assert pending_table([]) == "no pairing in progress"
+
+
+def test_unwatch_by_path_then_by_name(agent, capsys, monkeypatch):
+    """A name that is not a path here is tried as a resource name after the path."""
+    a = agent()
+
+    async def call(path, cmd, args=None):
+        a.calls.append((path, cmd, args or {}))
+        if args and args["target"].startswith("/"):
+            yield fail("nothing watched matches", "not_found")[0]
+        else:
+            yield ok([{"path": "/srv/site", "name": "site"}])[0]
+
+    monkeypatch.setattr(cli, "call", call)
+    monkeypatch.setattr("agent.control.client.call", call)
+    assert cli.main(["unwatch", "site"]) == 0
+    assert "stopped watching /srv/site (site)" in capsys.readouterr().out
+    assert [c[2]["target"] for c in a.calls][-1] == "site"
