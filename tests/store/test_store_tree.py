@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from blake3 import blake3
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from store_helpers import PUBLISHER
 
 from agent.store import ChunkEntry, Manifest, ManifestError
@@ -148,3 +150,25 @@ def test_unknown_key_next_to_files_is_refused() -> None:
     obj["dirs"] = []
     with pytest.raises(ManifestError, match="unexpected dirs"):
         Manifest.from_obj(obj)
+
+
+_path_chars = st.sampled_from([*"aAbB/.\\\x00\x1b\u202e\u0301é ß-_", "..", "SS"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(_path_chars, min_size=0, max_size=12).map("".join),
+                          st.integers(-1, 3), st.integers(-1, 40),
+                          st.sampled_from([420, 493, 511, 2541, True, "420"])),
+                max_size=6))
+def test_any_files_list_parses_or_is_refused_cleanly(entries: list[Any]) -> None:
+    """Whatever a peer puts in ``files``: a ManifestError, or a tree that round-trips
+    byte for byte and whose every path passes the path rules."""
+    obj = json.loads(make(tree("a", "b")).to_bytes())
+    obj["files"] = [list(e) for e in entries]
+    try:
+        m = Manifest.from_obj(obj)
+    except ManifestError:
+        return
+    assert Manifest.from_bytes(m.to_bytes()) == m
+    for f in m.files or ():
+        assert validate_path(f.path) == f.path
