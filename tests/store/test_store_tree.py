@@ -172,3 +172,18 @@ def test_any_files_list_parses_or_is_refused_cleanly(entries: list[Any]) -> None
     assert Manifest.from_bytes(m.to_bytes()) == m
     for f in m.files or ():
         assert validate_path(f.path) == f.path
+
+
+def test_a_folder_manifest_stays_within_the_manifest_size_bound() -> None:
+    """MAX_CHUNKS chunk entries alone fit MAX_MANIFEST_BYTES; a folder's paths on top of
+    them must not push the encoding past it."""
+    from agent.store.manifest import MAX_CHUNKS, MAX_MANIFEST_BYTES
+
+    n_files = MAX_FILES
+    per = MAX_CHUNKS // n_files
+    chunks = tuple(ChunkEntry(blake3(i.to_bytes(4, "big")).digest(), 1)
+                   for i in range(per * n_files))
+    files = tuple(FileEntry(f"{i:05d}-" + "p" * 44, per, per, 0o644)  # 1 MB of paths
+                  for i in range(n_files))
+    with pytest.raises(ManifestError, match=f"limit is {MAX_MANIFEST_BYTES}"):
+        make(files, chunks=chunks)
