@@ -181,9 +181,9 @@ def test_a_folder_manifest_stays_within_the_manifest_size_bound() -> None:
 
     n_files = MAX_FILES
     per = MAX_CHUNKS // n_files
-    chunks = tuple(ChunkEntry(blake3(i.to_bytes(4, "big")).digest(), 1)
+    chunks = tuple(ChunkEntry(blake3(i.to_bytes(4, "big")).digest(), 100_000)
                    for i in range(per * n_files))
-    files = tuple(FileEntry(f"{i:05d}-" + "p" * 44, per, per, 0o644)  # 1 MB of paths
+    files = tuple(FileEntry(f"{i:05d}-" + "p" * 44, per, per * 100_000, 0o644)  # 1 MB paths
                   for i in range(n_files))
     with pytest.raises(ManifestError, match=f"limit is {MAX_MANIFEST_BYTES}"):
         make(files, chunks=chunks)
