@@ -73,6 +73,7 @@ class _Watch:
     version: int | None = None
     name: str | None = None
     error: str | None = None
+    limit_hit: bool = False  # the error is watch.max_dirs
     publishes: int = 0
 
 
@@ -86,7 +87,9 @@ class WatchService:
         self._republish = republish
         self._on_published = on_published
         self._watches: dict[Path, _Watch] = {}
-        self._by_wd: dict[int, tuple[_Watch, Path]] = {}
+        # one kernel watch per directory inode, shared by every watched path that needs
+        # it (a folder and a file in it; two files of one directory)
+        self._by_wd: dict[int, list[tuple[_Watch, Path]]] = {}
         self._inotify: INotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -141,7 +144,7 @@ class WatchService:
         w.version, w.name = version, name
         if w.error is not None:
             self._untrack(w)
-            raise WatchLimit(w.error) if "max_dirs" in w.error else WatchError(w.error)
+            raise WatchLimit(w.error) if w.limit_hit else WatchError(w.error)
         self._save()
         log.info("watching", extra=kv(path=path, resource_id=resource_id,
                                       dirs=len(w.dirs)))
@@ -190,6 +193,10 @@ class WatchService:
         if w.timer is not None:
             w.timer.cancel()
         for wd in w.dirs.values():
+            users = [u for u in self._by_wd.get(wd, []) if u[0] is not w]
+            if users:
+                self._by_wd[wd] = users
+                continue
             self._by_wd.pop(wd, None)
             if self._inotify is not None:
                 with contextlib.suppress(OSError):
@@ -206,7 +213,7 @@ class WatchService:
             for d, subdirs, _files in os.walk(top, followlinks=False):
                 subdirs[:] = sorted(s for s in subdirs if not ignored(s))
                 dirs.extend(Path(d) / s for s in subdirs)
-        w.error = None
+        w.error, w.limit_hit = None, False
         for directory in dirs:
             if not self._watch_dir(w, directory):
                 break
@@ -216,6 +223,7 @@ class WatchService:
         if d in w.dirs:
             return True
         if len(self._by_wd) >= self._cfg.max_dirs:
+            w.limit_hit = True
             w.error = (f"more than {self._cfg.max_dirs} directories watched (watch.max_dirs); "
                        "watch a smaller folder or raise the limit")
             return False
@@ -226,7 +234,7 @@ class WatchService:
                 w.error = f"{d}: {e.strerror or e}"
                 return False
             return True  # a subdirectory that vanished meanwhile
-        self._by_wd[wd] = (w, d)
+        self._by_wd.setdefault(wd, []).append((w, d))
         w.dirs[d] = wd
         return True
 
@@ -243,22 +251,19 @@ class WatchService:
             if ev.mask & flags.Q_OVERFLOW:  # the kernel dropped events: check everything
                 touched.update(self._watches)
                 continue
-            found = self._by_wd.get(ev.wd)
-            if found is None:
-                continue
-            w, d = found
             if ev.mask & flags.IGNORED:  # the directory is gone (or unwatched)
-                self._by_wd.pop(ev.wd, None)
-                w.dirs.pop(d, None)
+                for w, d in self._by_wd.pop(ev.wd, []):
+                    w.dirs.pop(d, None)
                 continue
             if ev.name and ignored(ev.name):
                 continue
-            if not w.folder and ev.name != w.entry.path.name:
-                continue
-            if w.folder and ev.mask & flags.ISDIR and ev.mask & (flags.CREATE
-                                                                 | flags.MOVED_TO):
-                self._watch_new_dir(w, d / ev.name)
-            touched.add(w.entry.path)
+            for w, d in list(self._by_wd.get(ev.wd, [])):
+                if not w.folder and ev.name != w.entry.path.name:
+                    continue
+                if w.folder and ev.mask & flags.ISDIR and ev.mask & (flags.CREATE
+                                                                     | flags.MOVED_TO):
+                    self._watch_new_dir(w, d / ev.name)
+                touched.add(w.entry.path)
         for p in touched:
             if p in self._watches:
                 self._changed(self._watches[p])

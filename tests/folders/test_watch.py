@@ -154,3 +154,32 @@ async def test_saved_watches_come_back_and_catch_up(tmp_path: Path, setup) -> No
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_watches_sharing_a_directory_stay_independent(tmp_path: Path, setup) -> None:
+    """Two files of one directory share one kernel watch: unwatching one must not blind
+    the other. And the directory limit is enforced."""
+    store, signer, rec = setup
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    one.write_text("1")
+    two.write_text("2")
+    m1, m2 = store.publish_file(one, signer=signer), store.publish_file(two, signer=signer)
+    svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0, max_dirs=2),
+                       tmp_path / "w.json", rec, lambda: None)
+    task = asyncio.create_task(svc.run())
+    try:
+        svc.add(one, m1.resource_id, False, 1, m1.name)
+        svc.add(two, m2.resource_id, False, 1, m2.name)
+        svc.remove(str(one))
+        two.write_text("2, edited")
+        await wait_until(lambda: store.find(m2.resource_id).version == 2, "two.txt v2")
+        deep = tmp_path / "a" / "b" / "c"
+        deep.mkdir(parents=True)
+        (deep / "f").write_text("x")
+        m3 = store.publish_tree(tmp_path / "a", signer=signer)
+        with pytest.raises(WatchLimit, match="max_dirs"):
+            svc.add(tmp_path / "a", m3.resource_id, False, 1, "a")
+        assert [w["path"] for w in svc.describe()] == [str(two)]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
