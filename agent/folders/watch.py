@@ -34,6 +34,7 @@ from agent.folders import watchstate
 from agent.folders.debounce import Debounce
 from agent.folders.watchstate import WatchEntry
 from agent.log import kv
+from agent.store.errors import SourceChanged
 from agent.store.manifest import Manifest
 from agent.store.scan import ignored
 
@@ -308,12 +309,16 @@ class WatchService:
     async def _publish(self, w: _Watch) -> None:
         assert self._loop is not None
         before = w.version
+        retry = False
         try:
             m = await asyncio.to_thread(self._republish, w.entry)
         except Exception as e:  # the path vanished, became unreadable, quota...: keep going
             w.error = str(e) or type(e).__name__
+            # a file written while it was read: again once quiet (no event may follow)
+            retry = isinstance(e, SourceChanged)
             log.warning("watched path not republished", extra=kv(
-                path=w.entry.path, resource_id=w.entry.resource_id, error=w.error))
+                path=w.entry.path, resource_id=w.entry.resource_id, error=w.error,
+                retry=retry))
         else:
             w.error, w.version, w.name = None, m.version, m.name
             if before is None or m.version != before:
@@ -325,6 +330,8 @@ class WatchService:
                 self._refresh_dirs(w)
         finally:
             w.debounce.finished(self._loop.time())
+            if retry:
+                w.debounce.changed(self._loop.time())
             self._schedule(w)
 
     def _refresh_dirs(self, w: _Watch) -> None:

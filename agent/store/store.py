@@ -75,6 +75,7 @@ from agent.store.errors import (
     NotDelegated,
     NotFound,
     QuotaExceeded,
+    SourceChanged,
     StoreError,
     VersionConflict,
 )
@@ -631,7 +632,7 @@ class ContentStore(StoreMaintenance):
                 if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or sum(
                     c.length for c in chunks
                 ) != st.st_size:
-                    raise StoreError(f"{path} changed while it was being published")
+                    raise SourceChanged(f"{path} changed while it was being published")
                 return self._commit_publish(name, public, signer, chunks, pub, update)
             except BaseException:
                 self._rollback(pub)
@@ -673,7 +674,7 @@ class ContentStore(StoreMaintenance):
                     after = os.fstat(f.fileno())
                 if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or sum(
                         c.length for c in part) != st.st_size:
-                    raise StoreError(f"{lf.path} changed while it was being published")
+                    raise SourceChanged(f"{lf.path} changed while it was being published")
                 chunks.extend(part)
                 if len(chunks) > MAX_CHUNKS:
                     raise StoreError(f"{root} needs more than {MAX_CHUNKS} chunks; publish "
@@ -759,11 +760,11 @@ class ContentStore(StoreMaintenance):
             if expected is not None and (
                 i >= len(expected) or expected[i] != (ref.length, ref.chunk_id)
             ):
-                raise StoreError(f"{path} changed while it was being published")
+                raise SourceChanged(f"{path} changed while it was being published")
             self._store_chunk(ref.chunk_id, data, pub)
             chunks.append(ChunkEntry(ref.chunk_id, ref.length))
         if expected is not None and len(chunks) != len(expected):
-            raise StoreError(f"{path} changed while it was being published")
+            raise SourceChanged(f"{path} changed while it was being published")
         return chunks
 
     def _commit_publish(self, name: str, public: bool, signer: Signer,
@@ -1032,6 +1033,8 @@ def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
     (O_NOFOLLOW) or hanging on a FIFO (O_NONBLOCK); StoreError unless it is regular."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise SourceChanged(f"{path} vanished while the folder was being published") from None
     except OSError as e:
         raise StoreError(f"{path}: {e.strerror or e}") from None
     f = os.fdopen(fd, "rb", buffering=0)
