@@ -159,8 +159,7 @@ class WatchService:
                 if query in (str(w.entry.path), w.name)
                 or (len(query) >= 6 and w.entry.resource_id.startswith(query.lower()))]
         if not gone:
-            raise NotWatched(f"nothing watched matches {query[:80]!r} (see: shoal publish "
-                             "--watching)")
+            raise NotWatched(f"nothing watched matches {query[:80]!r}")
         for w in gone:
             self._untrack(w)
         self._save()

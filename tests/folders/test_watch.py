@@ -183,3 +183,33 @@ async def test_watches_sharing_a_directory_stay_independent(tmp_path: Path, setu
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_publish_that_met_a_changing_file_is_retried(tmp_path: Path, setup) -> None:
+    """The file was being written while it was read (SourceChanged): no event may follow,
+    so the watch tries again once quiet instead of staying on the old version."""
+    from agent.store import SourceChanged
+
+    store, signer, rec = setup
+    doc = tmp_path / "log.txt"
+    doc.write_text("one")
+    m1 = store.publish_file(doc, signer=signer)
+    failures = []
+
+    def flaky(w: WatchEntry) -> Manifest:
+        if not failures:
+            failures.append(1)
+            raise SourceChanged(f"{w.path} changed while it was being published")
+        return rec(w)
+
+    svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), tmp_path / "w.json",
+                       flaky, lambda: None)
+    task = asyncio.create_task(svc.run())
+    try:
+        svc.add(doc, m1.resource_id, False, 1, m1.name)
+        doc.write_text("two")  # one change; the first publish of it fails
+        await wait_until(lambda: store.find(m1.resource_id).version == 2, "v2 on the retry")
+        assert failures == [1] and svc.describe()[0]["error"] is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
