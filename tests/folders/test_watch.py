@@ -209,7 +209,8 @@ async def test_a_publish_that_met_a_changing_file_is_retried(tmp_path: Path, set
         svc.add(doc, m1.resource_id, False, 1, m1.name)
         doc.write_text("two")  # one change; the first publish of it fails
         await wait_until(lambda: store.find(m1.resource_id).version == 2, "v2 on the retry")
-        assert failures == [1] and svc.describe()[0]["error"] is None
+        await wait_until(lambda: svc.describe()[0]["error"] is None, "the error cleared")
+        assert failures == [1]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
