@@ -42,16 +42,19 @@ process per request). Latency = issue to final reply, measured in this process.
 **Per run (fresh copies of one template: the agents paired and the origin's store filled
 once, then each run starts from a copy; caches and models start empty).**
   outcome    local (the reply says ``already_held``: served from the device's own store, a
-             hit), origin (most bytes from h1), peer (most bytes from another device, e.g. a
-             device that fetched it earlier or a mirror), error (with its kind). Every request
-             has exactly one outcome; hits + misses + errors = requests is checked.
+             hit), mirror (most bytes from a mirror kept for this device: the reply's ``why``
+             starts "mirror NAME first"), origin (most bytes from h1), peer (most bytes from
+             another device, e.g. one that fetched it earlier), error (with its kind). Every
+             request has exactly one outcome; hits + misses + errors = requests is checked.
   hit ratio  local / requests.
   latency    p50 / p95 of every request's latency (hits and misses; errors excluded).
   wasted     bytes of resources a device held at any poll (``resources`` local-only, every
              2 s and at the end) that it did not publish, never requested in the run, and
              never served bytes of to another device's request: prefetched and never used.
              Also as % of demand bytes (the offline harness's unit). If the agent has a
-             ``prefetch`` command its reply is kept in the JSON as the agent's own account.
+             ``prefetch`` command its reply is kept in the JSON and its ``stats`` summed
+             over devices (``agent_wasted_bytes``, ``agent_prefetched``, ``agent_used``: the
+             agent's own account, which counts only copies evicted before any use).
   access log after the agents stop, each device's access log (agent/usage/accesslog.py) is
              read: records by source kind (local / peer / mirror), a cross-check.
 Modes: ``off`` writes ``[prefetch] enabled = false`` and ``on`` ``enabled = true`` -- but only
@@ -87,7 +90,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import json
 import random
 import shutil
 import subprocess
@@ -102,7 +104,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     ROOT,
     agent_classes,
     check_code_unchanged,
@@ -114,7 +116,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from agent.predict import traces  # noqa: E402
+from agent.predict import traces
 
 DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "apache_combined_2015-05.log"
 PORT = 47474
@@ -211,7 +213,9 @@ class Outcome:
 
 
 def classify(result: dict[str, Any], origin: str = ORIGIN) -> tuple[str, dict[str, int]]:
-    """local / origin / peer from a ``fetch`` reply, and bytes per source device."""
+    """local / mirror / origin / peer from a ``fetch`` reply, and bytes per source device.
+    A fetch that tried a mirror kept for this device first says so in ``why`` ("mirror NAME
+    first, ..."); it counts as mirror when that device gave the most bytes."""
     if result.get("already_held"):
         return "local", {}
     src = {str(k): int(v.get("bytes", 0)) for k, v in (result.get("sources") or {}).items()
@@ -219,7 +223,10 @@ def classify(result: dict[str, Any], origin: str = ORIGIN) -> tuple[str, dict[st
     if not src:
         return "local", {}  # nothing moved: the copy was here
     top = max(src, key=lambda k: (src[k], k == origin))
-    return ("origin" if top == origin else "peer"), src
+    if top == origin:
+        return "origin", src
+    why = str(result.get("why") or "")
+    return ("mirror" if why.startswith(f"mirror {top} ") else "peer"), src
 
 
 def account(outcomes: Sequence[Outcome], sizes: dict[str, int],
@@ -232,7 +239,7 @@ def account(outcomes: Sequence[Outcome], sizes: dict[str, int],
     kinds = Counter(o.kind for o in outcomes)
     n = len(outcomes)
     hits = kinds["local"]
-    misses = kinds["origin"] + kinds["peer"]
+    misses = kinds["origin"] + kinds["peer"] + kinds["mirror"]
     errors = kinds["error"]
     lat = [o.latency for o in outcomes if o.latency is not None]
     lat_hit = [o.latency for o in outcomes if o.latency is not None and o.kind == "local"]
@@ -359,8 +366,8 @@ async def wait_connected(agents: Sequence[Any], timeout: float = 60.0) -> float:
         if all(s["connected"] >= want for s in st):
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
-            raise RuntimeError(f"sessions not all up after {timeout:.0f} s: "
-                               f"{[(a.name, s['connected']) for a, s in zip(agents, st)]}")
+            seen = [(a.name, s["connected"]) for a, s in zip(agents, st, strict=True)]
+            raise RuntimeError(f"sessions not all up after {timeout:.0f} s: {seen}")
         await asyncio.sleep(0.2)
 
 
@@ -540,10 +547,16 @@ def one_run(lan: Any, work: Path, cls: Any, n: int, sl: Slice, ids: dict[str, st
     finally:
         mesh.stop()
     logs = {a.name: access_log_summary(a.data_dir) for a in mesh.agents}
+    own: dict[str, int] = Counter()
+    for reply in agent_stats.values():
+        st = reply.get("stats") if isinstance(reply, dict) else None
+        for k in ("wasted_bytes", "prefetched", "used", "held_unused"):
+            if isinstance(st, dict) and isinstance(st.get(k), int):
+                own[f"agent_{k}"] += st[k]
     published = {ORIGIN: set(ids)}
     m = account(outcomes, sl.sizes, held, published)
     errors = [asdict(o) for o in outcomes if o.kind == "error"][:20]
-    return {"mode": mode, "connect_s": connect_s, "replay_s": took, **m,
+    return {"mode": mode, "connect_s": connect_s, "replay_s": took, **m, **own,
             "access_log": logs, "agent_prefetch": agent_stats, "error_examples": errors,
             "per_device": {d: account([o for o in outcomes if o.device == d], sl.sizes, {}, {})
                            ["hit_ratio"] for d in sorted({o.device for o in outcomes})}}
@@ -654,7 +667,8 @@ def summarise(runs: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
         out[mode] = {k: stats([r[k] for r in rs if r.get(k) is not None])
                      for k in ("hit_ratio", "p50_ms", "p95_ms", "miss_p50_ms", "miss_p95_ms",
                                "hit_p50_ms", "wasted_bytes", "wasted_pct", "errors",
-                               "replay_s")}
+                               "replay_s", "agent_wasted_bytes", "agent_prefetched",
+                               "agent_used")}
         out[mode]["runs"] = len(rs)
         out[mode]["all_accounted"] = all(r["accounted"] for r in rs)
     return out
@@ -669,6 +683,12 @@ def report(summary: dict[str, Any], off: dict[str, Any], log: Any) -> None:
                      fmt_stat(s["wasted_pct"], 1), fmt_stat(s["errors"], 0)])
     print_table(["prefetch", "runs", "hit ratio", "p50 ms", "p95 ms", "miss p95 ms",
                  "wasted KB", "wasted %", "errors"], rows)
+    for mode, s in summary.items():
+        if s["agent_prefetched"]["median"] is not None:
+            log(f"prefetch {mode}, the agents' own account (`shoal prefetch` stats, summed): "
+                f"prefetched {fmt_stat(s['agent_prefetched'], 0)}, used "
+                f"{fmt_stat(s['agent_used'], 0)}, wasted KB "
+                f"{fmt_stat(s['agent_wasted_bytes'], 0, 1e-3)}")
     lru, pt = off["lru_only"], off["predictor_point"]
     log(f"offline (bench/prefetch.py, same requests, cache {off['cache']}, no eviction): "
         f"LRU only hit {lru['hit_ratio']:.3f}; {off['predictor']} depth {off['depth']} "
@@ -809,7 +829,8 @@ def run(args: argparse.Namespace, modes: list[str]) -> int:
                         shutil.rmtree(rdir, ignore_errors=True)
                 runs.append(r)
                 log(f"  run {k + 1}/{len(order)} prefetch {mode}: hit {r['hit_ratio']:.3f} "
-                    f"({r['hits']} local, {r['by_kind'].get('origin', 0)} origin, "
+                    f"({r['hits']} local, {r['by_kind'].get('mirror', 0)} mirror, "
+                    f"{r['by_kind'].get('origin', 0)} origin, "
                     f"{r['by_kind'].get('peer', 0)} peer, {r['errors']} errors; "
                     f"accounted {r['accounted']}), p50 {r['p50_ms']:.0f} ms p95 "
                     f"{r['p95_ms']:.0f} ms, wasted {r['wasted_bytes'] / 1e3:.0f} KB, replay "
