@@ -74,13 +74,17 @@ p95 on <= 1.1 x off.
 
 **Optional phases** (after the runs, on a fresh copy of the template, skipped with a message
 when the agent lacks the command):
-  mirror-move    needs ``shoal mirrors``: two devices request a hot resource in turns, then
-                 the other two do; ``shoal mirrors`` (the real CLI, on the origin) is printed
-                 before and after demand moves, and the JSON keeps every device's reply.
+  mirror-move    needs ``shoal mirrors``: two devices request the slice's hottest resource
+                 in turns (``--mirror-rounds``), then the other two do; ``shoal mirrors`` (the
+                 real CLI) of every device is printed ``--mirror-wait`` s after each, i.e.
+                 before and after demand moves, and the JSON keeps every reply. The phases'
+                 agents run with short manager timers (``PHASE_TIMERS``: plan every 1 s,
+                 dwell 5 s) where the schema has them, so a move fits in a minute.
   follow-folder  needs ``shoal follow`` and ``shoal publish DIR``: the origin's link shaped
                  (``--folder-shape``, 20mbit), the origin publishes a folder of three files,
-                 h2 follows it, the origin edits one file and publishes the next version; the
-                 time until h2 holds the new version and the bytes its fetch moved.
+                 h2 follows it, the origin edits 100 bytes of one file and publishes the
+                 next version; the time until h2 holds it and the bytes the origin's eth0
+                 sent meanwhile (tc counters: an upper bound on the delta's bytes).
 Benchmarks never assert; exit status 1 only when nothing could be measured.
 """
 
@@ -91,6 +95,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -571,7 +576,24 @@ def cli(agent: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProc
                            *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def phase_mirror_move(mesh: Mesh, sl: Slice, ids: dict[str, str], rounds: int,
+PHASE_TIMERS = {"interval": 1.0, "mirror_dwell": 5.0, "mirror_cold_after": 10.0}
+
+
+def phase_config() -> str:
+    """``[prefetch]`` timers short enough for a mirror to be made and moved within a minute
+    (the defaults plan every 10 s and keep a mirror >= 300 s), only the keys the agent's
+    schema accepts."""
+    from agent.config import ConfigError, config_from_dict
+
+    keys = {}
+    for k, v in PHASE_TIMERS.items():
+        with contextlib.suppress(ConfigError):
+            config_from_dict({"prefetch": {k: v}})
+            keys[k] = v
+    return "".join(f"{k} = {v}\n" for k, v in keys.items())
+
+
+def phase_mirror_move(mesh: Mesh, sl: Slice, ids: dict[str, str], rounds: int, wait: float,
                       log: Any) -> dict[str, Any]:
     origin = mesh.by_name(ORIGIN)
     if not asyncio.run(has_command(origin, "mirrors")):
@@ -598,16 +620,18 @@ def phase_mirror_move(mesh: Mesh, sl: Slice, ids: dict[str, str], rounds: int,
     async def views() -> dict[str, Any]:
         return {a.name: await ctl(a, "mirrors") for a in mesh.agents}
 
-    for label, group in (("first", first), ("second", second)):
+    for label, group in (("before", first), ("after", second)):
         out[f"{label}_group"] = [a.name for a in group]
         out[f"{label}_latency_ms"] = [x * 1000 for x in asyncio.run(demand(group))]
-        time.sleep(3.0)  # let the manager adapt
+        time.sleep(wait)  # planning rounds: let the manager adapt
         out["views"][label] = asyncio.run(views())
-        table = cli(origin, "mirrors")
-        log(f"  `shoal mirrors` on {ORIGIN} after demand from "
-            f"{', '.join(a.name for a in group)}:")
-        for line in (table.stdout or table.stderr).splitlines():
-            log(f"    {line}")
+        log(f"  {label} the switch: demand from {', '.join(a.name for a in group)}, then "
+            f"{wait:g} s; `shoal mirrors` on each device:")
+        for a in mesh.agents:
+            table = cli(a, "mirrors")
+            log(f"    [{a.name}]")
+            for line in (table.stdout or table.stderr).splitlines():
+                log(f"      {line}")
     return out
 
 
@@ -634,6 +658,7 @@ def phase_follow_folder(lan: Any, mesh: Mesh, work: Path, rate: str,
     lan.shape(1, rate=rate)
     rid = str(pub["resource_id"])
     follower.call("follow", {"resource": rid})
+    sent0 = tc_sent_bytes(lan.host(1).ns)
     data = bytearray((folder / "file1.bin").read_bytes())
     data[1000:1100] = rng.randbytes(100)
     (folder / "file1.bin").write_bytes(bytes(data))
@@ -649,10 +674,23 @@ def phase_follow_folder(lan: Any, mesh: Mesh, work: Path, rate: str,
             break
         time.sleep(0.2)
     took = time.perf_counter() - t0
+    sent = tc_sent_bytes(lan.host(1).ns) - sent0
     ok = int(got.get("version", 0)) >= want
+    size = sum(p.stat().st_size for p in folder.iterdir())
     log(f"  follow-folder over a {rate} link: h2 {'has' if ok else 'did NOT get'} v{want} "
-        f"{took:.2f} s after the origin published it")
-    return {"rate": rate, "version": want, "updated": ok, "seconds": took}
+        f"{took:.2f} s after the origin published it; the origin sent {sent / 1e3:.0f} KB "
+        f"in that time (all traffic of its eth0, heartbeats included; folder "
+        f"{size / 1e3:.0f} KB, 100 bytes of one file changed)")
+    return {"rate": rate, "version": want, "updated": ok, "seconds": took,
+            "origin_sent_bytes": sent, "folder_bytes": size}
+
+
+def tc_sent_bytes(ns: str) -> int:
+    """Bytes sent through eth0's root qdisc of namespace *ns* (``tc -s``: "Sent N bytes")."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev",
+                          "eth0"], capture_output=True, text=True, timeout=10).stdout
+    m = re.search(r"Sent (\d+) bytes", out)
+    return int(m.group(1)) if m else 0
 
 
 # --------------------------------------------------------------------------- report
@@ -737,7 +775,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=0.1, help="offline score threshold")
     ap.add_argument("--phase", action="append", default=[],
                     choices=("mirror-move", "follow-folder"))
-    ap.add_argument("--mirror-rounds", type=int, default=5)
+    ap.add_argument("--mirror-rounds", type=int, default=5,
+                    help="mirror-move: fetches per device per demand phase")
+    ap.add_argument("--mirror-wait", type=float, default=8.0,
+                    help="mirror-move: seconds after each demand phase")
     ap.add_argument("--folder-shape", default="20mbit")
     ap.add_argument("--agent-config", type=Path, help="TOML appended to every agent's config")
     ap.add_argument("--json", type=Path)
@@ -836,13 +877,18 @@ def run(args: argparse.Namespace, modes: list[str]) -> int:
                     f"{r['p95_ms']:.0f} ms, wasted {r['wasted_bytes'] / 1e3:.0f} KB, replay "
                     f"{r['replay_s']:.0f} s")
             if args.phase:
-                mesh = Mesh(lan, work / "phases", cls, args.agents,
-                            agent_config("on" if on_ok else None, extra), work / "template")
+                timers = phase_config()
+                cfg = agent_config("on" if on_ok else None, "")
+                cfg = (cfg.replace("[prefetch]\n", "[prefetch]\n" + timers) if timers
+                       else cfg) + extra
+                if timers:
+                    log(f"phases: [prefetch] {timers.strip().replace(chr(10), ', ')}")
+                mesh = Mesh(lan, work / "phases", cls, args.agents, cfg, work / "template")
                 try:
                     asyncio.run(wait_connected(mesh.agents))
                     if "mirror-move" in args.phase:
                         result["mirror_move"] = phase_mirror_move(
-                            mesh, sl, ids, args.mirror_rounds, log)
+                            mesh, sl, ids, args.mirror_rounds, args.mirror_wait, log)
                     if "follow-folder" in args.phase:
                         result["follow_folder"] = phase_follow_folder(
                             lan, mesh, work / "phases", args.folder_shape, log)
