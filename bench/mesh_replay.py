@@ -101,6 +101,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -404,12 +405,30 @@ class Mesh:
                 a.stop(timeout=10)
 
 
-def agent_config(mode: str | None, extra: str) -> str:
+def with_prefetch_keys(extra: str, keys: dict[str, bool | float]) -> str:
+    """*extra* (the ``--agent-config`` TOML) plus *keys* in its ``[prefetch]`` section (added
+    after the header, or as a new section): a key *extra* sets itself is left as it is, so
+    TOML never sees a section or key twice."""
+    have = tomllib.loads(extra).get("prefetch", {})
+    lines = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}\n"
+                    for k, v in keys.items() if k not in have)
+    if not lines:
+        return extra
+    header = re.search(r"^\[prefetch\][ \t]*(#.*)?$\n?", extra, re.M)
+    if header is None:
+        return extra + ("\n" if extra and not extra.endswith("\n") else "") \
+            + f"[prefetch]\n{lines}"
+    return extra[: header.end()] + ("" if header.group(0).endswith("\n") else "\n") + lines \
+        + extra[header.end():]
+
+
+def agent_config(mode: str | None, extra: str, timers: dict[str, float] | None = None) -> str:
     """The TOML each agent runs with: ``[prefetch] enabled`` only when the schema has it."""
-    text = ""
+    keys: dict[str, bool | float] = {}
     if mode is not None and prefetch_key_supported():
-        text += f"[prefetch]\nenabled = {'true' if mode == 'on' else 'false'}\n"
-    return text + extra
+        keys["enabled"] = mode == "on"
+    keys |= timers or {}
+    return with_prefetch_keys(extra, keys)
 
 
 def build_template(lan: Any, work: Path, cls: Any, n: int, sl: Slice, extra: str,
@@ -579,7 +598,7 @@ def cli(agent: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProc
 PHASE_TIMERS = {"interval": 1.0, "mirror_dwell": 5.0, "mirror_cold_after": 10.0}
 
 
-def phase_config() -> str:
+def phase_timers() -> dict[str, float]:
     """``[prefetch]`` timers short enough for a mirror to be made and moved within a minute
     (the defaults plan every 10 s and keep a mirror >= 300 s), only the keys the agent's
     schema accepts."""
@@ -590,7 +609,7 @@ def phase_config() -> str:
         with contextlib.suppress(ConfigError):
             config_from_dict({"prefetch": {k: v}})
             keys[k] = v
-    return "".join(f"{k} = {v}\n" for k, v in keys.items())
+    return keys
 
 
 def phase_mirror_move(mesh: Mesh, sl: Slice, ids: dict[str, str], rounds: int, wait: float,
@@ -810,8 +829,15 @@ def run(args: argparse.Namespace, modes: list[str]) -> int:
     try:
         reqs = load_trace(args.trace, args.format, MAX_REQUESTS)
         extra = args.agent_config.read_text() if args.agent_config else ""
+        parsed = tomllib.loads(extra)
     except OSError as e:
         log(f"error: cannot read {e.filename}: {e.strerror}; check the path")
+        return 1
+    except tomllib.TOMLDecodeError as e:
+        log(f"error: --agent-config is not valid TOML ({e}); fix the file")
+        return 1
+    if "enabled" in parsed.get("prefetch", {}):
+        log("error: --agent-config sets [prefetch] enabled, which --modes decides; remove it")
         return 1
     sl = select(reqs, offset=args.offset, window=args.window, devices=args.agents - 1,
                 max_requests=args.requests, speed=args.speed, max_gap=args.max_gap,
@@ -877,12 +903,11 @@ def run(args: argparse.Namespace, modes: list[str]) -> int:
                     f"{r['p95_ms']:.0f} ms, wasted {r['wasted_bytes'] / 1e3:.0f} KB, replay "
                     f"{r['replay_s']:.0f} s")
             if args.phase:
-                timers = phase_config()
-                cfg = agent_config("on" if on_ok else None, "")
-                cfg = (cfg.replace("[prefetch]\n", "[prefetch]\n" + timers) if timers
-                       else cfg) + extra
+                timers = phase_timers()
+                cfg = agent_config("on" if on_ok else None, extra, timers)
                 if timers:
-                    log(f"phases: [prefetch] {timers.strip().replace(chr(10), ', ')}")
+                    log("phases: [prefetch] " + ", ".join(f"{k} = {v}"
+                                                          for k, v in timers.items()))
                 mesh = Mesh(lan, work / "phases", cls, args.agents, cfg, work / "template")
                 try:
                     asyncio.run(wait_connected(mesh.agents))

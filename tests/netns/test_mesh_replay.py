@@ -65,6 +65,21 @@ def test_accounting_counts_and_wasted_bytes(mr: ModuleType) -> None:
     assert mr.classify(mirrored) == ("mirror", {"h1": 1, "h3": 9})
 
 
+def test_agent_config_merges_into_a_given_prefetch_section(mr: ModuleType) -> None:
+    """--agent-config with its own [prefetch] section: the mode's key goes into it (a second
+    [prefetch] header made the agent refuse its config file)."""
+    import tomllib
+
+    given = "[transfer]\nmax_sources = 2\n[prefetch]  # faster planning\ninterval = 1.0\n"
+    out = mr.with_prefetch_keys(given, {"enabled": True, "interval": 5.0, "mirror_dwell": 5.0})
+    assert tomllib.loads(out) == {"transfer": {"max_sources": 2},
+                                  "prefetch": {"enabled": True, "interval": 1.0,
+                                               "mirror_dwell": 5.0}}
+    assert tomllib.loads(mr.with_prefetch_keys("[lan]\nmdns = true", {"enabled": False})) == {
+        "lan": {"mdns": True}, "prefetch": {"enabled": False}}
+    assert mr.with_prefetch_keys(given, {}) == given
+
+
 @pytest.mark.netns
 @pytest.mark.slow
 def test_tiny_live_replay_accounts_every_request(mr: ModuleType, lan_factory, tmp_path: Path
