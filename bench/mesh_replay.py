@@ -193,11 +193,18 @@ def select(reqs: Sequence[traces.Request], *, offset: int, window: int, devices:
 
 
 def resource_name(resource: str) -> str:
-    """A store-valid name for a trace resource: ``/`` and ``\\`` become ``_``, at most 200
-    characters, plus 8 hex digits of its hash (two paths may sanitise alike)."""
+    """A store-valid name for a trace resource: ``/`` and ``\\`` become ``_``, the last 200
+    UTF-8 bytes, plus 8 hex digits of its hash (two paths may sanitise alike); a name the
+    store would refuse anyway (agent/store/manifest.py rules) becomes ``r.<hash>``."""
+    from agent.store.manifest import ManifestError, validate_name
+
     base = resource.replace("/", "_").replace("\\", "_").strip("_. ") or "r"
+    base = base.encode()[-200:].decode("utf-8", "ignore")
     digest = hashlib.blake2b(resource.encode(), digest_size=4).hexdigest()
-    return f"{base[-200:]}.{digest}"
+    try:
+        return validate_name(f"{base}.{digest}")
+    except ManifestError:
+        return f"r.{digest}"
 
 
 # --------------------------------------------------------------------------- pure: accounting

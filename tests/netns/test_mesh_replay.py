@@ -44,6 +44,14 @@ def test_mapping_rule_and_schedule(mr: ModuleType) -> None:
     assert spread.mapping["c"] == "h2" and spread.dropped == 0 and len(spread.items) == 20
 
 
+def test_resource_names_are_store_valid(mr: ModuleType) -> None:
+    from agent.store.manifest import validate_name
+
+    for res in ("/a/b.png", "/" + "é" * 300, "/..", "/x\u202ey", "/", "/a/b.png?x=1"):
+        assert validate_name(mr.resource_name(res))
+    assert mr.resource_name("/a/b") != mr.resource_name("/a_b")
+
+
 def test_accounting_counts_and_wasted_bytes(mr: ModuleType) -> None:
     out = mr.Outcome
     outs = [out(0, "h2", "/p1", 0.0, 0.05, "origin", sources={"h1": 100}),
