@@ -150,6 +150,8 @@ class Item:
 
 @dataclass
 class Slice:
+    """The replay: its requests in order, who maps to which device, and what was left out."""
+
     items: list[Item]
     mapping: dict[str, str]  # trace client -> device name
     dropped: int  # requests of the window by clients that got no device
