@@ -18,11 +18,15 @@ from agent.predict.scope import PerDevice
 from agent.predict.stride import Stride
 from agent.predict.successor import Successor
 
-SUCCESSOR_BUDGET = 4 << 20  # bytes of slots: ~320k contexts, room for a 93k-object server
+# Bytes of successor slots (7 bytes each). In the default blend the table keeps only what a
+# stride gets wrong (37k contexts on the 93k-object OPeNDAP server) and stays with lookahead
+# under 1 MB; alone it keeps every context. docs/prediction.md has the measurements.
+BLEND_SUCCESSOR_BUDGET = 256 << 10
+SUCCESSOR_BUDGET = 768 << 10
 
 
 def _lookahead() -> Lookahead:
-    return Lookahead(window=8, order=2, prior=2.0, max_contexts=1000, max_successors=8,
+    return Lookahead(window=8, order=3, prior=2.0, max_contexts=1000, max_successors=8,
                      name="lookahead")
 
 
@@ -47,7 +51,8 @@ def _scan() -> Predictor:
 
 def _scan_table() -> Predictor:
     return Blend([(1.0, _lookahead()), (1.0, Stride()),
-                  (2.0, Successor(SUCCESSOR_BUDGET, max_named=2048, gate=0.6))],
+                  (2.0, Successor(BLEND_SUCCESSOR_BUDGET, max_named=1024, gate=0.6,
+                                  skip_stride=True))],
                  name="lookahead+stride+successor")
 
 
@@ -70,7 +75,7 @@ PREDICTORS: dict[str, Callable[[], Predictor]] = {
     "lookahead+stride+successor": _scan_table,
 }
 
-DEFAULT = "lookahead+stride"
+DEFAULT = "lookahead+stride+successor"
 
 
 def make(name: str, *, per_device: bool = False) -> Predictor:
