@@ -74,6 +74,12 @@ class ModelControl(Protocol):
     def describe(self) -> dict[str, object]: ...
 
 
+class MirrorControl(Protocol):
+    def describe_prefetch(self) -> dict[str, object]: ...
+
+    def describe_mirrors(self) -> dict[str, object]: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -107,6 +113,7 @@ class CommandContext:
     authority: AuthorityControl | None = None
     usage: UsageControl | None = None
     models: ModelControl | None = None
+    mirrors: MirrorControl | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -201,6 +208,7 @@ class Commands:
             "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
             "usage": self.usage, "model": self.model,
+            "prefetch": self.prefetch, "mirrors": self.mirrors,
             "delegate": self.delegate, "delegation_accept": self.delegation_accept,
         }
 
@@ -430,6 +438,20 @@ class Commands:
             raise ControlError("the prediction model needs the access log ([usage] enabled "
                                "= true)")
         return self.ctx.models.describe()
+
+    def _mirrors(self) -> MirrorControl:
+        m = self.ctx.mirrors
+        if m is None:
+            why = ("[prefetch] enabled = false" if not self.ctx.cfg.prefetch.enabled
+                   else "it needs the access log: [usage] enabled = true")
+            raise ControlError(f"prefetch and mirrors are off on this agent ({why})")
+        return m
+
+    async def prefetch(self, args: Args, reply: Reply) -> object:
+        return self._mirrors().describe_prefetch()
+
+    async def mirrors(self, args: Args, reply: Reply) -> object:
+        return self._mirrors().describe_mirrors()
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)
