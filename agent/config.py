@@ -343,6 +343,7 @@ class PrefetchConfig:
     reserve: int = _size(64 * 1024 * 1024, 0, 1024**4)  # store space never used by prefetch
     max_seconds: float = _num(120.0, 1.0, 86400.0)  # skip what the link cannot bring sooner
     max_pending: int = _num(2, 1, 16)  # prefetch fetches running at once
+    active_window: float = _num(3600.0, 1.0, 30 * 86400.0)  # idle longer: act on nothing
     mirrors: bool = True  # ask paired devices to mirror, and mirror for them
     mirror_temperature: float = _num(2.0, 0.0, 1e9)  # create a mirror at this temperature
     mirror_keep: float = _num(0.5, 0.0, 1e9)  # below it for cold_after: discard

@@ -286,15 +286,18 @@ class Node:
         return PeerFacts(rep.load, sum(scores) / len(scores) if scores else None,
                          rate or None, frozenset(rep.holdings))
 
-    async def _offer_size(self, resource_id: str) -> int | None:
+    async def _offer_size(self, resource_id: str) -> tuple[int, frozenset[str]] | None:
         """The size paired holders state for *resource_id* (bounds a prefetch: the fetch
-        refuses a version larger than this before any chunk moves)."""
+        refuses a version larger than this before any chunk moves), and who they are."""
         conns = [c for c in self.connections.live_connections()
                  if self.trust.is_trusted(c.peer_id)]
         offers, _ = await find_offers(conns, resource_id, self.cfg.transfer.request_timeout,
                                       self.fetcher.is_trusted)
-        sizes = [o.manifest.size for o in offers if o.manifest.resource_id == resource_id]
-        return max(sizes) if sizes else None
+        mine = [o for o in offers if o.manifest.resource_id == resource_id]
+        if not mine:
+            return None
+        return (max(o.manifest.size for o in mine),
+                frozenset(o.conn.peer_id.hex() for o in mine))
 
     def ble_agent(self) -> BleAgent:
         """The ports the BLE link works with."""

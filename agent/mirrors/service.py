@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ MAX_ENTRIES = 1024  # prefetch ledger entries kept (the oldest settled ones go f
 MAX_SIZES = 1024  # resource sizes remembered
 MAX_HOSTS_LISTED = 64  # hosted mirrors one peer may list to us
 HOTTEST = 16  # this device's hottest resources considered for mirrors
+SCAN_OVERLAP = 600.0  # seconds of the access log read again each round (see _account)
 HEX = set("0123456789abcdef")
 
 
@@ -137,7 +139,8 @@ class UsageView(Protocol):
 
 Fetch = Callable[[str, str, int | None], Awaitable[dict[str, object]]]
 Predict = Callable[[int], tuple[str, list[tuple[str, float]]]]
-OfferSize = Callable[[str], Awaitable[int | None]]
+OfferSize = Callable[[str], Awaitable[tuple[int, frozenset[str]] | None]]
+"""A resource's size and who offers it (device ID hex), asked of the paired holders."""
 Facts = Callable[[str], PeerFacts | None]
 
 
@@ -203,11 +206,13 @@ class MirrorService:
         self.using: dict[tuple[str, str], MirrorUse] = {}  # (resource, host hex) -> use
         self._renewed: dict[tuple[str, str], float] = {}
         self.sizes: dict[str, int] = {}
+        self.holders: dict[str, frozenset[str]] = {}  # who offered it when its size was asked
         self.last: dict[str, object] = {"predictor": None, "predictions": [], "jobs": []}
         self.counters = {"prefetched": 0, "prefetch_failed": 0, "evicted": 0, "cancelled": 0,
                          "mirrors_created": 0, "mirrors_dropped": 0, "mirror_refused": 0,
                          "hosted": 0, "host_refused": 0, "synced": 0, "sync_failed": 0}
         self._scanned = 0.0
+        self.last_own_request = -math.inf  # wall-clock time of this device's newest request
         self._throughput: float | None = None  # bytes/s of our recent prefetches
 
     # ----------------------------------------------------------------- the loop
@@ -220,12 +225,20 @@ class MirrorService:
                 log.exception("prefetch/mirror round failed")
 
     async def step(self) -> None:
-        """One round: hit accounting, prefetch, mirrors, hosting."""
+        """One round: hit accounting, prefetch, mirrors, hosting. Only a device in use (a
+        request of its own within ``active_window``) acts on predictions: an idle one would
+        only spend bytes on what the mesh's other devices read (the cold-start predictor
+        falls back to their released counts)."""
         await asyncio.to_thread(self._account)
-        name, ranked = self._predict(self.cfg.depth)
-        await self.plan_prefetch(name, ranked)
-        if self.cfg.mirrors:
-            await self.plan_mirrors(ranked)
+        if self._clock() - self.last_own_request <= self.cfg.active_window:
+            name, ranked = self._predict(self.cfg.depth)
+            await self.plan_prefetch(name, ranked)
+            if self.cfg.mirrors:
+                await self.plan_mirrors(ranked)
+        elif self.pending or self.using:
+            await self.plan_prefetch("idle", [])  # cancels what runs
+            if self.cfg.mirrors:
+                await self.plan_mirrors([])
         await self.host_round()
 
     # ----------------------------------------------------------------- accounting
@@ -234,11 +247,18 @@ class MirrorService:
         return rec.epoch == keys.epoch and rec.requester == keys.hash(self.me)
 
     def _account(self) -> None:
-        """Mark prefetched copies the user then asked for (they become user content)."""
-        since = self._scanned
+        """Mark prefetched copies the user then asked for (they become user content); note
+        this device's newest own request."""
+        # records reach the log when its buffer is flushed, stamped with their own time:
+        # re-read a margin before the last scan (both uses below are idempotent)
+        since = self._scanned - SCAN_OVERLAP
         self._scanned = self._clock()
+        recs = list(self._usage.log.records(since))
+        for rec in recs:
+            if rec.time > self.last_own_request and self._own(rec):
+                self.last_own_request = rec.time
         held = {k: e for k, e in self.entries.items() if e.state == "held"}
-        if held and mark_used(self._usage.log.records(since), self._own, held):
+        if held and mark_used(recs, self._own, held):
             self._save_entries()
 
     def _held(self) -> dict[str, Any]:
@@ -249,12 +269,13 @@ class MirrorService:
         if rid in held:
             return int(held[rid].size)
         if rid not in self.sizes:
-            size = await self._offer_size(rid)
-            if size is None:
+            offer = await self._offer_size(rid)
+            if offer is None:
                 return None
             while len(self.sizes) >= MAX_SIZES:
+                self.holders.pop(next(iter(self.sizes)), None)
                 self.sizes.pop(next(iter(self.sizes)))
-            self.sizes[rid] = size
+            self.sizes[rid], self.holders[rid] = offer
         return self.sizes[rid]
 
     async def plan_prefetch(self, predictor: str, ranked: list[tuple[str, float]]) -> None:
@@ -370,11 +391,13 @@ class MirrorService:
                 log.warning("mirror listing rejected", extra=kv(peer=c.name, reason=e))
             except Exception as e:  # one peer's failure must not stop the others
                 log.debug("no mirror listing", extra=kv(peer=c.name, reason=e))
-            f = self._facts(c.peer_id.hex()) or PeerFacts()
+            me = c.peer_id.hex()
+            f = self._facts(me) or PeerFacts()
+            offered = frozenset(r for r, hs in self.holders.items() if me in hs)
             rtt = getattr(c, "rtt", None)
-            return Node(c.peer_id.hex(), rtt * 1000 if isinstance(rtt, float) else None,
-                        f.bandwidth, f.load, f.reputation, f.holds | frozenset(hosts), hosts,
-                        room)
+            return Node(me, rtt * 1000 if isinstance(rtt, float) else None,
+                        f.bandwidth, f.load, f.reputation, f.holds | offered | frozenset(hosts),
+                        hosts, room)
 
         return list(await asyncio.gather(*(one(c) for c in conns)))
 
@@ -401,6 +424,12 @@ class MirrorService:
         conns = self._paired_links()
         nodes = await self._nodes(conns)
         jobs, kept = plan_mirrors(demand, nodes, list(self.using.values()), self.rules, now)
+        log.debug("mirror round", extra=kv(
+            demand=",".join(f"{d.resource[:8]}:{d.temperature:.1f}/{d.score:.2f}"
+                            f"{'H' if d.held else ''}{'P' if d.prefetching else ''}"
+                            for d in demand),
+            nodes=",".join(f"{n.device[:8]}:{len(n.holds)}" for n in nodes),
+            jobs=len(jobs)))
         self.using = {(u.resource, u.host): u for u in kept}
         by_id = {c.peer_id.hex(): c for c in conns}
         for job in jobs:

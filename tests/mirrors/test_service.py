@@ -186,8 +186,8 @@ def device(tmp: Path, name: str, sizes: dict[str, int], **cfg: Any) -> Device:
         store.recs[rid] = Rec(rid, sizes[rid])
         return {"bytes_fetched": sizes[rid]}
 
-    async def size(rid: str) -> int | None:
-        return sizes.get(rid)
+    async def size(rid: str) -> tuple[int, frozenset[str]] | None:
+        return (sizes[rid], frozenset()) if rid in sizes else None
 
     def spawn(coro: Any, name: str) -> asyncio.Task[object]:
         t: asyncio.Task[object] = asyncio.ensure_future(coro)
@@ -316,3 +316,20 @@ async def test_an_unused_prefetched_copy_is_evicted_and_counted_as_waste(
     assert b.svc.describe_prefetch()["stats"]["wasted_bytes"] == MB
     reloaded = device(tmp_path, "b", sizes)  # the ledger survives a restart
     assert reloaded.svc.entries[R1].state == "evicted"
+
+
+async def test_an_idle_device_acts_on_no_prediction(tmp_path: Path) -> None:
+    """A device with no request of its own (the cold-start predictor answers from what the
+    mesh's other devices read) prefetches nothing and asks for no mirror; one request of
+    its own within the active window, and it does."""
+    sizes = {R1: MB}
+    b = device(tmp_path, "b", sizes, active_window=60.0)
+    b.predictions[:] = [(R1, 0.9)]
+    b.usage.log.recs.append(_access(900.0, R3, b"z" * 32))  # served to someone else
+    await b.svc.step()
+    await settle()
+    assert b.fetched == []
+    b.usage.log.recs.append(_access(999.0, R3, b.id))  # this device's own request
+    await b.svc.step()
+    await settle()
+    assert b.fetched == [(R1, "prefetch")]
