@@ -255,8 +255,12 @@ class MirrorService:
         self._scanned = self._clock()
         recs = list(self._usage.log.records(since))
         for rec in recs:
-            if rec.time > self.last_own_request and self._own(rec):
-                self.last_own_request = rec.time
+            if not self._own(rec):
+                continue
+            self.last_own_request = max(self.last_own_request, rec.time)
+            hosted = self.hosting.hosted.get(rec.resource_hex)
+            if hosted is not None and rec.time >= hosted.since:
+                hosted.user_content = True  # our user wants it too: never removed for a lease
         held = {k: e for k, e in self.entries.items() if e.state == "held"}
         if held and mark_used(recs, self._own, held):
             self._save_entries()

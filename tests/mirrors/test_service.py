@@ -333,3 +333,17 @@ async def test_an_idle_device_acts_on_no_prediction(tmp_path: Path) -> None:
     await b.svc.step()
     await settle()
     assert b.fetched == [(R1, "prefetch")]
+
+
+async def test_a_hosted_copy_our_user_then_asks_for_is_kept_when_the_lease_ends(
+        tmp_path: Path) -> None:
+    sizes = {R3: MB}
+    b, c = device(tmp_path, "b", sizes), device(tmp_path, "c", sizes)
+    link(b, c)
+    await b.conns.conns[0].request("mirror", {"do": "hold", "r": R3, "n": MB})
+    await settle()
+    assert R3 in c.store.recs
+    c.usage.log.recs.append(_access(1000.0, R3, c.id))  # charlie's own user reads it
+    c.svc._account()
+    await b.conns.conns[0].request("mirror", {"do": "release", "r": R3})
+    assert R3 in c.store.recs and c.store.removed == []
