@@ -386,11 +386,22 @@ class MirrorService:
         return await conn.request(OP, args, timeout=ASK_TIMEOUT)
 
     async def _nodes(self, conns: list[PeerLink]) -> list[Node]:
+        """The paired candidates; drops a mirror in use that its host's listing lacks (the
+        host could not fetch it, or dropped it) once it had time to appear."""
+        now = self._clock()
+
         async def one(c: PeerLink) -> Node:
             hosts: dict[str, float] = {}
             room = True
             try:
                 hosts, room = parse_listing(await self._ask(c, {"do": "list"}))
+                for key, u in list(self.using.items()):
+                    if (u.host == c.peer_id.hex() and u.resource not in hosts
+                            and now - u.since > 4 * self.cfg.interval + ASK_TIMEOUT):
+                        del self.using[key]
+                        self.counters["mirrors_dropped"] += 1
+                        log.info("mirror dropped", extra=kv(
+                            resource=u.resource, host=c.name, reason="the host lacks it"))
             except ValueError as e:
                 log.warning("mirror listing rejected", extra=kv(peer=c.name, reason=e))
             except Exception as e:  # one peer's failure must not stop the others
@@ -510,6 +521,12 @@ class MirrorService:
             self._spawn(self.sync_to_latest(rid), f"mirror-{rid[:8]}")
         return {"ok": True}
 
+    def _room_for(self, rid: str) -> int:
+        """Bytes a hosted copy of *rid* may take: the host budget less the other copies (the
+        size a requester states is never trusted)."""
+        h = self.hosting.hosted.get(rid)
+        return max(0, self.hosting.max_bytes - self.hosting.bytes() + (h.size if h else 0))
+
     def _listing(self, asker: str) -> dict[str, float]:
         """Our hosted mirrors and how similar the asker's usage is to their requesters'
         (cosine of the temperature vectors they released in their usage aggregates)."""
@@ -525,14 +542,22 @@ class MirrorService:
     async def sync_to_latest(self, rid: str) -> None:
         """Bring a hosted mirror to the newest version a paired holder offers: only the
         chunks it lacks move (the fetch skips chunks held), signatures verified as on any
-        fetch. One function so the ``follow`` work's delta sync can replace it."""
+        fetch, never more than the host budget allows. One function so the ``follow``
+        work's delta sync can replace it. A first fetch that fails ends the mirror (the
+        requester sees it missing from our listing and stops using it)."""
+        h = self.hosting.hosted.get(rid)
         try:
-            await self._fetch(rid, "mirror", None)
+            await self._fetch(rid, "mirror", self._room_for(rid) if h is not None else None)
         except Exception as e:
             self.counters["sync_failed"] += 1
             log.info("mirror sync failed", extra=kv(resource=rid, reason=e))
+            if h is not None and not h.user_content and rid not in self._held():
+                self.hosting.hosted.pop(rid, None)
             return
         self.counters["synced"] += 1
+        rec = self._held().get(rid)
+        if h is not None and rec is not None:
+            h.size = int(rec.size)
 
     async def host_round(self) -> None:
         now = self._clock()
@@ -618,11 +643,17 @@ class MirrorService:
             rows.append({"role": "using", "resource": rid, "device": host,
                          "name": self._name(host), "since": u.since, "reason": u.reason,
                          "served": s.mirror_served.get((rid, host[:16]), 0)})
-        for rid, h in sorted(self.hosting.hosted.items()):
+        hosted = sorted(self.hosting.hosted.items())
+        served: dict[str, int] = {}
+        if hosted:
+            for rec in self._usage.log.records(min(h.since for _, h in hosted)):
+                h0 = self.hosting.hosted.get(rec.resource_hex)
+                if h0 is not None and rec.time >= h0.since and not self._own(rec):
+                    served[rec.resource_hex] = served.get(rec.resource_hex, 0) + 1
+        for rid, h in hosted:
             rows.append({"role": "hosting", "resource": rid, "device": self.me.hex(),
                          "name": "this device", "since": h.since, "reason": h.reason,
-                         "served": self._served_here(rid, h.since),
-                         "requesters": len(h.leases)})
+                         "served": served.get(rid, 0), "requesters": len(h.leases)})
         return {"enabled": self.cfg.enabled and self.cfg.mirrors, "mirrors": rows,
                 "hosted_bytes": self.hosting.bytes(), "counters": dict(self.counters)}
 
@@ -633,9 +664,6 @@ class MirrorService:
                 return d.name
         return host[:16]
 
-    def _served_here(self, rid: str, since: float) -> int:
-        return sum(1 for r in self._usage.log.records(since)
-                   if r.resource_hex == rid and not self._own(r))
 
 
 def _stats_obj(s: Any, entries: dict[str, PrefetchEntry]) -> dict[str, object]:

@@ -182,6 +182,8 @@ def device(tmp: Path, name: str, sizes: dict[str, int], **cfg: Any) -> Device:
     tasks: list[asyncio.Task[object]] = []
 
     async def fetch(rid: str, cls: str, n: int | None) -> dict[str, object]:
+        if n is not None and sizes[rid] > n:  # as FetchService(max_size=n) refuses
+            raise ValueError(f"{sizes[rid]} bytes, over the {n} allowed")
         fetched.append((rid, cls))
         store.recs[rid] = Rec(rid, sizes[rid])
         return {"bytes_fetched": sizes[rid]}
@@ -347,3 +349,17 @@ async def test_a_hosted_copy_our_user_then_asks_for_is_kept_when_the_lease_ends(
     c.svc._account()
     await b.conns.conns[0].request("mirror", {"do": "release", "r": R3})
     assert R3 in c.store.recs and c.store.removed == []
+
+
+async def test_a_requester_understating_the_size_cannot_pass_the_host_budget(
+        tmp_path: Path) -> None:
+    sizes = {R3: 4 * MB}
+    b, c = device(tmp_path, "b", sizes), device(tmp_path, "c", sizes, host_budget=2 * MB)
+    link(b, c)
+    assert await b.conns.conns[0].request("mirror", {"do": "hold", "r": R3, "n": 1}) == {
+        "ok": True}
+    await settle()
+    assert R3 not in c.store.recs and c.fetched == []  # the fetch was bounded by the budget
+    assert c.svc.hosting.hosted == {}  # and the mirror ended: it is not listed any more
+    assert await b.conns.conns[0].request("mirror", {"do": "list"}) == {
+        "hosts": {}, "room": True}
