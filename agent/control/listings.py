@@ -212,7 +212,8 @@ def prefetch_text(r: dict[str, Any]) -> str:
     """``shoal prefetch``: predictions with scores, the hottest resources, hit statistics."""
     st, b = r["stats"], r["budget"]
     ratio = "-" if st["used_ratio"] is None else f"{st['used_ratio']:.1%}"
-    head = (f"prefetch:   {'on' if r['enabled'] else 'off'}, mirrors "
+    state = "on" if r.get("active", True) else "on, idle (no request of its own lately)"
+    head = (f"prefetch:   {state}, mirrors "
             f"{'on' if r['mirrors'] else 'off'}; predictor {r['predictor'] or '-'}; "
             f"{size(int(b['held']))} of {size(int(b['device']))} device budget held\n"
             f"hits:       {st['used']} of {st['prefetched']} prefetched copies used "
@@ -224,7 +225,7 @@ def prefetch_text(r: dict[str, Any]) -> str:
     out += "\n\n" + (table(
         ["NEXT", Column("SCORE", right=True), Column("SIZE", right=True),
          Column("TEMPERATURE", right=True), "HERE"],
-        [[p["resource"], f"{p['score']:.3f}", size(int(p["size"])),
+        [[p["resource"], f"{p['score']:.3f}", "-" if p["size"] is None else size(int(p["size"])),
           f"{p['temperature']:.3f}", "yes" if p["held"] else "no"] for p in preds],
         note="NEXT: what this device will likely ask for next, best first; HERE: held "
         "already") if preds else "no predictions yet")

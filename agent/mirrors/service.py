@@ -618,9 +618,16 @@ class MirrorService:
         now = self._clock()
         temps = self._usage.temperature.items(now)
         top = sorted(temps.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        predictor, ranked = self._predict(self.cfg.depth)  # now, not as of the last round
+        held = self._held()
+        predictions = [{"resource": r, "score": round(sc, 4),
+                        "size": int(held[r].size) if r in held else self.sizes.get(r),
+                        "temperature": round(self._usage.mesh_temperature(r, now), 3),
+                        "held": r in held} for r, sc in ranked if _is_rid(r)]
         return {
             "enabled": self.cfg.enabled, "mirrors": self.cfg.mirrors,
-            "predictor": self.last.get("predictor"), "predictions": self.last["predictions"],
+            "active": now - self.last_own_request <= self.cfg.active_window,
+            "predictor": predictor, "predictions": predictions,
             "last_jobs": self.last["jobs"],
             "pending": sorted(self.pending),
             "hottest": [{"resource": r, "temperature": round(t, 3),
