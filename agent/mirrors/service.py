@@ -646,8 +646,11 @@ class MirrorService:
         """What ``shoal mirrors`` shows: mirrors used here and mirrors hosted here."""
         s = summarise(self._records(), self._own, {})
         rows: list[dict[str, object]] = []
+        live = {c.peer_id.hex(): c.address for c in self._connections.live_connections()}
         for (rid, host), u in sorted(self.using.items()):
+            addr = live.get(host)
             rows.append({"role": "using", "resource": rid, "device": host,
+                         "address": f"{addr[0]}:{addr[1]}" if addr else None,
                          "name": self._name(host), "since": u.since, "reason": u.reason,
                          "served": s.mirror_served.get((rid, host[:16]), 0)})
         hosted = sorted(self.hosting.hosted.items())

@@ -267,6 +267,7 @@ async def test_a_mirror_is_created_on_a_paired_host_and_forgotten_when_unpaired(
     assert c.svc.describe_mirrors()["mirrors"][0]["role"] == "hosting"
     row = b.svc.describe_mirrors()["mirrors"][0]
     assert (row["role"], row["device"], row["resource"]) == ("using", c.id.hex(), R3)
+    assert row["address"] == "127.0.0.1:1"  # the requester knows where its mirror is
     b.trust.paired.discard(c.id)  # unpaired: its address is no longer believed at once
     assert b.svc.mirrors_for(R3) == []
     c.svc.unpaired(b.id)
@@ -363,3 +364,21 @@ async def test_a_requester_understating_the_size_cannot_pass_the_host_budget(
     assert c.svc.hosting.hosted == {}  # and the mirror ended: it is not listed any more
     assert await b.conns.conns[0].request("mirror", {"do": "list"}) == {
         "hosts": {}, "room": True}
+
+
+async def test_a_hosted_mirror_follows_new_versions_every_sync_interval(tmp_path: Path) -> None:
+    sizes = {R3: MB}
+    b, c = device(tmp_path, "b", sizes), device(tmp_path, "c", sizes, sync_interval=60.0)
+    link(b, c)
+    now = [1000.0]
+    c.svc._clock = lambda: now[0]
+    await b.conns.conns[0].request("mirror", {"do": "hold", "r": R3, "n": MB})
+    await settle()
+    await c.svc.host_round()
+    assert c.fetched == [(R3, "mirror")]  # synced when taken, not again before the interval
+    now[0] += 61.0
+    await c.svc.host_round()
+    assert c.fetched == [(R3, "mirror"), (R3, "mirror")]
+    assert c.svc.counters["synced"] == 2
+    row = b.svc.describe_mirrors()["mirrors"]
+    assert row == []  # b asked directly here; b's manager did not record a use
