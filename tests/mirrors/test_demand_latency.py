@@ -13,12 +13,12 @@ from agent.bandwidth import CHUNK, LinkScheduler
 RATE = 8 * MIB  # bytes/s of the link
 
 
-def _demand_latencies(backlog: bool) -> list[float]:
+def _demand_latencies(backlog: bool, scale: int = 1) -> list[float]:
     links = VirtualLinks(LinkScheduler(), capacity={"b": RATE})
     if backlog:  # 200 MiB of prefetch and 50 MiB of mirror sync queued before any demand
-        for i in range(800):
+        for i in range(800 * scale):
             links.enqueue_at(0.0, "b", "prefetch", CHUNK, ("p", i))
-        for i in range(200):
+        for i in range(200 * scale):
             links.enqueue_at(0.0, "b", "mirror", CHUNK, ("m", i))
     demand = [links.enqueue_at(1.0 + 0.37 * i, "b", "demand", CHUNK, ("d", i))
               for i in range(60)]
@@ -39,3 +39,8 @@ def test_a_prefetch_backlog_does_not_slow_demand() -> None:
     assert max(on) <= max(off) + 2 * chunk_time + 1e-9
     assert p95(on) <= 1.1 * p95(off) + 2 * chunk_time
     assert statistics.median(on) <= statistics.median(off) + 2 * chunk_time
+
+
+def test_demand_latency_does_not_grow_with_the_backlog() -> None:
+    """Four times the backlog, the same demand latencies: demand never queues behind it."""
+    assert _demand_latencies(True, scale=4) == _demand_latencies(True, scale=1)
