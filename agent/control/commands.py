@@ -75,9 +75,9 @@ class ModelControl(Protocol):
 
 
 class MirrorControl(Protocol):
-    def describe_prefetch(self) -> dict[str, object]: ...
+    async def describe_prefetch(self) -> dict[str, object]: ...
 
-    def describe_mirrors(self) -> dict[str, object]: ...
+    async def describe_mirrors(self) -> dict[str, object]: ...
 
 
 class _StreamExport:
@@ -448,10 +448,10 @@ class Commands:
         return m
 
     async def prefetch(self, args: Args, reply: Reply) -> object:
-        return self._mirrors().describe_prefetch()
+        return await self._mirrors().describe_prefetch()
 
     async def mirrors(self, args: Args, reply: Reply) -> object:
-        return self._mirrors().describe_mirrors()
+        return await self._mirrors().describe_mirrors()
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -48,7 +49,7 @@ from agent.mirrors.policy import (
     plan_mirrors,
     similarity,
 )
-from agent.mirrors.stats import PrefetchEntry, mark_used, summarise
+from agent.mirrors.stats import PrefetchEntry, Summary, mark_used, summarise
 from agent.peer.connection import Handler, PeerConnection, Refused
 from agent.usage.record import AccessRecord
 
@@ -229,7 +230,9 @@ class MirrorService:
         request of its own within ``active_window``) acts on predictions: an idle one would
         only spend bytes on what the mesh's other devices read (the cold-start predictor
         falls back to their released counts)."""
-        await asyncio.to_thread(self._account)
+        held = {k: e for k, e in self.entries.items() if e.state == "held"}
+        if await asyncio.to_thread(self._account, held):
+            self._save_entries()
         if self._clock() - self.last_own_request <= self.cfg.active_window:
             name, ranked = self._predict(self.cfg.depth)
             await self.plan_prefetch(name, ranked)
@@ -246,9 +249,10 @@ class MirrorService:
         keys = self._usage.keys
         return rec.epoch == keys.epoch and rec.requester == keys.hash(self.me)
 
-    def _account(self) -> None:
-        """Mark prefetched copies the user then asked for (they become user content); note
-        this device's newest own request."""
+    def _account(self, held: dict[str, PrefetchEntry]) -> bool:
+        """Mark the prefetched copies in *held* the user then asked for (they become user
+        content; True if any did); note this device's newest own request. Runs in a worker
+        thread: *held* is a snapshot taken on the loop."""
         # records reach the log when its buffer is flushed, stamped with their own time:
         # re-read a margin before the last scan (both uses below are idempotent)
         since = self._scanned - SCAN_OVERLAP
@@ -261,9 +265,7 @@ class MirrorService:
             hosted = self.hosting.hosted.get(rec.resource_hex)
             if hosted is not None and rec.time >= hosted.since:
                 hosted.user_content = True  # our user wants it too: never removed for a lease
-        held = {k: e for k, e in self.entries.items() if e.state == "held"}
-        if held and mark_used(recs, self._own, held):
-            self._save_entries()
+        return bool(held) and bool(mark_used(recs, self._own, held))
 
     def _held(self) -> dict[str, Any]:
         return {r.resource_id: r for r in self._store.resources()}
@@ -612,9 +614,11 @@ class MirrorService:
             log.warning("cannot keep the prefetch ledger", extra=kv(reason=e.strerror or e))
 
     # ----------------------------------------------------------------- reporting
-    def describe_prefetch(self) -> dict[str, object]:
-        """What ``shoal prefetch`` shows."""
-        s = summarise(self._records(), self._own, self.entries)
+    async def describe_prefetch(self) -> dict[str, object]:
+        """What ``shoal prefetch`` shows (the access log is read in a worker thread, over a
+        copy of the ledger)."""
+        entries = {k: dataclasses.replace(e) for k, e in self.entries.items()}
+        s = await asyncio.to_thread(lambda: summarise(self._records(), self._own, entries))
         now = self._clock()
         temps = self._usage.temperature.items(now)
         top = sorted(temps.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -633,18 +637,19 @@ class MirrorService:
             "hottest": [{"resource": r, "temperature": round(t, 3),
                          "mesh": round(self._usage.mesh_temperature(r, now), 3)}
                         for r, t in top],
-            "stats": _stats_obj(s, self.entries),
+            "stats": _stats_obj(s, entries),
             "budget": {"device": self.cfg.device_budget, "reserve": self.cfg.reserve,
-                       "held": sum(e.size for e in self.entries.values() if e.state == "held")},
+                       "held": sum(e.size for e in entries.values() if e.state == "held")},
             "counters": dict(self.counters),
         }
 
     def _records(self) -> Iterator[AccessRecord]:
         return self._usage.log.records(self._clock() - 7 * 86400)
 
-    def describe_mirrors(self) -> dict[str, object]:
+    async def describe_mirrors(self) -> dict[str, object]:
         """What ``shoal mirrors`` shows: mirrors used here and mirrors hosted here."""
-        s = summarise(self._records(), self._own, {})
+        hosted = sorted((rid, h.since) for rid, h in self.hosting.hosted.items())
+        s, served = await asyncio.to_thread(self._served, dict(hosted))
         rows: list[dict[str, object]] = []
         live = {c.peer_id.hex(): c.address for c in self._connections.live_connections()}
         for (rid, host), u in sorted(self.using.items()):
@@ -653,19 +658,22 @@ class MirrorService:
                          "address": f"{addr[0]}:{addr[1]}" if addr else None,
                          "name": self._name(host), "since": u.since, "reason": u.reason,
                          "served": s.mirror_served.get((rid, host[:16]), 0)})
-        hosted = sorted(self.hosting.hosted.items())
-        served: dict[str, int] = {}
-        if hosted:
-            for rec in self._usage.log.records(min(h.since for _, h in hosted)):
-                h0 = self.hosting.hosted.get(rec.resource_hex)
-                if h0 is not None and rec.time >= h0.since and not self._own(rec):
-                    served[rec.resource_hex] = served.get(rec.resource_hex, 0) + 1
-        for rid, h in hosted:
+        for rid, h in sorted(self.hosting.hosted.items()):
             rows.append({"role": "hosting", "resource": rid, "device": self.me.hex(),
                          "name": "this device", "since": h.since, "reason": h.reason,
                          "served": served.get(rid, 0), "requesters": len(h.leases)})
         return {"enabled": self.cfg.enabled and self.cfg.mirrors, "mirrors": rows,
                 "hosted_bytes": self.hosting.bytes(), "counters": dict(self.counters)}
+
+    def _served(self, hosted: dict[str, float]) -> tuple[Summary, dict[str, int]]:
+        """(this device's requests by source, requests from others per hosted resource since
+        it was hosted): one pass over the log, in a worker thread."""
+        served: dict[str, int] = {}
+        for rec in self._usage.log.records(min(hosted.values(), default=self._clock())):
+            since = hosted.get(rec.resource_hex)
+            if since is not None and rec.time >= since and not self._own(rec):
+                served[rec.resource_hex] = served.get(rec.resource_hex, 0) + 1
+        return summarise(self._records(), self._own, {}), served
 
     def _name(self, host: str) -> str:
         with contextlib.suppress(ValueError):

@@ -264,8 +264,8 @@ async def test_a_mirror_is_created_on_a_paired_host_and_forgotten_when_unpaired(
     assert b.svc.mirrors_for(R3) == [c.id.hex()]
     assert c.fetched == [(R3, "mirror")]  # the host fetched it in the mirror class
     assert list(c.svc.hosting.hosted[R3].leases) == [b.id.hex()]
-    assert c.svc.describe_mirrors()["mirrors"][0]["role"] == "hosting"
-    row = b.svc.describe_mirrors()["mirrors"][0]
+    assert (await c.svc.describe_mirrors())["mirrors"][0]["role"] == "hosting"
+    row = (await b.svc.describe_mirrors())["mirrors"][0]
     assert (row["role"], row["device"], row["resource"]) == ("using", c.id.hex(), R3)
     assert row["address"] == "127.0.0.1:1"  # the requester knows where its mirror is
     b.trust.paired.discard(c.id)  # unpaired: its address is no longer believed at once
@@ -300,9 +300,9 @@ async def test_prefetch_runs_in_the_prefetch_class_and_counts_a_use(tmp_path: Pa
     # someone else asking does not count; this device asking (served locally) does
     b.usage.log.recs += [_access(1001.0, R1, b"z" * 32), _access(1001.0, R1, b.id)]
     b.svc._scanned = 0.0
-    b.svc._account()
+    b.svc._account(b.svc.entries)
     assert b.svc.entries[R1].state == "used"
-    s = b.svc.describe_prefetch()["stats"]
+    s = (await b.svc.describe_prefetch())["stats"]
     assert (s["prefetched"], s["used"], s["wasted_bytes"]) == (1, 1, 0)
 
 
@@ -316,7 +316,7 @@ async def test_an_unused_prefetched_copy_is_evicted_and_counted_as_waste(
     await b.svc.plan_prefetch("test", [(R2, 0.9)])
     await settle()
     assert b.store.removed == [R1] and R3 in b.store.recs
-    assert b.svc.describe_prefetch()["stats"]["wasted_bytes"] == MB
+    assert (await b.svc.describe_prefetch())["stats"]["wasted_bytes"] == MB
     reloaded = device(tmp_path, "b", sizes)  # the ledger survives a restart
     assert reloaded.svc.entries[R1].state == "evicted"
 
@@ -347,7 +347,7 @@ async def test_a_hosted_copy_our_user_then_asks_for_is_kept_when_the_lease_ends(
     await settle()
     assert R3 in c.store.recs
     c.usage.log.recs.append(_access(1000.0, R3, c.id))  # charlie's own user reads it
-    c.svc._account()
+    c.svc._account({})
     await b.conns.conns[0].request("mirror", {"do": "release", "r": R3})
     assert R3 in c.store.recs and c.store.removed == []
 
@@ -380,5 +380,5 @@ async def test_a_hosted_mirror_follows_new_versions_every_sync_interval(tmp_path
     await c.svc.host_round()
     assert c.fetched == [(R3, "mirror"), (R3, "mirror")]
     assert c.svc.counters["synced"] == 2
-    row = b.svc.describe_mirrors()["mirrors"]
+    row = (await b.svc.describe_mirrors())["mirrors"]
     assert row == []  # b asked directly here; b's manager did not record a use
