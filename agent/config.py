@@ -363,6 +363,17 @@ class PrefetchConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """Watched publishes (`shoal publish PATH --watch`): when a change becomes a version."""
+
+    enabled: bool = True
+    quiet: float = _num(2.0, 0.01, 3600.0)  # seconds without a change before publishing
+    min_interval: float = _num(10.0, 0.0, 86400.0)  # at most one version per this many s
+    max_watched: int = _num(32, 1, 1024)  # paths watched at once (files or folders)
+    max_dirs: int = _num(4096, 1, 65536)  # inotify watches (directories) in all
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Every field has an embedded default."""
 
@@ -377,6 +388,7 @@ class Config:
     usage: UsageConfig = field(default_factory=UsageConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:

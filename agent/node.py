@@ -31,6 +31,9 @@ from agent.daemon import (
     notify_systemd,
     watchdog_interval,
 )
+from agent.folders.exports import ExportBook
+from agent.folders.watch import WatchService
+from agent.folders.watchstate import WatchEntry
 from agent.log import kv
 from agent.mirrors.service import MirrorService, PeerFacts
 from agent.peer.connections import Connections
@@ -42,7 +45,7 @@ from agent.security.identity import load_or_create_identity
 from agent.security.pairing import PairingBook
 from agent.security.session import SessionError
 from agent.security.trust import TrustStore
-from agent.store import ContentStore
+from agent.store import ContentStore, Manifest
 from agent.transfer.fetcher import find_offers
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
@@ -126,12 +129,15 @@ class Node:
             catalog_changed=self.catalog_changed,
         ) if cfg.prefetch.enabled and self.usage is not None and self.models else None
         self.ble: BleLink | None = None
+        self.watch = WatchService(cfg.watch, data_dir / "watches.json", self._republish,
+                                  self.catalog_changed) if cfg.watch.enabled else None
         self.commands = Commands(CommandContext(
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
             trust=self.trust, peers=self.peers, connections=self.connections,
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
-            usage=self.usage, models=self.models, mirrors=self.mirrors))
+            usage=self.usage, models=self.models, watch=self.watch,
+            exports=ExportBook(data_dir / "exports.json"), mirrors=self.mirrors))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.unpairing.handlers())
@@ -172,6 +178,8 @@ class Node:
                     tg.create_task(self.models.run(), name=f"{TASK_PREFIX}model")
                 if self.mirrors is not None:
                     tg.create_task(self.mirrors.run(), name=f"{TASK_PREFIX}mirrors")
+                if self.watch is not None:
+                    tg.create_task(self.watch.run(), name=f"{TASK_PREFIX}watch")
                 self.ready.set()
                 notify_systemd("READY=1\nSTATUS=running")
                 log.info("agent ready", extra=kv(
@@ -265,6 +273,15 @@ class Node:
             self.ble.catalog_changed()
         if self.authority is not None:
             self.authority.catalog_changed()
+
+    def _republish(self, w: WatchEntry) -> Manifest:
+        """A watched path changed: its next version (the same one if nothing did)."""
+        if w.path.is_dir():
+            return self.store.publish_tree(w.path, public=w.public, signer=self.identity,
+                                           update=w.resource_id,
+                                           exclude=(self.cfg.node.data_dir,))
+        return self.store.publish_file(w.path, public=w.public, signer=self.identity,
+                                       update=w.resource_id)
 
     def _authority_hint(self, resource_id: str) -> AuthorityHint | None:
         if self.authority is None:

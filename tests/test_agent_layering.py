@@ -21,6 +21,7 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
     4 transfer     agent.transfer.*        authority  agent.authority.*   links  agent.links.*
                    usage-service  agent.usage.service (sharing over peer sessions),
                                   agent.usage.models (the model lifecycle)
+                   folders  agent.folders.* (watched publishes, exported trees)
                    prefetch, mirrors, dht  (names reserved for the coming services)
     5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
@@ -78,6 +79,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("links", 4, packages=("agent.links",)),
     Layer("usage-service", 4, modules=("agent.usage.service", "agent.usage.models")),
     Layer("prefetch", 4, packages=("agent.prefetch",)),
+    Layer("folders", 4, packages=("agent.folders",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),
     Layer("dht", 4, packages=("agent.dht",)),
     Layer("control", 5, packages=("agent.control",)),

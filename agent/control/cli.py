@@ -43,6 +43,7 @@ from agent.control.listings import (
     resources_table,
     trust_table,
     usage_text,
+    watching_table,
 )
 from agent.control.parser import GLOBAL_DEFAULTS, UsageError, build_parser
 from agent.control.progress import FetchProgress
@@ -54,7 +55,7 @@ from agent.control.render import (
     size,
 )
 from agent.control.render import output_name as _output_name
-from agent.errors import ShoalError
+from agent.errors import ErrorKind, ShoalError
 from agent.fsutil import atomic_writer, user_file_mode
 from agent.security.pairing import format_code, normalize_code
 from radio.mesh import MESH_FORM, MESH_RE
@@ -136,7 +137,11 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
     target: Path | None = None
     writer_cm: Any = None
     sink: Any = None
-    request = {"resource": args.resource, "source": args.source, "stream": not args.no_output}
+    to = str(Path(args.to).expanduser().resolve()) if args.to else None
+    if to and (out or args.no_output):
+        raise CliError("--to DIR writes a folder; drop -o/--no-output", "usage")
+    request = {"resource": args.resource, "source": args.source,
+               "stream": not args.no_output and not to, "to": to, "force": args.force}
     try:
         async for item in call(sock, "fetch", request):
             if isinstance(item, bytes):
@@ -177,6 +182,8 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
         raise CliError("the agent ended the fetch without a result", "internal")
     if out == "-":
         return 0
+    if to:
+        return _fetched_tree(args, result)
     where = f" -> {target}" if target else " (kept in the store)"
     held = int(result.get("size", 0)) - int(result.get("bytes_fetched", result.get("size", 0)))
     resumed = (f"\n  resumed: {_size(held)} of {_size(result['size'])} were already here"
@@ -184,6 +191,24 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
     _print(args, result | {"output": str(target) if target else None},
            f"fetched {result['name']} v{result['version']} ({_size(result['size'])}){where}"
            f"\n  source: {result.get('why') or 'held here already'}{resumed}")
+    return 0
+
+
+def _fetched_tree(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """`fetch --to DIR`: what was written, moved, removed, and which files were kept."""
+    t = result["tree"]
+    _print(args, result,
+           f"fetched {result['name']}/ v{result['version']} ({result.get('files')} files, "
+           f"{_size(result['size'])}) -> {result['to']}\n"
+           f"  files: {t['written']} written, {t['moved']} moved, {t['deleted']} removed, "
+           f"{t['unchanged']} unchanged ({_size(t['bytes_written'])} written)"
+           f"\n  source: {result.get('why') or 'held here already'}")
+    if t["kept_count"] and not args.json:
+        kept = "; ".join(f"{k['path']} ({k['why']})" for k in t["kept"][:10])
+        more = t["kept_count"] - min(10, len(t["kept"]))
+        print(display(f"shoal: warning: kept {t['kept_count']} local file(s): {kept}"
+                      + (f" and {more} more" if more > 0 else "")
+                      + "; use --force to replace changed files"), file=sys.stderr)
     return 0
 
 
@@ -328,13 +353,45 @@ _peers = _listing("peers", peers_table)
 
 
 async def _publish(args: argparse.Namespace, sock: Path) -> int:
+    if args.watching:
+        if args.path or args.watch:
+            raise CliError("--watching lists the watched paths and takes no PATH", "usage")
+        r = await call_simple(sock, "watching")
+        print(print_json(r) if args.json else watching_table(r))
+        return 0
+    if args.path is None:
+        raise CliError("publish needs a PATH (a file or a directory)", "usage")
     path = args.path.expanduser().resolve()
     r = await call_simple(sock, "publish", {"path": str(path), "name": args.name,
                                             "public": args.public,
-                                            "update": getattr(args, "update", None)})
-    _print(args, r, f"published {r['name']} v{r['version']} ({_size(r['size'])}, "
-           f"{r['chunks']} chunk{'' if r['chunks'] == 1 else 's'}"
-           f"{', public' if r['public'] else ''}) id {r['resource_id']}")
+                                            "update": getattr(args, "update", None),
+                                            "watch": args.watch})
+    files = r.get("files")
+    what = (f"{files} file{'' if files == 1 else 's'}, " if isinstance(files, int) else "")
+    human = (f"published {r['name']}{'/' if files is not None else ''} v{r['version']} "
+             f"({what}{_size(r['size'])}, {r['chunks']} chunk{'' if r['chunks'] == 1 else 's'}"
+             f"{', public' if r['public'] else ''}) id {r['resource_id']}")
+    if r.get("watch"):
+        human += f"\n  watching {path}: a change becomes the next version"
+    _print(args, r, human)
+    skipped = r.get("skipped") or []
+    if skipped and not args.json:
+        more = int(r.get("skipped_count", len(skipped))) - len(skipped)
+        print(display(f"shoal: warning: skipped {', '.join(map(str, skipped))}"
+                      + (f" and {more} more" if more > 0 else "")), file=sys.stderr)
+    return 0
+
+
+async def _unwatch(args: argparse.Namespace, sock: Path) -> int:
+    target = args.target
+    local = Path(target).expanduser()
+    try:  # a path here (as it was published: absolute), else a resource name or ID
+        r = await call_simple(sock, "unwatch", {"target": str(local.resolve())})
+    except ControlError as e:
+        if e.error_kind is not ErrorKind.NOT_FOUND or "/" in target:
+            raise
+        r = await call_simple(sock, "unwatch", {"target": target})
+    _print(args, r, "\n".join(f"stopped watching {x['path']} ({x['name']})" for x in r))
     return 0
 
 
@@ -431,7 +488,8 @@ HANDLERS: dict[str, Handler] = {
     "id": _id, "status": _status, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
     "trust": _trust, "authority": _authority, "usage": _usage, "model": _model, "stop": _stop,
-    "delegate": _delegate, "prefetch": _prefetch, "mirrors": _mirrors,
+    "delegate": _delegate, "unwatch": _unwatch, "prefetch": _prefetch,
+    "mirrors": _mirrors,
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agent import __version__
+from agent.control import folders
 from agent.control.errors import ControlError
 from agent.control.server import Command, Reply
 from agent.peer.connections import SelfConnection
@@ -87,6 +88,7 @@ class _StreamExport:
         self._reply = reply
 
     async def start(self, manifest: Manifest) -> None:
+        folders.refuse_folder_stream(manifest)
         await self._reply.event(stage="export", name=manifest.name, size=manifest.size)
 
     async def data(self, chunk: bytes) -> None:
@@ -114,6 +116,8 @@ class CommandContext:
     usage: UsageControl | None = None
     models: ModelControl | None = None
     mirrors: MirrorControl | None = None
+    watch: folders.WatchControl | None = None
+    exports: folders.ExportLog | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -210,6 +214,8 @@ class Commands:
             "usage": self.usage, "model": self.model,
             "prefetch": self.prefetch, "mirrors": self.mirrors,
             "delegate": self.delegate, "delegation_accept": self.delegation_accept,
+            "watching": lambda a, r: folders.watching(self.ctx, a),
+            "unwatch": lambda a, r: folders.unwatch(self.ctx, a),
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -250,6 +256,15 @@ class Commands:
         path = Path(str(args.get("path", "")))
         if not path.is_absolute():
             raise ControlError("publish needs an absolute path")
+        if path.is_dir() and not path.is_symlink():
+            update = _held_resource(c, args.get("update")) if args.get("update") else None
+            name = args.get("name")
+            entry = await folders.publish_folder(
+                c, path, str(name) if name else None, bool(args.get("public", False)),
+                update.resource_id if update else None)
+            if args.get("watch"):
+                folders.watch_after_publish(c, path, entry)
+            return entry
         if not path.is_file():
             raise ControlError(f"{path}: not a readable regular file")
         if not os.access(path, os.R_OK):
@@ -262,7 +277,10 @@ class Commands:
                                     signer=c.identity,
                                     update=update.resource_id if update else None)
         c.catalog_changed()
-        return resource_entry(c.store.find(m.resource_id))
+        entry = resource_entry(c.store.find(m.resource_id))
+        if args.get("watch"):
+            folders.watch_after_publish(c, path, entry)
+        return entry
 
     async def resources(self, args: Args, reply: Reply) -> object:
         """Resources held here and, unless local_only, what reachable peers offer us."""
@@ -294,9 +312,13 @@ class Commands:
             await reply.event(**p)
 
         source = args.get("source")
-        return await c.fetcher.fetch(resource, source=str(source) if source else None,
-                                     progress=progress,
-                                     export=_StreamExport(reply) if args.get("stream") else None)
+        to = args.get("to")
+        result = await c.fetcher.fetch(
+            resource, source=str(source) if source else None, progress=progress,
+            export=_StreamExport(reply) if args.get("stream") and not to else None)
+        if to:  # a folder, written (or updated in place) by the agent: fetch --to DIR
+            result |= await folders.write_folder(c, result, args)
+        return result
 
     async def delegate(self, args: Args, reply: Reply) -> object:
         """Let a paired device make new versions of one of our resources for some days;

@@ -53,6 +53,9 @@ _COMMANDHINTS: dict[tuple[str, str], str] = {
     ("run", "unavailable"): "the agent's log above says more (--log-level debug)",
     ("authority", "not_found"): "list the whole map: shoal authority",
     ("pair", "not_found"): "list pairings in progress: shoal pair --pending",
+    ("publish", "conflict"): "publish again once the files are no longer being written "
+    "(or let --watch do it)",
+    ("unwatch", "not_found"): "list the watched paths: shoal publish --watching",
 }
 
 

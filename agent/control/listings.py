@@ -16,7 +16,7 @@ from typing import Any
 from agent.control.render import Column, display, duration, size, table
 
 __all__ = ["authority_text", "mirrors_text", "model_text", "peers_table", "prefetch_text",
-           "resources_table", "trust_table", "usage_text"]
+           "resources_table", "trust_table", "usage_text", "watching_table"]
 
 
 def _ago(seconds: object) -> str:
@@ -99,13 +99,18 @@ def resources_table(reply: dict[str, Any]) -> str:
         holders = ", ".join(
             str(h.get("holder", "?")) + ("" if h["version"] == newest else f" (v{h['version']})")
             for h in g["holders"]) or None
-        rows.append([top["name"], top.get("publisher_short", "?"), f"v{newest}",
-                     size(int(top["size"])), "public" if top.get("public") else "private",
+        files = top.get("files")
+        folder = isinstance(files, int) and not isinstance(files, bool)
+        rows.append([f"{top['name']}/" if folder else top["name"],
+                     top.get("publisher_short", "?"), f"v{newest}",
+                     size(int(top["size"])) + (f", {files} file{'' if files == 1 else 's'}"
+                                               if folder else ""),
+                     "public" if top.get("public") else "private",
                      here, holders, str(top["resource_id"])[:12]])
     return table(["NAME", "PUBLISHER", Column("VERSION", right=True),
                   Column("SIZE", right=True), "ACCESS", "HERE", "HOLDERS", "ID"], rows,
                  note="VERSION: newest seen; HERE: held on this device; HOLDERS: reachable "
-                 "peers offering it" + hidden)
+                 "peers offering it; NAME/: a folder (SIZE: its bytes and files)" + hidden)
 
 
 def authority_text(r: dict[str, Any]) -> str:
@@ -206,6 +211,25 @@ def model_text(r: dict[str, Any]) -> str:
               "-" if p["model_version"] is None else f"v{p['model_version']}"]
              for p in r["peers"]])
     return out
+
+
+def watching_table(rows: Sequence[dict[str, Any]]) -> str:
+    """`shoal publish --watching`: each watched path, its resource and its state."""
+    if not rows:
+        return "nothing watched (start with: shoal publish PATH --watch)"
+
+    def state(x: dict[str, Any]) -> str:
+        if x.get("error"):
+            return f"error: {x['error']}"
+        return "publishing soon" if x.get("pending") else "up to date"
+
+    return table(["PATH", "NAME", Column("VERSION", right=True), "KIND",
+                  Column("DIRS", right=True), "STATE"],
+                 [[x["path"], x.get("name"), f"v{x['version']}" if x.get("version") else None,
+                   "folder" if x.get("folder") else "file", x.get("dirs"), state(x)]
+                  for x in rows],
+                 note="DIRS: directories watched (kernel watches); a change becomes a "
+                 "version after [watch] quiet seconds, at most one per min_interval")
 
 
 def prefetch_text(r: dict[str, Any]) -> str:

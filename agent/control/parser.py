@@ -143,16 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
             description="List the devices this agent has seen (mDNS, sessions, BLE): how, "
             "where, their round-trip time, whether they are paired and when last seen.",
             example="shoal peers\nshoal peers --json")
-    pub = command(sub, "publish", help="share a file",
-                  description="Share a file: it is chunked into the agent's store and offered "
-                  "to paired devices (to every device with --public).",
+    pub = command(sub, "publish", help="share a file or a folder",
+                  description="Share a file or a folder (one resource listing its files): it "
+                  "is chunked into the agent's store and offered to paired devices (to every "
+                  "device with --public). With --watch the agent keeps publishing a new "
+                  "version whenever the content changes.",
                   example="shoal publish ./report.pdf\n"
-                  "shoal publish ./map.tiles --name city-map --public")
-    pub.add_argument("path", type=Path)
+                  "shoal publish ./map.tiles --name city-map --public\n"
+                  "shoal publish ./photos --watch\nshoal publish --watching")
+    pub.add_argument("path", type=Path, nargs="?", help="a file or a directory")
     pub.add_argument("--name", help="resource name (default: file name)")
     pub.add_argument("--public", action="store_true", help="visible to unpaired devices too")
     pub.add_argument("--update", metavar="NAME-or-ID", help="publish PATH as the next version "
                      "of this held resource (yours, or one its publisher delegated to you)")
+    pub.add_argument("--watch", action="store_true", help="keep watching PATH and publish a "
+                     "new version after each change (until `shoal unwatch`; survives restarts)")
+    pub.add_argument("--watching", action="store_true",
+                     help="list the watched paths instead of publishing")
     rs = command(sub, "resources", help="list resources held here and offered by peers",
                  description="List each resource once: its publisher, newest version, size, "
                  "whether it is held here and which reachable peers hold it.",
@@ -171,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--from", dest="source", help="peer address HOST[:PORT] to fetch from")
     f.add_argument("--force", action="store_true", help="overwrite an existing output file")
     f.add_argument("--no-output", action="store_true", help="keep it in the store only")
+    f.add_argument("--to", metavar="DIR", help="a folder: write its files into DIR (created if "
+                   "need be); run again to update DIR in place (your changes are kept)")
     f.add_argument("--progress", action="store_true",
                    help="show progress on stderr even when it is not a terminal")
     pa = command(sub, "pair", help="pair with a nearby device (numeric comparison)",
@@ -248,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
             "its peers: resource, mirror device, since when, why, requests served.",
             example="shoal mirrors\nshoal mirrors --json")
     _add_delegate(sub)
+    uw = command(sub, "unwatch", help="stop republishing a watched file or folder",
+                 description="Stop watching a path published with --watch (the resource and "
+                 "its versions stay published).",
+                 example="shoal unwatch ./photos\nshoal unwatch photos")
+    uw.add_argument("target", metavar="PATH-or-NAME", help="the watched path, or the "
+                    "resource's name or ID")
     command(sub, "stop", help="ask the running agent to stop",
             description="Ask the running agent to stop (it finishes cleanly).",
             example="shoal stop\nshoal stop --data-dir /tmp/b")

@@ -23,6 +23,7 @@ from agent.store.errors import (
     NotDelegated,
     NotFound,
     QuotaExceeded,
+    SourceChanged,
     StoreError,
     VersionConflict,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "QuotaExceeded",
     "RecoverReport",
     "ResourceRecord",
+    "SourceChanged",
     "StoreError",
     "VerifyReport",
     "VersionConflict",

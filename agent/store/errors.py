@@ -61,3 +61,10 @@ class NotDelegated(StoreError):
     to this device (or the delegation no longer holds)."""
 
     kind = ErrorKind.UNTRUSTED
+
+
+class SourceChanged(StoreError):
+    """A file changed (or vanished) while it was being published: trying again later,
+    once it is quiet, is the fix (what a watched publish does)."""
+
+    kind = ErrorKind.CONFLICT

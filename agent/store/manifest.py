@@ -11,6 +11,10 @@ Wire format (canonical JSON, sorted keys, no spaces, ASCII)::
      "name":"notes.txt","parent":null,"public":false,"publisher":"<hex>",
      "resource_id":"<32 hex>","size":262144,"version":1}
 
+A **folder** carries one more key, ``files`` (agent/store/tree.py): its files' paths, chunk
+counts, sizes and modes over the same ``chunks`` list. A manifest without it is a single
+file and encodes exactly as before, so old manifests keep their bytes and hash.
+
 Every manifest travels with its publisher's signature (agent/security/signing.py), kept
 *beside* these bytes so the manifest hash still names the version. On the wire and on disk
 the pair is the **envelope**::
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import os
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +54,8 @@ from agent.store.chunker import (
     max_chunk_size,
 )
 from agent.store.errors import ManifestError
+from agent.store.names import validate_name
+from agent.store.tree import MAX_FILES, FileEntry, check_files, file_from_obj
 
 __all__ = [
     "MAX_CHUNKS",
@@ -65,8 +70,6 @@ __all__ = [
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 #: Fits in MAX_MANIFEST_BYTES even with the longest lengths (~78 bytes per entry).
 MAX_CHUNKS = 100_000
-MAX_NAME_CHARS = 255
-MAX_NAME_BYTES = 255  # UTF-8; what ext4/FAT accept as one path component
 MAX_CREATED = 1e11  # year ~5100; rejects absurd timestamps without guessing clocks
 RESOURCE_ID_HEX = 32
 MANIFEST_HASH_HEX = 64
@@ -78,45 +81,7 @@ _KEYS = frozenset(
         "resource_id", "size", "version",
     }
 )
-
-
-#: Unicode categories a name may not contain: controls, surrogates, format characters
-#: (bidi overrides such as U+202E make "exe.txt" display as "txt.exe"; zero-width and BOM
-#: characters make two names look the same) and line/paragraph separators.
-FORBIDDEN_NAME_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
-#: Format characters that scripts (Persian, Indic) and emoji sequences need; they cannot
-#: reorder text.
-ALLOWED_FORMAT_CHARS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ
-
-
-def name_char_allowed(ch: str) -> bool:
-    """Whether *ch* may appear in a resource name (see FORBIDDEN_NAME_CATEGORIES)."""
-    if ch in "/\\":
-        return False
-    return (ch in ALLOWED_FORMAT_CHARS
-            or unicodedata.category(ch) not in FORBIDDEN_NAME_CATEGORIES)
-
-
-def validate_name(name: object) -> str:
-    """Return *name* if it is safe as a single file name on any peer, else ManifestError.
-
-    Rules: 1..255 chars and <= 255 UTF-8 bytes, no "/", "\\", NUL, control, surrogate,
-    format (bidi controls, zero-width: see FORBIDDEN_NAME_CATEGORIES) or line separator
-    chars, and not "." or "..". This is what stops path traversal through names, and names
-    that display as something they are not.
-    """
-    if not isinstance(name, str):
-        raise ManifestError(f"name must be a string, got {type(name).__name__}")
-    if not 1 <= len(name) <= MAX_NAME_CHARS:
-        raise ManifestError(f"name must be 1..{MAX_NAME_CHARS} characters, got {len(name)}")
-    if name in (".", ".."):
-        raise ManifestError(f"name {name!r} is not allowed")
-    for ch in name:
-        if not name_char_allowed(ch):
-            raise ManifestError(f"name contains forbidden character U+{ord(ch):04X}")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise ManifestError(f"name must be at most {MAX_NAME_BYTES} bytes as UTF-8")
-    return name
+_KEYS_FOLDER = _KEYS | {"files"}
 
 
 def new_resource_id() -> str:
@@ -155,6 +120,8 @@ class Manifest:
     publisher: str
     public: bool
     parent: str | None
+    #: A folder's files (sorted by path, over :attr:`chunks` in order); None = one file.
+    files: tuple[FileEntry, ...] | None = None
     #: The publisher's signature over :attr:`digest`; None = unsigned (never believed).
     #: With a :attr:`delegation`, the delegate's signature.
     signature: PublisherSignature | None = field(default=None, compare=False, repr=False)
@@ -199,11 +166,18 @@ class Manifest:
         size = s.check_int(self.size, "size", 0)
         if total != size:
             raise ManifestError(f"chunk lengths sum to {total} but size is {size}")
+        if self.files is not None:
+            if not isinstance(self.files, tuple):
+                raise ManifestError("files must be a tuple of FileEntry")
+            check_files(self.files, [c.length for c in self.chunks])
+            if len(self._encoded) > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"the folder's manifest would be {len(self._encoded)} "
+                                    f"bytes, limit is {MAX_MANIFEST_BYTES}")
 
     # -- encoding ---------------------------------------------------------------------
 
     def to_obj(self) -> dict[str, Any]:
-        return {
+        obj = {
             "avg_chunk_size": self.avg_chunk_size,
             "chunks": [[c.chunk_id.hex(), c.length] for c in self.chunks],
             "created": self.created,
@@ -215,6 +189,14 @@ class Manifest:
             "size": self.size,
             "version": self.version,
         }
+        if self.files is not None:
+            obj["files"] = [f.to_obj() for f in self.files]
+        return obj
+
+    @property
+    def is_folder(self) -> bool:
+        """A directory tree (see agent/store/tree.py), not a single file."""
+        return self.files is not None
 
     def to_bytes(self) -> bytes:
         """Canonical JSON; the manifest hash is BLAKE3 of exactly these bytes."""
@@ -247,15 +229,20 @@ class Manifest:
     @classmethod
     def from_obj(cls, obj: Any) -> Manifest:
         """Build from decoded JSON, checking the exact key set and each type."""
-        o = s.exact_keys(obj, _KEYS, "manifest")
+        o = s.exact_keys(obj, _KEYS_FOLDER if isinstance(obj, dict) and "files" in obj
+                         else _KEYS, "manifest")
         raw_chunks = s.check_list(o["chunks"], "chunks", MAX_CHUNKS)
         chunks = tuple(_chunk_from_obj(i, c) for i, c in enumerate(raw_chunks))
+        files = None
+        if "files" in o:
+            raw_files = s.check_list(o["files"], "files", MAX_FILES)
+            files = tuple(file_from_obj(i, f) for i, f in enumerate(raw_files))
         try:
             return cls(
                 resource_id=o["resource_id"], name=o["name"], version=o["version"],
                 size=o["size"], avg_chunk_size=o["avg_chunk_size"], chunks=chunks,
                 created=o["created"], publisher=o["publisher"], public=o["public"],
-                parent=o["parent"],
+                parent=o["parent"], files=files,
             )
         except ManifestError as e:
             raise ManifestError(f"manifest: {e}") from None
@@ -330,7 +317,8 @@ class Manifest:
         """The compact, separately signed description of this version: enough to list it
         (and to check the listing) without the chunk list."""
         return version_record(self.resource_id, self.version, self.name, self.publisher,
-                              self.manifest_hash, self.size, self.public)
+                              self.manifest_hash, self.size, self.public,
+                              None if self.files is None else len(self.files))
 
     @functools.cached_property
     def record_digest(self) -> bytes:
@@ -398,11 +386,17 @@ class Manifest:
 
 
 def version_record(resource_id: str, version: int, name: str, publisher: str,
-                   manifest_hash: str, size: int, public: bool) -> dict[str, object]:
-    """The fields a version record signs (see :meth:`Manifest.version_record`)."""
-    return {"manifest": manifest_hash, "name": name, "public": public,
-            "publisher": publisher, "resource_id": resource_id, "size": size,
-            "version": version}
+                   manifest_hash: str, size: int, public: bool,
+                   files: int | None = None) -> dict[str, object]:
+    """The fields a version record signs (see :meth:`Manifest.version_record`); a folder's
+    also signs its file count (``files``), so a listing can show it; a file's record is
+    unchanged."""
+    rec: dict[str, object] = {"manifest": manifest_hash, "name": name, "public": public,
+                              "publisher": publisher, "resource_id": resource_id,
+                              "size": size, "version": version}
+    if files is not None:
+        rec["files"] = files
+    return rec
 
 
 def _record_sig(value: object) -> bytes | None:

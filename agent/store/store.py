@@ -75,6 +75,7 @@ from agent.store.errors import (
     NotDelegated,
     NotFound,
     QuotaExceeded,
+    SourceChanged,
     StoreError,
     VersionConflict,
 )
@@ -94,6 +95,8 @@ from agent.store.manifest import (
 )
 from agent.store.packs import DEFAULT_PACK_SIZE, DIR_MODE, FILE_MODE, Packs
 from agent.store.record import MAX_RECORD_BYTES, ResourceRecord, StoredRecord
+from agent.store.scan import Scan, scan_tree
+from agent.store.tree import FileEntry
 
 log = logging.getLogger(__name__)
 
@@ -629,13 +632,93 @@ class ContentStore(StoreMaintenance):
                 if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or sum(
                     c.length for c in chunks
                 ) != st.st_size:
-                    raise StoreError(f"{path} changed while it was being published")
+                    raise SourceChanged(f"{path} changed while it was being published")
                 return self._commit_publish(name, public, signer, chunks, pub, update)
             except BaseException:
                 self._rollback(pub)
                 raise
             finally:
                 self._release(pub)
+
+    def publish_tree(self, root: Path | str, *, name: str | None = None,
+                     public: bool = False, signer: Signer, update: str | None = None,
+                     scan: Scan | None = None, exclude: tuple[Path, ...] = ()) -> Manifest:
+        """Publish the directory *root* as one folder resource (agent/store/tree.py).
+
+        Like :meth:`publish_file`: a new resource, or the next version of ours with the
+        same name (or of *update*); identical content returns the current manifest. Each
+        file is chunked on its own and the chunks are concatenated in path order, so an
+        unchanged file (renamed or not) adds nothing. *scan* (from
+        :func:`agent.store.scan.scan_tree`, which reports what it skipped: symlinks,
+        devices, temp files) is taken if the caller already walked the tree; else the
+        tree is walked here, skipping the directories in *exclude* (the data directory).
+        """
+        root = Path(root)
+        target = self._update_target(update, signer) if update is not None else None
+        if target is not None and name is None:
+            name = target.name
+        name = validate_name(root.name if name is None else name)
+        s.check_bool(public, "public")
+        scan = scan if scan is not None else scan_tree(root, exclude)
+        if not scan.files:
+            raise StoreError(f"{root} holds no regular files to publish")
+        pub = _PublishState(next(self._tokens), _Reservation())
+        try:
+            self._reserve_tree([lf.path for lf in scan.files], pub.reservation, name)
+            chunks: list[ChunkEntry] = []
+            files: list[FileEntry] = []
+            for lf in scan.files:  # one open file at a time: a tree may hold 20 000
+                f, st = _open_regular(lf.path)
+                with f:
+                    part = self._store_stream(f, pub, None, lf.path)
+                    after = os.fstat(f.fileno())
+                if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or sum(
+                        c.length for c in part) != st.st_size:
+                    raise SourceChanged(f"{lf.path} changed while it was being published")
+                chunks.extend(part)
+                if len(chunks) > MAX_CHUNKS:
+                    raise StoreError(f"{root} needs more than {MAX_CHUNKS} chunks; publish "
+                                     "a smaller folder")
+                files.append(FileEntry(lf.rel, len(part), st.st_size, lf.mode))
+            return self._commit_publish(name, public, signer, chunks, pub, update,
+                                        files=tuple(files))
+        except BaseException:
+            self._rollback(pub)
+            raise
+        finally:
+            self._release(pub)
+
+    def _reserve_tree(self, paths: list[Path], res: _Reservation, name: str) -> None:
+        """Quota for a folder publish: its total size if that fits, else the bytes of the
+        chunks not held yet (a pre-pass over every file), else QuotaExceeded."""
+        if self.quota_bytes is None:
+            return
+        total = 0
+        for p in paths:
+            with contextlib.suppress(OSError):  # gone: the storing pass reports it
+                total += os.stat(p, follow_symlinks=False).st_size
+        with self._lock:
+            free = self.quota_bytes - self._used - self._reserved
+            if total <= free:
+                self._reserved += total
+                res.left = total
+                return
+        distinct: dict[bytes, int] = {}
+        for p in paths:
+            f, _st = _open_regular(p)
+            with f:
+                for r in chunk_stream(f, self.avg_chunk_size):
+                    distinct[r.chunk_id] = r.length
+                    if len(distinct) > MAX_CHUNKS:
+                        raise StoreError(f"{name!r} needs more than {MAX_CHUNKS} chunks")
+        with self._lock:
+            need = sum(n for cid, n in distinct.items() if not self._packs.exists(cid))
+            free = self.quota_bytes - self._used - self._reserved
+            if need > free:
+                raise QuotaExceeded(f"publish of {name!r}: " + _quota_msg(need, free,
+                                                                          self.quota_bytes))
+            self._reserved += need
+            res.left = need
 
     def _reserve(self, f: BinaryIO, size: int, res: _Reservation,
                  name: str) -> list[tuple[int, bytes]] | None:
@@ -677,16 +760,17 @@ class ContentStore(StoreMaintenance):
             if expected is not None and (
                 i >= len(expected) or expected[i] != (ref.length, ref.chunk_id)
             ):
-                raise StoreError(f"{path} changed while it was being published")
+                raise SourceChanged(f"{path} changed while it was being published")
             self._store_chunk(ref.chunk_id, data, pub)
             chunks.append(ChunkEntry(ref.chunk_id, ref.length))
         if expected is not None and len(chunks) != len(expected):
-            raise StoreError(f"{path} changed while it was being published")
+            raise SourceChanged(f"{path} changed while it was being published")
         return chunks
 
     def _commit_publish(self, name: str, public: bool, signer: Signer,
                         chunks: list[ChunkEntry], pub: _PublishState,
-                        update: str | None = None) -> Manifest:
+                        update: str | None = None,
+                        files: tuple[FileEntry, ...] | None = None) -> Manifest:
         size = sum(c.length for c in chunks)
         publisher = signer.device_id.hex()
         delegation: SignedDelegation | None = None
@@ -706,13 +790,13 @@ class ContentStore(StoreMaintenance):
             if current is None:
                 manifest = Manifest(new_resource_id(), name, 1, size, self.avg_chunk_size,
                                     tuple(chunks), time.time(), publisher, public,
-                                    None).signed_by(signer)
+                                    None, files).signed_by(signer)
                 rec = ResourceRecord(manifest, VersionHistory(
                     (VersionEntry.between(None, manifest),)), public)
             else:
                 prev = current.manifest
                 if (prev.chunks == tuple(chunks) and prev.public == public and prev.signed
-                        and prev.name == name):
+                        and prev.name == name and prev.files == files):
                     if current.public != public:
                         self._write_record(ResourceRecord(prev, current.versions, public))
                     self._forget_fresh(pub)
@@ -720,7 +804,8 @@ class ContentStore(StoreMaintenance):
                 manifest = Manifest(current.resource_id, name, current.version + 1, size,
                                     self.avg_chunk_size, tuple(chunks),
                                     max(time.time(), prev.created), publisher,
-                                    public, current.current).signed_by(signer, delegation)
+                                    public, current.current, files).signed_by(signer,
+                                                                              delegation)
                 rec = current.with_version(manifest, VersionEntry.between(prev, manifest),
                                            public=public)
             self._write_manifest(manifest)
@@ -941,6 +1026,23 @@ class ContentStore(StoreMaintenance):
             os.replace(path, self._quarantine_dir / qname)
             fsync_dir(path.parent)
             fsync_dir(self._quarantine_dir)
+
+
+def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
+    """Open a file to publish without following a symlink put in its place since the scan
+    (O_NOFOLLOW) or hanging on a FIFO (O_NONBLOCK); StoreError unless it is regular."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise SourceChanged(f"{path} vanished while the folder was being published") from None
+    except OSError as e:
+        raise StoreError(f"{path}: {e.strerror or e}") from None
+    f = os.fdopen(fd, "rb", buffering=0)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise StoreError(f"{path} is not a regular file")
+    return f, st
 
 
 def _is_cid(cid: object) -> bool:

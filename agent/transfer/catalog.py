@@ -36,6 +36,7 @@ def resource_entry(rec: ResourceRecord) -> dict[str, object]:
         "size": m.size, "chunks": len(m.chunks), "public": rec.public,
         "manifest": m.manifest_hash, "publisher": m.publisher,
         "publisher_short": publisher_label(m.publisher), "signed": m.signed,
+        "files": None if m.files is None else len(m.files),  # a folder's file count
     }
 
 

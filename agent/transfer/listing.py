@@ -36,6 +36,7 @@ from agent.security.signing import (
 from agent.store import ManifestError, validate_name
 from agent.store import _schema as s
 from agent.store.manifest import version_record
+from agent.store.tree import MAX_FILES
 from agent.transfer.catalog import publisher_label, resource_entry
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ def listing_entry(rec: ResourceRecord) -> dict[str, object] | None:
     if m.delegation is not None:
         entry["dlg"] = m.delegation.to_obj()
     return entry
+
+
+def _folder_files(e: dict[str, Any]) -> int | None:
+    """A folder entry's signed file count (None: a single file)."""
+    n = e.get("files")
+    return None if n is None else s.check_int(n, "files", 1, MAX_FILES)
 
 
 def _fields(e: Any) -> tuple[str, int, str, str, str, int, bool]:
@@ -97,12 +104,14 @@ def verify_entry(e: object, now: float | None = None) -> dict[str, object]:
         dlg = SignedDelegation.from_obj(e["dlg"])
         dlg.check(publisher, rid, sig, now)
         signer = dlg.delegation.delegate
+    files = _folder_files(e)
     digest = blake3(s.canonical_json(
-        version_record(rid, version, name, publisher, mhash, size, public))).digest()
+        version_record(rid, version, name, publisher, mhash, size, public, files))).digest()
     verify_digest(signer, digest, sig, f"listed version {version} of {name!r}", RECORD_DOMAIN)
     return {"resource_id": rid, "name": name, "version": version, "size": size,
             "public": public, "manifest": mhash, "publisher": publisher,
-            "publisher_short": publisher_label(publisher), "delegated": dlg is not None}
+            "publisher_short": publisher_label(publisher), "delegated": dlg is not None,
+            "files": files}
 
 
 def verified_entries(answer: object, holder: str, trusted: bool,

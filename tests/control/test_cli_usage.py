@@ -199,6 +199,33 @@ def test_resources_lists_each_resource_once_with_holders(agent, capsys):
     assert "alpha, beta (v2)" in rows[0] and "2.0 KiB" in rows[0]
 
 
+def test_resources_shows_a_folder_with_its_file_count(agent, capsys):
+    agent(resources=ok({"local": [_res(1, name="album", files=12)],
+                        "remote": [_res(1, holder="beta", name="album", files=12)]}))
+    assert cli.main(["resources"]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if "album" in x)
+    assert "album/ " in row and "2.0 KiB, 12 files" in row
+
+
+def test_publish_watching_lists_watched_paths(agent, capsys):
+    agent(watching=ok([{"path": "/srv/site", "resource_id": "cd" * 16, "name": "site",
+                        "version": 4, "folder": True, "public": False, "dirs": 3,
+                        "publishes": 3, "pending": False, "error": None}]))
+    assert cli.main(["publish", "--watching"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["PATH", "NAME", "VERSION", "KIND", "DIRS", "STATE"]
+    assert lines[1].split() == ["/srv/site", "site", "v4", "folder", "3", "up", "to", "date"]
+    agent(watching=ok([]))
+    assert cli.main(["publish", "--watching"]) == 0
+    assert "nothing watched" in capsys.readouterr().out
+
+
+def test_publish_without_a_path_is_a_usage_error(agent, capsys):
+    agent()
+    assert cli.main(["publish"]) == 2
+    assert "publish needs a PATH" in capsys.readouterr().err
+
+
 def test_a_held_resource_offered_back_by_a_peer_is_listed_once(agent, capsys):
     agent(resources=ok({"local": [_res(1)], "remote": [_res(1, holder="beta")]}))
     assert cli.main(["resources"]) == 0
@@ -434,3 +461,21 @@ def test_pending_pairings_are_a_table_saying_what_is_missing():
     assert "waiting for the other device" in lines[3]
     assert "\x1b" not in text and "shoal pair --code" in lines[-1]
     assert pending_table([]) == "no pairing in progress"
+
+
+def test_unwatch_by_path_then_by_name(agent, capsys, monkeypatch):
+    """A name that is not a path here is tried as a resource name after the path."""
+    a = agent()
+
+    async def call(path, cmd, args=None):
+        a.calls.append((path, cmd, args or {}))
+        if args and args["target"].startswith("/"):
+            yield fail("nothing watched matches", "not_found")[0]
+        else:
+            yield ok([{"path": "/srv/site", "name": "site"}])[0]
+
+    monkeypatch.setattr(cli, "call", call)
+    monkeypatch.setattr("agent.control.client.call", call)
+    assert cli.main(["unwatch", "site"]) == 0
+    assert "stopped watching /srv/site (site)" in capsys.readouterr().out
+    assert [c[2]["target"] for c in a.calls][-1] == "site"

@@ -28,7 +28,7 @@ from agent.peer.connection import PeerConnection
 from agent.peer.connections import SelfConnection, Unreachable
 from agent.peer.pairing import AlreadyPaired, PairingFailed
 from agent.security.trust import TrustError
-from agent.store import ContentStore
+from agent.store import ContentStore, StoreError
 
 
 class FakeReply:
@@ -163,7 +163,7 @@ def test_the_table_serves_every_command(tmp_path):
             "pair_open", "pair_close", "pair_decline", "pair_confirm", "pair_pending",
             "pair_wait", "unpair",
             "trust_list", "connect", "stop", "authority", "usage", "model", "delegate",
-            "delegation_accept", "prefetch", "mirrors"}
+            "delegation_accept", "watching", "unwatch", "prefetch", "mirrors"}
     finally:
         a.store.close()
 
@@ -212,9 +212,26 @@ async def test_publish_validates_the_path(two, tmp_path):
         await a.run("publish")
     with pytest.raises(ControlError, match="not a readable regular file"):
         await a.run("publish", path=str(tmp_path / "missing.bin"))
+    os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ControlError, match="not a readable regular file"):
-        await a.run("publish", path=str(tmp_path))  # a directory
+        await a.run("publish", path=str(tmp_path / "fifo"))
+    (tmp_path / "empty").mkdir()  # a directory is a folder: one with no files is refused
+    with pytest.raises(StoreError, match="holds no regular files"):
+        await a.run("publish", path=str(tmp_path / "empty"))
     assert a.store.resources() == [] and a.changed == []
+
+
+async def test_publish_a_directory_is_one_folder_resource(two, tmp_path):
+    a, _ = two
+    (tmp_path / "site" / "css").mkdir(parents=True)
+    (tmp_path / "site" / "index.html").write_text("<h1>hi</h1>")
+    (tmp_path / "site" / "css" / "a.css").write_text("h1 {}")
+    os.symlink("/etc", tmp_path / "site" / "etc")
+    entry = await a.run("publish", path=str(tmp_path / "site"))
+    assert entry["name"] == "site" and entry["files"] == 2 and entry["version"] == 1
+    assert entry["skipped"] == ["etc (symbolic link, not followed)"]
+    listed = (await a.run("resources", local_only=True))["local"]
+    assert [(x["name"], x["files"]) for x in listed] == [("site", 2)]
 
 
 async def test_publish_then_list(two, tmp_path):

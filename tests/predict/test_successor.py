@@ -68,3 +68,34 @@ def test_the_gate_answers_scanners_and_not_devices_the_table_gets_wrong() -> Non
         p.observe("w", f"/t{(i * 7) % 19}", 200.0 + i, 1)
     assert p.predict("w", 1) == []
     assert Successor(1 << 16).predict("w", 1) == []  # w unknown to a fresh table
+
+
+def test_short_edits_fit_a_slot_and_long_ones_go_by_name_in_a_bounded_ring() -> None:
+    p = Successor(1 << 16, max_named=4)
+    pairs = [("/d/MOD13.h10v05.hdf", "/d/MYD13.h10v05.hdf"),   # one character: in the slot
+             ("/d/A_N62E032_dem.nc", "/d/A_N70E020_dem.nc"),   # two numbers: by name
+             ("/d/x", "/elsewhere/entirely/y.txt")]             # no relation: by name
+    for i, (a, b) in enumerate(pairs * 2):
+        p.observe(f"a{i}", a, float(2 * i), 1)  # one device per pair: no other transitions
+        p.observe(f"a{i}", b, float(2 * i + 1), 1)
+    assert sum(1 for blob in p.named if blob) == 2  # the edit needed no ring entry
+    for a, b in pairs:
+        p.observe("b", a, 100.0, 1)
+        assert [r for r, _ in p.predict("b", 1)] == [b]
+    for i in range(8):  # eight more by-name successors push the old ones out of the ring
+        p.observe("c", f"/other/{i}/start", 200.0 + 2 * i, 1)
+        p.observe("c", f"/far/away/{i}/end.bin", 201.0 + 2 * i, 1)
+    p.observe("b", "/d/x", 300.0, 1)
+    assert p.predict("b", 1) == []  # its ring entry was overwritten: no wrong name comes back
+    assert len(p.named) == 4
+
+
+def test_skip_stride_keeps_slots_for_what_a_stride_would_get_wrong() -> None:
+    plain, skip = Successor(1 << 16), Successor(1 << 16, skip_stride=True)
+    for p in (plain, skip):
+        for i in range(200):  # rows of 20: steps a stride predicts, and row ends it does not
+            p.observe("a", f"/t/r{i // 20:02d}c{i % 20:02d}", float(i), 1)
+    used = [sum(1 for c in p.counts if c) for p in (plain, skip)]
+    assert used[1] < used[0] // 4
+    skip.observe("b", "/t/r03c19", 500.0, 1)  # a row end: learnt, as stride misses it
+    assert [r for r, _ in skip.predict("b", 1)] == ["/t/r04c00"]
