@@ -332,6 +332,37 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class PrefetchConfig:
+    """Prefetch and mirrors: act on predictions (docs/architecture.md, "Prefetch and mirrors")."""
+
+    enabled: bool = True  # the one switch: false = no prefetch, no mirrors asked or hosted
+    interval: float = _num(10.0, 0.1, 3600.0)  # seconds between planning rounds
+    depth: int = _num(4, 1, 16)  # predictions considered per round
+    min_score: float = _num(0.05, 0.0, 1.0)  # a prediction below this is not acted on
+    device_budget: int = _size(256 * 1024 * 1024, 0, 1024**4)  # prefetched copies kept here
+    reserve: int = _size(64 * 1024 * 1024, 0, 1024**4)  # store space never used by prefetch
+    max_seconds: float = _num(120.0, 1.0, 86400.0)  # skip what the link cannot bring sooner
+    max_pending: int = _num(2, 1, 16)  # prefetch fetches running at once
+    active_window: float = _num(3600.0, 1.0, 30 * 86400.0)  # idle longer: act on nothing
+    mirrors: bool = True  # ask paired devices to mirror, and mirror for them
+    mirror_temperature: float = _num(2.0, 0.0, 1e9)  # create a mirror at this temperature
+    mirror_keep: float = _num(0.5, 0.0, 1e9)  # below it for cold_after: discard
+    mirror_cold_after: float = _num(600.0, 0.0, 30 * 86400.0)  # seconds
+    mirror_dwell: float = _num(300.0, 0.0, 30 * 86400.0)  # a mirror stays at least this long
+    mirror_margin: float = _num(0.25, 0.0, 10.0)  # a move needs a score this much better
+    max_mirrors: int = _num(8, 0, 256)  # mirrors this device uses at once
+    host_budget: int = _size(512 * 1024 * 1024, 0, 1024**4)  # bytes mirrored for others
+    host_max: int = _num(32, 0, 1024)  # mirrors this device hosts
+    lease: float = _num(900.0, 1.0, 7 * 86400.0)  # a hosted mirror not renewed is dropped
+    sync_interval: float = _num(300.0, 0.1, 86400.0)  # mirrors check for a new version
+
+    def __post_init__(self) -> None:
+        if self.mirror_keep > self.mirror_temperature:
+            raise ConfigError("prefetch.mirror_keep", "at most prefetch.mirror_temperature",
+                              self.mirror_keep)
+
+
+@dataclass(frozen=True)
 class WatchConfig:
     """Watched publishes (`shoal publish PATH --watch`): when a change becomes a version."""
 
@@ -356,6 +387,7 @@ class Config:
     authority: AuthorityConfig = field(default_factory=AuthorityConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
+from agent.authority.reputation import reputation_score
 from agent.authority.service import AuthorityService
 from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
@@ -34,6 +35,7 @@ from agent.folders.exports import ExportBook
 from agent.folders.watch import WatchService
 from agent.folders.watchstate import WatchEntry
 from agent.log import kv
+from agent.mirrors.service import MirrorService, PeerFacts
 from agent.peer.connections import Connections
 from agent.peer.pairing import PairingService
 from agent.peer.router import Router
@@ -44,6 +46,7 @@ from agent.security.pairing import PairingBook
 from agent.security.session import SessionError
 from agent.security.trust import TrustStore
 from agent.store import ContentStore, Manifest
+from agent.transfer.fetcher import find_offers
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
 from agent.usage.models import ModelService
@@ -107,7 +110,8 @@ class Node:
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
-            on_fetched=self.catalog_changed, trust=self.trust, access=self.usage)
+            on_fetched=self.catalog_changed, trust=self.trust, access=self.usage,
+            mirrors=lambda rid: self.mirrors.mirrors_for(rid) if self.mirrors else [])
         self.models = ModelService(
             data_dir / "usage" / "model", cfg.predict, device_id=self.identity.device_id.hex(),
             usage=self.usage, store=self.store, signer=self.identity,
@@ -115,6 +119,15 @@ class Node:
             fetch=lambda rid: self.fetcher.fetch(rid, traffic_class="prefetch",
                                                  max_size=cfg.predict.model_max_bytes),
             catalog_changed=self.catalog_changed) if self.usage is not None else None
+        self.mirrors = MirrorService(
+            cfg.prefetch, cfg.predict, data_dir / "mirrors", me=self.identity.device_id,
+            store=self.store, fetch=lambda rid, cls, n: self.fetcher.fetch(
+                rid, traffic_class=cls, max_size=n),
+            predict=self.models.predict, usage=self.usage, connections=self.connections,
+            trust=self.trust, link=self.gate.scheduler, facts=self._peer_facts,
+            offer_size=self._offer_size, spawn=self.spawn,
+            catalog_changed=self.catalog_changed,
+        ) if cfg.prefetch.enabled and self.usage is not None and self.models else None
         self.ble: BleLink | None = None
         self.watch = WatchService(cfg.watch, data_dir / "watches.json", self._republish,
                                   self.catalog_changed) if cfg.watch.enabled else None
@@ -124,7 +137,7 @@ class Node:
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
             usage=self.usage, models=self.models, watch=self.watch,
-            exports=ExportBook(data_dir / "exports.json")))
+            exports=ExportBook(data_dir / "exports.json"), mirrors=self.mirrors))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.unpairing.handlers())
@@ -133,6 +146,9 @@ class Node:
             self.router.add_requests(self.usage.handlers())
         if self.models is not None:
             self.router.add_requests(self.models.handlers())
+        if self.mirrors is not None:
+            self.router.add_requests(self.mirrors.handlers())
+            self.unpairing.on_unpaired(self.mirrors.unpaired)
         if self.authority is not None:
             self.router.add_requests(self.authority.handlers())
             self.router.add_events(("raft", "cluster", "report"), self.authority.on_event)
@@ -160,6 +176,8 @@ class Node:
                     tg.create_task(self.usage.run(), name=f"{TASK_PREFIX}usage")
                 if self.models is not None:
                     tg.create_task(self.models.run(), name=f"{TASK_PREFIX}model")
+                if self.mirrors is not None:
+                    tg.create_task(self.mirrors.run(), name=f"{TASK_PREFIX}mirrors")
                 if self.watch is not None:
                     tg.create_task(self.watch.run(), name=f"{TASK_PREFIX}watch")
                 self.ready.set()
@@ -272,6 +290,31 @@ class Node:
         if a is None or a.holder is None:
             return None
         return AuthorityHint(a.holder, self.authority.name_of(a.holder), a.term, a.epoch)
+
+    def _peer_facts(self, member: str) -> PeerFacts | None:
+        """A paired device's load, reputation, bandwidth and holdings, from its last
+        authority report (the mirror manager's view of a candidate host)."""
+        rep = self.authority.policy.reports.by_member.get(member) if self.authority else None
+        if rep is None:
+            return None
+        stats = list(rep.holdings.values())
+        scores = [reputation_score(st, time.time()) for st in stats]
+        rate = max((st.quality.bitrate_bps for st in stats), default=0.0)
+        return PeerFacts(rep.load, sum(scores) / len(scores) if scores else None,
+                         rate or None, frozenset(rep.holdings))
+
+    async def _offer_size(self, resource_id: str) -> tuple[int, frozenset[str]] | None:
+        """The size paired holders state for *resource_id* (bounds a prefetch: the fetch
+        refuses a version larger than this before any chunk moves), and who they are."""
+        conns = [c for c in self.connections.live_connections()
+                 if self.trust.is_trusted(c.peer_id)]
+        offers, _ = await find_offers(conns, resource_id, self.cfg.transfer.request_timeout,
+                                      self.fetcher.is_trusted)
+        mine = [o for o in offers if o.manifest.resource_id == resource_id]
+        if not mine:
+            return None
+        return (max(o.manifest.size for o in mine),
+                frozenset(o.conn.peer_id.hex() for o in mine))
 
     def ble_agent(self) -> BleAgent:
         """The ports the BLE link works with."""

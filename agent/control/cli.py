@@ -35,9 +35,11 @@ from agent.control import ControlError, call, call_simple
 from agent.control.hints import HINTS, CliError, failure_of
 from agent.control.listings import (
     authority_text,
+    mirrors_text,
     model_text,
     peers_table,
     pending_table,
+    prefetch_text,
     resources_table,
     trust_table,
     usage_text,
@@ -422,6 +424,18 @@ async def _model(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
+async def _prefetch(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "prefetch")
+    print(print_json(r) if args.json else prefetch_text(r))
+    return 0
+
+
+async def _mirrors(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "mirrors")
+    print(print_json(r) if args.json else mirrors_text(r))
+    return 0
+
+
 async def _usage(args: argparse.Namespace, sock: Path) -> int:
     r = await call_simple(sock, "usage")
     print(print_json(r) if args.json else usage_text(r))
@@ -474,7 +488,8 @@ HANDLERS: dict[str, Handler] = {
     "id": _id, "status": _status, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
     "trust": _trust, "authority": _authority, "usage": _usage, "model": _model, "stop": _stop,
-    "delegate": _delegate, "unwatch": _unwatch,
+    "delegate": _delegate, "unwatch": _unwatch, "prefetch": _prefetch,
+    "mirrors": _mirrors,
 }
 
 

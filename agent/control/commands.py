@@ -75,6 +75,12 @@ class ModelControl(Protocol):
     def describe(self) -> dict[str, object]: ...
 
 
+class MirrorControl(Protocol):
+    async def describe_prefetch(self) -> dict[str, object]: ...
+
+    async def describe_mirrors(self) -> dict[str, object]: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -109,6 +115,7 @@ class CommandContext:
     authority: AuthorityControl | None = None
     usage: UsageControl | None = None
     models: ModelControl | None = None
+    mirrors: MirrorControl | None = None
     watch: folders.WatchControl | None = None
     exports: folders.ExportLog | None = None
 
@@ -205,6 +212,7 @@ class Commands:
             "pair_wait": self.pair_wait, "unpair": self.unpair, "trust_list": self.trust_list,
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
             "usage": self.usage, "model": self.model,
+            "prefetch": self.prefetch, "mirrors": self.mirrors,
             "delegate": self.delegate, "delegation_accept": self.delegation_accept,
             "watching": lambda a, r: folders.watching(self.ctx, a),
             "unwatch": lambda a, r: folders.unwatch(self.ctx, a),
@@ -452,6 +460,20 @@ class Commands:
             raise ControlError("the prediction model needs the access log ([usage] enabled "
                                "= true)")
         return self.ctx.models.describe()
+
+    def _mirrors(self) -> MirrorControl:
+        m = self.ctx.mirrors
+        if m is None:
+            why = ("[prefetch] enabled = false" if not self.ctx.cfg.prefetch.enabled
+                   else "it needs the access log: [usage] enabled = true")
+            raise ControlError(f"prefetch and mirrors are off on this agent ({why})")
+        return m
+
+    async def prefetch(self, args: Args, reply: Reply) -> object:
+        return await self._mirrors().describe_prefetch()
+
+    async def mirrors(self, args: Args, reply: Reply) -> object:
+        return await self._mirrors().describe_mirrors()
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

@@ -15,8 +15,8 @@ from typing import Any
 
 from agent.control.render import Column, display, duration, size, table
 
-__all__ = ["authority_text", "model_text", "peers_table", "resources_table", "trust_table",
-           "usage_text", "watching_table"]
+__all__ = ["authority_text", "mirrors_text", "model_text", "peers_table", "prefetch_text",
+           "resources_table", "trust_table", "usage_text", "watching_table"]
 
 
 def _ago(seconds: object) -> str:
@@ -230,3 +230,46 @@ def watching_table(rows: Sequence[dict[str, Any]]) -> str:
                   for x in rows],
                  note="DIRS: directories watched (kernel watches); a change becomes a "
                  "version after [watch] quiet seconds, at most one per min_interval")
+
+
+def prefetch_text(r: dict[str, Any]) -> str:
+    """``shoal prefetch``: predictions with scores, the hottest resources, hit statistics."""
+    st, b = r["stats"], r["budget"]
+    ratio = "-" if st["used_ratio"] is None else f"{st['used_ratio']:.1%}"
+    state = "on" if r.get("active", True) else "on, idle (no request of its own lately)"
+    head = (f"prefetch:   {state}, mirrors "
+            f"{'on' if r['mirrors'] else 'off'}; predictor {r['predictor'] or '-'}; "
+            f"{size(int(b['held']))} of {size(int(b['device']))} device budget held\n"
+            f"hits:       {st['used']} of {st['prefetched']} prefetched copies used "
+            f"({ratio} of those settled), {st['held_unused']} not used yet, "
+            f"{size(int(st['wasted_bytes']))} wasted; requests served here {st['local_hits']}, "
+            f"by mirrors {st['mirror_hits']}, by peers {st['peer_fetches']}")
+    out = display(head)
+    preds = r["predictions"]
+    out += "\n\n" + (table(
+        ["NEXT", Column("SCORE", right=True), Column("SIZE", right=True),
+         Column("TEMPERATURE", right=True), "HERE"],
+        [[p["resource"], f"{p['score']:.3f}", "-" if p["size"] is None else size(int(p["size"])),
+          f"{p['temperature']:.3f}", "yes" if p["held"] else "no"] for p in preds],
+        note="NEXT: what this device will likely ask for next, best first; HERE: held "
+        "already") if preds else "no predictions yet")
+    if r["hottest"]:
+        out += "\n\n" + table(
+            ["RESOURCE", Column("TEMPERATURE", right=True), Column("MESH", right=True)],
+            [[h["resource"], f"{h['temperature']:.3f}", f"{h['mesh']:.3f}"]
+             for h in r["hottest"]])
+    return out
+
+
+def mirrors_text(r: dict[str, Any], now: float | None = None) -> str:
+    """``shoal mirrors``: the mirrors this device uses and those it hosts for peers."""
+    rows = r["mirrors"]
+    if not rows:
+        return "no mirrors" + ("" if r["enabled"] else " (prefetch/mirrors are off)")
+    now = time.time() if now is None else now
+    return table(
+        ["RESOURCE", "ROLE", "MIRROR DEVICE", "SINCE", "REASON", Column("SERVED", right=True)],
+        [[m["resource"], m["role"], m["name"], _ago(now - float(m["since"])), m["reason"],
+          str(m["served"])] for m in rows],
+        note="ROLE using: this device's fetches try the mirror first; hosting: this device "
+        "keeps it for paired peers; SERVED: requests it answered")

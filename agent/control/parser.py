@@ -245,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
             "the fallback), the last training run's CPU seconds and today's budget, and "
             "models rejected, with the reason.",
             example="shoal model\nshoal model --json")
+    command(sub, "prefetch", help="predictions, temperature and prefetch hit statistics",
+            description="What this device will likely ask for next (scores from the "
+            "prediction model), the temperature of the hottest resources, and how prefetch "
+            "did: prefetched copies used, wasted bytes, requests served here, by mirrors and "
+            "by peers (from the access log). [prefetch] enabled = false turns it off.",
+            example="shoal prefetch\nshoal prefetch --json")
+    command(sub, "mirrors", help="mirrors this device uses and hosts",
+            description="Mirrors: copies of predicted resources that paired devices keep "
+            "for this one (its fetches try them first), and copies this device keeps for "
+            "its peers: resource, mirror device, since when, why, requests served.",
+            example="shoal mirrors\nshoal mirrors --json")
     _add_delegate(sub)
     uw = command(sub, "unwatch", help="stop republishing a watched file or folder",
                  description="Stop watching a path published with --watch (the resource and "

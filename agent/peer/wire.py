@@ -82,6 +82,9 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     # the model lifecycle's advert (agent/usage/models.py; the answer is parsed strictly)
     "model": {},
     "unpaired": {},  # "the sender no longer trusts you" (agent/peer/unpair.py)
+    # mirrors (agent/mirrors/service.py): list hosted mirrors, hold one on a lease, release
+    "mirror": {"do": (str, lambda v: v in ("list", "hold", "release")), "r?": _hex(32),
+               "n?": _num(0, 2**53)},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {

@@ -55,6 +55,8 @@ class AuthorityHint:
 
 
 AuthorityLookup = Callable[[str], AuthorityHint | None]
+MirrorLookup = Callable[[str], list[str]]
+"""The devices (ID hex) mirroring a resource for us (agent/mirrors): tried first."""
 
 
 class ExportSink(Protocol):
@@ -84,8 +86,10 @@ class FetchService:
                  connect_timeout: float, default_port: int,
                  authority: AuthorityLookup | None = None,
                  on_fetched: Callable[[], None] | None = None,
-                 trust: TrustView | None = None, access: AccessRecorder | None = None) -> None:
+                 trust: TrustView | None = None, access: AccessRecorder | None = None,
+                 mirrors: MirrorLookup | None = None) -> None:
         self._access = access  # the access log (agent/usage)
+        self._mirrors = mirrors
         self._store = store
         self._trust = trust
         self._connections = connections
@@ -110,7 +114,7 @@ class FetchService:
             # version of the resource replaces it)
             choice, note = await self._newer_than_held(rec)
             if choice is None:
-                if self._access is not None:
+                if self._access is not None and traffic_class == "demand":
                     self._access.record_access(self._connections.device_id, rec.resource_id,
                                                rec.size, hit=True, source="local")
                 if export is not None:
@@ -135,6 +139,12 @@ class FetchService:
             raise FetchFailed(f"{manifest.name!r} v{manifest.version} is {manifest.size} "
                               f"bytes, over the {max_size} allowed")
         holders, why = self._prefer_authority(manifest.resource_id, choice.holders)
+        mirrors = self._mirrors(manifest.resource_id) if self._mirrors is not None else []
+        if mirrors:  # a mirror kept for us is tried first (agent/mirrors)
+            first = [c for c in holders if c.peer_id.hex() in mirrors]
+            if first:
+                holders = first + [c for c in holders if c not in first]
+                why = f"mirror {first[0].name} first, then {why}"
 
         async def find_sources() -> list[PeerConnection]:
             # a private resource is fetched from paired sessions only
@@ -159,10 +169,14 @@ class FetchService:
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
         if rec is not None and rec.resource_id == manifest.resource_id:
             why = f"v{manifest.version} (held v{rec.version} was older): {why}"
-        if self._access is not None:  # the source that gave the most bytes served it
+        # the source that gave the most bytes served it; a prefetch or a mirror's own fetch
+        # is not a request of this device's user (it must not feed the predictions)
+        if self._access is not None and traffic_class == "demand":
             top = max(result.sources, key=lambda k: result.sources[k]["bytes"], default="")
+            kind = "mirror:" if top and top in mirrors else ""
             self._access.record_access(self._connections.device_id, manifest.resource_id,
-                                       manifest.size, hit=False, source=top[:16] or "local")
+                                       manifest.size, hit=False,
+                                       source=kind + top[:16] if top else "local")
         log.info("fetched", extra=kv(
             resource=manifest.name, size=manifest.size, seconds=round(result.seconds, 3),
             sources=",".join(names.values()), bytes=result.bytes_fetched))
