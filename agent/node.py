@@ -119,6 +119,8 @@ class Node:
             fetch=lambda rid: self.fetcher.fetch(rid, traffic_class="prefetch",
                                                  max_size=cfg.predict.model_max_bytes),
             catalog_changed=self.catalog_changed) if self.usage is not None else None
+        if self.usage is not None and self.models is not None:
+            self.usage.on_access(self.models.observe_access)
         self.mirrors = MirrorService(
             cfg.prefetch, cfg.predict, data_dir / "mirrors", me=self.identity.device_id,
             store=self.store, fetch=lambda rid, cls, n: self.fetcher.fetch(

@@ -46,7 +46,7 @@ from agent.errors import ErrorKind
 from agent.fsutil import atomic_write_bytes
 from agent.log import kv
 from agent.peer.connection import Handler, PeerConnection, Refused
-from agent.predict.registry import make
+from agent.predict.registry import DEFAULT, make
 from agent.usage.aggregate import Aggregate, MeshCounts, merge
 from agent.usage.lifecycle import ModelOffer, choose_model, choose_trainer, drift, should_retrain
 from agent.usage.modelcore import (
@@ -199,6 +199,10 @@ class ModelService:
         self.active: Loaded | None = None
         self.fallback: Predictor = make("ppm2")
         self.fallback_hits: tuple[int, int] = (0, 0)
+        # the registry's default, learning from each of this device's requests as it is
+        # made (the fallback is rebuilt each round, so it lags a round behind the device)
+        self.online: Predictor = make(DEFAULT)
+        self._online_until = float("-inf")  # newest log time the online model has read
         self._trained_counts: MeshCounts | None = None
         self._rejected: dict[tuple[str, int], str] = {}  # (resource, version) -> why
         self._fetch_failures: dict[tuple[str, int], int] = {}
@@ -256,6 +260,7 @@ class ModelService:
             await self.maybe_train()
         await self._fetch_newer()
         self._recent = await asyncio.to_thread(self._read_recent)
+        self._feed_online()
         self._feed_active()
         await self._choose()
         await asyncio.to_thread(self._refresh_fallback)
@@ -523,6 +528,23 @@ class ModelService:
                 a.predictor.observe("self", r, t, s)
                 a.fed_until = t
 
+    def observe_access(self, requester: bytes, resource_id: str, size: int,
+                       t: float) -> None:
+        """One access as it is recorded (the usage service's listener): this device's own
+        requests teach the online predictor at once, so the next prediction follows it."""
+        if requester.hex() != self.me or t <= self._online_until:
+            return
+        self.online.observe("self", resource_id, t, size)
+        self._online_until = t
+
+    def _feed_online(self) -> None:
+        """At start the online predictor reads the log it has not seen (a restart keeps
+        the device's context); afterwards the listener keeps it current."""
+        for r, t, s in self._recent:
+            if t > self._online_until:
+                self.online.observe("self", r, t, s)
+                self._online_until = t
+
     def _drop(self, rec: Any) -> None:
         with contextlib.suppress(Exception):
             self._store.remove_resource(rec.resource_id)
@@ -570,6 +592,8 @@ class ModelService:
         if self.active is not None:
             ranked = self.active.predictor.predict("self", k)
             name = KIND
+        if not ranked:
+            name, ranked = DEFAULT, self.online.predict("self", k)
         if not ranked:
             name, ranked = "fallback", self.fallback.predict("self", k)
             if not ranked:

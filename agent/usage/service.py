@@ -117,7 +117,8 @@ class UsageService:
             max_grams=predict.share_max_entries, half_life=usage.half_life)
         self.received: dict[str, Aggregate] = {}  # peer device ID hex -> latest aggregate
         self.counters = {"invalid": 0, "flush_errors": 0, "sent": 0, "send_failed": 0,
-                         "received": 0, "refused": 0, "rejected": 0}
+                         "received": 0, "refused": 0, "rejected": 0, "listener_failed": 0}
+        self._listeners: list[Callable[[bytes, str, int, float], None]] = []
         self._dp_release: tuple[int, Aggregate] | None = self._load_dp_release()
         self._appended = 0  # records accepted since start (what invalidates the cache)
         self._k_cache: tuple[tuple[int, int, int], Aggregate] | None = None
@@ -156,6 +157,17 @@ class UsageService:
         if self.log.append_frame(frame, t):
             self._appended += 1
         self.temperature.observe(resource_id, t)
+        for listener in self._listeners:
+            try:
+                listener(requester, resource_id, size, t)
+            except Exception:  # a listener's bug must not fail the fetch it is told about
+                self.counters["listener_failed"] += 1
+                log.exception("access listener failed")
+
+    def on_access(self, listener: Callable[[bytes, str, int, float], None]) -> None:
+        """Call *listener(requester, resource_id, size, time)* after each recorded access,
+        on the request path (it must only update memory: the online predictor)."""
+        self._listeners.append(listener)
 
     # ----------------------------------------------------------------- background
     def tick(self) -> None:

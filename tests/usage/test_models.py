@@ -16,6 +16,7 @@ import pytest
 from agent.config import PredictConfig
 from agent.control.listings import model_text
 from agent.predict.gru import GRUModel
+from agent.predict.registry import DEFAULT
 from agent.security.identity import Identity
 from agent.store import ContentStore
 from agent.usage.aggregate import Aggregate, MeshCounts, merge
@@ -150,11 +151,28 @@ async def test_a_device_with_no_model_still_predicts(tmp_path: Path, store) -> N
     assert used == "fallback" and ranked
     assert "model:      none yet: predicting with the fallback (ppm2" in model_text(
         svc.describe())
-    # a device with its own log predicts from it
+    # a device with its own log predicts from it, with the registry's default
     svc2 = service(tmp_path / "2", store, Usage(rows=log_rows(CHAIN, 45)), train=False)
     await svc2.step()
     used, ranked = svc2.predict(1)
-    assert used == "fallback" and ranked[0][0] == CHAIN[45 % 20]
+    assert used == DEFAULT and ranked[0][0] == CHAIN[45 % 20]
+
+
+async def test_each_own_request_moves_the_next_prediction_at_once(tmp_path: Path,
+                                                                  store) -> None:
+    svc = service(tmp_path, store, Usage(rows=log_rows(CHAIN, 45)), train=False)
+    await svc.step()
+    assert svc.predict(1)[1][0][0] == CHAIN[5]
+    # between rounds: the device reads 12, then 13; a paired device's request (served by
+    # us) and a replayed old record teach nothing about this device
+    svc.observe_access(ME.device_id, CHAIN[12], 100, 2000.0)
+    assert svc.predict(1)[1][0][0] == CHAIN[13]
+    svc.observe_access(PAIRED.device_id, CHAIN[2], 100, 2001.0)
+    svc.observe_access(ME.device_id, CHAIN[7], 100, 1999.0)
+    assert svc.predict(1)[1][0][0] == CHAIN[13]
+    svc.observe_access(ME.device_id, CHAIN[13], 100, 2002.0)
+    assert svc.predict(1) == (DEFAULT, svc.online.predict("self", 1))
+    assert svc.predict(1)[1][0][0] == CHAIN[14]
 
 
 async def test_training_stops_at_the_cpu_budget(tmp_path: Path, store) -> None:

@@ -279,3 +279,19 @@ def test_an_unusable_directory_means_no_access_log_not_no_agent(tmp_path: Path,
         svc = UsageService.open(tmp_path / "u", USAGE, FAST, connections=_NoConns(),  # type: ignore[arg-type]
                                 trust=_NoTrust())  # type: ignore[arg-type]
     assert svc is None and "access log unavailable" in caplog.text
+
+
+def test_listeners_hear_each_access_and_a_failing_one_fails_nothing(tmp_path: Path) -> None:
+    clock = [1_700_000_000.0]
+    svc = _service(tmp_path / "u", clock)
+    heard: list[tuple[bytes, str, int, float]] = []
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("listener bug")
+
+    svc.on_access(broken)
+    svc.on_access(lambda *a: heard.append(a))
+    svc.record_access(b"d" * 32, R[0], 5, hit=False, source="local")
+    svc.record_access(b"d" * 32, "not hex", 5, hit=False, source="local")  # invalid: unheard
+    assert heard == [(b"d" * 32, R[0], 5, clock[0])]
+    assert svc.counters["listener_failed"] == 1 and svc.counters["invalid"] == 1
