@@ -41,8 +41,10 @@ from agent.security.pairing import PairingBook
 from agent.security.session import SessionError
 from agent.security.trust import TrustStore
 from agent.store import ContentStore
+from agent.transfer.follow.service import FollowService
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
+from agent.transfer.versions import VersionService
 from agent.usage.models import ModelService
 from agent.usage.service import UsageService
 
@@ -112,17 +114,24 @@ class Node:
             fetch=lambda rid: self.fetcher.fetch(rid, traffic_class="prefetch",
                                                  max_size=cfg.predict.model_max_bytes),
             catalog_changed=self.catalog_changed) if self.usage is not None else None
+        self.follow = FollowService(data_dir, self.store, self.connections, self.trust,
+                                    self.fetcher, self.spawn, self.identity,
+                                    self.catalog_changed)
+        self.connections.on_opened(self.follow.session_opened)
         self.ble: BleLink | None = None
         self.commands = Commands(CommandContext(
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
             trust=self.trust, peers=self.peers, connections=self.connections,
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
-            usage=self.usage, models=self.models))
+            usage=self.usage, models=self.models, follow=self.follow,
+            versions=VersionService(self.store, self.connections, self.fetcher, cfg.transfer)))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.unpairing.handlers())
         self.router.add_requests(self.server.handlers())
+        self.router.add_requests(self.follow.handlers())
+        self.router.add_events(("version", "withdrawn"), self.follow.on_event)
         if self.usage is not None:
             self.router.add_requests(self.usage.handlers())
         if self.models is not None:
@@ -148,6 +157,7 @@ class Node:
                 if self.cfg.ble.enabled:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
+                tg.create_task(self.follow.run(), name=f"{TASK_PREFIX}follow")
                 if self.authority is not None:
                     tg.create_task(self.authority.run(), name=f"{TASK_PREFIX}authority")
                 if self.usage is not None:

@@ -74,6 +74,29 @@ class ModelControl(Protocol):
     def describe(self) -> dict[str, object]: ...
 
 
+class FollowControl(Protocol):
+    """Followed copies, announcements and withdrawals (agent/transfer/follow/service.py)."""
+
+    async def follow(self, resource: str, to: str | None) -> dict[str, object]: ...
+
+    async def unfollow(self, resource: str) -> dict[str, object]: ...
+
+    def list(self) -> list[dict[str, object]]: ...
+
+    async def unpublish(self, resource: str) -> dict[str, object]: ...
+
+    def published(self, rec: ResourceRecord) -> None: ...
+
+
+class VersionControl(Protocol):
+    """A resource's versions and fetching an older one (agent/transfer/versions.py)."""
+
+    async def versions(self, resource: str) -> dict[str, object]: ...
+
+    async def fetch_version(self, resource: str, version: int,
+                            export: _StreamExport | None) -> dict[str, object]: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -107,6 +130,8 @@ class CommandContext:
     authority: AuthorityControl | None = None
     usage: UsageControl | None = None
     models: ModelControl | None = None
+    follow: FollowControl | None = None
+    versions: VersionControl | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -202,6 +227,8 @@ class Commands:
             "connect": self.connect, "stop": self.stop, "authority": self.authority,
             "usage": self.usage, "model": self.model,
             "delegate": self.delegate, "delegation_accept": self.delegation_accept,
+            "versions": self.versions, "follow": self.follow, "unfollow": self.unfollow,
+            "follow_list": self.follow_list, "unpublish": self.unpublish,
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -254,7 +281,10 @@ class Commands:
                                     signer=c.identity,
                                     update=update.resource_id if update else None)
         c.catalog_changed()
-        return resource_entry(c.store.find(m.resource_id))
+        rec = c.store.find(m.resource_id)
+        if c.follow is not None:
+            c.follow.published(rec)  # followers fetch it now, not at their next check
+        return resource_entry(rec)
 
     async def resources(self, args: Args, reply: Reply) -> object:
         """Resources held here and, unless local_only, what reachable peers offer us."""
@@ -286,6 +316,15 @@ class Commands:
             await reply.event(**p)
 
         source = args.get("source")
+        version = args.get("version")
+        if version is not None:
+            if (isinstance(version, bool) or not isinstance(version, int)
+                    or not 1 <= version < 2**53):
+                raise ControlError(f"version must be a whole number >= 1, not {version!r}")
+            if source:
+                raise ControlError("--version asks every reachable holder; drop --from")
+            return await self._versions().fetch_version(
+                resource, version, _StreamExport(reply) if args.get("stream") else None)
         return await c.fetcher.fetch(resource, source=str(source) if source else None,
                                      progress=progress,
                                      export=_StreamExport(reply) if args.get("stream") else None)
@@ -430,6 +469,46 @@ class Commands:
             raise ControlError("the prediction model needs the access log ([usage] enabled "
                                "= true)")
         return self.ctx.models.describe()
+
+    def _follow(self) -> FollowControl:
+        if self.ctx.follow is None:
+            raise ControlError("following is not available on this agent")
+        return self.ctx.follow
+
+    def _versions(self) -> VersionControl:
+        if self.ctx.versions is None:
+            raise ControlError("versions are not available on this agent")
+        return self.ctx.versions
+
+    async def versions(self, args: Args, reply: Reply) -> object:
+        """Every version of a resource known here or at reachable holders."""
+        resource = str(args.get("resource") or "")
+        if not resource:
+            raise ControlError("versions needs a resource name or ID")
+        return await self._versions().versions(resource)
+
+    async def follow(self, args: Args, reply: Reply) -> object:
+        """Keep a copy at the newest version (fetched first if not held)."""
+        resource = str(args.get("resource") or "")
+        if not resource:
+            raise ControlError("follow needs a resource name or ID")
+        to = args.get("to")
+        if to is not None and (not isinstance(to, str) or not to.startswith("/")):
+            raise ControlError("--to needs an absolute path")
+        return await self._follow().follow(resource, to)
+
+    async def unfollow(self, args: Args, reply: Reply) -> object:
+        return await self._follow().unfollow(str(args.get("resource") or ""))
+
+    async def follow_list(self, args: Args, reply: Reply) -> object:
+        return self._follow().list()
+
+    async def unpublish(self, args: Args, reply: Reply) -> object:
+        """Withdraw a resource this device publishes (signed tombstone to paired holders)."""
+        resource = str(args.get("resource") or "")
+        if not resource:
+            raise ControlError("unpublish needs a resource name or ID")
+        return await self._follow().unpublish(resource)
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

@@ -13,7 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from agent.peer.connection import PeerConnection, PeerGone, RemoteError
 from agent.security.identity import short_device_id
 from agent.security.signing import SignatureError
 from agent.store import ChunkMismatch, Manifest, ManifestError, QuotaExceeded, StoreError
+from agent.transfer import delta
 from agent.transfer.catalog import publisher_label
 from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 
@@ -229,8 +230,18 @@ class Fetch:
         stall_timeout: float = 30.0,
         find_sources: FindSources | None = None,
         progress: ProgressSink | None = None,
+        bases: Mapping[bytes, bytes] | None = None,
+        commit: bool = True,
     ) -> None:
         self.store = store
+        #: chunk -> a chunk held here that a source may send it as a delta against
+        #: (agent/transfer/delta.py): the older version's chunk at the same offset
+        self.bases = dict(bases or {})
+        #: record the manifest as the resource's held version at the end; False for an
+        #: older version fetched only to export it (the store keeps the newer one)
+        self.commit = commit
+        self.deltas = 0  # chunks that arrived as deltas
+        self.delta_bytes_saved = 0
         self.manifest = manifest
         self.cls = traffic_class
         self.request_timeout = request_timeout
@@ -307,7 +318,8 @@ class Fetch:
             for task in self._tasks.values():
                 task.cancel()
         t_commit = time.monotonic()
-        await asyncio.to_thread(store.commit_resource, m)
+        if self.commit:
+            await asyncio.to_thread(store.commit_resource, m)
         seconds = time.monotonic() - t0
         log.debug("fetch phases", extra=kv(
             resource=m.name, prepare_s=round(t_loop - t0, 3),
@@ -412,24 +424,38 @@ class Fetch:
             task.cancel()
 
     async def _request(self, src: str, conn: PeerConnection, want: Want) -> None:
+        base = self.bases.get(want.chunk_id)
+        args: dict[str, Any] = {"c": want.chunk_id.hex(), "cls": self.cls,
+                                "z": self._compress(src)}
+        if base is not None:
+            args["b"] = base.hex()
         try:
-            reply = await conn.request(
-                "chunk",
-                {"c": want.chunk_id.hex(), "cls": self.cls, "z": self._compress(src)},
-                timeout=self.request_timeout * 3,
-            )
+            reply = await conn.request("chunk", args, timeout=self.request_timeout * 3)
             if not isinstance(reply, wire.ChunkReply) or reply.chunk_id != want.chunk_id:
                 raise FetchError(f"{conn.name} answered with the wrong chunk")
+            data = reply.data
+            if reply.delta:
+                if base is None:
+                    raise delta.DeltaError("a delta nobody asked for")
+                try:
+                    held = self.store.get_chunk(base)
+                except StoreError:  # gone or damaged since: ask for the whole chunk next
+                    self.bases.pop(want.chunk_id, None)
+                    raise
+                data = delta.apply(held, data, want.length)
+                self.deltas += 1
+                self.delta_bytes_saved += want.length - len(reply.data)
             # Inline, not in a thread: hashing + writing 256 KiB takes ~0.2 ms, less than a
             # thread hand-off and its wake-up latency; the loop stays responsive enough.
             # put_chunk hashes the peer's bytes before anything is written: the one check
-            # that guards this device against a lying or broken peer (never skipped).
-            if self.store.put_chunk(want.chunk_id, reply.data):
+            # that guards this device against a lying or broken peer (never skipped; a
+            # rebuilt delta is checked the same way).
+            if self.store.put_chunk(want.chunk_id, data):
                 self.stored.add(want.chunk_id)
             result: Any = None
         except asyncio.CancelledError:
             raise
-        except ChunkMismatch:
+        except (ChunkMismatch, delta.DeltaError):
             result = HASH_MISMATCH
         except PeerGone as e:
             result = PeerGone(str(e))

@@ -46,14 +46,16 @@ from agent.peer.connection import Handler, PeerConnection, RawReply, Refused
 from agent.security.delegation import SignedDelegation
 from agent.security.signing import SignatureError
 from agent.store import CorruptChunk, NotFound, StoreError
+from agent.transfer import delta
 from agent.transfer.catalog import lookup, public_chunk_ids
 from agent.transfer.listing import MAX_LIST_ENTRIES, listing_entry
+from agent.transfer.versions import kept_manifest, versions_answer
 
 if TYPE_CHECKING:
     from agent.bandwidth import BandwidthGate
     from agent.ports import AccessRecorder, TrustView
     from agent.security.signing import Signer
-    from agent.store import ContentStore, ResourceRecord
+    from agent.store import ContentStore, Manifest, ResourceRecord
 
 __all__ = [
     "BULK_LINK",
@@ -149,7 +151,7 @@ class ChunkServer:
 
     def handlers(self) -> dict[str, Handler]:
         return {"list": self._list, "manifest": self._manifest, "chunk": self._chunk,
-                "delegation": self._delegation}
+                "delegation": self._delegation, "versions": self._versions}
 
     def catalog_changed(self) -> None:
         """Holdings changed (publish, fetch, removal, a quarantined chunk): recompute what
@@ -190,9 +192,30 @@ class ChunkServer:
             raise BadDelegation(f"delegation refused: {e}") from None
         return {"resource_id": d.resource_id, "expires": d.expires}
 
+    async def _versions(self, conn: PeerConnection, req: wire.Request) -> object:
+        """The kept versions of one resource, as signed records (agent/transfer/versions)."""
+        trusted = self._trust.is_trusted(conn.peer_id)
+        rec = lookup(self._store, req.args["resource"])
+        if rec is None or not self._visible(rec, trusted):
+            raise NoSuchResource(f"no resource {req.args['resource']!r} here")
+        return await asyncio.to_thread(versions_answer, self._store, rec)
+
+    def _old_manifest(self, manifest_hash: str, trusted: bool) -> Manifest | None:
+        """A kept older version's manifest (asked for by hash: `fetch --version`)."""
+        for rec in self._store.resources():
+            if self._visible(rec, trusted) and any(
+                    e.manifest_hash == manifest_hash for e in rec.versions):
+                return kept_manifest(self._store, rec, manifest_hash)
+        return None
+
     async def _manifest(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
         rec = lookup(self._store, req.args["resource"])
+        want = str(req.args["resource"]).lower()
+        if rec is None and len(want) == 64:
+            old = await asyncio.to_thread(self._old_manifest, want, trusted)
+            if old is not None and old.signed:
+                return old.envelope()
         if rec is None or not self._visible(rec, trusted):
             hint = "" if trusted else " (only public resources are shared before pairing)"
             raise NoSuchResource(f"no resource {req.args['resource']!r} here{hint}")
@@ -222,8 +245,10 @@ class ChunkServer:
                 await s.acquire()
                 taken.append(s)
             data = self._read(cid)
-            parts = wire.encode_chunk(req.id, cid, data,
-                                      self._compress and req.args.get("z", True))
+            diff = self._delta(req.args.get("b"), data, trusted)
+            parts = wire.encode_chunk(req.id, cid, data if diff is None else diff,
+                                      self._compress and req.args.get("z", True),
+                                      delta=diff is not None)
         except BaseException:
             for s in taken:
                 s.release()
@@ -232,6 +257,23 @@ class ChunkServer:
         cls = req.args.get("cls", DEFAULT_CLASS)
         return RawReply(parts, _holding(taken, self._gate.permit(conn.peer_id.hex(), cls,
                                                                  nbytes)))
+
+    def _delta(self, base_hex: object, data: bytes, trusted: bool) -> bytes | None:
+        """The chunk as a delta against *base_hex*, a chunk the asker holds (its older
+        version's chunk at the same offset), when this store holds that base too and the
+        delta saves enough; else None (the whole chunk goes). An unpaired asker may name
+        public chunks only: a delta against a private chunk would tell it that chunk is
+        here (and something about its bytes)."""
+        if not isinstance(base_hex, str):
+            return None
+        base_id = bytes.fromhex(base_hex)  # the wire schema checked: 64 hex digits
+        if not trusted and base_id not in self._public_chunks:
+            return None
+        try:
+            base = self._store.get_chunk(base_id)
+        except (StoreError, OSError):  # not held (or damaged) here: send the chunk
+            return None
+        return delta.encode(base, data)
 
     def unpaired_replies_in_flight(self) -> int:
         """Chunk replies read for unpaired connections, all together, not yet sent."""
