@@ -208,7 +208,10 @@ class FollowService:
             res = await self.sync_to_latest(rid)
             ok, held = True, int(str(res.get("version", 0)))
             self._last[rid] = {"at": time.time(), "why": why, "updated": res.get("updated"),
-                               "note": res.get("why"), "error": None}
+                               "note": res.get("why"), "error": None,
+                               "bytes_fetched": res.get("bytes_fetched", 0),
+                               "deltas": res.get("deltas", 0),
+                               "delta_bytes_saved": res.get("delta_bytes_saved", 0)}
             if res.get("updated"):
                 log.info("followed resource updated", extra=kv(
                     id=rid[:12], version=held, why=why, bytes=res.get("bytes_fetched"),
