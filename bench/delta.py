@@ -20,7 +20,8 @@ version: the version announcement, the manifest, chunk requests and (delta) repl
 pings; all inside the encrypted session.
 Shoal time: from the ``publish`` call (A re-chunks the whole file) until B's ``follow``
 listing shows the new version (control polls every 10 ms); ``sync`` is the part after the
-publish returned.
+publish returned. The ``--to`` file is then checked to be byte-identical (``IDENTICAL``;
+the JSON also has ``export_seconds``: until the replaced file was there).
 
 rsync reference, same edit, same run, same endpoints: ``rsync --daemon`` on 127.0.0.1
 serving A's directory; B's side keeps its own copy of the previous version and runs
@@ -165,6 +166,19 @@ def wait_version(b: Any, rid: str, version: int, timeout: float = 300.0) -> floa
     raise RuntimeError(f"B did not reach v{version} within {timeout} s: {b.log()[-2000:]}")
 
 
+def wait_export(path: Path, want: bytes, timeout: float = 60.0) -> float | None:
+    """When the followed file holds *want* (perf_counter), or None if it never did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if path.stat().st_size == len(want) and path.read_bytes() == want:
+                return time.perf_counter()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    return None
+
+
 def one_run(run: int, size_mib: int, base: Path) -> dict[str, Any]:
     BenchAgent, _loopback = agent_classes()
     rng = random.Random(run)
@@ -202,13 +216,16 @@ def one_run(run: int, size_mib: int, base: Path) -> dict[str, Any]:
             t_pub = time.perf_counter()
             version = r["version"]
             t1 = wait_version(b, rid, version)
+            want = src.read_bytes()
+            t_exp = wait_export(followed, want)  # the --to file is replaced after the commit
             time.sleep(0.2)  # B's relay of the record to A (a few hundred bytes) lands
             shoal_bytes = wire_bytes(ports) - w0
-            ok = followed.read_bytes() == src.read_bytes()
+            ok = t_exp is not None
             rs = rsync_pull(daemon, mirror)
             out["edits"][edit] = {
                 "shoal_bytes": shoal_bytes, "shoal_seconds": t1 - t0,
                 "shoal_sync_seconds": t1 - t_pub, "publish_seconds": t_pub - t0,
+                "export_seconds": None if t_exp is None else t_exp - t0,
                 "rsync_bytes": rs["bytes"], "rsync_seconds": rs["seconds"],
                 "export_identical": ok and mirror.read_bytes() == src.read_bytes(),
                 "last": next((x.get("last") for x in b.call("follow_list")), None),

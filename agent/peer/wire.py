@@ -74,9 +74,10 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "pair_cancel": {},
     "list": {},
     "manifest": {"resource": _str(255)},
-    # b: a chunk the asker holds; the answer may be a delta against it (FLAG_DELTA)
+    # b: 1-3 chunks the asker holds (ids concatenated); the answer may be a delta against
+    # them (FLAG_DELTA, agent/transfer/delta.py)
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL,
-              "b?": _hex(64)},
+              "b?": (str, lambda v: len(v) in (64, 128, 192) and _hex(len(v))[1](v))},
     "endpoints": {},
     # a publisher hands a delegation to its delegate (agent/transfer/server.py checks it)
     "delegation": {"d": (dict, lambda v: set(v) == {"delegation", "sig"})},

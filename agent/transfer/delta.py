@@ -3,10 +3,13 @@
 Why: content-defined chunking already makes a new version cost only the chunks that
 changed, but a changed chunk is 256 KiB on average, so a one-byte edit moved 256 KiB (and
 ten scattered 4 KiB rewrites moved ~2.5 MiB, ten times rsync's bytes). The receiver names,
-for each chunk it lacks, the chunk of its older version that covered the same offset (the
-*base*); a sender holding that base answers with the bytes that differ. An edit inside a
-chunk leaves a common prefix and a common suffix, so the delta is ``(prefix, suffix,
-middle)``: a few bytes for an insert, the rewritten bytes for a rewrite.
+for each chunk it lacks, the chunks of its older version that covered the same offsets (the
+*base*, 1 to :data:`MAX_BASES` chunks, concatenated); a sender holding them answers with the
+bytes that differ. An edit inside a chunk leaves a common prefix and a common suffix, so the
+delta is ``(prefix, suffix offset, suffix length, middle)``: the new chunk is
+``base[:prefix] + middle + base[offset:offset + length]``. The suffix may end at any base
+chunk's end: an edit that moved a cut point (two old chunks merged into one new chunk) still
+costs only its own bytes.
 
 Nothing here is trusted: :func:`apply` bounds every length, and the receiver hashes the
 rebuilt chunk against its ID before storing it (``store.put_chunk``), as for a whole chunk.
@@ -24,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DeltaError", "apply", "bases_for", "encode"]
 
-_HDR = struct.Struct(">II")  # prefix length, suffix length
+_HDR = struct.Struct(">III")  # prefix length, suffix offset in the base, suffix length
+#: Old chunks one base may concatenate (an edit that removed up to two cut points).
+MAX_BASES = 3
 _BLOCK = 4096
 #: A delta is sent only when it saves at least this fraction of the chunk.
 MIN_SAVING = 0.25
@@ -54,15 +59,24 @@ def _common_suffix(a: memoryview, b: memoryview, limit: int) -> int:
     return i
 
 
-def encode(base: bytes | memoryview, new: bytes | memoryview) -> bytes | None:
-    """The delta that turns *base* into *new*, or None when it would not save enough."""
+def encode(base: bytes | memoryview, new: bytes | memoryview,
+           ends: tuple[int, ...] | None = None) -> bytes | None:
+    """The delta that turns *base* into *new*, or None when it would not save enough.
+    *ends*: where the suffix may end in *base* (each concatenated chunk's end; default the
+    end of *base*); the longest common suffix wins."""
     a, b = memoryview(base).cast("B"), memoryview(new).cast("B")
     prefix = _common_prefix(a, b)
-    suffix = _common_suffix(a, b, min(len(a), len(b)) - prefix)
-    middle = b[prefix:len(b) - suffix]
+    best, best_end = 0, len(a)
+    for end in ends or (len(a),):
+        if not 0 < end <= len(a):
+            continue
+        n = _common_suffix(a[:end], b, min(end, len(b) - prefix))
+        if n > best:
+            best, best_end = n, end
+    middle = b[prefix:len(b) - best]
     if _HDR.size + len(middle) > len(b) * (1 - MIN_SAVING):
         return None
-    return _HDR.pack(prefix, suffix) + bytes(middle)
+    return _HDR.pack(prefix, best_end - best, best) + bytes(middle)
 
 
 def apply(base: bytes | memoryview, delta: bytes | memoryview, max_len: int) -> bytes:
@@ -71,23 +85,26 @@ def apply(base: bytes | memoryview, delta: bytes | memoryview, max_len: int) -> 
     d = memoryview(delta).cast("B")
     if len(d) < _HDR.size:
         raise DeltaError("truncated delta")
-    prefix, suffix = _HDR.unpack_from(d)
-    if prefix + suffix > len(base):
+    prefix, offset, suffix = _HDR.unpack_from(d)
+    if prefix > len(base) or offset + suffix > len(base):
         raise DeltaError("delta reaches past its base")
     middle = d[_HDR.size:]
     if prefix + len(middle) + suffix > max_len:
         raise DeltaError("delta rebuilds an oversized chunk")
     b = memoryview(base).cast("B")
-    return b"".join((b[:prefix], middle, b[len(b) - suffix:]))
+    return b"".join((b[:prefix], middle, b[offset:offset + suffix]))
 
 
 def bases_for(old: Manifest, new: Manifest,
-              held: Callable[[bytes], bool]) -> dict[bytes, bytes]:
-    """For each chunk of *new* that *old* lacks: the chunk of *old* (held here, per *held*)
-    that covered the same byte offset; past the old end, the old last chunk (an append).
+              held: Callable[[bytes], bool]) -> dict[bytes, tuple[bytes, ...]]:
+    """For each chunk of *new* that *old* lacks: the chunks of *old* (held here, per *held*)
+    that covered the same byte range — the one covering its start, and the following ones
+    while they start inside its length (at most MAX_BASES); past the old end, the old last
+    chunk (an append).
 
     Content-defined cuts realign right after an edit, so the changed chunk starts where
-    the old chunk covering the edit started: that old chunk is the best base.
+    the old chunk covering the edit started; if the edit removed a cut, the new chunk also
+    spans the next old chunk, whose end the suffix then matches.
     """
     old_ids = {c.chunk_id for c in old.chunks}
     starts: list[tuple[int, bytes]] = []
@@ -97,15 +114,22 @@ def bases_for(old: Manifest, new: Manifest,
         off += c.length
     if not starts:
         return {}
-    out: dict[bytes, bytes] = {}
+    out: dict[bytes, tuple[bytes, ...]] = {}
     j = 0
     pos = 0
     for c in new.chunks:
         if c.chunk_id not in old_ids and c.chunk_id not in out:
             while j + 1 < len(starts) and starts[j + 1][0] <= pos:
                 j += 1
-            base = starts[j][1]
-            if held(base):
-                out[c.chunk_id] = base
+            group = [starts[j][1]]
+            k = j + 1
+            while (k < len(starts) and len(group) < MAX_BASES
+                   and starts[k][0] < pos + c.length):
+                group.append(starts[k][1])
+                k += 1
+            while group and not held(group[-1]):
+                group.pop()
+            if group and all(held(g) for g in group):
+                out[c.chunk_id] = tuple(group)
         pos += c.length
     return out

@@ -230,12 +230,12 @@ class Fetch:
         stall_timeout: float = 30.0,
         find_sources: FindSources | None = None,
         progress: ProgressSink | None = None,
-        bases: Mapping[bytes, bytes] | None = None,
+        bases: Mapping[bytes, tuple[bytes, ...]] | None = None,
         commit: bool = True,
     ) -> None:
         self.store = store
-        #: chunk -> a chunk held here that a source may send it as a delta against
-        #: (agent/transfer/delta.py): the older version's chunk at the same offset
+        #: chunk -> chunks held here that a source may send it as a delta against
+        #: (agent/transfer/delta.py): the older version's chunks at the same offsets
         self.bases = dict(bases or {})
         #: record the manifest as the resource's held version at the end; False for an
         #: older version fetched only to export it (the store keeps the newer one)
@@ -427,18 +427,18 @@ class Fetch:
         base = self.bases.get(want.chunk_id)
         args: dict[str, Any] = {"c": want.chunk_id.hex(), "cls": self.cls,
                                 "z": self._compress(src)}
-        if base is not None:
-            args["b"] = base.hex()
+        if base:
+            args["b"] = "".join(b.hex() for b in base)
         try:
             reply = await conn.request("chunk", args, timeout=self.request_timeout * 3)
             if not isinstance(reply, wire.ChunkReply) or reply.chunk_id != want.chunk_id:
                 raise FetchError(f"{conn.name} answered with the wrong chunk")
             data = reply.data
             if reply.delta:
-                if base is None:
+                if not base:
                     raise delta.DeltaError("a delta nobody asked for")
                 try:
-                    held = self.store.get_chunk(base)
+                    held = b"".join([self.store.get_chunk(b) for b in base])
                 except StoreError:  # gone or damaged since: ask for the whole chunk next
                     self.bases.pop(want.chunk_id, None)
                     raise

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -259,21 +260,24 @@ class ChunkServer:
                                                                  nbytes)))
 
     def _delta(self, base_hex: object, data: bytes, trusted: bool) -> bytes | None:
-        """The chunk as a delta against *base_hex*, a chunk the asker holds (its older
-        version's chunk at the same offset), when this store holds that base too and the
-        delta saves enough; else None (the whole chunk goes). An unpaired asker may name
-        public chunks only: a delta against a private chunk would tell it that chunk is
-        here (and something about its bytes)."""
+        """The chunk as a delta against *base_hex*: 1-3 chunks the asker holds (its older
+        version's chunks at the same offsets), when this store holds them too and the delta
+        saves enough; else None (the whole chunk goes). An unpaired asker may name chunks
+        of current public versions only: a delta against a private chunk would tell it that
+        chunk is here (and something about its bytes)."""
         if not isinstance(base_hex, str):
             return None
-        base_id = bytes.fromhex(base_hex)  # the wire schema checked: 64 hex digits
-        if not trusted and base_id not in self._public_chunks:
+        ids = [bytes.fromhex(base_hex[i:i + 64]) for i in range(0, len(base_hex), 64)]
+        if not trusted and any(b not in self._public_chunks for b in ids):
             return None
+        parts: list[bytes] = []
         try:
-            base = self._store.get_chunk(base_id)
+            for b in ids:
+                parts.append(self._store.get_chunk(b))
         except (StoreError, OSError):  # not held (or damaged) here: send the chunk
             return None
-        return delta.encode(base, data)
+        ends = tuple(itertools.accumulate(len(p) for p in parts))
+        return delta.encode(b"".join(parts), data, ends)
 
     def unpaired_replies_in_flight(self) -> int:
         """Chunk replies read for unpaired connections, all together, not yet sent."""

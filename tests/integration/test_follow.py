@@ -180,3 +180,41 @@ async def test_versions_and_fetching_an_older_version_from_a_holder(tmp_path: Pa
             assert "shoal versions" in str(e) and getattr(e, "kind", None) is not None
         else:
             raise AssertionError("v7 does not exist")
+
+
+async def test_the_followed_set_survives_a_restart_and_catches_up_on_reconnect(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from .test_signed_manifests import _config
+
+    src = tmp_path / "doc.bin"
+    src.write_bytes(os.urandom(80_000))
+    async with nodes("a") as n:
+        a = n["a"]
+        rid = publish(a, src)
+        b_dir = tmp_path / "b"
+
+        async def start_b() -> tuple[Node, asyncio.Future[None]]:
+            b = Node(_config(b_dir, "b"))
+            task = asyncio.ensure_future(b.run())
+            await asyncio.wait_for(b.ready.wait(), 10)
+            pair(a, b)
+            await connect(b, a)
+            return b, task
+
+        b, task = await start_b()
+        await b.follow.follow(rid, None)
+        b.stop()
+        await asyncio.wait_for(task, 15)
+        os.close(b._lock_fd)  # what the process's exit would release
+        b.store.close()
+        src.write_bytes(os.urandom(80_000))
+        publish(a, src)  # b is away: nobody hears this announcement
+        b, task = await start_b()  # the followed set is read back; the session catches up
+        try:
+            assert [f.resource_id for f in b.follow.book.all()] == [rid]
+            await wait_until(lambda: held_version(b, rid) == 2, "caught up after restart")
+        finally:
+            b.stop()
+            await asyncio.wait_for(task, 15)
