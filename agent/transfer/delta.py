@@ -6,10 +6,10 @@ ten scattered 4 KiB rewrites moved ~2.5 MiB, ten times rsync's bytes). The recei
 for each chunk it lacks, the chunks of its older version that covered the same offsets (the
 *base*, 1 to :data:`MAX_BASES` chunks, concatenated); a sender holding them answers with the
 bytes that differ. An edit inside a chunk leaves a common prefix and a common suffix, so the
-delta is ``(prefix, suffix offset, suffix length, middle)``: the new chunk is
-``base[:prefix] + middle + base[offset:offset + length]``. The suffix may end at any base
-chunk's end: an edit that moved a cut point (two old chunks merged into one new chunk) still
-costs only its own bytes.
+delta is two copies from the base and the literal bytes between them:
+``base[p:p + plen] + middle + base[s:s + slen]``. The copies need not start at the base's
+start or end at its end: an edit that moved a cut point (a new cut inside an old chunk, or two
+old chunks merged into one) still costs only its own bytes.
 
 Nothing here is trusted: :func:`apply` bounds every length, and the receiver hashes the
 rebuilt chunk against its ID before storing it (``store.put_chunk``), as for a whole chunk.
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DeltaError", "apply", "bases_for", "encode"]
 
-_HDR = struct.Struct(">III")  # prefix length, suffix offset in the base, suffix length
+#: prefix offset and length in the base, suffix offset and length in the base
+_HDR = struct.Struct(">IIII")
+#: Bytes of the new chunk's start/end looked up in the base when they are not its start/end
+_PROBE = 64
 #: Old chunks one base may concatenate (an edit that removed up to two cut points).
 MAX_BASES = 3
 _BLOCK = 4096
@@ -59,24 +62,44 @@ def _common_suffix(a: memoryview, b: memoryview, limit: int) -> int:
     return i
 
 
+def _locate(a: bytes, probe: bytes, last: bool) -> int:
+    """Where *probe* occurs in *a* (the last occurrence if *last*), or -1."""
+    return a.rfind(probe) if last else a.find(probe)
+
+
 def encode(base: bytes | memoryview, new: bytes | memoryview,
            ends: tuple[int, ...] | None = None) -> bytes | None:
     """The delta that turns *base* into *new*, or None when it would not save enough.
-    *ends*: where the suffix may end in *base* (each concatenated chunk's end; default the
-    end of *base*); the longest common suffix wins."""
-    a, b = memoryview(base).cast("B"), memoryview(new).cast("B")
-    prefix = _common_prefix(a, b)
-    best, best_end = 0, len(a)
-    for end in ends or (len(a),):
-        if not 0 < end <= len(a):
-            continue
-        n = _common_suffix(a[:end], b, min(end, len(b) - prefix))
-        if n > best:
-            best, best_end = n, end
-    middle = b[prefix:len(b) - best]
-    if _HDR.size + len(middle) > len(b) * (1 - MIN_SAVING):
+
+    Two copies from the base and the literal bytes between them: the longest common
+    prefix, from the base's start or, when the new chunk starts elsewhere in the base (a
+    new cut point inside an old chunk), from where its first bytes occur; the longest
+    common suffix, ending at a chunk end in *ends* (default the base's end) or where the new
+    chunk's last bytes occur."""
+    a, b = bytes(base), memoryview(new).cast("B")
+    av = memoryview(a)
+    n = len(b)
+    prefix, p_off = _common_prefix(av, b), 0
+    if prefix < _PROBE <= n:
+        at = _locate(a, bytes(b[:_PROBE]), last=False)
+        if at > 0:
+            p_len = _common_prefix(av[at:], b)
+            if p_len > prefix:
+                prefix, p_off = p_len, at
+    candidates = [e for e in (ends or (len(a),)) if 0 < e <= len(a)]
+    if n >= _PROBE:
+        at = _locate(a, bytes(b[n - _PROBE:]), last=True)
+        if at >= 0:
+            candidates.append(at + _PROBE)
+    suffix, s_end = 0, len(a)
+    for end in candidates:
+        k = _common_suffix(av[:end], b, min(end, n - prefix))
+        if k > suffix:
+            suffix, s_end = k, end
+    middle = b[prefix:n - suffix]
+    if _HDR.size + len(middle) > n * (1 - MIN_SAVING):
         return None
-    return _HDR.pack(prefix, best_end - best, best) + bytes(middle)
+    return _HDR.pack(p_off, prefix, s_end - suffix, suffix) + bytes(middle)
 
 
 def apply(base: bytes | memoryview, delta: bytes | memoryview, max_len: int) -> bytes:
@@ -85,14 +108,14 @@ def apply(base: bytes | memoryview, delta: bytes | memoryview, max_len: int) -> 
     d = memoryview(delta).cast("B")
     if len(d) < _HDR.size:
         raise DeltaError("truncated delta")
-    prefix, offset, suffix = _HDR.unpack_from(d)
-    if prefix > len(base) or offset + suffix > len(base):
+    p_off, prefix, s_off, suffix = _HDR.unpack_from(d)
+    if p_off + prefix > len(base) or s_off + suffix > len(base):
         raise DeltaError("delta reaches past its base")
     middle = d[_HDR.size:]
     if prefix + len(middle) + suffix > max_len:
         raise DeltaError("delta rebuilds an oversized chunk")
     b = memoryview(base).cast("B")
-    return b"".join((b[:prefix], middle, b[offset:offset + suffix]))
+    return b"".join((b[p_off:p_off + prefix], middle, b[s_off:s_off + suffix]))
 
 
 def bases_for(old: Manifest, new: Manifest,

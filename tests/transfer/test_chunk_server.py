@@ -578,7 +578,7 @@ async def test_a_chunk_goes_as_a_delta_against_the_base_the_asker_holds(store, t
 
 
 async def test_an_unpaired_asker_gets_no_delta_against_a_private_chunk(store, held, tmp_path):
-    pub, priv = held
+    _pub, priv = held
     data = os.urandom(40 * 1024)
     v1 = publish(store, tmp_path, "open.bin", data, public=True)
     v2 = publish(store, tmp_path, "open.bin", data[:10] + b"?" + data[10:], public=True)

@@ -17,11 +17,11 @@ def test_an_insert_and_a_rewrite_cost_only_the_changed_bytes() -> None:
     base = os.urandom(256 * 1024)
     inserted = base[:100_000] + b"X" + base[100_000:]
     d = delta.encode(base, inserted)
-    assert d is not None and len(d) == 12 + 1
+    assert d is not None and len(d) == 16 + 1
     assert delta.apply(base, d, len(inserted)) == inserted
     rewritten = base[:5000] + os.urandom(4096) + base[9096:]
     d = delta.encode(base, rewritten)
-    assert d is not None and len(d) <= 12 + 4096
+    assert d is not None and len(d) <= 16 + 4096
     assert delta.apply(base, d, len(rewritten)) == rewritten
 
 
@@ -29,12 +29,13 @@ def test_unrelated_data_is_sent_whole() -> None:
     assert delta.encode(os.urandom(20_000), os.urandom(20_000)) is None
 
 
-def _hdr(prefix: int, offset: int, suffix: int) -> bytes:
-    return b"".join(n.to_bytes(4, "big") for n in (prefix, offset, suffix))
+def _hdr(p_off: int, prefix: int, s_off: int, suffix: int) -> bytes:
+    return b"".join(n.to_bytes(4, "big") for n in (p_off, prefix, s_off, suffix))
 
 
-@pytest.mark.parametrize("bad", [b"", b"\x00\x00\x00\x01", _hdr(10**6, 0, 0),
-                                 _hdr(0, 7000, 5000), _hdr(0, 2**32 - 1, 2)])
+@pytest.mark.parametrize("bad", [b"", b"\x00\x00\x00\x01", _hdr(0, 10**6, 0, 0),
+                                 _hdr(7000, 5000, 0, 0), _hdr(0, 0, 7000, 5000),
+                                 _hdr(0, 0, 2**32 - 1, 2), _hdr(2**32 - 1, 2, 0, 0)])
 def test_a_hostile_delta_is_refused(bad: bytes) -> None:
     with pytest.raises(delta.DeltaError):
         delta.apply(os.urandom(8000), bad, 1 << 20)
@@ -42,7 +43,7 @@ def test_a_hostile_delta_is_refused(bad: bytes) -> None:
 
 def test_a_delta_cannot_build_an_oversized_chunk() -> None:
     base = os.urandom(8000)
-    d = _hdr(0, 0, 8000) + b"y" * 100
+    d = _hdr(0, 0, 0, 8000) + b"y" * 100
     with pytest.raises(delta.DeltaError):
         delta.apply(base, d, 8050)
 
@@ -88,11 +89,11 @@ def test_an_edit_that_merged_two_chunks_costs_only_its_own_bytes() -> None:
     k, k1 = os.urandom(200_000), os.urandom(150_000)
     merged = k[:50_000] + os.urandom(4096) + k[54_096:] + k1  # the cut between them is gone
     d = delta.encode(k + k1, merged, (len(k), len(k) + len(k1)))
-    assert d is not None and len(d) <= 12 + 4096
+    assert d is not None and len(d) <= 16 + 4096
     assert delta.apply(k + k1, d, len(merged)) == merged
     inserted = k[:100] + b"!" + k[100:]  # the suffix ends at the first chunk's end
     d = delta.encode(k + k1, inserted, (len(k), len(k) + len(k1)))
-    assert d is not None and len(d) == 13
+    assert d is not None and len(d) == 17
     assert delta.apply(k + k1, d, len(inserted)) == inserted
 
 
@@ -102,3 +103,13 @@ def test_a_base_of_several_chunks_travels_as_concatenated_ids() -> None:
         wire.decode(wire.encode_request(1, "chunk", {"c": "ab" * 32, "b": "cd" * 128}))
     with pytest.raises(wire.WireError):
         wire.decode(wire.encode_request(1, "chunk", {"c": "ab" * 32, "b": "zz" * 32}))
+
+
+def test_a_new_cut_inside_an_old_chunk_costs_only_the_edit() -> None:
+    k, k1 = os.urandom(300_000), os.urandom(200_000)
+    # a rewrite made a new cut at 120_000: the second new chunk starts inside k and runs
+    # into k1 up to another cut
+    tail = k[120_000:150_000] + os.urandom(4096) + k[154_096:] + k1[:80_000]
+    d = delta.encode(k + k1, tail, (len(k), len(k) + len(k1)))
+    assert d is not None and len(d) <= 16 + 4096
+    assert delta.apply(k + k1, d, len(tail)) == tail
