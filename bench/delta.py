@@ -70,7 +70,7 @@ EDITS = ("insert", "append", "scattered")
 #: Background protocols off, so the socket counters bracket the sync alone (both would add
 #: their periodic messages to whatever window is measured): the authority's Raft
 #: heartbeats and reports, and usage-aggregate sharing. Heartbeat pings stay (1 per s).
-QUIET = "[authority]\nenabled = false\n[usage]\nshare = false\n"
+QUIET = "[authority]\nenabled = false\n[predict]\nshare = false\n"
 NAME = "delta.bin"
 
 

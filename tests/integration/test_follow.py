@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from agent.node import Node
 from agent.security.tombstone import withdraw
 from agent.store import NotFound
+from agent.transfer.follow.service import FollowError
 from agent.transfer.listing import listing_entry
 from agent.transfer.versions import versions_answer
 from tests.waiting import wait_until
@@ -141,6 +144,23 @@ async def test_unpublish_reaches_followers_who_drop_their_copy_but_keep_the_file
         await wait_until(lambda: held_version(b, rid) == 0, "b dropped its copy")
         assert b.follow.list() == [] and out.exists()
         assert held_version(a, rid) == 0
+        with pytest.raises(FollowError, match="withdrawn"):
+            await b.follow.follow(rid, None)  # known withdrawn: not fetched again
+
+
+async def test_following_into_a_directory_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "doc.bin"
+    src.write_bytes(os.urandom(1000))
+    async with nodes("a", "b") as n:
+        a, b = n["a"], n["b"]
+        pair(a, b)
+        rid = publish(a, src)
+        await connect(b, a)
+        with pytest.raises(FollowError, match="directory"):
+            await b.follow.follow(rid, str(tmp_path))
+        with pytest.raises(FollowError, match="absolute"):
+            await b.follow.follow(rid, "relative/x")
+        assert b.follow.list() == []
 
 
 async def test_versions_and_fetching_an_older_version_from_a_holder(tmp_path: Path) -> None:

@@ -107,10 +107,17 @@ class FollowService:
             except ValueError as e:
                 raise FollowError(str(e)) from None
             parent = Path(to).parent
+            if Path(to).is_dir():
+                raise FollowError(f"{to} is a directory: give the file's path (--to DIR/NAME)")
             if not parent.is_dir() or not os.access(parent, os.W_OK):
                 raise FollowError(f"{parent}: not a directory the agent (uid {os.getuid()}) "
                                   "can write into")
         rec = lookup(self._store, resource, self._fetcher.trusted_publisher)
+        gone = self.withdrawals.get(rec.resource_id if rec else resource.lower())
+        if gone is not None:
+            raise FollowError(f"{resource[:80]!r} was withdrawn by its publisher "
+                              f"({publisher_label(gone.tombstone.publisher)}); see what is "
+                              "offered: shoal resources")
         fetched = None
         if rec is None or not rec.manifest.signed:
             fetched = await self._fetcher.fetch(resource)
