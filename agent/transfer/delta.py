@@ -34,8 +34,9 @@ _PROBE = 64
 #: Old chunks one base may concatenate (an edit that removed up to two cut points).
 MAX_BASES = 3
 _BLOCK = 4096
-#: A delta is sent only when it saves at least this fraction of the chunk.
-MIN_SAVING = 0.25
+#: A delta is sent only when it saves at least this many bytes (it costs the sender a read
+#: of the base; any real saving on the link is worth that).
+MIN_SAVING = 256
 
 
 class DeltaError(ValueError):
@@ -97,7 +98,7 @@ def encode(base: bytes | memoryview, new: bytes | memoryview,
         if k > suffix:
             suffix, s_end = k, end
     middle = b[prefix:n - suffix]
-    if _HDR.size + len(middle) > n * (1 - MIN_SAVING):
+    if _HDR.size + len(middle) > n - MIN_SAVING:
         return None
     return _HDR.pack(p_off, prefix, s_end - suffix, suffix) + bytes(middle)
 
