@@ -53,6 +53,14 @@ async def test_follower_gets_each_new_version_by_delta_and_the_file_is_replaced(
         assert r["version"] == 1 and out.read_bytes() == bytes(data)
         await wait_until(lambda: (b.follow.list()[0]["last"] or {}).get("why") == "first",
                          "the check right after following")
+        classes: list[str] = []  # the bandwidth class of each chunk a serves
+        permit = a.gate.permit
+
+        def spy(peer: str, cls: str, nbytes: int):  # type: ignore[no-untyped-def]
+            classes.append(cls)
+            return permit(peer, cls, nbytes)
+
+        a.gate.permit = spy  # type: ignore[method-assign]
         data[300_000:300_000] = b"X"  # one byte inserted mid-file
         src.write_bytes(data)
         publish(a, src)  # the announcement, not a periodic check, brings it
@@ -65,6 +73,7 @@ async def test_follower_gets_each_new_version_by_delta_and_the_file_is_replaced(
         # the bytes saved are nearly the whole chunk
         assert b.store.find(rid).latest.chunks_added <= 2
         assert last["deltas"] >= 1 and last["delta_bytes_saved"] > 0.9 * last["bytes_fetched"]
+        assert classes and set(classes) == {"mirror"}  # a sync never competes with demand
 
 
 async def test_an_unpaired_device_cannot_push_a_version(tmp_path: Path) -> None:
@@ -76,7 +85,7 @@ async def test_an_unpaired_device_cannot_push_a_version(tmp_path: Path) -> None:
         rid = publish(a, src)
         await connect(b, a)
         await b.follow.follow(rid, None)
-        await wait_until(lambda: b.follow.policy.status(rid, 0)["syncs"] >= 1, "first check")
+        await wait_until(lambda: b.follow.list()[0]["last"], "first check done")
         # a genuine v2 record, relayed by an unpaired device: not believed from it
         src.write_bytes(os.urandom(50_000))
         a.store.publish_file(src, signer=a.identity)
@@ -86,6 +95,11 @@ async def test_an_unpaired_device_cannot_push_a_version(tmp_path: Path) -> None:
         await conn.send_event("version", {"e": entry})
         await wait_until(lambda: b.follow.dropped_announcements > before, "dropped")
         assert b.follow.policy.status(rid, 0)["announced"] is None
+        # nor a genuine withdrawal by a: relayed by an unpaired device, it is not acted on
+        gone = withdraw(a.identity, rid, 2, 1.0)
+        await conn.send_event("withdrawn", {"t": gone.to_obj()})
+        await wait_until(lambda: b.follow.dropped_announcements > before + 1, "dropped too")
+        assert held_version(b, rid) == 1 and b.follow.book.get(rid) is not None
 
 
 async def test_forged_and_downgrade_announcements_from_a_paired_device_are_refused(
