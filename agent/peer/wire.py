@@ -73,7 +73,9 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "pair_confirm": {"code": (str, lambda v: len(v) == 6 and v.isdigit())},
     "pair_cancel": {},
     "list": {},
-    "manifest": {"resource": _str(255)},
+    # base: a manifest the asker holds; the answer may carry "mdelta" against it
+    # (agent/transfer/manifest_delta.py) instead of "manifest"
+    "manifest": {"resource": _str(255), "base?": _hex(64)},
     # b: 1-3 chunks the asker holds (ids concatenated); the answer may be a delta against
     # them (FLAG_DELTA, agent/transfer/delta.py)
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL,

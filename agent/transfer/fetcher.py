@@ -24,7 +24,7 @@ from agent.peer.connection import PeerConnection, PeerGone, RemoteError
 from agent.security.identity import short_device_id
 from agent.security.signing import SignatureError
 from agent.store import ChunkMismatch, Manifest, ManifestError, QuotaExceeded, StoreError
-from agent.transfer import delta
+from agent.transfer import delta, manifest_delta
 from agent.transfer.catalog import publisher_label
 from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 
@@ -106,9 +106,23 @@ ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
 FindSources = Callable[[], Awaitable[list[PeerConnection]]]
 
 
-async def ask_manifest(conn: PeerConnection, resource: str, timeout: float) -> Manifest:
-    """The manifest envelope *conn* offers (signature parsed, not yet verified)."""
-    answer = await conn.request("manifest", {"resource": resource}, timeout=timeout)
+async def ask_manifest(conn: PeerConnection, resource: str, timeout: float,
+                       base: Manifest | None = None) -> Manifest:
+    """The manifest envelope *conn* offers (signature parsed, not yet verified). With
+    *base* (a version held here) the answer may be a manifest delta against it
+    (agent/transfer/manifest_delta.py): rebuilt here, then parsed like a whole one."""
+    args: dict[str, Any] = {"resource": resource}
+    if base is not None:
+        args["base"] = base.manifest_hash
+    answer = await conn.request("manifest", args, timeout=timeout)
+    if base is not None and isinstance(answer, dict) and "mdelta" in answer and (
+            "manifest" not in answer):
+        try:
+            text = manifest_delta.apply(base, answer["mdelta"])
+        except ManifestError as e:
+            raise FetchError(f"{conn.name} sent an invalid manifest delta: {e}") from None
+        answer = {k: v for k, v in answer.items() if k != "mdelta"} | {
+            "manifest": text.decode("ascii")}
     if not isinstance(answer, dict) or not isinstance(answer.get("manifest"), str):
         raise FetchError(f"{conn.name} sent a malformed manifest answer")
     try:
@@ -123,13 +137,14 @@ def _never(peer_id: bytes) -> bool:
 
 async def find_offers(
     conns: Sequence[PeerConnection], resource: str, timeout: float,
-    is_trusted: Callable[[bytes], bool] = _never,
+    is_trusted: Callable[[bytes], bool] = _never, base: Manifest | None = None,
 ) -> tuple[list[Offer], dict[str, BaseException]]:
     """Ask every peer at once; return the offers (marked by whether the session's peer is
     paired, per *is_trusted*) and, per peer name, why it had none (the exception itself, so
-    the caller can tell "not held" from "unreachable": :mod:`agent.transfer.failure`)."""
+    the caller can tell "not held" from "unreachable": :mod:`agent.transfer.failure`).
+    *base*: the version held here (answers may be manifest deltas against it)."""
     results = await asyncio.gather(
-        *(ask_manifest(c, resource, timeout) for c in conns), return_exceptions=True
+        *(ask_manifest(c, resource, timeout, base) for c in conns), return_exceptions=True
     )
     offers: list[Offer] = []
     errors: dict[str, BaseException] = {}

@@ -47,7 +47,7 @@ from agent.peer.connection import Handler, PeerConnection, RawReply, Refused
 from agent.security.delegation import SignedDelegation
 from agent.security.signing import SignatureError
 from agent.store import CorruptChunk, NotFound, StoreError
-from agent.transfer import delta
+from agent.transfer import delta, manifest_delta
 from agent.transfer.catalog import lookup, public_chunk_ids
 from agent.transfer.listing import MAX_LIST_ENTRIES, listing_entry
 from agent.transfer.versions import kept_manifest, versions_answer
@@ -227,7 +227,16 @@ class ChunkServer:
         if self._access is not None:
             self._access.record_access(conn.peer_id, rec.resource_id, rec.size, hit=True,
                                        source="local")
-        return rec.manifest.envelope()  # the publisher's signature, unchanged
+        env = rec.manifest.envelope()  # the publisher's signature, unchanged
+        base = req.args.get("base")
+        if isinstance(base, str) and base != rec.current:
+            held = await asyncio.to_thread(kept_manifest, self._store, rec, base)
+            d = (await asyncio.to_thread(manifest_delta.encode, held, rec.manifest)
+                 if held is not None else None)
+            if d is not None:  # the asker holds *base*: the changes only
+                del env["manifest"]
+                env["mdelta"] = d
+        return env
 
     async def _chunk(self, conn: PeerConnection, req: wire.Request) -> RawReply:
         if conn.transport != BULK_LINK:

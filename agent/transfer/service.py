@@ -222,7 +222,7 @@ class FetchService:
         if not conns:
             return None, f"{held}; no holder reachable to check for newer"
         offers, _errors = await find_offers(conns, rec.resource_id, self._cfg.request_timeout,
-                                            self.is_trusted)
+                                            self.is_trusted, base=rec.manifest)
         same = [o for o in offers if o.manifest.resource_id == rec.resource_id
                 and o.manifest.publisher == rec.publisher]
         if not same:
