@@ -47,8 +47,10 @@ from agent.security.session import SessionError
 from agent.security.trust import TrustStore
 from agent.store import ContentStore, Manifest
 from agent.transfer.fetcher import find_offers
+from agent.transfer.follow.service import FollowService
 from agent.transfer.server import ChunkServer
 from agent.transfer.service import AuthorityHint, FetchService
+from agent.transfer.versions import VersionService
 from agent.usage.models import ModelService
 from agent.usage.service import UsageService
 
@@ -130,6 +132,10 @@ class Node:
             offer_size=self._offer_size, spawn=self.spawn,
             catalog_changed=self.catalog_changed,
         ) if cfg.prefetch.enabled and self.usage is not None and self.models else None
+        self.follow = FollowService(data_dir, self.store, self.connections, self.trust,
+                                    self.fetcher, self.spawn, self.identity,
+                                    self.catalog_changed)
+        self.connections.on_opened(self.follow.session_opened)
         self.ble: BleLink | None = None
         self.watch = WatchService(cfg.watch, data_dir / "watches.json", self._republish,
                                   self.catalog_changed) if cfg.watch.enabled else None
@@ -139,11 +145,15 @@ class Node:
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
             usage=self.usage, models=self.models, watch=self.watch,
-            exports=ExportBook(data_dir / "exports.json"), mirrors=self.mirrors))
+            exports=ExportBook(data_dir / "exports.json"), mirrors=self.mirrors,
+            follow=self.follow,
+            versions=VersionService(self.store, self.connections, self.fetcher, cfg.transfer)))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.unpairing.handlers())
         self.router.add_requests(self.server.handlers())
+        self.router.add_requests(self.follow.handlers())
+        self.router.add_events(("version", "withdrawn"), self.follow.on_event)
         if self.usage is not None:
             self.router.add_requests(self.usage.handlers())
         if self.models is not None:
@@ -172,6 +182,7 @@ class Node:
                 if self.cfg.ble.enabled:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
+                tg.create_task(self.follow.run(), name=f"{TASK_PREFIX}follow")
                 if self.authority is not None:
                     tg.create_task(self.authority.run(), name=f"{TASK_PREFIX}authority")
                 if self.usage is not None:

@@ -21,6 +21,7 @@ __all__ = [
     "HolderStatsPort",
     "JSONValue",
     "PeerLink",
+    "ResourceSync",
     "Spawner",
     "StoreView",
     "TrustView",
@@ -133,3 +134,18 @@ class AccessRecorder(Protocol):
 
     def record_access(self, requester: bytes, resource_id: str, size: int, *, hit: bool,
                       source: str) -> None: ...
+
+
+class ResourceSync(Protocol):
+    """Keep a held resource current: fetch its newest believable version by delta (only the
+    chunks not held move, changed chunks as deltas against the held version's), on the
+    ``mirror`` bandwidth class unless told otherwise. Provided by the follow service
+    (agent/transfer/follow/service.py ``FollowService.sync_to_latest``); mirrors use it too.
+
+    The answer describes the resource as held afterwards (``resource_id``, ``version``,
+    ``size``...) plus ``updated`` (a newer version came), ``bytes_fetched``, ``deltas`` and
+    ``why`` (what was checked). Raises the store's NotFound if the resource is not held.
+    """
+
+    async def sync_to_latest(self, resource_id: str, *,
+                             traffic_class: str = "mirror") -> dict[str, object]: ...

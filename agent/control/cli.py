@@ -35,6 +35,7 @@ from agent.control import ControlError, call, call_simple
 from agent.control.hints import HINTS, CliError, failure_of
 from agent.control.listings import (
     authority_text,
+    follow_table,
     mirrors_text,
     model_text,
     peers_table,
@@ -43,6 +44,7 @@ from agent.control.listings import (
     resources_table,
     trust_table,
     usage_text,
+    versions_table,
     watching_table,
 )
 from agent.control.parser import GLOBAL_DEFAULTS, UsageError, build_parser
@@ -142,6 +144,10 @@ async def _fetch(args: argparse.Namespace, sock: Path) -> int:
         raise CliError("--to DIR writes a folder; drop -o/--no-output", "usage")
     request = {"resource": args.resource, "source": args.source,
                "stream": not args.no_output and not to, "to": to, "force": args.force}
+    if getattr(args, "at_version", None) is not None:
+        if args.at_version < 1:
+            raise CliError("--version must be 1 or more (see: shoal versions NAME)", "usage")
+        request["version"] = args.at_version
     try:
         async for item in call(sock, "fetch", request):
             if isinstance(item, bytes):
@@ -483,13 +489,49 @@ async def _delegate(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
+async def _versions(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "versions", {"resource": args.resource})
+    print(print_json(r) if args.json else versions_table(r))
+    return 0
+
+
+async def _follow(args: argparse.Namespace, sock: Path) -> int:
+    """`shoal follow NAME [--to PATH]`, or `shoal follow` alone: the followed list."""
+    if not args.resource:
+        if args.to:
+            raise CliError("--to needs NAME-or-ID: shoal follow NAME --to PATH", "usage")
+        r = await call_simple(sock, "follow_list")
+        print(print_json(r) if args.json else follow_table(r))
+        return 0
+    to = str(args.to.expanduser().resolve()) if args.to else None
+    r = await call_simple(sock, "follow", {"resource": args.resource, "to": to})
+    _print(args, r, f"following {r['name']} (v{r['version']} held"
+           + (f", kept at {r['to']}" if r.get("to") else "") + "): new versions are "
+           "fetched as they are announced")
+    return 0
+
+
+async def _unfollow(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "unfollow", {"resource": args.resource})
+    _print(args, r, f"no longer following {r['name']} (the copy here stays as it is)")
+    return 0
+
+
+async def _unpublish(args: argparse.Namespace, sock: Path) -> int:
+    r = await call_simple(sock, "unpublish", {"resource": args.resource})
+    _print(args, r, f"unpublished {r['name']}: withdrawal sent to {r['told']} connected paired "
+           "device(s) (others learn it when they next connect)")
+    return 0
+
+
 #: Subcommand -> what runs it against the agent's control socket (see the module docstring).
 HANDLERS: dict[str, Handler] = {
     "id": _id, "status": _status, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
     "trust": _trust, "authority": _authority, "usage": _usage, "model": _model, "stop": _stop,
     "delegate": _delegate, "unwatch": _unwatch, "prefetch": _prefetch,
-    "mirrors": _mirrors,
+    "mirrors": _mirrors, "versions": _versions, "follow": _follow, "unfollow": _unfollow,
+    "unpublish": _unpublish,
 }
 
 

@@ -79,6 +79,27 @@ class MirrorControl(Protocol):
     async def describe_prefetch(self) -> dict[str, object]: ...
 
     async def describe_mirrors(self) -> dict[str, object]: ...
+class FollowControl(Protocol):
+    """Followed copies, announcements and withdrawals (agent/transfer/follow/service.py)."""
+
+    async def follow(self, resource: str, to: str | None) -> dict[str, object]: ...
+
+    async def unfollow(self, resource: str) -> dict[str, object]: ...
+
+    def list(self) -> list[dict[str, object]]: ...
+
+    async def unpublish(self, resource: str) -> dict[str, object]: ...
+
+    def published(self, rec: ResourceRecord) -> None: ...
+
+
+class VersionControl(Protocol):
+    """A resource's versions and fetching an older one (agent/transfer/versions.py)."""
+
+    async def versions(self, resource: str) -> dict[str, object]: ...
+
+    async def fetch_version(self, resource: str, version: int,
+                            export: _StreamExport | None) -> dict[str, object]: ...
 
 
 class _StreamExport:
@@ -118,6 +139,8 @@ class CommandContext:
     mirrors: MirrorControl | None = None
     watch: folders.WatchControl | None = None
     exports: folders.ExportLog | None = None
+    follow: FollowControl | None = None
+    versions: VersionControl | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -216,6 +239,8 @@ class Commands:
             "delegate": self.delegate, "delegation_accept": self.delegation_accept,
             "watching": lambda a, r: folders.watching(self.ctx, a),
             "unwatch": lambda a, r: folders.unwatch(self.ctx, a),
+            "versions": self.versions, "follow": self.follow, "unfollow": self.unfollow,
+            "follow_list": self.follow_list, "unpublish": self.unpublish,
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -277,7 +302,10 @@ class Commands:
                                     signer=c.identity,
                                     update=update.resource_id if update else None)
         c.catalog_changed()
-        entry = resource_entry(c.store.find(m.resource_id))
+        rec = c.store.find(m.resource_id)
+        if c.follow is not None:
+            c.follow.published(rec)  # followers fetch it now, not at their next check
+        entry = resource_entry(rec)
         if args.get("watch"):
             folders.watch_after_publish(c, path, entry)
         return entry
@@ -312,7 +340,19 @@ class Commands:
             await reply.event(**p)
 
         source = args.get("source")
+        version = args.get("version")
         to = args.get("to")
+        if version is not None:
+            if (isinstance(version, bool) or not isinstance(version, int)
+                    or not 1 <= version < 2**53):
+                raise ControlError(f"version must be a whole number >= 1, not {version!r}")
+            if source:
+                raise ControlError("--version asks every reachable holder; drop --from")
+            if to:
+                raise ControlError("--version writes one file; drop --to (or fetch the "
+                                   "newest version into the folder)")
+            return await self._versions().fetch_version(
+                resource, version, _StreamExport(reply) if args.get("stream") else None)
         result = await c.fetcher.fetch(
             resource, source=str(source) if source else None, progress=progress,
             export=_StreamExport(reply) if args.get("stream") and not to else None)
@@ -474,6 +514,45 @@ class Commands:
 
     async def mirrors(self, args: Args, reply: Reply) -> object:
         return await self._mirrors().describe_mirrors()
+    def _follow(self) -> FollowControl:
+        if self.ctx.follow is None:
+            raise ControlError("following is not available on this agent")
+        return self.ctx.follow
+
+    def _versions(self) -> VersionControl:
+        if self.ctx.versions is None:
+            raise ControlError("versions are not available on this agent")
+        return self.ctx.versions
+
+    async def versions(self, args: Args, reply: Reply) -> object:
+        """Every version of a resource known here or at reachable holders."""
+        resource = str(args.get("resource") or "")
+        if not resource:
+            raise ControlError("versions needs a resource name or ID")
+        return await self._versions().versions(resource)
+
+    async def follow(self, args: Args, reply: Reply) -> object:
+        """Keep a copy at the newest version (fetched first if not held)."""
+        resource = str(args.get("resource") or "")
+        if not resource:
+            raise ControlError("follow needs a resource name or ID")
+        to = args.get("to")
+        if to is not None and (not isinstance(to, str) or not to.startswith("/")):
+            raise ControlError("--to needs an absolute path")
+        return await self._follow().follow(resource, to)
+
+    async def unfollow(self, args: Args, reply: Reply) -> object:
+        return await self._follow().unfollow(str(args.get("resource") or ""))
+
+    async def follow_list(self, args: Args, reply: Reply) -> object:
+        return self._follow().list()
+
+    async def unpublish(self, args: Args, reply: Reply) -> object:
+        """Withdraw a resource this device publishes (signed tombstone to paired holders)."""
+        resource = str(args.get("resource") or "")
+        if not resource:
+            raise ControlError("unpublish needs a resource name or ID")
+        return await self._follow().unpublish(resource)
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

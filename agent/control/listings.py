@@ -15,8 +15,9 @@ from typing import Any
 
 from agent.control.render import Column, display, duration, size, table
 
-__all__ = ["authority_text", "mirrors_text", "model_text", "peers_table", "prefetch_text",
-           "resources_table", "trust_table", "usage_text", "watching_table"]
+__all__ = ["authority_text", "follow_table", "mirrors_text", "model_text", "peers_table",
+           "prefetch_text", "resources_table", "trust_table", "usage_text", "versions_table",
+           "watching_table"]
 
 
 def _ago(seconds: object) -> str:
@@ -273,3 +274,53 @@ def mirrors_text(r: dict[str, Any], now: float | None = None) -> str:
           str(m["served"])] for m in rows],
         note="ROLE using: this device's fetches try the mirror first; hosting: this device "
         "keeps it for paired peers; SERVED: requests it answered")
+def _utc(ts: object) -> str | None:
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not 0 <= ts < 1e11:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def versions_table(reply: dict[str, Any]) -> str:
+    """`shoal versions NAME`: one row per version, newest first."""
+    rows = []
+    for v in reply.get("versions", []):
+        plus = v.get("chunks_added")
+        minus = v.get("chunks_removed")
+        holders = ",".join(str(h) for h in v.get("holders", [])[:4]) or None
+        rows.append([f"v{v['version']}", _utc(v.get("created")),
+                     size(v["size"]) if isinstance(v.get("size"), int) else None,
+                     None if plus is None else f"+{plus}", None if minus is None else f"-{minus}",
+                     "yes" if v.get("here") else "no", holders, str(v.get("manifest", ""))[:12]])
+    held = reply.get("held_version")
+    head = (f"{reply.get('name')} ({str(reply.get('resource_id'))[:12]}, by "
+            f"{reply.get('publisher_short')}): " + (f"v{held} held here" if held else
+                                                    "not held here"))
+    return display(head) + "\n" + table(
+        ["VERSION", "CREATED (UTC)", Column("SIZE", right=True), Column("CHUNKS+", right=True),
+         Column("CHUNKS-", right=True), "HERE", "KEPT BY", "MANIFEST"], rows,
+        note=f"CHUNKS+/-: chunks added/removed against the previous version; HERE: complete "
+        f"in this store; KEPT BY: reachable holders that can serve it (they keep the last "
+        f"{reply.get('keep_versions', 5)} versions); fetch one: shoal fetch NAME --version N")
+
+
+def follow_table(rows_in: Sequence[dict[str, Any]]) -> str:
+    """`shoal follow`: the followed resources and how current each is."""
+    if not rows_in:
+        return "not following anything (shoal follow NAME [--to PATH])"
+    rows = []
+    for x in rows_in:
+        last = x.get("last") or {}
+        state = ("syncing" if x.get("syncing") else
+                 f"failing ({x.get('failures')})" if x.get("failures") else
+                 f"v{x['announced']} announced" if x.get("announced") and (
+                     x.get("version") or 0) < x["announced"] else "current")
+        err = last.get("error") or last.get("export_error")
+        rows.append([x.get("name"), str(x.get("resource_id", ""))[:12],
+                     f"v{x['version']}" if x.get("version") else None, state,
+                     x.get("to"), duration(x["next_check_s"])
+                     if isinstance(x.get("next_check_s"), (int, float)) else None,
+                     str(err)[:60] if err else None])
+    return table(["NAME", "ID", "HELD", "STATE", "EXPORTED TO", Column("NEXT CHECK", right=True),
+                  "LAST ERROR"], rows,
+                 note="new versions are fetched when a paired publisher or holder announces "
+                 "them, on reconnect, and at each periodic check; '-': none")

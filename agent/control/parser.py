@@ -103,6 +103,40 @@ def _add_delegate(sub: Any) -> None:
                     "printed by `shoal delegate` on the publisher ('-' = stdin)")
 
 
+def _add_follow(sub: Any) -> None:
+    """`shoal versions`, `follow`, `unfollow`, `unpublish` ([8/13])."""
+    v = command(sub, "versions", help="a resource's versions: here and at reachable holders",
+                description="List the versions of a resource, newest first: when each was "
+                "made, its size, chunks added/removed against the previous one, whether it "
+                "is complete here and which reachable holders keep it. Holders keep the last "
+                "5 versions; fetch one with `shoal fetch NAME --version N`.",
+                example="shoal versions city-map\nshoal versions 3fa9c2 --json")
+    v.add_argument("resource", metavar="NAME-or-ID")
+    fo = command(sub, "follow", help="keep a copy at the newest version (or list followed)",
+                 description="Follow a resource: it is fetched if not held, and each new "
+                 "version is fetched as soon as a paired device announces it (and on "
+                 "reconnect, and every 10 minutes), moving only what changed. With --to the "
+                 "file at PATH is replaced atomically by each new version (the agent writes "
+                 "it: PATH's directory must be writable by the agent). Without NAME: list "
+                 "what is followed.",
+                 example="shoal follow city-map --to /srv/maps/city.tiles\nshoal follow")
+    fo.add_argument("resource", nargs="?", metavar="NAME-or-ID")
+    fo.add_argument("--to", type=Path, metavar="PATH",
+                    help="keep the newest version exported at this path")
+    uf = command(sub, "unfollow", help="stop keeping a copy current",
+                 description="Stop following a resource. The copy stays held (and the "
+                 "exported file stays) at its current version.",
+                 example="shoal unfollow city-map")
+    uf.add_argument("resource", metavar="NAME-or-ID")
+    up = command(sub, "unpublish", help="withdraw a resource you published",
+                 description="Withdraw a resource this device published: a signed "
+                 "withdrawal goes to paired devices (now, or when they next connect), which "
+                 "stop following it and drop their copy (files exported with --to stay); "
+                 "it is removed from this store.",
+                 example="shoal unpublish city-map")
+    up.add_argument("resource", metavar="NAME-or-ID")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="shoal", description=textwrap.fill(
@@ -182,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "need be); run again to update DIR in place (your changes are kept)")
     f.add_argument("--progress", action="store_true",
                    help="show progress on stderr even when it is not a terminal")
+    f.add_argument("--version", type=int, metavar="N", dest="at_version",
+                   help="fetch this (older) version instead of the newest (see: shoal versions)")
     pa = command(sub, "pair", help="pair with a nearby device (numeric comparison)",
                  description="Pair with a nearby device: both screens show the same 6-digit "
                  "code; confirm on both. Without an address, wait for the other device to "
@@ -263,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                  example="shoal unwatch ./photos\nshoal unwatch photos")
     uw.add_argument("target", metavar="PATH-or-NAME", help="the watched path, or the "
                     "resource's name or ID")
+    _add_follow(sub)
     command(sub, "stop", help="ask the running agent to stop",
             description="Ask the running agent to stop (it finishes cleanly).",
             example="shoal stop\nshoal stop --data-dir /tmp/b")

@@ -29,6 +29,8 @@ MAX_CHUNK = 4 * 1024 * 1024
 MAX_REQUEST_ID = 2**32 - 1
 _CHUNK_HDR = struct.Struct(">IB32sI")  # request id, flags, chunk id, raw length
 FLAG_LZ4 = 0x01
+#: The payload is a chunk delta against the base chunk the request named (agent/transfer/delta.py)
+FLAG_DELTA = 0x02
 
 TRAFFIC_CLASSES = ("demand", "mirror", "prefetch")
 
@@ -71,8 +73,13 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "pair_confirm": {"code": (str, lambda v: len(v) == 6 and v.isdigit())},
     "pair_cancel": {},
     "list": {},
-    "manifest": {"resource": _str(255)},
-    "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL},
+    # base: a manifest the asker holds; the answer may carry "mdelta" against it
+    # (agent/transfer/manifest_delta.py) instead of "manifest"
+    "manifest": {"resource": _str(255), "base?": _hex(64)},
+    # b: 1-3 chunks the asker holds (ids concatenated); the answer may be a delta against
+    # them (FLAG_DELTA, agent/transfer/delta.py)
+    "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL,
+              "b?": (str, lambda v: len(v) in (64, 128, 192) and _hex(len(v))[1](v))},
     "endpoints": {},
     # a publisher hands a delegation to its delegate (agent/transfer/server.py checks it)
     "delegation": {"d": (dict, lambda v: set(v) == {"delegation", "sig"})},
@@ -85,6 +92,11 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     # mirrors (agent/mirrors/service.py): list hosted mirrors, hold one on a lease, release
     "mirror": {"do": (str, lambda v: v in ("list", "hold", "release")), "r?": _hex(32),
                "n?": _num(0, 2**53)},
+    # the versions a holder keeps of one resource (agent/transfer/versions.py)
+    "versions": {"resource": _str(255)},
+    # withdrawals (signed tombstones) this device knows for these resource IDs
+    "tombstones": {"r": (list, lambda v: 0 < len(v) <= 256 and all(
+        isinstance(x, str) and len(x) == 32 and _hex(32)[1](x) for x in v))},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
@@ -93,6 +105,11 @@ EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "cluster": {"c": _hex(32), "n": _num(0, 10_000), "l": (str, lambda v: len(v) <= 64)},
     "report": {"c": _hex(32), "h": (dict, lambda v: len(v) <= 4096), "load": _num(0, 1),
                "up": _num(0, 1)},
+    # a new version was published: its signed version record, as a `list` entry
+    # (agent/transfer/follow/service.py verifies it; only from paired sessions)
+    "version": {"e": (dict, lambda v: len(v) <= 16)},
+    # the publisher withdrew a resource: its signed tombstone (agent/security/tombstone.py)
+    "withdrawn": {"t": (dict, lambda v: set(v) == {"withdrawal", "sig"})},
 }
 
 
@@ -152,6 +169,8 @@ class ChunkReply:
     # Raw (decompressed) bytes; NOT yet verified against chunk_id. Uncompressed, a view into
     # the received message (no copy: the store hashes and writes it from there).
     data: bytes | memoryview
+    #: *data* is a delta against the base chunk the request named, not the chunk itself
+    delta: bool = False
 
 
 def _json(kind: int, obj: dict[str, Any]) -> bytes:
@@ -188,14 +207,16 @@ def _lz4_worth_it(data: bytes | memoryview) -> bool:
 
 
 def encode_chunk(
-    req_id: int, chunk_id: bytes, data: bytes | memoryview, compress: bool
+    req_id: int, chunk_id: bytes, data: bytes | memoryview, compress: bool,
+    delta: bool = False,
 ) -> list[bytes | memoryview]:
-    """Header and payload as separate buffers (no copy of the payload when uncompressed)."""
-    flags, payload = 0, data
+    """Header and payload as separate buffers (no copy of the payload when uncompressed).
+    *delta*: *data* is a chunk delta (agent/transfer/delta.py), not the chunk."""
+    flags, payload = (FLAG_DELTA if delta else 0), data
     if compress and len(data) >= 512 and _lz4_worth_it(data):
         packed = lz4.block.compress(data, store_size=False)
         if len(packed) < len(data):
-            flags, payload = FLAG_LZ4, packed
+            flags, payload = flags | FLAG_LZ4, packed
     header = bytes([KIND_CHUNK]) + _CHUNK_HDR.pack(req_id, flags, chunk_id, len(data))
     return [header, payload]
 
@@ -281,7 +302,7 @@ def _decode_chunk(message: bytes | memoryview) -> ChunkReply:
     if len(message) < 1 + _CHUNK_HDR.size:
         raise WireError("truncated chunk header")
     req_id, flags, chunk_id, raw_len = _CHUNK_HDR.unpack_from(message, 1)
-    if raw_len > MAX_CHUNK or flags & ~FLAG_LZ4:
+    if raw_len > MAX_CHUNK or flags & ~(FLAG_LZ4 | FLAG_DELTA):
         raise WireError("bad chunk header")
     payload = memoryview(message)[1 + _CHUNK_HDR.size :]
     data: bytes | memoryview
@@ -294,4 +315,4 @@ def _decode_chunk(message: bytes | memoryview) -> ChunkReply:
         data = payload
     if len(data) != raw_len:
         raise WireError("chunk length does not match its header")
-    return ChunkReply(req_id, chunk_id, data)
+    return ChunkReply(req_id, chunk_id, data, bool(flags & FLAG_DELTA))

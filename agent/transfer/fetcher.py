@@ -13,7 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from agent.peer.connection import PeerConnection, PeerGone, RemoteError
 from agent.security.identity import short_device_id
 from agent.security.signing import SignatureError
 from agent.store import ChunkMismatch, Manifest, ManifestError, QuotaExceeded, StoreError
+from agent.transfer import delta, manifest_delta
 from agent.transfer.catalog import publisher_label
 from agent.transfer.planner import HASH_MISMATCH, TIMEOUT, FetchPlanner, Want
 
@@ -105,9 +106,23 @@ ProgressSink = Callable[[dict[str, Any]], Awaitable[None]]
 FindSources = Callable[[], Awaitable[list[PeerConnection]]]
 
 
-async def ask_manifest(conn: PeerConnection, resource: str, timeout: float) -> Manifest:
-    """The manifest envelope *conn* offers (signature parsed, not yet verified)."""
-    answer = await conn.request("manifest", {"resource": resource}, timeout=timeout)
+async def ask_manifest(conn: PeerConnection, resource: str, timeout: float,
+                       base: Manifest | None = None) -> Manifest:
+    """The manifest envelope *conn* offers (signature parsed, not yet verified). With
+    *base* (a version held here) the answer may be a manifest delta against it
+    (agent/transfer/manifest_delta.py): rebuilt here, then parsed like a whole one."""
+    args: dict[str, Any] = {"resource": resource}
+    if base is not None:
+        args["base"] = base.manifest_hash
+    answer = await conn.request("manifest", args, timeout=timeout)
+    if base is not None and isinstance(answer, dict) and "mdelta" in answer and (
+            "manifest" not in answer):
+        try:
+            text = manifest_delta.apply(base, answer["mdelta"])
+        except ManifestError as e:
+            raise FetchError(f"{conn.name} sent an invalid manifest delta: {e}") from None
+        answer = {k: v for k, v in answer.items() if k != "mdelta"} | {
+            "manifest": text.decode("ascii")}
     if not isinstance(answer, dict) or not isinstance(answer.get("manifest"), str):
         raise FetchError(f"{conn.name} sent a malformed manifest answer")
     try:
@@ -122,13 +137,14 @@ def _never(peer_id: bytes) -> bool:
 
 async def find_offers(
     conns: Sequence[PeerConnection], resource: str, timeout: float,
-    is_trusted: Callable[[bytes], bool] = _never,
+    is_trusted: Callable[[bytes], bool] = _never, base: Manifest | None = None,
 ) -> tuple[list[Offer], dict[str, BaseException]]:
     """Ask every peer at once; return the offers (marked by whether the session's peer is
     paired, per *is_trusted*) and, per peer name, why it had none (the exception itself, so
-    the caller can tell "not held" from "unreachable": :mod:`agent.transfer.failure`)."""
+    the caller can tell "not held" from "unreachable": :mod:`agent.transfer.failure`).
+    *base*: the version held here (answers may be manifest deltas against it)."""
     results = await asyncio.gather(
-        *(ask_manifest(c, resource, timeout) for c in conns), return_exceptions=True
+        *(ask_manifest(c, resource, timeout, base) for c in conns), return_exceptions=True
     )
     offers: list[Offer] = []
     errors: dict[str, BaseException] = {}
@@ -229,8 +245,18 @@ class Fetch:
         stall_timeout: float = 30.0,
         find_sources: FindSources | None = None,
         progress: ProgressSink | None = None,
+        bases: Mapping[bytes, tuple[bytes, ...]] | None = None,
+        commit: bool = True,
     ) -> None:
         self.store = store
+        #: chunk -> chunks held here that a source may send it as a delta against
+        #: (agent/transfer/delta.py): the older version's chunks at the same offsets
+        self.bases = dict(bases or {})
+        #: record the manifest as the resource's held version at the end; False for an
+        #: older version fetched only to export it (the store keeps the newer one)
+        self.commit = commit
+        self.deltas = 0  # chunks that arrived as deltas
+        self.delta_bytes_saved = 0
         self.manifest = manifest
         self.cls = traffic_class
         self.request_timeout = request_timeout
@@ -307,7 +333,8 @@ class Fetch:
             for task in self._tasks.values():
                 task.cancel()
         t_commit = time.monotonic()
-        await asyncio.to_thread(store.commit_resource, m)
+        if self.commit:
+            await asyncio.to_thread(store.commit_resource, m)
         seconds = time.monotonic() - t0
         log.debug("fetch phases", extra=kv(
             resource=m.name, prepare_s=round(t_loop - t0, 3),
@@ -412,24 +439,38 @@ class Fetch:
             task.cancel()
 
     async def _request(self, src: str, conn: PeerConnection, want: Want) -> None:
+        base = self.bases.get(want.chunk_id)
+        args: dict[str, Any] = {"c": want.chunk_id.hex(), "cls": self.cls,
+                                "z": self._compress(src)}
+        if base:
+            args["b"] = "".join(b.hex() for b in base)
         try:
-            reply = await conn.request(
-                "chunk",
-                {"c": want.chunk_id.hex(), "cls": self.cls, "z": self._compress(src)},
-                timeout=self.request_timeout * 3,
-            )
+            reply = await conn.request("chunk", args, timeout=self.request_timeout * 3)
             if not isinstance(reply, wire.ChunkReply) or reply.chunk_id != want.chunk_id:
                 raise FetchError(f"{conn.name} answered with the wrong chunk")
+            data = reply.data
+            if reply.delta:
+                if not base:
+                    raise delta.DeltaError("a delta nobody asked for")
+                try:
+                    held = b"".join([self.store.get_chunk(b) for b in base])
+                except StoreError:  # gone or damaged since: ask for the whole chunk next
+                    self.bases.pop(want.chunk_id, None)
+                    raise
+                data = delta.apply(held, data, want.length)
+                self.deltas += 1
+                self.delta_bytes_saved += want.length - len(reply.data)
             # Inline, not in a thread: hashing + writing 256 KiB takes ~0.2 ms, less than a
             # thread hand-off and its wake-up latency; the loop stays responsive enough.
             # put_chunk hashes the peer's bytes before anything is written: the one check
-            # that guards this device against a lying or broken peer (never skipped).
-            if self.store.put_chunk(want.chunk_id, reply.data):
+            # that guards this device against a lying or broken peer (never skipped; a
+            # rebuilt delta is checked the same way).
+            if self.store.put_chunk(want.chunk_id, data):
                 self.stored.add(want.chunk_id)
             result: Any = None
         except asyncio.CancelledError:
             raise
-        except ChunkMismatch:
+        except (ChunkMismatch, delta.DeltaError):
             result = HASH_MISMATCH
         except PeerGone as e:
             result = PeerGone(str(e))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -46,14 +47,16 @@ from agent.peer.connection import Handler, PeerConnection, RawReply, Refused
 from agent.security.delegation import SignedDelegation
 from agent.security.signing import SignatureError
 from agent.store import CorruptChunk, NotFound, StoreError
+from agent.transfer import delta, manifest_delta
 from agent.transfer.catalog import lookup, public_chunk_ids
 from agent.transfer.listing import MAX_LIST_ENTRIES, listing_entry
+from agent.transfer.versions import kept_manifest, versions_answer
 
 if TYPE_CHECKING:
     from agent.bandwidth import BandwidthGate
     from agent.ports import AccessRecorder, TrustView
     from agent.security.signing import Signer
-    from agent.store import ContentStore, ResourceRecord
+    from agent.store import ContentStore, Manifest, ResourceRecord
 
 __all__ = [
     "BULK_LINK",
@@ -149,7 +152,7 @@ class ChunkServer:
 
     def handlers(self) -> dict[str, Handler]:
         return {"list": self._list, "manifest": self._manifest, "chunk": self._chunk,
-                "delegation": self._delegation}
+                "delegation": self._delegation, "versions": self._versions}
 
     def catalog_changed(self) -> None:
         """Holdings changed (publish, fetch, removal, a quarantined chunk): recompute what
@@ -190,9 +193,30 @@ class ChunkServer:
             raise BadDelegation(f"delegation refused: {e}") from None
         return {"resource_id": d.resource_id, "expires": d.expires}
 
+    async def _versions(self, conn: PeerConnection, req: wire.Request) -> object:
+        """The kept versions of one resource, as signed records (agent/transfer/versions)."""
+        trusted = self._trust.is_trusted(conn.peer_id)
+        rec = lookup(self._store, req.args["resource"])
+        if rec is None or not self._visible(rec, trusted):
+            raise NoSuchResource(f"no resource {req.args['resource']!r} here")
+        return await asyncio.to_thread(versions_answer, self._store, rec)
+
+    def _old_manifest(self, manifest_hash: str, trusted: bool) -> Manifest | None:
+        """A kept older version's manifest (asked for by hash: `fetch --version`)."""
+        for rec in self._store.resources():
+            if self._visible(rec, trusted) and any(
+                    e.manifest_hash == manifest_hash for e in rec.versions):
+                return kept_manifest(self._store, rec, manifest_hash)
+        return None
+
     async def _manifest(self, conn: PeerConnection, req: wire.Request) -> object:
         trusted = self._trust.is_trusted(conn.peer_id)
         rec = lookup(self._store, req.args["resource"])
+        want = str(req.args["resource"]).lower()
+        if rec is None and len(want) == 64:
+            old = await asyncio.to_thread(self._old_manifest, want, trusted)
+            if old is not None and old.signed:
+                return old.envelope()
         if rec is None or not self._visible(rec, trusted):
             hint = "" if trusted else " (only public resources are shared before pairing)"
             raise NoSuchResource(f"no resource {req.args['resource']!r} here{hint}")
@@ -203,7 +227,16 @@ class ChunkServer:
         if self._access is not None:
             self._access.record_access(conn.peer_id, rec.resource_id, rec.size, hit=True,
                                        source="local")
-        return rec.manifest.envelope()  # the publisher's signature, unchanged
+        env = rec.manifest.envelope()  # the publisher's signature, unchanged
+        base = req.args.get("base")
+        if isinstance(base, str) and base != rec.current:
+            held = await asyncio.to_thread(kept_manifest, self._store, rec, base)
+            d = (await asyncio.to_thread(manifest_delta.encode, held, rec.manifest)
+                 if held is not None else None)
+            if d is not None:  # the asker holds *base*: the changes only
+                del env["manifest"]
+                env["mdelta"] = d
+        return env
 
     async def _chunk(self, conn: PeerConnection, req: wire.Request) -> RawReply:
         if conn.transport != BULK_LINK:
@@ -222,8 +255,10 @@ class ChunkServer:
                 await s.acquire()
                 taken.append(s)
             data = self._read(cid)
-            parts = wire.encode_chunk(req.id, cid, data,
-                                      self._compress and req.args.get("z", True))
+            diff = self._delta(req.args.get("b"), data, trusted)
+            parts = wire.encode_chunk(req.id, cid, data if diff is None else diff,
+                                      self._compress and req.args.get("z", True),
+                                      delta=diff is not None)
         except BaseException:
             for s in taken:
                 s.release()
@@ -232,6 +267,26 @@ class ChunkServer:
         cls = req.args.get("cls", DEFAULT_CLASS)
         return RawReply(parts, _holding(taken, self._gate.permit(conn.peer_id.hex(), cls,
                                                                  nbytes)))
+
+    def _delta(self, base_hex: object, data: bytes, trusted: bool) -> bytes | None:
+        """The chunk as a delta against *base_hex*: 1-3 chunks the asker holds (its older
+        version's chunks at the same offsets), when this store holds them too and the delta
+        saves enough; else None (the whole chunk goes). An unpaired asker may name chunks
+        of current public versions only: a delta against a private chunk would tell it that
+        chunk is here (and something about its bytes)."""
+        if not isinstance(base_hex, str):
+            return None
+        ids = [bytes.fromhex(base_hex[i:i + 64]) for i in range(0, len(base_hex), 64)]
+        if not trusted and any(b not in self._public_chunks for b in ids):
+            return None
+        parts: list[bytes] = []
+        try:
+            for b in ids:
+                parts.append(self._store.get_chunk(b))
+        except (StoreError, OSError):  # not held (or damaged) here: send the chunk
+            return None
+        ends = tuple(itertools.accumulate(len(p) for p in parts))
+        return delta.encode(b"".join(parts), data, ends)
 
     def unpaired_replies_in_flight(self) -> int:
         """Chunk replies read for unpaired connections, all together, not yet sent."""

@@ -19,6 +19,7 @@ from agent.log import kv
 from agent.peer.connection import PeerConnection
 from agent.peer.hello import parse_address
 from agent.store import CorruptChunk, Manifest
+from agent.transfer import delta
 from agent.transfer.catalog import lookup, resource_entry
 from agent.transfer.failure import summary
 from agent.transfer.fetcher import (
@@ -134,6 +135,32 @@ class FetchService:
                                                    reason=str(e) or type(e).__name__))
                 raise NoHolders(summary(resource, errors))
             choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
+        return await self._run(choice, rec, traffic_class=traffic_class, progress=progress,
+                               export=export, max_size=max_size)
+
+    async def sync_held(self, resource_id: str, *,
+                        traffic_class: str = "mirror") -> dict[str, object]:
+        """Bring a held resource to its newest believable version, by delta: only the chunks
+        it lacks move, changed chunks as deltas against the held version's (``sync_to_latest``
+        of followed copies and mirrors). The same rules as ``fetch`` (signatures, paired
+        holders first, never an older version). ``updated`` says whether a version came;
+        ``why`` what was checked. Records no access: a sync is not a use."""
+        rec = self._store.find(resource_id)
+        if not rec.manifest.signed:
+            return resource_entry(rec) | {"updated": False, "why": "held unsigned: fetch it"}
+        choice, note = await self._newer_than_held(rec)
+        if choice is None:
+            return resource_entry(rec) | {"updated": False, "why": note, "bytes_fetched": 0}
+        out = await self._run(choice, rec, traffic_class=traffic_class, progress=None,
+                              export=None, max_size=None, record=False)
+        return out | {"updated": True}
+
+    async def _run(self, choice: Choice, rec: ResourceRecord | None, *, traffic_class: str,
+                   progress: ProgressSink | None, export: ExportSink | None,
+                   max_size: int | None, record: bool = True) -> dict[str, object]:
+        """Fetch the chosen version (only the chunks not held; changed chunks of a held
+        older version as deltas), then export it if asked."""
+        t = self._cfg
         manifest = choice.manifest
         if max_size is not None and manifest.size > max_size:
             raise FetchFailed(f"{manifest.name!r} v{manifest.version} is {manifest.size} "
@@ -151,11 +178,15 @@ class FetchService:
             return [c for c in self._connections.live_connections()
                     if manifest.public or self.is_trusted(c.peer_id)]
 
+        older = (rec.manifest if rec is not None and rec.resource_id == manifest.resource_id
+                 and rec.publisher == manifest.publisher else None)
+        bases = (await asyncio.to_thread(delta.bases_for, older, manifest,
+                                         self._store.has_chunk) if older is not None else {})
         job = Fetch(
             self._store, manifest, holders[: t.max_sources], traffic_class=traffic_class,
             initial_window=t.initial_window, max_window=t.max_window,
             request_timeout=t.request_timeout, stall_timeout=t.stall_timeout,
-            find_sources=find_sources, progress=progress,
+            find_sources=find_sources, progress=progress, bases=bases,
         )
         try:
             result = await job.run()
@@ -169,9 +200,9 @@ class FetchService:
         names = {c.peer_id.hex(): c.name for c in job.conns.values()}
         if rec is not None and rec.resource_id == manifest.resource_id:
             why = f"v{manifest.version} (held v{rec.version} was older): {why}"
-        # the source that gave the most bytes served it; a prefetch or a mirror's own fetch
-        # is not a request of this device's user (it must not feed the predictions)
-        if self._access is not None and traffic_class == "demand":
+        # the source that gave the most bytes served it; a prefetch, a mirror's own fetch
+        # or a sync is not a request of this device's user (it must not feed the predictions)
+        if self._access is not None and record and traffic_class == "demand":
             top = max(result.sources, key=lambda k: result.sources[k]["bytes"], default="")
             kind = "mirror:" if top and top in mirrors else ""
             self._access.record_access(self._connections.device_id, manifest.resource_id,
@@ -182,6 +213,7 @@ class FetchService:
             sources=",".join(names.values()), bytes=result.bytes_fetched))
         return resource_entry(self._store.find(manifest.resource_id)) | {
             "seconds": result.seconds, "bytes_fetched": result.bytes_fetched, "why": why,
+            "deltas": job.deltas, "delta_bytes_saved": job.delta_bytes_saved,
             "rejected": choice.rejected,
             "sources": {names[k]: {"bytes": v["bytes"], "chunks": v["completed"],
                                    "state": v["state"], "reason": v["reason"],
@@ -204,7 +236,7 @@ class FetchService:
         if not conns:
             return None, f"{held}; no holder reachable to check for newer"
         offers, _errors = await find_offers(conns, rec.resource_id, self._cfg.request_timeout,
-                                            self.is_trusted)
+                                            self.is_trusted, base=rec.manifest)
         same = [o for o in offers if o.manifest.resource_id == rec.resource_id
                 and o.manifest.publisher == rec.publisher]
         if not same:
@@ -232,6 +264,11 @@ class FetchService:
             return self.is_trusted(bytes.fromhex(publisher_hex))
         except ValueError:
             return False
+
+    async def export_to(self, manifest: Manifest, sink: ExportSink, *,
+                        fresh: frozenset[bytes]) -> None:
+        """Stream a held version into *sink* (see :meth:`_export`)."""
+        await self._export(manifest, sink, fresh=fresh)
 
     async def _export(self, manifest: Manifest, sink: ExportSink, *,
                       fresh: frozenset[bytes]) -> None:

@@ -163,7 +163,8 @@ def test_the_table_serves_every_command(tmp_path):
             "pair_open", "pair_close", "pair_decline", "pair_confirm", "pair_pending",
             "pair_wait", "unpair",
             "trust_list", "connect", "stop", "authority", "usage", "model", "delegate",
-            "delegation_accept", "watching", "unwatch", "prefetch", "mirrors"}
+            "delegation_accept", "watching", "unwatch", "prefetch", "mirrors", "versions",
+            "follow", "unfollow", "follow_list", "unpublish"}
     finally:
         a.store.close()
 

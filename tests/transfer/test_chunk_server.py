@@ -16,6 +16,7 @@ from agent.peer import wire
 from agent.peer.connection import PeerConnection, RawReply, Refused
 from agent.security.identity import Identity
 from agent.store import ContentStore, Manifest
+from agent.transfer import delta
 from agent.transfer.server import (
     BulkNotOnThisLink,
     ChunkServer,
@@ -555,3 +556,41 @@ async def test_a_chunk_refusal_reaches_the_fetcher_with_its_kind(store, held):
     msg = wire.decode(b"".join(ch.sent[0]))
     assert isinstance(msg, wire.Response) and not msg.ok
     assert msg.kind is ErrorKind.NOT_FOUND
+
+
+# --------------------------------------------------------------------------- deltas
+
+
+async def test_a_chunk_goes_as_a_delta_against_the_base_the_asker_holds(store, tmp_path):
+    data = os.urandom(60 * 1024)
+    v1 = publish(store, tmp_path, "doc.bin", data, public=True)
+    v2 = publish(store, tmp_path, "doc.bin", data[:100] + b"!" + data[100:], public=True)
+    new = next(c for c in v2.chunks if c.chunk_id not in {x.chunk_id for x in v1.chunks})
+    base = v1.chunks[0].chunk_id
+    server, _ = make_server(store)
+    got = decode(await ask_chunk(server, PAIRED, new.chunk_id, b=base.hex()))
+    assert got.delta and len(got.data) < 100
+    rebuilt = delta.apply(store.get_chunk(base), got.data, new.length)
+    assert rebuilt == store.get_chunk(new.chunk_id)
+    # no base named, or a base this store lacks: the whole chunk
+    assert not decode(await ask_chunk(server, PAIRED, new.chunk_id)).delta
+    assert not decode(await ask_chunk(server, PAIRED, new.chunk_id, b="00" * 32)).delta
+
+
+async def test_an_unpaired_asker_gets_no_delta_against_a_private_chunk(store, held, tmp_path):
+    _pub, priv = held
+    data = os.urandom(40 * 1024)
+    v1 = publish(store, tmp_path, "open.bin", data, public=True)
+    v2 = publish(store, tmp_path, "open.bin", data[:10] + b"?" + data[10:], public=True)
+    new = next(c for c in v2.chunks if c.chunk_id not in {x.chunk_id for x in v1.chunks})
+    server, _ = make_server(store)
+    # naming a private chunk as the base must not reveal it is here (or its bytes)
+    got = decode(await ask_chunk(server, STRANGER, new.chunk_id,
+                                 b=priv.chunks[0].chunk_id.hex()))
+    assert not got.delta and bytes(got.data) == store.get_chunk(new.chunk_id)
+    # (only chunks of current public versions count as public: an older version's chunk
+    # is not offered to strangers either, so it is no base for them)
+    got = decode(await ask_chunk(server, STRANGER, new.chunk_id, b=v1.chunks[0].chunk_id.hex()))
+    assert not got.delta
+    assert decode(await ask_chunk(server, PAIRED, new.chunk_id,
+                                  b=v1.chunks[0].chunk_id.hex())).delta
