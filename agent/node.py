@@ -132,6 +132,8 @@ class Node:
             offer_size=self._offer_size, spawn=self.spawn,
             catalog_changed=self.catalog_changed,
         ) if cfg.prefetch.enabled and self.usage is not None and self.models else None
+        if self.mirrors is not None and self.usage is not None:
+            self.usage.on_access(self.mirrors.own_access)
         self.follow = FollowService(data_dir, self.store, self.connections, self.trust,
                                     self.fetcher, self.spawn, self.identity,
                                     self.catalog_changed)

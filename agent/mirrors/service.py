@@ -215,15 +215,43 @@ class MirrorService:
         self._scanned = 0.0
         self.last_own_request = -math.inf  # wall-clock time of this device's newest request
         self._throughput: float | None = None  # bytes/s of our recent prefetches
+        self._wake = asyncio.Event()  # set by own_access: re-plan now
 
     # ----------------------------------------------------------------- the loop
     async def run(self) -> None:
+        """A full round every ``interval``; between rounds, each request of this device's
+        user re-plans the prefetch at once (the next request may come in a second: a
+        prediction acted on at the next round would arrive after it)."""
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self.cfg.interval
         while True:
-            await asyncio.sleep(self.cfg.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_round - loop.time()))
+            if self._wake.is_set():
+                self._wake.clear()
+                try:
+                    await self.react()
+                except Exception:  # a bug here must not take the agent down
+                    log.exception("prefetch re-plan failed")
+                if loop.time() < next_round:
+                    continue
             try:
                 await self.step()
             except Exception:  # a bug here must not take the agent (its TaskGroup) down
                 log.exception("prefetch/mirror round failed")
+            next_round = loop.time() + self.cfg.interval
+
+    def own_access(self, requester: bytes, resource_id: str, size: int, t: float) -> None:
+        """The usage service's listener: a request of this device's user wakes the loop."""
+        if requester == self.me:
+            self.last_own_request = max(self.last_own_request, t)
+            self._wake.set()
+
+    async def react(self) -> None:
+        """Re-plan the prefetch from the predictions as they are now (no mirror rules, no
+        log scan: those wait for the full round)."""
+        name, ranked = self._predict(self.cfg.depth)
+        await self.plan_prefetch(name, ranked)
 
     async def step(self) -> None:
         """One round: hit accounting, prefetch, mirrors, hosting. Only a device in use (a

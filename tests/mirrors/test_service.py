@@ -5,6 +5,7 @@ of peer answers, prefetch execution and hit accounting."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from agent.mirrors.service import MirrorService, NotPaired, PeerFacts, parse_lis
 from agent.peer import wire
 from agent.usage.record import AccessRecord, Source
 from agent.usage.temperature import Temperature
+from tests.waiting import wait_until
 
 R1, R2, R3 = "11" * 16, "22" * 16, "33" * 16
 MB = 1024 * 1024
@@ -382,3 +384,23 @@ async def test_a_hosted_mirror_follows_new_versions_every_sync_interval(tmp_path
     assert c.svc.counters["synced"] == 2
     row = (await b.svc.describe_mirrors())["mirrors"]
     assert row == []  # b asked directly here; b's manager did not record a use
+
+
+async def test_an_own_request_replans_at_once_between_rounds(tmp_path: Path) -> None:
+    """The full round is an hour away; this device's request wakes the loop and the next
+    predicted resource is prefetched now. Another device's request wakes nothing."""
+    sizes = {R1: MB, R2: MB}
+    b = device(tmp_path, "b", sizes, interval=3600.0)
+    b.predictions[:] = [(R1, 0.9)]
+    task = asyncio.ensure_future(b.svc.run())
+    try:
+        b.svc.own_access(b"z" * 32, R2, MB, 999.0)  # served to someone else
+        await settle()
+        assert b.fetched == []
+        b.svc.own_access(b.id, R2, MB, 999.0)
+        await wait_until(lambda: b.fetched == [(R1, "prefetch")])
+        assert b.svc.last_own_request == 999.0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
