@@ -226,6 +226,9 @@ class TransferConfig:
     request_timeout: float = _num(10.0, 0.5, 600.0)
     stall_timeout: float = _num(60.0, 1.0, 3600.0)  # wait this long for a lost source
     compress: bool = True
+    # a held copy found to be the newest is served without asking holders again for this
+    # long (0: ask on every fetch); an announced newer version ends it at once
+    fresh_for: float = _num(30.0, 0.0, 86400.0)
 
     def __post_init__(self) -> None:
         if self.initial_window > self.max_window:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -43,6 +45,7 @@ PEER_WAIT_POLL = 0.1
 #: How long `fetch NAME` of a held resource waits for a first session before answering
 #: with the local copy (just started: peers are still dialling).
 HELD_CHECK_WAIT = 1.0
+MAX_FRESH = 4096  # held resources whose "newest" check is remembered
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class FetchService:
         self._default_port = default_port
         self._authority = authority
         self._on_fetched = on_fetched
+        # resource ID -> (monotonic time, version) when the held copy was last known newest
+        self._fresh: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
     async def fetch(self, resource: str, *, source: str | None = None,
                     traffic_class: str = "demand", progress: ProgressSink | None = None,
@@ -113,7 +118,9 @@ class FetchService:
         if rec is not None and source is None and rec.manifest.signed:
             # (an unsigned record, kept from before signing, is fetched again: a verified
             # version of the resource replaces it)
-            choice, note = await self._newer_than_held(rec)
+            note = self._fresh_note(rec)
+            if note is None:
+                choice, note = await self._newer_than_held(rec)
             if choice is None:
                 if self._access is not None and traffic_class == "demand":
                     self._access.record_access(self._connections.device_id, rec.resource_id,
@@ -136,7 +143,7 @@ class FetchService:
                 raise NoHolders(summary(resource, errors))
             choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
         return await self._run(choice, rec, traffic_class=traffic_class, progress=progress,
-                               export=export, max_size=max_size)
+                               export=export, max_size=max_size, newest=source is None)
 
     async def sync_held(self, resource_id: str, *,
                         traffic_class: str = "mirror") -> dict[str, object]:
@@ -157,7 +164,8 @@ class FetchService:
 
     async def _run(self, choice: Choice, rec: ResourceRecord | None, *, traffic_class: str,
                    progress: ProgressSink | None, export: ExportSink | None,
-                   max_size: int | None, record: bool = True) -> dict[str, object]:
+                   max_size: int | None, record: bool = True,
+                   newest: bool = True) -> dict[str, object]:
         """Fetch the chosen version (only the chunks not held; changed chunks of a held
         older version as deltas), then export it if asked."""
         t = self._cfg
@@ -193,6 +201,8 @@ class FetchService:
         except FetchError as e:
             raise FetchFailed(f"fetch of {manifest.name!r} failed: {e}") from None
         # a StoreError (quota, integrity) propagates with its own kind
+        if newest:  # every reachable holder was asked (not one --from source)
+            self.known_newest(manifest.resource_id, manifest.version)
         if self._on_fetched is not None:
             self._on_fetched()
         if export is not None:
@@ -249,8 +259,34 @@ class FetchService:
             return None, f"{held}; no believable newer version ({e})"
         if choice.manifest.version <= rec.version:
             names = ", ".join(c.name for c in choice.holders[:3])
+            self.known_newest(rec.resource_id, rec.version)
             return None, f"{held} is the newest (checked {len(same)} holder(s): {names})"
         return choice, ""
+
+    def known_newest(self, resource_id: str, version: int) -> None:
+        """*version* of a held resource was just found (or fetched as) the newest: fetches
+        within ``[transfer] fresh_for`` serve it without asking the holders again."""
+        self._fresh[resource_id] = (time.monotonic(), version)
+        self._fresh.move_to_end(resource_id)
+        while len(self._fresh) > MAX_FRESH:
+            self._fresh.popitem(last=False)
+
+    def stale(self, resource_id: str, version: int) -> None:
+        """A paired device announced *version*: if it is newer than the one known newest,
+        the next fetch asks the holders again."""
+        known = self._fresh.get(resource_id)
+        if known is not None and version > known[1]:
+            del self._fresh[resource_id]
+
+    def _fresh_note(self, rec: ResourceRecord) -> str | None:
+        known = self._fresh.get(rec.resource_id)
+        if known is None or known[1] != rec.version:
+            return None
+        age = time.monotonic() - known[0]
+        if not 0 <= age < self._cfg.fresh_for:
+            return None
+        return (f"local v{rec.version}, the newest {age:.0f} s ago ([transfer] fresh_for "
+                f"{self._cfg.fresh_for:g} s)")
 
     def is_trusted(self, peer_id: bytes) -> bool:
         """The session's peer is paired with us."""

@@ -273,6 +273,7 @@ class FollowService:
             log.warning("announced version refused", extra=kv(peer=conn.name, reason=err))
             return
         rid, version = str(e["resource_id"]), int(str(e["version"]))
+        self._fetcher.stale(rid, version)  # a held copy is no longer known to be the newest
         f = self.book.get(rid)
         if f is None:
             return  # not followed here
