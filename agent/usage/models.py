@@ -36,6 +36,7 @@ import os
 import resource as rlimit
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -203,6 +204,7 @@ class ModelService:
         # made (the fallback is rebuilt each round, so it lags a round behind the device)
         self.online: Predictor = make(DEFAULT)
         self._online_until = float("-inf")  # newest log time the online model has read
+        self._heard: deque[tuple[str, float, int]] = deque(maxlen=256)  # newest own requests
         self._trained_counts: MeshCounts | None = None
         self._rejected: dict[tuple[str, int], str] = {}  # (resource, version) -> why
         self._fetch_failures: dict[tuple[str, int], int] = {}
@@ -260,10 +262,11 @@ class ModelService:
             await self.maybe_train()
         await self._fetch_newer()
         self._recent = await asyncio.to_thread(self._read_recent)
-        self._feed_online()
         self._feed_active()
         await self._choose()
-        await asyncio.to_thread(self._refresh_fallback)
+        fb, hits, online, until = await asyncio.to_thread(self._build_predictors)
+        self.fallback, self.fallback_hits = fb, hits
+        self._swap_online(online, until)
 
     async def _collect_adverts(self) -> None:
         conns = [c for c in self._connections.live_connections()
@@ -536,14 +539,7 @@ class ModelService:
             return
         self.online.observe("self", resource_id, t, size)
         self._online_until = t
-
-    def _feed_online(self) -> None:
-        """At start the online predictor reads the log it has not seen (a restart keeps
-        the device's context); afterwards the listener keeps it current."""
-        for r, t, s in self._recent:
-            if t > self._online_until:
-                self.online.observe("self", r, t, s)
-                self._online_until = t
+        self._heard.append((resource_id, t, size))
 
     def _drop(self, rec: Any) -> None:
         with contextlib.suppress(Exception):
@@ -565,24 +561,41 @@ class ModelService:
         own = {r.resource_id for r in self._models()}
         return [row for row in self._usage.recent(RECENT) if row[0] not in own]
 
-    def _refresh_fallback(self) -> None:
-        """The cold-start predictor: PPM-2 over the released mesh counts (so a device
-        that has seen nothing yet still predicts), then this device's own recent log."""
+    def _build_predictors(self) -> tuple[Predictor, tuple[int, int], Predictor, float]:
+        """The cold-start predictor: PPM-2 over the released mesh counts (so a device that
+        has seen nothing yet still predicts), then this device's own recent log; and the
+        online predictor rebuilt the same way (one table for the mesh's transitions, this
+        device's requests as its context), with the newest log time it read. Runs in a
+        worker thread: it reads only (the loop swaps the results in)."""
         fb = make("ppm2")
+        online = make(DEFAULT)
+        mesh = sequences_from_counts(self._usage.mesh_counts(), max_seqs=2000, max_repeat=4)
         t = 0.0
-        for seq in sequences_from_counts(self._usage.mesh_counts(), max_seqs=2000,
-                                         max_repeat=4):
+        for seq in mesh:
             for r in seq:
                 fb.observe("mesh", r, t, 0)
+                online.observe("mesh", r, t, 0)
                 t += 1.0
+        until = float("-inf")
         for r, ts, s in self._recent:
             fb.observe("self", r, ts, s)
+            online.observe("self", r, ts, s)
+            until = max(until, ts)
         rows = self._recent
         probe = make("ppm2")
         for r, ts, s in rows[:-EVAL]:
             probe.observe("self", r, ts, s)
-        self.fallback_hits = hit_ratio(probe, recent_requests(rows[-EVAL:]))
-        self.fallback = fb
+        return fb, hit_ratio(probe, recent_requests(rows[-EVAL:])), online, until
+
+    def _swap_online(self, online: Predictor, until: float) -> None:
+        """Replace the online predictor by *online*, which has read the log up to *until*;
+        requests the listener saw after that are replayed into it (the log is flushed
+        periodically, so the newest ones may not have been in what it read)."""
+        for r, t, s in self._heard:
+            if t > until:
+                online.observe("self", r, t, s)
+                until = t
+        self.online, self._online_until = online, until
 
     def predict(self, k: int = 4) -> tuple[str, list[tuple[str, float]]]:
         """What this device will likely ask for next, and which predictor said so; CPU

@@ -246,7 +246,7 @@ async def test_a_model_worse_than_the_fallback_here_is_not_used(tmp_path: Path, 
     reasons = [r["reason"] for r in svc.describe()["rejected"]]  # type: ignore[attr-defined]
     assert any("worse than the fallback" in r for r in reasons)
     used, ranked = svc.predict(1)
-    assert used == "fallback" and ranked[0][0] == CHAIN[400 % 20]
+    assert used == DEFAULT and ranked[0][0] == CHAIN[400 % 20]  # not the model
     await svc.step()  # a rejected version is not retried
     assert svc.counters["rejected"] == 1
 
@@ -299,3 +299,19 @@ async def test_a_failed_run_waits_the_minimum_interval_too(tmp_path: Path, store
     svc.ledger.runs.clear()
     run = await svc.maybe_train()
     assert run is not None and run["ok"]
+
+
+async def test_a_device_predicts_what_only_the_mesh_has_read(tmp_path: Path, store) -> None:
+    """The online predictor's table holds the mesh's released transitions: after reading
+    CHAIN[3] (its own log has never seen CHAIN[4]) the device is told CHAIN[4] comes next,
+    which is what a prefetch needs; its own requests still move the prediction at once."""
+    svc = service(tmp_path, store, Usage(mesh=chain_grams(CHAIN), rows=log_rows(OTHER, 30)),
+                  train=False)
+    await svc.step()
+    svc.observe_access(ME.device_id, CHAIN[3], 100, 5000.0)
+    used, ranked = svc.predict(1)
+    assert used == DEFAULT and ranked[0][0] == CHAIN[4]
+    svc.observe_access(ME.device_id, CHAIN[9], 100, 5001.0)
+    assert svc.predict(1)[1][0][0] == CHAIN[10]
+    await svc.step()  # rebuilt from the log (which lacks the two requests): still current
+    assert svc.predict(1)[1][0][0] == CHAIN[10]
