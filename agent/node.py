@@ -131,6 +131,7 @@ class Node:
             trust=self.trust, link=self.gate.scheduler, facts=self._peer_facts,
             offer_size=self._offer_size, spawn=self.spawn,
             catalog_changed=self.catalog_changed,
+            demand_active=lambda: self.fetcher.demand_in_flight,
         ) if cfg.prefetch.enabled and self.usage is not None and self.models else None
         if self.mirrors is not None and self.usage is not None:
             self.usage.on_access(self.mirrors.own_access)

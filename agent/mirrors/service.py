@@ -174,7 +174,8 @@ class MirrorService:
                  usage: UsageView, connections: ConnectionsPort, trust: TrustView,
                  link: HolderStatsPort, facts: Facts, offer_size: OfferSize,
                  spawn: Spawner, catalog_changed: Callable[[], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 demand_active: Callable[[], int] = lambda: 0) -> None:
         self.cfg = cfg
         self.dir = directory
         self.me = me
@@ -190,6 +191,7 @@ class MirrorService:
         self._spawn = spawn
         self._catalog_changed = catalog_changed
         self._clock = clock
+        self._demand_active = demand_active  # this device's demand fetches in flight
         self.limits = Limits(
             device_budget=cfg.device_budget, reserve=cfg.reserve, min_score=cfg.min_score,
             max_pending=cfg.max_pending, max_seconds=cfg.max_seconds,
@@ -333,7 +335,8 @@ class MirrorService:
         jobs = plan(PlanInput(
             self.me.hex(), preds, copies, [(r, s) for r, (s, _) in self.pending.items()],
             free_bytes=None if quota is None else quota - used,
-            link_capacity=self._throughput, demand_queued=self._link.queued("demand")),
+            link_capacity=self._throughput,
+            demand_queued=self._link.queued("demand") + self._demand_active()),
             self.limits)
         self.last = {"predictor": predictor, "at": now,
                      "predictions": [{"resource": p.resource, "score": round(p.score, 4),

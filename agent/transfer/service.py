@@ -102,6 +102,7 @@ class FetchService:
         self._default_port = default_port
         self._authority = authority
         self._on_fetched = on_fetched
+        self.demand_in_flight = 0  # demand fetches moving chunks now (prefetch waits for 0)
         # resource ID -> (monotonic time, version) when the held copy was last known newest
         self._fresh: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
@@ -196,10 +197,14 @@ class FetchService:
             request_timeout=t.request_timeout, stall_timeout=t.stall_timeout,
             find_sources=find_sources, progress=progress, bases=bases,
         )
+        demand = traffic_class == "demand"
+        self.demand_in_flight += demand
         try:
             result = await job.run()
         except FetchError as e:
             raise FetchFailed(f"fetch of {manifest.name!r} failed: {e}") from None
+        finally:
+            self.demand_in_flight -= demand
         # a StoreError (quota, integrity) propagates with its own kind
         if newest:  # every reachable holder was asked (not one --from source)
             self.known_newest(manifest.resource_id, manifest.version)

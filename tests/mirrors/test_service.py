@@ -404,3 +404,18 @@ async def test_an_own_request_replans_at_once_between_rounds(tmp_path: Path) -> 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_no_prefetch_starts_while_a_demand_fetch_of_ours_is_moving(
+        tmp_path: Path) -> None:
+    sizes = {R1: MB}
+    b = device(tmp_path, "b", sizes)
+    in_flight = [1]
+    b.svc._demand_active = lambda: in_flight[0]
+    await b.svc.plan_prefetch("test", [(R1, 0.9)])
+    await settle()
+    assert b.fetched == []  # it would share the holder's link with the user's fetch
+    in_flight[0] = 0
+    await b.svc.plan_prefetch("test", [(R1, 0.9)])
+    await settle()
+    assert b.fetched == [(R1, "prefetch")]
