@@ -414,6 +414,24 @@ class Mesh:
                 a.stop(timeout=10)
 
 
+def compressed_timers(speed: float) -> str:
+    """The agents' config when ``--agent-config`` is not given: the timers that learn from
+    usage run *speed* times faster, as the trace's time does (sharing every 600 s, a model
+    round every 300 s, the log flushed every 5 s, each with a floor); the n-gram k-anonymity
+    threshold is 1 because each replay device stands for dozens of trace clients (k counts
+    devices; docs/privacy.md). No training: the default predictor needs none."""
+    def scaled(seconds: float, floor: float) -> float:
+        return round(max(floor, seconds / max(speed, 1.0)), 3)
+
+    return ("[usage]\n"
+            f"flush_interval = {scaled(5.0, 0.2)}\n"
+            "[predict]\n"
+            f"share_interval = {scaled(600.0, 1.0)}\n"
+            f"model_interval = {scaled(300.0, 1.0)}\n"
+            "share_k = 1\n"
+            "train = false\n")
+
+
 def with_prefetch_keys(extra: str, keys: dict[str, bool | float]) -> str:
     """*extra* (the ``--agent-config`` TOML) plus *keys* in its ``[prefetch]`` section (added
     after the header, or as a new section): a key *extra* sets itself is left as it is, so
@@ -854,6 +872,9 @@ def run(args: argparse.Namespace, modes: list[str]) -> int:
     if not sl.items:
         log("error: the slice is empty; check --offset/--window against the trace")
         return 1
+    compression = sl.span_s / sl.items[-1].at if sl.items[-1].at > 0 else 1.0
+    if not args.agent_config:  # the learning timers compressed like the trace's time
+        extra = compressed_timers(compression)
     on_ok = prefetch_key_supported()
     if "on" in modes and not on_ok:
         log("prefetch on: skipped (the agent's config has no [prefetch] enabled key yet: the "
@@ -864,7 +885,9 @@ def run(args: argparse.Namespace, modes: list[str]) -> int:
         f"({sl.window} requests, {sl.dropped} by other clients dropped), {len(sl.items)} "
         f"replayed, {len(sl.sizes)} resources ({sum(sl.sizes.values()) / 1e6:.1f} MB, "
         f"capped at {args.cap_kib} KiB), trace span {sl.span_s / 3600:.1f} h -> "
-        f"{sl.items[-1].at:.0f} s at {args.speed:g}x, gaps <= {args.max_gap} s")
+        f"{sl.items[-1].at:.0f} s at {args.speed:g}x, gaps <= {args.max_gap} s "
+        f"({compression:.0f}x in all)" + ("" if args.agent_config else
+                                         f"; agents' learning timers {compression:.0f}x faster"))
     busiest = list(sl.mapping.items())[: args.agents - 1]
     log("devices: " + ", ".join(
         f"{d} <- {c} + {sum(1 for x in sl.mapping.values() if x == d) - 1} other clients "
