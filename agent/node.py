@@ -31,7 +31,7 @@ from agent.daemon import (
     notify_systemd,
     watchdog_interval,
 )
-from agent.folders.exports import ExportBook
+from agent.folders.exports import ExportBook, update_tree
 from agent.folders.watch import WatchService
 from agent.folders.watchstate import WatchEntry
 from agent.log import kv
@@ -135,9 +135,11 @@ class Node:
         ) if cfg.prefetch.enabled and self.usage is not None and self.models else None
         if self.mirrors is not None and self.usage is not None:
             self.usage.on_access(self.mirrors.own_access)
-        self.follow = FollowService(data_dir, self.store, self.connections, self.trust,
-                                    self.fetcher, self.spawn, self.identity,
-                                    self.catalog_changed)
+        self.exports = ExportBook(data_dir / "exports.json")  # folders written where
+        self.follow = FollowService(
+            data_dir, self.store, self.connections, self.trust, self.fetcher, self.spawn,
+            self.identity, self.catalog_changed,
+            export_tree=lambda m, dest: update_tree(self.store, self.exports, m, dest))
         self.connections.on_opened(self.follow.session_opened)
         self.ble: BleLink | None = None
         self.watch = WatchService(cfg.watch, data_dir / "watches.json", self._republish,
@@ -148,7 +150,7 @@ class Node:
             pairing=self.pairing, fetcher=self.fetcher, catalog_changed=self.catalog_changed,
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
             usage=self.usage, models=self.models, watch=self.watch,
-            exports=ExportBook(data_dir / "exports.json"), mirrors=self.mirrors,
+            exports=self.exports, mirrors=self.mirrors,
             follow=self.follow,
             versions=VersionService(self.store, self.connections, self.fetcher, cfg.transfer)))
         self.router.add_requests(self.connections.handlers())

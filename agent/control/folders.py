@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agent.control.errors import ControlError
-from agent.store import StoreError
+from agent.folders.exports import update_tree
 from agent.store.scan import scan_tree
-from agent.store.treeapply import apply_tree
 from agent.transfer.catalog import resource_entry
 
 if TYPE_CHECKING:
@@ -130,15 +129,6 @@ async def write_folder(c: FolderContext, result: dict[str, object],
     new = rec.manifest
     if not new.is_folder:
         raise ControlError(f"{new.name!r} is a single file: write it with -o PATH, not --to")
-    old = None
-    last = c.exports.last(dest) if c.exports is not None else None
-    if last is not None and last[0] == new.resource_id and last[1] != new.manifest_hash:
-        try:
-            old = c.store.manifest(last[1])
-        except StoreError:
-            old = None  # forgotten: every file that differs is kept, nothing lost
-    report = await asyncio.to_thread(apply_tree, c.store, old, new, dest,
+    report = await asyncio.to_thread(update_tree, c.store, c.exports, new, dest,
                                      force=bool(args.get("force")))
-    if c.exports is not None:
-        c.exports.record(dest, new.resource_id, new.manifest_hash)
     return {"to": str(dest), "tree": report.to_obj()}

@@ -14,12 +14,15 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from agent.folders.watchstate import check_path
 from agent.fsutil import atomic_write_bytes
 from agent.log import kv
+from agent.store import ContentStore, Manifest, StoreError
+from agent.store.treeapply import TreeReport, apply_tree
 
-__all__ = ["MAX_EXPORTS", "ExportBook"]
+__all__ = ["MAX_EXPORTS", "ExportBook", "ExportLog", "update_tree"]
 
 log = logging.getLogger("shoal.folders")
 MAX_EXPORTS = 256
@@ -75,3 +78,30 @@ class ExportBook:
                 atomic_write_bytes(self._path, json.dumps(body).encode(), 0o600)
             except OSError as e:
                 log.warning("export list not saved", extra=kv(path=self._path, error=e))
+
+
+class ExportLog(Protocol):
+    """What :func:`update_tree` needs of an :class:`ExportBook`."""
+
+    def last(self, dest: Path) -> tuple[str, str] | None: ...
+
+    def record(self, dest: Path, resource_id: str, manifest_hash: str) -> None: ...
+
+
+def update_tree(store: ContentStore, book: ExportLog | None, new: Manifest, dest: Path,
+                *, force: bool = False) -> TreeReport:
+    """Write folder version *new* into *dest*, or update the tree a previous version left
+    there: compared with the version *book* says was last written to *dest* (if the store
+    still has its manifest), so user edits are kept (agent/store/treeapply.py). Blocking:
+    call it in a worker thread. ``fetch --to DIR`` and a followed folder both use it."""
+    old = None
+    last = book.last(dest) if book is not None else None
+    if last is not None and last[0] == new.resource_id and last[1] != new.manifest_hash:
+        try:
+            old = store.manifest(last[1])
+        except StoreError:
+            old = None  # forgotten: every file that differs is kept, nothing lost
+    report = apply_tree(store, old, new, dest, force=force)
+    if book is not None:
+        book.record(dest, new.resource_id, new.manifest_hash)
+    return report

@@ -54,7 +54,9 @@ def encode(base: Manifest, new: Manifest) -> dict[str, Any] | None:
         elif tag in ("replace", "insert"):
             ops.extend(_entry(c) for c in new.chunks[j1:j2])
     obj = new.to_obj()
-    out = {"base": base.manifest_hash, "fields": {k: obj[k] for k in _FIELDS}, "ops": ops}
+    # a folder's file list goes whole (paths change on a rename; chunks are what is diffed)
+    out = {"base": base.manifest_hash,
+           "fields": {k: obj[k] for k in (*_FIELDS, "files") if k in obj}, "ops": ops}
     new_entries = sum(1 for op in ops if isinstance(op[0], str))
     if new_entries * 2 > len(b) and len(b) > 8:
         return None  # mostly new: the whole manifest is as small
@@ -73,8 +75,9 @@ def apply(base: Manifest, obj: object) -> bytes:
     if obj["base"] != base.manifest_hash:
         raise ManifestError("manifest delta is against another manifest")
     fields, ops = obj["fields"], obj["ops"]
-    if not isinstance(fields, dict) or set(fields) != set(_FIELDS):
-        raise ManifestError("manifest delta: fields must be every manifest key but chunks")
+    if not isinstance(fields, dict) or set(fields) - {"files"} != set(_FIELDS):
+        raise ManifestError("manifest delta: fields must be every manifest key but chunks "
+                            "(and a folder's files)")
     if not isinstance(ops, list) or len(ops) > MAX_CHUNKS:
         raise ManifestError("manifest delta: ops must be a list of at most "
                             f"{MAX_CHUNKS} entries")

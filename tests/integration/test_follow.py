@@ -252,3 +252,49 @@ async def test_the_followed_set_survives_a_restart_and_catches_up_on_reconnect(
         finally:
             b.stop()
             await asyncio.wait_for(task, 15)
+
+
+async def test_a_followed_folder_stays_current_on_two_followers_while_it_is_edited(
+        tmp_path: Path) -> None:
+    """A folder followed into a directory on two devices: an edited file is rewritten, a
+    renamed one is moved (no chunk of it travels), a file a follower changed is kept."""
+    src = tmp_path / "album"
+    (src / "raw").mkdir(parents=True)
+    (src / "a.jpg").write_bytes(os.urandom(300_000))
+    (src / "raw" / "b.dng").write_bytes(os.urandom(400_000))
+    (src / "notes.txt").write_bytes(b"v1 notes\n")
+    async with nodes("a", "b", "c") as n:
+        a = n["a"]
+        m = a.store.publish_tree(src, signer=a.identity)
+        a.catalog_changed()
+        rid = m.resource_id
+        outs = {}
+        for f in ("b", "c"):
+            pair(a, n[f])
+            await connect(n[f], a)
+            outs[f] = tmp_path / f"{f}-album"
+            r = await n[f].follow.follow(rid, str(outs[f]))
+            assert r["version"] == 1
+            assert (outs[f] / "raw" / "b.dng").read_bytes() == (src / "raw" / "b.dng").read_bytes()
+        (outs["c"] / "notes.txt").write_bytes(b"c's own notes\n")  # c's user edits a file
+        (src / "a.jpg").write_bytes(os.urandom(300_000))  # edited
+        (src / "raw" / "b.dng").rename(src / "b-final.dng")  # renamed (and moved)
+        (src / "notes.txt").write_bytes(b"v2 notes\n")
+        a.store.publish_tree(src, signer=a.identity, update=rid)
+        a.catalog_changed()
+        a.follow.published(a.store.find(rid))
+        for f in ("b", "c"):
+            await wait_until(lambda f=f: held_version(n[f], rid) == 2,
+                             f"{f} follows v2")
+            out = outs[f]
+            await wait_until(lambda out=out: (out / "b-final.dng").exists()
+                             and (out / "a.jpg").read_bytes() == (src / "a.jpg").read_bytes(),
+                             "tree updated")
+            assert not (out / "raw" / "b.dng").exists()
+            assert (out / "b-final.dng").read_bytes() == (src / "b-final.dng").read_bytes()
+            last = await wait_until(
+                lambda f=f: (n[f].follow.list()[0]["last"] or {}).get("updated")
+                and n[f].follow.list()[0]["last"], "sync recorded")
+            assert last["bytes_fetched"] < 320_000  # the edited file; the renamed one moved
+        assert (outs["b"] / "notes.txt").read_bytes() == b"v2 notes\n"
+        assert (outs["c"] / "notes.txt").read_bytes() == b"c's own notes\n"  # kept

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from agent.security.identity import Identity
 from agent.security.signing import SignatureError
-from agent.store import ChunkEntry, Manifest, ManifestError, chunk_bytes
+from agent.store import ChunkEntry, ContentStore, Manifest, ManifestError, chunk_bytes
 from agent.transfer import manifest_delta
 
 AVG = 16 * 1024
@@ -77,3 +78,23 @@ def test_a_lying_delta_only_yields_a_manifest_whose_signature_fails() -> None:
     env = {k: v for k, v in v2.envelope().items() if k != "manifest"}
     with pytest.raises(SignatureError):
         Manifest.from_envelope(env | {"manifest": text.decode()}).verify()  # ...not signed
+
+
+def test_a_folder_version_round_trips_with_its_file_list(tmp_path: Path) -> None:
+    """Regression: the delta dropped a folder's ``files``, so the rebuilt manifest's
+    signature failed and followers of a folder never got a new version."""
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(200_000))
+    (src / "b.bin").write_bytes(os.urandom(200_000))
+    me = Identity.generate()
+    with ContentStore(tmp_path / "st", avg_chunk_size=16 * 1024) as st:
+        v1 = st.publish_tree(src, signer=me)
+        (src / "b.bin").rename(src / "c.bin")
+        (src / "a.bin").write_bytes(os.urandom(1000) + (src / "a.bin").read_bytes()[1000:])
+        v2 = st.publish_tree(src, signer=me, update=v1.resource_id)
+        d = manifest_delta.encode(v1, v2)
+        assert d is not None and "files" in d["fields"]
+        rebuilt = Manifest.from_bytes(manifest_delta.apply(v1, d))
+        assert rebuilt.manifest_hash == v2.manifest_hash and rebuilt.files == v2.files

@@ -33,7 +33,7 @@ from agent.log import kv
 from agent.peer.connection import PeerConnection, PeerGone, RemoteError
 from agent.security.signing import SignatureError
 from agent.security.tombstone import SignedTombstone, withdraw
-from agent.store import ManifestError, NotFound
+from agent.store import Manifest, ManifestError, NotFound
 from agent.transfer.catalog import lookup, publisher_label, resource_entry
 from agent.transfer.follow.policy import FollowPolicy
 from agent.transfer.follow.state import (
@@ -74,8 +74,12 @@ class FollowService:
                  trust: TrustView, fetcher: FetchService, spawn: Spawner, signer: Signer,
                  catalog_changed: Callable[[], None], *,
                  policy: FollowPolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 export_tree: Callable[[Manifest, Path], object] | None = None) -> None:
         self._store = store
+        # writes (or updates in place) a folder version in a directory; blocking
+        # (agent/folders/exports.py update_tree, given by the node)
+        self._export_tree = export_tree
         self._connections = connections
         self._trust = trust
         self._fetcher = fetcher
@@ -106,12 +110,6 @@ class FollowService:
                 check_export_path(to)
             except ValueError as e:
                 raise FollowError(str(e)) from None
-            parent = Path(to).parent
-            if Path(to).is_dir():
-                raise FollowError(f"{to} is a directory: give the file's path (--to DIR/NAME)")
-            if not parent.is_dir() or not os.access(parent, os.W_OK):
-                raise FollowError(f"{parent}: not a directory the agent (uid {os.getuid()}) "
-                                  "can write into")
         rec = lookup(self._store, resource, self._fetcher.trusted_publisher)
         gone = self.withdrawals.get(rec.resource_id if rec else resource.lower())
         if gone is not None:
@@ -125,6 +123,8 @@ class FollowService:
         if rec.publisher == self._signer.device_id.hex():
             raise FollowError(f"{rec.name!r} is published by this device: it is always "
                               "current here")
+        if to is not None:
+            self._check_destination(to, folder=rec.manifest.is_folder)
         f = Followed(rec.resource_id, rec.publisher, rec.name, to, time.time())
         try:
             self.book.add(f)
@@ -138,6 +138,24 @@ class FollowService:
         log.info("following", extra=kv(resource=rec.name, id=rec.resource_id[:12],
                                        version=rec.version, to=to or "-"))
         return self._row(f) | {"fetched": fetched is not None}
+
+    def _check_destination(self, to: str, *, folder: bool) -> None:
+        """A file is exported to a file path, a folder into a directory (made if need be);
+        either way the agent must be able to write there."""
+        where = Path(to)
+        if folder:
+            if where.exists() and not where.is_dir():
+                raise FollowError(f"{to} is a file: a folder is kept in a directory (--to DIR)")
+            if self._export_tree is None:
+                raise FollowError("this agent cannot write folders (no [watch]/folders support)")
+            parent = where if where.is_dir() else where.parent
+        else:
+            if where.is_dir():
+                raise FollowError(f"{to} is a directory: give the file's path (--to DIR/NAME)")
+            parent = where.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise FollowError(f"{parent}: not a directory the agent (uid {os.getuid()}) "
+                              "can write into")
 
     async def unfollow(self, resource: str) -> dict[str, object]:
         """Stop following; the copy stays held (and exported) as it is."""
@@ -366,7 +384,12 @@ class FollowService:
         if f.to is None:
             return
         try:
-            await asyncio.to_thread(self._store.export, rec.manifest, f.to)
+            if rec.manifest.is_folder:
+                if self._export_tree is None:
+                    raise FollowError("this agent cannot write folders")
+                await asyncio.to_thread(self._export_tree, rec.manifest, Path(f.to))
+            else:
+                await asyncio.to_thread(self._store.export, rec.manifest, f.to)
         except (OSError, ShoalError) as e:
             self._last.setdefault(rec.resource_id, {})["export_error"] = str(e)
             log.warning("follow export failed", extra=kv(id=rec.resource_id[:12], to=f.to,
