@@ -97,6 +97,7 @@ import hashlib
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -426,8 +427,8 @@ def compressed_timers(speed: float) -> str:
     return ("[usage]\n"
             f"flush_interval = {scaled(5.0, 0.2)}\n"
             "[predict]\n"
-            f"share_interval = {scaled(600.0, 1.0)}\n"
-            f"model_interval = {scaled(300.0, 1.0)}\n"
+            f"share_interval = {scaled(600.0, 5.0)}\n"
+            f"model_interval = {scaled(300.0, 5.0)}\n"
             "share_k = 1\n"
             "train = false\n")
 
@@ -799,7 +800,12 @@ def load_trace(path: Path, fmt: str, limit: int) -> list[traces.Request]:
     return reqs
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the finally blocks: agents stopped, netns removed
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     ap.add_argument("--format", choices=traces.FORMATS, default="clf")
