@@ -327,7 +327,7 @@ class Node:
         conns = [c for c in self.connections.live_connections()
                  if self.trust.is_trusted(c.peer_id)]
         offers, _ = await find_offers(conns, resource_id, self.cfg.transfer.request_timeout,
-                                      self.fetcher.is_trusted)
+                                      self.fetcher.is_trusted, why="prefetch")
         mine = [o for o in offers if o.manifest.resource_id == resource_id]
         if not mine:
             return None

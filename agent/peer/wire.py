@@ -75,7 +75,10 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "list": {},
     # base: a manifest the asker holds; the answer may carry "mdelta" against it
     # (agent/transfer/manifest_delta.py) instead of "manifest"
-    "manifest": {"resource": _str(255), "base?": _hex(64)},
+    # c: why it is asked when not for the user (a prefetch, a mirror, a freshness check):
+    # the holder then does not log it as the requester's use
+    "manifest": {"resource": _str(255), "base?": _hex(64),
+                 "c?": (str, lambda v: v in ("mirror", "prefetch", "check"))},
     # b: 1-3 chunks the asker holds (ids concatenated); the answer may be a delta against
     # them (FLAG_DELTA, agent/transfer/delta.py)
     "chunk": {"c": _hex(64), "cls?": (str, lambda v: v in TRAFFIC_CLASSES), "z?": _BOOL,

@@ -107,13 +107,17 @@ FindSources = Callable[[], Awaitable[list[PeerConnection]]]
 
 
 async def ask_manifest(conn: PeerConnection, resource: str, timeout: float,
-                       base: Manifest | None = None) -> Manifest:
+                       base: Manifest | None = None, why: str = "demand") -> Manifest:
     """The manifest envelope *conn* offers (signature parsed, not yet verified). With
     *base* (a version held here) the answer may be a manifest delta against it
-    (agent/transfer/manifest_delta.py): rebuilt here, then parsed like a whole one."""
+    (agent/transfer/manifest_delta.py): rebuilt here, then parsed like a whole one. *why*
+    (a traffic class, or ``check`` for a freshness check) tells the holder whether this is
+    a use of the resource it should log (``demand`` only)."""
     args: dict[str, Any] = {"resource": resource}
     if base is not None:
         args["base"] = base.manifest_hash
+    if why != "demand":
+        args["c"] = why
     answer = await conn.request("manifest", args, timeout=timeout)
     if base is not None and isinstance(answer, dict) and "mdelta" in answer and (
             "manifest" not in answer):
@@ -138,13 +142,15 @@ def _never(peer_id: bytes) -> bool:
 async def find_offers(
     conns: Sequence[PeerConnection], resource: str, timeout: float,
     is_trusted: Callable[[bytes], bool] = _never, base: Manifest | None = None,
+    why: str = "demand",
 ) -> tuple[list[Offer], dict[str, BaseException]]:
     """Ask every peer at once; return the offers (marked by whether the session's peer is
     paired, per *is_trusted*) and, per peer name, why it had none (the exception itself, so
     the caller can tell "not held" from "unreachable": :mod:`agent.transfer.failure`).
     *base*: the version held here (answers may be manifest deltas against it)."""
     results = await asyncio.gather(
-        *(ask_manifest(c, resource, timeout, base) for c in conns), return_exceptions=True
+        *(ask_manifest(c, resource, timeout, base, why) for c in conns),
+        return_exceptions=True
     )
     offers: list[Offer] = []
     errors: dict[str, BaseException] = {}

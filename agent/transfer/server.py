@@ -224,7 +224,7 @@ class ChunkServer:
             raise UnsignedHere(f"{rec.name!r} is held unsigned here (published before signing)")
         if self._on_use is not None:
             self._on_use(rec.resource_id)
-        if self._access is not None:
+        if self._access is not None and "c" not in req.args:  # a use, not a prefetch/check
             self._access.record_access(conn.peer_id, rec.resource_id, rec.size, hit=True,
                                        source="local")
         env = rec.manifest.envelope()  # the publisher's signature, unchanged

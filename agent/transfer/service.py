@@ -136,7 +136,7 @@ class FetchService:
                 raise NoHolders(f"no peer is reachable to fetch {resource!r} from "
                                 "(see: shoal peers)")
             offers, errors = await find_offers(conns, resource, t.request_timeout,
-                                               self.is_trusted)
+                                               self.is_trusted, why=traffic_class)
             if not offers:
                 for name, e in errors.items():  # the one line below counts; the log says who
                     log.debug("no offer", extra=kv(resource=resource, peer=name,
@@ -251,7 +251,7 @@ class FetchService:
         if not conns:
             return None, f"{held}; no holder reachable to check for newer"
         offers, _errors = await find_offers(conns, rec.resource_id, self._cfg.request_timeout,
-                                            self.is_trusted, base=rec.manifest)
+                                            self.is_trusted, base=rec.manifest, why="check")
         same = [o for o in offers if o.manifest.resource_id == rec.resource_id
                 and o.manifest.publisher == rec.publisher]
         if not same:

@@ -71,6 +71,10 @@ async def test_the_chunk_server_records_each_manifest_it_serves(source) -> None:
         await server.handlers()["manifest"](Peer(), wire.Request(2, "manifest",  # type: ignore[arg-type]
                                                                 {"resource": "nope"}))
     assert len(rec.calls) == 1  # a refused lookup names no resource: not logged
+    for i, why in enumerate(("prefetch", "mirror", "check")):  # not a use by the requester
+        await server.handlers()["manifest"](Peer(), wire.Request(  # type: ignore[arg-type]
+            3 + i, "manifest", {"resource": "data.bin", "c": why}))
+    assert len(rec.calls) == 1
 
 
 async def test_a_fetch_records_a_miss_served_by_the_peer_then_a_local_hit(tmp_path, source):
