@@ -711,6 +711,11 @@ class ContentStore(StoreMaintenance):
                     distinct[r.chunk_id] = r.length
                     if len(distinct) > MAX_CHUNKS:
                         raise StoreError(f"{name!r} needs more than {MAX_CHUNKS} chunks")
+        self._reserve_new(distinct, res, name)
+
+    def _reserve_new(self, distinct: dict[bytes, int], res: _Reservation, name: str) -> None:
+        """Reserve quota for the chunks of *distinct* (id -> length) not already stored."""
+        assert self.quota_bytes is not None
         with self._lock:
             need = sum(n for cid, n in distinct.items() if not self._packs.exists(cid))
             free = self.quota_bytes - self._used - self._reserved
@@ -741,14 +746,7 @@ class ContentStore(StoreMaintenance):
                 raise StoreError(f"{name!r} needs more than {MAX_CHUNKS} chunks")
             expected.append((r.length, r.chunk_id))
         distinct = {cid: n for n, cid in expected}
-        with self._lock:
-            need = sum(n for cid, n in distinct.items() if not self._packs.exists(cid))
-            free = self.quota_bytes - self._used - self._reserved
-            if need > free:
-                raise QuotaExceeded(f"publish of {name!r}: " + _quota_msg(need, free,
-                                                                          self.quota_bytes))
-            self._reserved += need
-            res.left = need
+        self._reserve_new(distinct, res, name)
         return expected
 
     def _store_stream(self, f: BinaryIO, pub: _PublishState,
