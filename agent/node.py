@@ -143,7 +143,7 @@ class Node:
         self.connections.on_opened(self.follow.session_opened)
         self.ble: BleLink | None = None
         self.watch = WatchService(cfg.watch, data_dir / "watches.json", self._republish,
-                                  self.catalog_changed) if cfg.watch.enabled else None
+                                  self._watch_published) if cfg.watch.enabled else None
         self.commands = Commands(CommandContext(
             cfg=cfg, identity=self.identity, started=self.started, store=self.store,
             trust=self.trust, peers=self.peers, connections=self.connections,
@@ -291,6 +291,12 @@ class Node:
             self.ble.catalog_changed()
         if self.authority is not None:
             self.authority.catalog_changed()
+
+    def _watch_published(self, m: Manifest) -> None:
+        """A watched path was republished: as `shoal publish` does, refresh the catalog and
+        announce the version, so followers fetch it now, not at their next check."""
+        self.catalog_changed()
+        self.follow.published(self.store.find(m.resource_id))
 
     def _republish(self, w: WatchEntry) -> Manifest:
         """A watched path changed: its next version (the same one if nothing did)."""

@@ -74,16 +74,22 @@ p95 on <= 1.1 x off.
 
 **Optional phases** (after the runs, on a fresh copy of the template, skipped with a message
 when the agent lacks the command):
-  mirror-move    needs ``shoal mirrors``: two devices request the slice's hottest resource
-                 in turns (``--mirror-rounds``), then the other two do; ``shoal mirrors`` (the
-                 real CLI) of every device is printed ``--mirror-wait`` s after each, i.e.
-                 before and after demand moves, and the JSON keeps every reply. The phases'
-                 agents run with short manager timers (``PHASE_TIMERS``: plan every 1 s,
-                 dwell 5 s) where the schema has them, so a move fits in a minute.
+  mirror-move    needs ``shoal mirrors``: the origin publishes an index page and a big file
+                 (8 MiB, more than the phase's prefetch ``device_budget``) and reads index ->
+                 big itself (``--mirror-rounds`` times), so its released usage counts
+                 predict the big file after the index; h2 and h3 read the index, then h4 and
+                 h5 do
+                 (h2, h3 go idle); ``shoal mirrors`` (the real CLI) of every device is
+                 printed ``--mirror-wait`` s after each, i.e. before and after demand moves,
+                 and the JSON keeps every reply. The phases' agents run with short manager
+                 timers (``PHASE_TIMERS``: plan every 1 s, dwell 5 s, cold after 10 s) where
+                 the schema has them, so a move fits in a minute (phase_mirror_move says why
+                 this scenario: a device that fetched a resource needs no mirror of it).
   follow-folder  needs ``shoal follow`` and ``shoal publish DIR``: the origin's link shaped
                  (``--folder-shape``, 20mbit), the origin publishes a folder of three files,
-                 h2 follows it, the origin edits 100 bytes of one file and publishes the
-                 next version; the time until h2 holds it and the bytes the origin's eth0
+                 h2-h4 follow it into a directory (``--to``), the origin rewrites 100 bytes
+                 of one file, renames another and republishes; the time until each
+                 follower's directory equals the origin's and the bytes every host's eth0
                  sent meanwhile (tc counters: an upper bound on the delta's bytes).
 Benchmarks never assert; exit status 1 only when nothing could be measured.
 """
@@ -623,7 +629,16 @@ def cli(agent: Any, *args: str, timeout: float = 60) -> subprocess.CompletedProc
                            *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-PHASE_TIMERS = {"interval": 1.0, "mirror_dwell": 5.0, "mirror_cold_after": 10.0}
+PHASE_TIMERS: dict[str, float] = {
+    "interval": 1.0, "mirror_dwell": 5.0, "mirror_cold_after": 10.0,
+    # idle this long: the device acts on nothing, so a mirror it no longer needs goes cold
+    "active_window": 10.0,
+    # the phase's big resource (MIRROR_BIG) must not fit a prefetch: a mirror is the copy
+    # for what is predicted here but is not (and cannot be) held here (policy.py)
+    "device_budget": 1024 * 1024,
+}
+MIRROR_BIG = 8 * 1024 * 1024
+MIRROR_INDEX = 16 * 1024
 
 
 def phase_timers() -> dict[str, float]:
@@ -640,40 +655,92 @@ def phase_timers() -> dict[str, float]:
     return keys
 
 
-def phase_mirror_move(mesh: Mesh, sl: Slice, ids: dict[str, str], rounds: int, wait: float,
+def _mirror_rows(view: Any) -> list[dict[str, Any]]:
+    """The mirror rows of one ``mirrors`` reply (role ``using``: this device's mirrors;
+    ``hosting``: the copies it keeps for others), reduced to who, what and why."""
+    rows = view.get("mirrors") if isinstance(view, dict) else None
+    return [{k: r.get(k) for k in ("role", "resource", "name", "reason", "served",
+                                   "requesters")}
+            for r in rows or [] if isinstance(r, dict)]
+
+
+def phase_mirror_move(mesh: Mesh, work: Path, rounds: int, wait: float,
                       log: Any) -> dict[str, Any]:
+    """A hot resource's mirror made for the devices that want it, and moved when demand
+    moves to other devices.
+
+    The scenario the manager's rules act on (agent/mirrors/policy.py): a mirror is the copy
+    of something predicted or hot *here* that is not held here and cannot be prefetched
+    (a device that fetched a resource holds it, and needs no mirror of it). The origin
+    publishes an index page and a big file (``MIRROR_BIG``, more than the phase's prefetch
+    ``device_budget``), and reads index -> big ``rounds`` times itself: its released usage
+    counts teach the mesh that the big file follows the index. Then h2 and h3 read the index
+    (once each): each predicts the big file, cannot prefetch it, and asks the best paired
+    device to mirror it. ``--mirror-wait`` s later demand moves: h2 and h3 go
+    idle (their mirrors cool: discarded after ``mirror_cold_after``), h4 and h5 read the
+    index. ``shoal mirrors`` of every device is printed after each phase."""
     origin = mesh.by_name(ORIGIN)
     if not asyncio.run(has_command(origin, "mirrors")):
         msg = ("skipped: this agent has no `shoal mirrors` (the Resource Mirror Manager of "
                "[8/13] has not landed on this branch)")
         log(f"  mirror-move {msg}")
         return {"skipped": msg}
-    hot = Counter(it.resource for it in sl.items).most_common(1)[0][0]
-    rid = ids[hot]
+    files = work / "mirror-files"
+    files.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(11)
+    ids = {}
+    for name, size in (("index.html", MIRROR_INDEX), ("big.bin", MIRROR_BIG)):
+        (files / name).write_bytes(rng.randbytes(size))
+        ids[name] = str(origin.call("publish", {"path": str(files / name),
+                                                "name": f"phase-{name}"})["resource_id"])
     devices = [a for a in mesh.agents if a.name != ORIGIN]
     first, second = devices[: len(devices) // 2], devices[len(devices) // 2:]
-    out: dict[str, Any] = {"resource": resource_name(hot), "resource_id": rid, "views": {}}
+    out: dict[str, Any] = {"resource": "phase-big.bin", "resource_id": ids["big.bin"],
+                           "size": MIRROR_BIG, "views": {}, "rows": {}}
+
+    async def train() -> None:
+        for _ in range(rounds):
+            for name in ("index.html", "big.bin"):
+                await _fetch(origin, ids[name])
+            await asyncio.sleep(0.3)
 
     async def demand(group: list[Any]) -> list[float]:
+        # once each: a device reading the index again and again would teach its own model
+        # (and, released, the mesh's) index -> index, diluting the big file's score below
+        # the mirror threshold (create_score 0.5): a first run here saw 0.44
         lat = []
-        for _ in range(rounds):
-            for a in group:
-                t0 = time.perf_counter()
-                await _fetch(a, rid)
-                lat.append(time.perf_counter() - t0)
-            await asyncio.sleep(0.5)
+        for a in group:
+            t0 = time.perf_counter()
+            await _fetch(a, ids["index.html"])
+            lat.append(time.perf_counter() - t0)
         return lat
 
     async def views() -> dict[str, Any]:
         return {a.name: await ctl(a, "mirrors") for a in mesh.agents}
 
-    for label, group in (("before", first), ("after", second)):
-        out[f"{label}_group"] = [a.name for a in group]
-        out[f"{label}_latency_ms"] = [x * 1000 for x in asyncio.run(demand(group))]
-        time.sleep(wait)  # planning rounds: let the manager adapt
-        out["views"][label] = asyncio.run(views())
-        log(f"  {label} the switch: demand from {', '.join(a.name for a in group)}, then "
-            f"{wait:g} s; `shoal mirrors` on each device:")
+    async def prefetch_views() -> dict[str, Any]:
+        return {a.name: await ctl(a, "prefetch") for a in mesh.agents}
+
+    asyncio.run(train())
+    share = 6.0  # the released counts reach the peers (share_interval, 5 s floor, + slack)
+    log(f"  mirror-move: the origin read index -> big {rounds} times; {share:g} s for its "
+        "usage counts to reach the devices")
+    time.sleep(share)
+    settle = PHASE_TIMERS["active_window"] + PHASE_TIMERS["mirror_cold_after"]
+    for label, group in (("before", first), ("after", second), ("settled", [])):
+        if group:
+            out[f"{label}_group"] = [a.name for a in group]
+            out[f"{label}_latency_ms"] = [x * 1000 for x in asyncio.run(demand(group))]
+            time.sleep(wait)  # planning rounds: let the manager adapt
+        else:  # h4, h5 idle too: every mirror cools and is discarded
+            time.sleep(settle)
+        v = asyncio.run(views())
+        out["views"][label] = v
+        out["rows"][label] = {n: _mirror_rows(x) for n, x in v.items()}
+        out.setdefault("prefetch", {})[label] = asyncio.run(prefetch_views())
+        log(f"  {label}: demand from {', '.join(a.name for a in group)}, then {wait:g} s; "
+            "`shoal mirrors` on each device:" if group else
+            f"  {label}: {settle:g} s more with no demand; `shoal mirrors` on each device:")
         for a in mesh.agents:
             table = cli(a, "mirrors")
             log(f"    [{a.name}]")
@@ -682,9 +749,27 @@ def phase_mirror_move(mesh: Mesh, sl: Slice, ids: dict[str, str], rounds: int, w
     return out
 
 
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+FOLDER_FOLLOWERS = ("h2", "h3", "h4")
+
+
 def phase_follow_folder(lan: Any, mesh: Mesh, work: Path, rate: str,
                         log: Any) -> dict[str, Any]:
-    origin, follower = mesh.by_name(ORIGIN), mesh.by_name("h2")
+    """A folder followed into a directory on three devices while the origin edits it over
+    a shaped link: the origin (its egress tbf-shaped at *rate*) publishes a folder of three
+    512 KiB files, h2-h4 ``follow NAME --to DIR``; the origin rewrites 100 bytes of one
+    file, renames another and republishes the directory (same name: the next version).
+    Reported: the time from the publish until each follower's directory equals the
+    origin's, the bytes every host's eth0 sent meanwhile (tc counters, read when the last
+    directory matched: everything, heartbeats included; an upper bound on the sync's bytes)
+    and each follower's own account of the sync."""
+    origin = mesh.by_name(ORIGIN)
+    followers = [mesh.by_name(n) for n in FOLDER_FOLLOWERS if n in
+                 {a.name for a in mesh.agents}]
     folder = work / "folder"
     folder.mkdir(exist_ok=True)
     rng = random.Random(7)
@@ -692,7 +777,7 @@ def phase_follow_folder(lan: Any, mesh: Mesh, work: Path, rate: str,
         (folder / f"file{k}.bin").write_bytes(rng.randbytes(512 * 1024))
     from agent.control.errors import ControlError
 
-    if not asyncio.run(has_command(follower, "follow", {})):
+    if not followers or not asyncio.run(has_command(followers[0], "follow", {})):
         msg = "skipped: this agent has no `shoal follow` (the follow work of [8/13])"
         log(f"  follow-folder {msg}")
         return {"skipped": msg}
@@ -704,32 +789,54 @@ def phase_follow_folder(lan: Any, mesh: Mesh, work: Path, rate: str,
         return {"skipped": msg}
     lan.shape(1, rate=rate)
     rid = str(pub["resource_id"])
-    follower.call("follow", {"resource": rid})
-    sent0 = tc_sent_bytes(lan.host(1).ns)
+    dests = {f.name: work / f"{f.name}-folder" for f in followers}
+    for f in followers:
+        f.call("follow", {"resource": rid, "to": str(dests[f.name])}, timeout=120)
+    first = _tree(folder)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+            not d.exists() or _tree(d) != first for d in dests.values()):
+        time.sleep(0.1)
+    time.sleep(2.0)  # the first check after following is done
+    hosts = range(1, len(mesh.agents) + 1)
+    sent0 = {i: tc_sent_bytes(lan.host(i).ns) for i in hosts}
     data = bytearray((folder / "file1.bin").read_bytes())
     data[1000:1100] = rng.randbytes(100)
     (folder / "file1.bin").write_bytes(bytes(data))
+    (folder / "file2.bin").rename(folder / "file2-renamed.bin")
+    want = _tree(folder)
     t0 = time.perf_counter()
-    new = origin.call("publish", {"path": str(folder), "update": rid})
-    want = int(new["version"])
+    new = origin.call("publish", {"path": str(folder), "name": "replay-folder"})
+    version = int(new["version"])
+    took: dict[str, float | None] = {n: None for n in dests}
     deadline = time.monotonic() + 120
-    got: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        held = follower.call("resources", {"local_only": True})["local"]
-        got = next((e for e in held if e["resource_id"] == rid), {})
-        if int(got.get("version", 0)) >= want:
-            break
-        time.sleep(0.2)
-    took = time.perf_counter() - t0
-    sent = tc_sent_bytes(lan.host(1).ns) - sent0
-    ok = int(got.get("version", 0)) >= want
-    size = sum(p.stat().st_size for p in folder.iterdir())
-    log(f"  follow-folder over a {rate} link: h2 {'has' if ok else 'did NOT get'} v{want} "
-        f"{took:.2f} s after the origin published it; the origin sent {sent / 1e3:.0f} KB "
-        f"in that time (all traffic of its eth0, heartbeats included; folder "
-        f"{size / 1e3:.0f} KB, 100 bytes of one file changed)")
-    return {"rate": rate, "version": want, "updated": ok, "seconds": took,
-            "origin_sent_bytes": sent, "folder_bytes": size}
+    while time.monotonic() < deadline and any(v is None for v in took.values()):
+        for n, d in dests.items():
+            if took[n] is None and _tree(d) == want:
+                took[n] = time.perf_counter() - t0
+        time.sleep(0.05)
+    sent = {f"h{i}": tc_sent_bytes(lan.host(i).ns) - sent0[i] for i in hosts}
+    syncs = {}  # each follower's own account of the sync (`shoal follow`)
+    for f in followers:
+        row = next((r for r in f.call("follow_list") if r.get("resource_id") == rid), {})
+        last = row.get("last") or {}
+        syncs[f.name] = {k: last.get(k) for k in ("why", "bytes_fetched", "deltas",
+                                                  "delta_bytes_saved")}
+    size = sum(len(v) for v in want.values())
+    ok = all(v is not None for v in took.values())
+    log(f"  follow-folder over a {rate} link (origin's egress): v{version} (100 bytes of one "
+        f"file rewritten, one file renamed; folder {size / 1e3:.0f} KB) in "
+        + ", ".join(f"{n}'s directory " + (f"{v:.2f} s" if v is not None else "NOT updated")
+                    for n, v in took.items())
+        + f" after the publish; bytes sent meanwhile: origin {sent['h1'] / 1e3:.1f} KB, all "
+        f"hosts {sum(sent.values()) / 1e3:.1f} KB (heartbeats included); the followers' "
+        "own account (new chunk bytes / of which rebuilt from a delta): "
+        + ", ".join(f"{n} {(v['bytes_fetched'] or 0) / 1e3:.0f} KB / "
+                    f"{(v['delta_bytes_saved'] or 0) / 1e3:.0f} KB ({v['why']})"
+                    for n, v in syncs.items()))
+    return {"rate": rate, "version": version, "updated": ok, "seconds": took, "syncs": syncs,
+            "sent_bytes": sent, "origin_sent_bytes": sent["h1"], "folder_bytes": size,
+            "followers": list(dests)}
 
 
 def tc_sent_bytes(ns: str) -> int:
@@ -828,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", action="append", default=[],
                     choices=("mirror-move", "follow-folder"))
     ap.add_argument("--mirror-rounds", type=int, default=5,
-                    help="mirror-move: fetches per device per demand phase")
+                    help="mirror-move: times the origin reads index -> big first")
     ap.add_argument("--mirror-wait", type=float, default=8.0,
                     help="mirror-move: seconds after each demand phase")
     ap.add_argument("--folder-shape", default="20mbit")
@@ -949,12 +1056,16 @@ def run(args: argparse.Namespace, modes: list[str]) -> int:
                 mesh = Mesh(lan, work / "phases", cls, args.agents, cfg, work / "template")
                 try:
                     asyncio.run(wait_connected(mesh.agents))
-                    if "mirror-move" in args.phase:
-                        result["mirror_move"] = phase_mirror_move(
-                            mesh, sl, ids, args.mirror_rounds, args.mirror_wait, log)
+                    # the folder first: after the mirror phase the devices' models still
+                    # predict its big file, and a follow makes a device active again, so
+                    # mirror fetches (8 MiB over the origin's shaped link) would share
+                    # the folder's window (seen in a run)
                     if "follow-folder" in args.phase:
                         result["follow_folder"] = phase_follow_folder(
                             lan, mesh, work / "phases", args.folder_shape, log)
+                    if "mirror-move" in args.phase:
+                        result["mirror_move"] = phase_mirror_move(
+                            mesh, work / "phases", args.mirror_rounds, args.mirror_wait, log)
                 finally:
                     mesh.stop()
     finally:

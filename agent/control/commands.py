@@ -287,6 +287,8 @@ class Commands:
             entry = await folders.publish_folder(
                 c, path, str(name) if name else None, bool(args.get("public", False)),
                 update.resource_id if update else None)
+            if c.follow is not None:  # followers fetch it now, as for a file
+                c.follow.published(c.store.find(str(entry["resource_id"])))
             if args.get("watch"):
                 folders.watch_after_publish(c, path, entry)
             return entry

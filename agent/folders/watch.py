@@ -82,7 +82,7 @@ class WatchService:
     """Every watched path of this agent; owned by the node (one task: :meth:`run`)."""
 
     def __init__(self, cfg: WatchConfig, state_path: Path, republish: Republish,
-                 on_published: Callable[[], None]) -> None:
+                 on_published: Callable[[Manifest], None]) -> None:
         self._cfg = cfg
         self._state_path = state_path
         self._republish = republish
@@ -324,7 +324,7 @@ class WatchService:
                 w.publishes += 1
                 log.info("watched path republished", extra=kv(
                     path=w.entry.path, name=m.name, version=m.version, size=m.size))
-                self._on_published()
+                self._on_published(m)  # catalog, and the followers told
             if w.folder and self._watches.get(w.entry.path) is w:
                 self._refresh_dirs(w)
         finally:

@@ -84,7 +84,7 @@ async def test_folder_watch_publishes_versions(tmp_path: Path, setup) -> None:
     m1 = store.publish_tree(root, signer=signer)
     published = []
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), tmp_path / "w.json", rec,
-                       lambda: published.append(1))
+                       lambda m: published.append(1))
     task = asyncio.create_task(svc.run())
     try:
         svc.add(root, m1.resource_id, False, 1, m1.name)
@@ -120,7 +120,7 @@ async def test_file_watch_sees_atomic_saves_and_limits(tmp_path: Path, setup) ->
     doc.write_text("one")
     m1 = store.publish_file(doc, signer=signer)
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0, max_watched=1),
-                       tmp_path / "w.json", rec, lambda: None)
+                       tmp_path / "w.json", rec, lambda m: None)
     task = asyncio.create_task(svc.run())
     try:
         svc.add(doc, m1.resource_id, False, 1, m1.name)
@@ -146,7 +146,7 @@ async def test_saved_watches_come_back_and_catch_up(tmp_path: Path, setup) -> No
     state = tmp_path / "w.json"
     watchstate.save(state, [WatchEntry(doc, m1.resource_id, False)])
     doc.write_text("changed while the agent was stopped")
-    svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), state, rec, lambda: None)
+    svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), state, rec, lambda m: None)
     task = asyncio.create_task(svc.run())
     try:
         await wait_until(lambda: store.find(m1.resource_id).version == 2, "catch-up v2")
@@ -165,7 +165,7 @@ async def test_watches_sharing_a_directory_stay_independent(tmp_path: Path, setu
     two.write_text("2")
     m1, m2 = store.publish_file(one, signer=signer), store.publish_file(two, signer=signer)
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0, max_dirs=2),
-                       tmp_path / "w.json", rec, lambda: None)
+                       tmp_path / "w.json", rec, lambda m: None)
     task = asyncio.create_task(svc.run())
     try:
         svc.add(one, m1.resource_id, False, 1, m1.name)
@@ -203,7 +203,7 @@ async def test_a_publish_that_met_a_changing_file_is_retried(tmp_path: Path, set
         return rec(w)
 
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), tmp_path / "w.json",
-                       flaky, lambda: None)
+                       flaky, lambda m: None)
     task = asyncio.create_task(svc.run())
     try:
         svc.add(doc, m1.resource_id, False, 1, m1.name)

@@ -112,3 +112,40 @@ def test_watch_republishes_and_survives_restart(agents, tmp_path, folder):
     gone = a.json("unwatch", str(folder))
     assert [g["path"] for g in gone] == [str(folder)]
     assert a.json("publish", "--watching") == []
+
+
+def test_publish_dir_again_is_announced_to_a_follower(agents, tmp_path, folder):
+    """`shoal publish DIR` of a new version tells the paired followers at once, as a file's
+    publish does (it did not: a followed folder waited for the next periodic check, ~10 min)."""
+    a, b = agents("alpha"), agents("beta")
+    pair(a, b)
+    r = a.json("publish", str(folder))
+    dest = tmp_path / "followed"
+    b.json("follow", r["resource_id"], "--to", str(dest))
+    wait_until(lambda: _tree(dest) == _tree(folder), 30, "the first version written")
+    wait_until(lambda: (b.json("follow")[0]["last"] or {}).get("why") == "first", 30,
+               "the check right after following")
+    (folder / "notes.txt").write_text("second\n")
+    (folder / "raw" / "b.bin").rename(folder / "raw" / "b-renamed.bin")
+    assert a.json("publish", str(folder))["version"] == 2
+    wait_until(lambda: _tree(dest) == _tree(folder), 30, "the follower's tree at v2")
+    assert b.json("follow")[0]["announced"] == 2
+
+
+def test_a_watched_folder_republished_is_announced_to_a_follower(agents, tmp_path, folder):
+    """`publish DIR --watch`: each automatic republish tells the followers at once (the
+    watcher only refreshed the catalog: they waited for their periodic check, ~10 min)."""
+    a, b = agents("alpha", start=False), agents("beta")
+    a.config('[lan]\ninterfaces = ["lo"]\ninclude_loopback = true\n'
+             "[watch]\nquiet = 0.2\nmin_interval = 0.0\n")
+    a.start()
+    pair(a, b)
+    r = a.json("publish", str(folder), "--watch")
+    dest = tmp_path / "followed"
+    b.json("follow", r["resource_id"], "--to", str(dest))
+    wait_until(lambda: _tree(dest) == _tree(folder), 30, "the first version written")
+    wait_until(lambda: (b.json("follow")[0]["last"] or {}).get("why") == "first", 30,
+               "the check right after following")
+    (folder / "notes.txt").write_text("edited while watched\n")
+    wait_until(lambda: _tree(dest) == _tree(folder), 30, "the follower's tree at v2")
+    assert b.json("follow")[0]["announced"] == 2
