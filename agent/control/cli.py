@@ -424,28 +424,13 @@ async def _authority(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
-async def _model(args: argparse.Namespace, sock: Path) -> int:
-    r = await call_simple(sock, "model")
-    print(print_json(r) if args.json else model_text(r))
-    return 0
-
-
-async def _prefetch(args: argparse.Namespace, sock: Path) -> int:
-    r = await call_simple(sock, "prefetch")
-    print(print_json(r) if args.json else prefetch_text(r))
-    return 0
-
-
-async def _mirrors(args: argparse.Namespace, sock: Path) -> int:
-    r = await call_simple(sock, "mirrors")
-    print(print_json(r) if args.json else mirrors_text(r))
-    return 0
-
-
-async def _usage(args: argparse.Namespace, sock: Path) -> int:
-    r = await call_simple(sock, "usage")
-    print(print_json(r) if args.json else usage_text(r))
-    return 0
+def _show(op: str, render: Callable[[Any], str]) -> Handler:
+    """A command that asks the agent for one report and prints it (JSON with --json)."""
+    async def show(args: argparse.Namespace, sock: Path) -> int:
+        r = await call_simple(sock, op)
+        print(print_json(r) if args.json else render(r))
+        return 0
+    return show
 
 
 async def _stop(args: argparse.Namespace, sock: Path) -> int:
@@ -528,10 +513,11 @@ async def _unpublish(args: argparse.Namespace, sock: Path) -> int:
 HANDLERS: dict[str, Handler] = {
     "id": _id, "status": _status, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
-    "trust": _trust, "authority": _authority, "usage": _usage, "model": _model, "stop": _stop,
-    "delegate": _delegate, "unwatch": _unwatch, "prefetch": _prefetch,
-    "mirrors": _mirrors, "versions": _versions, "follow": _follow, "unfollow": _unfollow,
+    "trust": _trust, "authority": _authority, "stop": _stop, "delegate": _delegate,
+    "unwatch": _unwatch, "versions": _versions, "follow": _follow, "unfollow": _unfollow,
     "unpublish": _unpublish,
+    "usage": _show("usage", usage_text), "model": _show("model", model_text),
+    "prefetch": _show("prefetch", prefetch_text), "mirrors": _show("mirrors", mirrors_text),
 }
 
 
