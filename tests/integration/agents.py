@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,36 @@ def pair(a: Agent, b: Agent) -> str:
     done = b.json("pair", "--code", code, "--timeout", "20")
     assert done["complete"]
     return code
+
+
+class _NoPeers:
+    """Connections and trust for a usage service that shares with nobody."""
+
+    def live_connections(self) -> list[object]:
+        return []
+
+    def is_trusted(self, device_id: bytes) -> bool:
+        return False
+
+
+def seed_access_log(data_dir: Path, names: Sequence[str], n: int, *,
+                    requester: bytes = bytes(32), hit: bool = False,
+                    source: str = "00" * 8) -> None:
+    """*n* earlier requests cycling through *names* in an agent's own access log (written
+    by the real log code, one a second, ending now), before the agent starts."""
+    from agent.config import PredictConfig, UsageConfig
+    from agent.usage.service import UsageService
+
+    t = [time.time() - n]
+
+    def clock() -> float:
+        t[0] += 1.0
+        return t[0]
+
+    svc = UsageService(data_dir / "usage", UsageConfig(), PredictConfig(share_k=1),
+                       connections=_NoPeers(), trust=_NoPeers(),  # type: ignore[arg-type]
+                       clock=clock)
+    for i in range(n):
+        svc.record_access(requester, names[i % len(names)], 1000, hit=hit, source=source)
+    svc.tick()
+    svc.close()

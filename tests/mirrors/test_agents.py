@@ -12,14 +12,10 @@ read before (its access log holds the earlier rounds), charlie is a paired bysta
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
-from agents import LOOPBACK_ONLY, Agent, pair, wait_until
-
-from agent.config import PredictConfig, UsageConfig
-from agent.usage.service import UsageService
+from agents import LOOPBACK_ONLY, Agent, pair, seed_access_log, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -39,35 +35,6 @@ mirror_temperature = 1.0
 """
 
 
-class _Nobody:
-    def live_connections(self) -> list[object]:
-        return []
-
-    def is_trusted(self, device_id: bytes) -> bool:
-        return False
-
-
-def seed_log(data_dir: Path, sequence: list[str], rounds: int) -> None:
-    """Earlier rounds of *sequence* in the device's own access log (the real log code),
-    one request a second, ending now."""
-    n = rounds * len(sequence)
-    t = [time.time() - n]
-
-    def clock() -> float:
-        t[0] += 1.0
-        return t[0]
-
-    svc = UsageService(data_dir / "usage", UsageConfig(), PredictConfig(share_k=1),
-                       connections=_Nobody(), trust=_Nobody(),  # type: ignore[arg-type]
-                       clock=clock)
-    me = bytes(32)  # any requester: the log's requester key is per device and epoch
-    for i in range(n):
-        svc.record_access(me, sequence[i % len(sequence)], 1000, hit=False,
-                          source="00" * 8)
-    svc.tick()
-    svc.close()
-
-
 def test_prefetch_onto_the_reader_and_a_mirror_on_charlie(tmp_path: Path) -> None:
     a = Agent("alpha", tmp_path / "alpha")
     b = Agent("bravo", tmp_path / "bravo")
@@ -82,7 +49,7 @@ def test_prefetch_onto_the_reader_and_a_mirror_on_charlie(tmp_path: Path) -> Non
     try:
         a.start()
         ids = {n: a.json("publish", str(files[n]), "--name", n)["resource_id"] for n in names}
-        seed_log(b.data_dir, [ids[n] for n in names], rounds=8)
+        seed_access_log(b.data_dir, [ids[n] for n in names], 8 * len(names))  # 8 rounds
         b.start()
         c.start()
         pair(a, b)

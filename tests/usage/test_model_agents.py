@@ -5,14 +5,10 @@ listing unless asked for."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from agents import LOOPBACK_ONLY, Agent, pair, wait_until
-
-from agent.config import PredictConfig, UsageConfig
-from agent.usage.service import UsageService
+from agents import LOOPBACK_ONLY, Agent, pair, seed_access_log, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,35 +24,11 @@ train_epochs = 4
 """
 
 
-class _Nobody:
-    def live_connections(self) -> list[object]:
-        return []
-
-    def is_trusted(self, device_id: bytes) -> bool:
-        return False
-
-
-def generate_log(data_dir: Path, n: int) -> None:
-    """*n* requests reading CHAIN in order, one a second, ending now (the real log code)."""
-    t = [time.time() - n]
-
-    def clock() -> float:
-        t[0] += 1.0
-        return t[0]
-
-    svc = UsageService(data_dir / "usage", UsageConfig(), PredictConfig(share_k=1),
-                       connections=_Nobody(), trust=_Nobody(),  # type: ignore[arg-type]
-                       clock=clock)
-    for i in range(n):
-        svc.record_access(b"r" * 32, CHAIN[i % len(CHAIN)], 1000, hit=True, source="local")
-    svc.tick()
-    svc.close()
-
-
 def test_the_trainer_publishes_and_the_paired_peer_runs_its_model(tmp_path: Path) -> None:
     a, b = Agent("alpha", tmp_path / "alpha"), Agent("bravo", tmp_path / "bravo")
-    generate_log(a.data_dir, 200)
-    generate_log(b.data_dir, 12)  # a few requests: too few to judge, enough for a state
+    seed_access_log(a.data_dir, CHAIN, 200, requester=b"r" * 32, hit=True, source="local")
+    # a few requests: too few to judge, enough for a state
+    seed_access_log(b.data_dir, CHAIN, 12, requester=b"r" * 32, hit=True, source="local")
     a.config(CONFIG)
     b.config(CONFIG + "train = false\n")
     try:
@@ -91,7 +63,7 @@ def test_the_trainer_publishes_and_the_paired_peer_runs_its_model(tmp_path: Path
 
 def test_a_peer_refuses_a_model_over_its_size_bound(tmp_path: Path) -> None:
     a, b = Agent("alpha", tmp_path / "alpha"), Agent("bravo", tmp_path / "bravo")
-    generate_log(a.data_dir, 200)
+    seed_access_log(a.data_dir, CHAIN, 200, requester=b"r" * 32, hit=True, source="local")
     a.config(CONFIG)
     b.config(CONFIG + 'train = false\nmodel_max_bytes = "4KiB"\n')
     try:
