@@ -315,3 +315,15 @@ async def test_a_device_predicts_what_only_the_mesh_has_read(tmp_path: Path, sto
     assert svc.predict(1)[1][0][0] == CHAIN[10]
     await svc.step()  # rebuilt from the log (which lacks the two requests): still current
     assert svc.predict(1)[1][0][0] == CHAIN[10]
+
+
+async def test_an_idle_round_does_not_rebuild_the_predictors(tmp_path: Path, store) -> None:
+    usage = Usage(mesh=chain_grams(CHAIN), rows=log_rows(OTHER, 30))
+    svc = service(tmp_path, store, usage, train=False)
+    await svc.step()
+    online, fallback = svc.online, svc.fallback
+    await svc.step()  # nothing new: the same objects (a build costs CPU an idle device lacks)
+    assert svc.online is online and svc.fallback is fallback
+    usage.rows = log_rows(OTHER, 31)  # one new request in the log
+    await svc.step()
+    assert svc.online is not online and svc.fallback is not fallback
