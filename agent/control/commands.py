@@ -23,6 +23,7 @@ from agent import __version__
 from agent.control import folders
 from agent.control.errors import ControlError
 from agent.control.server import Command, Reply
+from agent.folders.exports import ExportLog
 from agent.peer.connections import SelfConnection
 from agent.peer.hello import DEFAULT_PORT, parse_address
 from agent.security.delegation import DEFAULT_DAYS, MAX_DAYS, SignedDelegation, issue
@@ -138,7 +139,7 @@ class CommandContext:
     models: ModelControl | None = None
     mirrors: MirrorControl | None = None
     watch: folders.WatchControl | None = None
-    exports: folders.ExportLog | None = None
+    exports: ExportLog | None = None
     follow: FollowControl | None = None
     versions: VersionControl | None = None
 

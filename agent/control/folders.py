@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from agent.control.errors import ControlError
-from agent.folders.exports import update_tree
+from agent.folders.exports import ExportLog, update_tree
 from agent.store.scan import scan_tree
 from agent.transfer.catalog import resource_entry
 
@@ -36,14 +36,6 @@ class WatchControl(Protocol):
     def remove(self, query: str) -> list[dict[str, object]]: ...
 
     def describe(self) -> list[dict[str, object]]: ...
-
-
-class ExportLog(Protocol):
-    """Which folder version was last written where (agent/folders/exports.py)."""
-
-    def last(self, dest: Path) -> tuple[str, str] | None: ...
-
-    def record(self, dest: Path, resource_id: str, manifest_hash: str) -> None: ...
 
 
 class FolderContext(Protocol):
