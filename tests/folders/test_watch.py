@@ -4,7 +4,9 @@ the watch service on a real inotify descriptor with a recording publisher."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,18 @@ from agent.folders.watch import NotWatched, WatchLimit, WatchService
 from agent.folders.watchstate import WatchEntry
 from agent.security.identity import Identity
 from agent.store import ContentStore, Manifest
+
+
+@contextlib.asynccontextmanager
+async def running(svc: WatchService) -> AsyncIterator[None]:
+    """The watch service's loop, running for the block."""
+    task = asyncio.create_task(svc.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
 
 RID = "ab" * 16
 
@@ -85,8 +99,7 @@ async def test_folder_watch_publishes_versions(tmp_path: Path, setup) -> None:
     published = []
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), tmp_path / "w.json", rec,
                        lambda m: published.append(1))
-    task = asyncio.create_task(svc.run())
-    try:
+    async with running(svc):
         svc.add(root, m1.resource_id, False, 1, m1.name)
 
         def version() -> int:
@@ -109,9 +122,6 @@ async def test_folder_watch_publishes_versions(tmp_path: Path, setup) -> None:
             svc.remove("nothing-like-it")
         assert [w["path"] for w in svc.remove(m1.resource_id[:8])] == [str(root)]
         assert watchstate.load(tmp_path / "w.json") == []
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_file_watch_sees_atomic_saves_and_limits(tmp_path: Path, setup) -> None:
@@ -121,21 +131,16 @@ async def test_file_watch_sees_atomic_saves_and_limits(tmp_path: Path, setup) ->
     m1 = store.publish_file(doc, signer=signer)
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0, max_watched=1),
                        tmp_path / "w.json", rec, lambda m: None)
-    task = asyncio.create_task(svc.run())
-    try:
+    async with running(svc):
         svc.add(doc, m1.resource_id, False, 1, m1.name)
         (tmp_path / "other.txt").write_text("a neighbour: not this watch's business")
-        await asyncio.sleep(0.2)
-        assert rec.calls == 0
         tmp = tmp_path / "doc.txt.tmp"  # an editor's save: write a temp, rename it over
         tmp.write_text("two")
         tmp.replace(doc)
         await wait_until(lambda: store.find(m1.resource_id).version == 2, "v2 after a save")
+        assert rec.calls == 1  # the save only: the neighbour's write (seen first) was not
         with pytest.raises(WatchLimit, match="max_watched"):
             svc.add(tmp_path / "other.txt", "cd" * 16, False, 1, "other.txt")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_saved_watches_come_back_and_catch_up(tmp_path: Path, setup) -> None:
@@ -147,13 +152,9 @@ async def test_saved_watches_come_back_and_catch_up(tmp_path: Path, setup) -> No
     watchstate.save(state, [WatchEntry(doc, m1.resource_id, False)])
     doc.write_text("changed while the agent was stopped")
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), state, rec, lambda m: None)
-    task = asyncio.create_task(svc.run())
-    try:
+    async with running(svc):
         await wait_until(lambda: store.find(m1.resource_id).version == 2, "catch-up v2")
         assert json.loads(state.read_text())["watches"][0]["path"] == str(doc)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_watches_sharing_a_directory_stay_independent(tmp_path: Path, setup) -> None:
@@ -166,8 +167,7 @@ async def test_watches_sharing_a_directory_stay_independent(tmp_path: Path, setu
     m1, m2 = store.publish_file(one, signer=signer), store.publish_file(two, signer=signer)
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0, max_dirs=2),
                        tmp_path / "w.json", rec, lambda m: None)
-    task = asyncio.create_task(svc.run())
-    try:
+    async with running(svc):
         svc.add(one, m1.resource_id, False, 1, m1.name)
         svc.add(two, m2.resource_id, False, 1, m2.name)
         svc.remove(str(one))
@@ -180,9 +180,6 @@ async def test_watches_sharing_a_directory_stay_independent(tmp_path: Path, setu
         with pytest.raises(WatchLimit, match="max_dirs"):
             svc.add(tmp_path / "a", m3.resource_id, False, 1, "a")
         assert [w["path"] for w in svc.describe()] == [str(two)]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_publish_that_met_a_changing_file_is_retried(tmp_path: Path, setup) -> None:
@@ -204,13 +201,9 @@ async def test_a_publish_that_met_a_changing_file_is_retried(tmp_path: Path, set
 
     svc = WatchService(WatchConfig(quiet=0.05, min_interval=0.0), tmp_path / "w.json",
                        flaky, lambda m: None)
-    task = asyncio.create_task(svc.run())
-    try:
+    async with running(svc):
         svc.add(doc, m1.resource_id, False, 1, m1.name)
         doc.write_text("two")  # one change; the first publish of it fails
         await wait_until(lambda: store.find(m1.resource_id).version == 2, "v2 on the retry")
         await wait_until(lambda: svc.describe()[0]["error"] is None, "the error cleared")
         assert failures == [1]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
