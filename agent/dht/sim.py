@@ -426,11 +426,9 @@ class Simulation:
         self.run_until(60.0)  # announcements settle
         t0 = self.now
         if c.churn_fraction > 0:
-            step = c.churn_period_s / (c.churn_fraction * c.nodes)
-            t = t0 + step
-            while t < t0 + c.duration_s:
-                self.at(t, self._join)
-                t += step
+            count = round(c.churn_fraction * c.nodes * c.duration_s / c.churn_period_s)
+            for i in range(count):
+                self.at(t0 + c.duration_s * (i + 0.5) / count, self._join)
         if c.partition is not None:
             start, end, _ = c.partition
             self.at(t0 + start, lambda: setattr(self, "partitioned", True))
