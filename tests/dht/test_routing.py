@@ -97,3 +97,17 @@ def test_stale_buckets_need_refresh_until_a_lookup_touches_them() -> None:
     assert table.stale_buckets(700.0, 600.0) == [5, 9]
     table.touch(in_bucket(9, 3), 650.0)
     assert table.stale_buckets(700.0, 600.0) == [5]
+
+
+def test_node_answers_and_asks_for_a_ping_when_a_bucket_is_full() -> None:
+    from agent.dht.messages import FindNode, Nodes, Ping, Pong
+    from agent.dht.node import DhtNode
+    from agent.dht.sim import sim_verify
+
+    node = DhtNode(OWN, sim_verify, k=2)
+    a, b, c = in_bucket(30, 0), in_bucket(30, 1), in_bucket(30, 2)
+    assert node.handle(a, Ping(), 0.0).reply == Pong()
+    assert node.handle(b, Ping(), 1.0).ping is None
+    handled = node.handle(c, FindNode(c), 2.0)
+    assert handled.ping == a  # bucket 30 full: the caller pings its oldest contact
+    assert handled.reply == Nodes((a, b))  # closest to c first (2 ^ 0 < 2 ^ 1), never c
