@@ -14,6 +14,7 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    agent.config, agent.ports, agent.daemon
     1 security     agent.security.*  (identity, signing, trust, pairing book, sessions)
                    predict  agent.predict.*  (pure predictors and trace readers: no I/O)
+                   dht  agent.dht.*  (Kademlia core and its simulation: no I/O)
     2 store        agent.store.*  (manifests are signed: store uses security)
                    bandwidth  agent.bandwidth
                    usage  agent.usage.* (access log, n-grams, temperature: pure cores)
@@ -22,7 +23,8 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    usage-service  agent.usage.service (sharing over peer sessions),
                                   agent.usage.models (the model lifecycle)
                    folders  agent.folders.* (watched publishes, exported trees)
-                   prefetch, mirrors, dht  (names reserved for the coming services)
+                   prefetch, mirrors  (names reserved for the coming services; the DHT's
+                   service over peer sessions will be a rank-4 module like usage-service)
     5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
     7 entry        agent.control.cli (and its parser, render, progress, listings, hints:
@@ -70,6 +72,7 @@ LAYERS: tuple[Layer, ...] = (
                                     "agent.config", "agent.ports", "agent.daemon")),
     Layer("security", 1, packages=("agent.security",)),
     Layer("predict", 1, packages=("agent.predict",)),
+    Layer("dht", 1, packages=("agent.dht",)),
     Layer("store", 2, packages=("agent.store",)),
     Layer("bandwidth", 2, modules=("agent.bandwidth",)),
     Layer("usage", 2, packages=("agent.usage",)),
@@ -81,7 +84,6 @@ LAYERS: tuple[Layer, ...] = (
     Layer("prefetch", 4, packages=("agent.prefetch",)),
     Layer("folders", 4, packages=("agent.folders",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),
-    Layer("dht", 4, packages=("agent.dht",)),
     Layer("control", 5, packages=("agent.control",)),
     Layer("node", 6, modules=("agent.node",)),
     Layer("entry", 7, modules=("agent.control.cli", "agent.control.parser",

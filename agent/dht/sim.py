@@ -1,0 +1,454 @@
+"""A seeded discrete-event simulation of many DHT nodes in virtual time.
+
+Every node is a real ``DhtNode`` (same tables, records, lookup state machine as a device);
+only the network is simulated: each message takes the sum of its endpoints' one-way latency,
+is lost with probability *loss*, and a request that gets no reply counts as failed after
+*timeout_s*. Churn replaces a fraction of the nodes per period (the leaver vanishes silently;
+the newcomer knows one random live node, looks up its own ID and learns the rest as it goes).
+A partition cuts every message between two groups for a time window. Records are signed with
+a keyed hash standing in for Ed25519 (cheap, verified exactly like real records).
+
+The start is a converged network: routing tables filled as a long-running mesh would have
+them (up to k random nodes per bucket), then every holder announces its resources through
+real lookups. Measured: lookup success, rounds, messages and virtual time per lookup, memory
+per node, and a flooding baseline (each lookup sample flooded over a random graph of the same
+live nodes, degree *flood_degree*) in the same run. Deterministic for a given config.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import heapq
+import random
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.dht.keyspace import ID_BITS, ID_BYTES, random_id, random_id_in_bucket, resource_key
+from agent.dht.lookup import ALPHA, Lookup
+from agent.dht.messages import AddProvider, FindNode, GetProviders, Message, Nodes, Providers
+from agent.dht.node import DhtNode
+from agent.dht.records import EXPIRY_S, REPUBLISH_S, make_record
+from agent.dht.routing import REFRESH_S, K
+
+JOIN_CONTACTS = 3  # neighbours a joining device already knows
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    nodes: int = 1000
+    lookups: int = 2000
+    resources: int = 500
+    duration_s: float = 1800.0  # virtual seconds of measured activity
+    churn_fraction: float = 0.2  # of the nodes replaced ...
+    churn_period_s: float = 600.0  # ... per this many virtual seconds
+    loss: float = 0.01  # per message
+    latency_ms: tuple[float, float] = (5.0, 50.0)  # one-way per endpoint, uniform
+    timeout_s: float = 1.0
+    partition: tuple[float, float, float] | None = None  # (start_s, end_s, fraction cut off)
+    want_providers: int = 1
+    k: int = K
+    alpha: int = ALPHA
+    refresh_s: float = REFRESH_S  # 0 disables bucket refresh
+    republish_s: float = REPUBLISH_S
+    flood_degree: int = 8
+    flood_samples: int = 20
+    seed: int = 1
+
+
+def _secret(holder: bytes) -> bytes:
+    return hashlib.blake2b(b"sim-secret" + holder, digest_size=32).digest()
+
+
+def sim_signer(holder: bytes) -> Callable[[bytes], bytes]:
+    """The simulated holder's signing function (keyed BLAKE2b in place of Ed25519)."""
+    key = _secret(holder)
+    return lambda payload: hashlib.blake2b(payload, key=key, digest_size=32).digest()
+
+
+def sim_verify(holder: bytes, holder_key: bytes, payload: bytes, signature: bytes) -> bool:
+    """Verifies what ``sim_signer`` signed; the stand-in for the agent's Ed25519 verifier."""
+    return sim_signer(holder)(payload) == signature and holder_key == b"sim"
+
+
+@dataclass
+class _Peer:
+    node: DhtNode
+    latency: float
+    side: int = 0
+    alive: bool = True
+
+
+@dataclass
+class _Job:
+    """A lookup in progress, with the bookkeeping the measurements need."""
+
+    lookup: Lookup
+    origin: bytes
+    started: float
+    measured: bool
+    on_done: Callable[[_Job, float], None]
+    messages: int = 0
+    first_result: float | None = None
+    done: bool = False
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    lookups: int = 0
+    successes: int = 0
+    rounds: list[int] = field(default_factory=list)
+    messages: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    flood_messages: list[int] = field(default_factory=list)
+    flood_rounds: list[int] = field(default_factory=list)
+    maintenance_messages: int = 0
+    churned: int = 0
+    contacts_per_node: float = 0.0
+    records_per_node: float = 0.0
+    bytes_per_node: float = 0.0
+    rejected_records: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        def pct(xs: list[int] | list[float], q: float) -> float:
+            if not xs:
+                return float("nan")
+            s = sorted(xs)
+            return float(s[min(len(s) - 1, int(q * len(s)))])
+
+        c = self.config
+        minutes = c.duration_s / 60
+        return {
+            "nodes": c.nodes,
+            "lookups": self.lookups,
+            "success": self.successes / self.lookups if self.lookups else float("nan"),
+            "rounds_p50": pct(self.rounds, 0.5),
+            "rounds_p99": pct(self.rounds, 0.99),
+            "msgs_mean": statistics.fmean(self.messages) if self.messages else float("nan"),
+            "msgs_p99": pct(self.messages, 0.99),
+            "time_p50_ms": 1000 * pct(self.times, 0.5),
+            "time_p99_ms": 1000 * pct(self.times, 0.99),
+            "flood_msgs_mean": (statistics.fmean(self.flood_messages)
+                                if self.flood_messages else float("nan")),
+            "flood_rounds_p50": pct(self.flood_rounds, 0.5),
+            "maint_msgs_per_node_min": self.maintenance_messages / max(1, c.nodes) / minutes,
+            "churned": self.churned,
+            "contacts_per_node": self.contacts_per_node,
+            "records_per_node": self.records_per_node,
+            "kib_per_node": self.bytes_per_node / 1024,
+            "rejected_records": self.rejected_records,
+        }
+
+
+class Simulation:
+    def __init__(self, config: SimConfig) -> None:
+        self.c = config
+        self.rng = random.Random(config.seed)
+        self.now = 0.0
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self.peers: dict[bytes, _Peer] = {}
+        self.alive: list[bytes] = []
+        self.resources: dict[bytes, bytes] = {}  # key -> holder
+        self.result = SimResult(config)
+        self.partitioned = False
+
+    # ----------------------------------------------------------------- event plumbing
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, fn))
+
+    def run_until(self, end: float) -> None:
+        while self._queue and self._queue[0][0] <= end:
+            when, _, fn = heapq.heappop(self._queue)
+            self.now = when
+            fn()
+        self.now = end
+
+    def _new_peer(self, node_id: bytes) -> _Peer:
+        lo, hi = self.c.latency_ms
+        part = self.c.partition
+        side = 1 if part is not None and self.rng.random() < part[2] else 0
+        peer = _Peer(DhtNode(node_id, sim_verify, k=self.c.k, alpha=self.c.alpha, now=self.now),
+                     self.rng.uniform(lo, hi) / 1000, side)
+        self.peers[node_id] = peer
+        return peer
+
+    def _reachable(self, a: _Peer, b: _Peer) -> bool:
+        return b.alive and not (self.partitioned and a.side != b.side)
+
+    # ----------------------------------------------------------------- messaging
+    def _request(self, job: _Job | None, src: bytes, dst: bytes, msg: Message,
+                 on_reply: Callable[[Message | None], None]) -> None:
+        """Send *msg*; later call *on_reply* with the reply, or None after a timeout."""
+        a, b = self.peers[src], self.peers.get(dst)
+        self._count(job, 1)
+        sent = self.now
+        if b is None or self.rng.random() < self.c.loss:
+            self.at(sent + self.c.timeout_s, lambda: on_reply(None))
+            return
+        one_way = a.latency + b.latency
+
+        def deliver() -> None:
+            if not self._reachable(a, b) or not a.alive:
+                self.at(sent + self.c.timeout_s, lambda: on_reply(None))
+                return
+            handled = b.node.handle(src, msg, self.now)
+            if handled.ping is not None:
+                self._ping(dst, handled.ping)
+            if handled.reply is None:
+                return
+            self._count(job, 1)
+            reply = handled.reply
+            if self.rng.random() < self.c.loss:
+                self.at(sent + self.c.timeout_s, lambda: on_reply(None))
+            else:
+                self.at(self.now + one_way, lambda: on_reply(reply))
+
+        self.at(sent + one_way, deliver)
+
+    def _count(self, job: _Job | None, n: int) -> None:
+        if job is not None and job.measured:
+            job.messages += n
+        else:
+            self.result.maintenance_messages += n
+
+    def _ping(self, src: bytes, oldest: bytes) -> None:
+        """*src* pings the oldest contact of a full bucket (two messages if it answers)."""
+        a, b = self.peers[src], self.peers.get(oldest)
+        self.result.maintenance_messages += 1
+        if b is not None and self._reachable(a, b) and self.rng.random() >= self.c.loss:
+            self.result.maintenance_messages += 1
+            self.at(self.now + a.latency + b.latency,
+                    lambda: a.node.table.ping_answered(oldest, self.now))
+        else:
+            self.at(self.now + self.c.timeout_s, lambda: a.node.table.failed(oldest))
+
+    # ----------------------------------------------------------------- lookups
+    def start_lookup(self, origin: bytes, target: bytes, want: int, measured: bool,
+                     on_done: Callable[[_Job, float], None]) -> _Job:
+        peer = self.peers[origin]
+        job = _Job(peer.node.lookup(target, self.now, want), origin, self.now, measured, on_done)
+        if want and job.lookup.providers:
+            job.first_result = self.now
+        self._pump(job)
+        return job
+
+    def _pump(self, job: _Job) -> None:
+        if job.done:
+            return
+        lk = job.lookup
+        if lk.finished:
+            job.done = True
+            job.on_done(job, self.now)
+            return
+        for dst in lk.next_queries():
+            msg: Message = GetProviders(lk.target) if lk.want_providers else FindNode(lk.target)
+            self._request(job, job.origin, dst, msg,
+                          functools.partial(self._answer, job, dst))
+
+    def _answer(self, job: _Job, dst: bytes, reply: Message | None) -> None:
+        peer = self.peers[job.origin]
+        if not peer.alive:
+            return
+        lk = job.lookup
+        if reply is None:
+            lk.on_failure(dst)
+            peer.node.table.failed(dst)
+        else:
+            ping = peer.node.table.observe(dst, self.now)
+            if ping is not None:
+                self._ping(job.origin, ping)
+            if isinstance(reply, Providers):
+                had = len(lk.providers)
+                lk.on_reply(dst, reply.closer, peer.node.reply_records(reply.providers, self.now))
+                if had == 0 and lk.providers and job.first_result is None:
+                    job.first_result = self.now
+            elif isinstance(reply, Nodes):
+                lk.on_reply(dst, reply.closer)
+            else:
+                lk.on_failure(dst)
+        self._pump(job)
+
+    # ----------------------------------------------------------------- providing
+    def publish(self, holder: bytes, key: bytes) -> None:
+        """*holder* finds the k closest nodes to *key* and announces itself to each."""
+        def stored(job: _Job, _now: float) -> None:
+            if not self.peers[holder].alive:
+                return
+            rec = make_record(key, holder, b"sim", self.now, sim_signer(holder), EXPIRY_S)
+            for dst in job.lookup.closest():
+                self._request(None, holder, dst, AddProvider(rec), lambda _r: None)
+
+        self.start_lookup(holder, key, 0, False, stored)
+        if self.c.republish_s > 0:
+            self.at(self.now + self.c.republish_s, lambda: self._republish(holder, key))
+
+    def _republish(self, holder: bytes, key: bytes) -> None:
+        if self.peers[holder].alive:
+            self.publish(holder, key)
+
+    # ----------------------------------------------------------------- set-up and churn
+    def _fill_tables(self) -> None:
+        """Converged tables: each bucket holds up to k random nodes of its ID range."""
+        ints = sorted(int.from_bytes(n, "big") for n in self.peers)
+        k = self.c.k
+        for node_id, peer in self.peers.items():
+            v = int.from_bytes(node_id, "big")
+            for i in range(ID_BITS - 1, -1, -1):
+                lo = ((v >> i) ^ 1) << i
+                a = bisect.bisect_left(ints, lo)
+                b = bisect.bisect_left(ints, lo + (1 << i))
+                if a == b:
+                    if b - a == 0 and i < 4:
+                        break
+                    continue
+                picks = range(a, b) if b - a <= k else self.rng.sample(range(a, b), k)
+                for j in picks:
+                    peer.node.table.observe(ints[j].to_bytes(ID_BYTES, "big"), self.now)
+
+    def _join(self) -> None:
+        """One churn step: a random live node vanishes, a new one joins through a few others
+        (a device's direct neighbours) and looks up its own ID."""
+        if len(self.alive) < 2:
+            return
+        gone = self.alive.pop(self.rng.randrange(len(self.alive)))
+        self.peers[gone].alive = False
+        self.result.churned += 1
+        new_id = random_id(self.rng)
+        self._new_peer(new_id)
+        self._bootstrap(new_id, 3)
+        self.alive.append(new_id)
+        self._schedule_refresh(new_id)
+
+    def _bootstrap(self, node_id: bytes, attempts: int) -> None:
+        peer = self.peers[node_id]
+        for boot in self.rng.sample(self.alive, min(JOIN_CONTACTS, len(self.alive))):
+            peer.node.table.observe(boot, self.now)
+
+        def joined(_job: _Job, _now: float) -> None:
+            if peer.alive and len(peer.node.table) < self.c.k and attempts > 1:
+                self._bootstrap(node_id, attempts - 1)
+
+        self.start_lookup(node_id, node_id, 0, False, joined)
+
+    def _schedule_refresh(self, node_id: bytes) -> None:
+        if self.c.refresh_s > 0:
+            self.at(self.now + self.c.refresh_s * (0.5 + self.rng.random()),
+                    lambda: self._refresh(node_id))
+
+    def _refresh(self, node_id: bytes) -> None:
+        peer = self.peers[node_id]
+        if not peer.alive:
+            return
+        for index in peer.node.table.stale_buckets(self.now, self.c.refresh_s):
+            target = random_id_in_bucket(node_id, index, self.rng)
+            self.start_lookup(node_id, target, 0, False, lambda _j, _n: None)
+        self._schedule_refresh(node_id)
+
+    # ----------------------------------------------------------------- measuring
+    def _lookup_done(self, job: _Job, _now: float) -> None:
+        r = self.result
+        r.lookups += 1
+        r.messages.append(job.messages)
+        if job.lookup.providers:
+            r.successes += 1
+            r.rounds.append(job.lookup.rounds)
+            r.times.append((job.first_result or self.now) - job.started)
+
+    def _measured_lookup(self, flood: bool) -> None:
+        src = self.rng.choice(self.alive)
+        side = self.peers[src].side
+        keys = [k for k, h in self.resources.items()
+                if self.peers[h].alive and (not self.partitioned or self.peers[h].side == side)]
+        if not keys:
+            return
+        key = self.rng.choice(keys)
+        if flood:
+            self._flood(src, self.resources[key])
+        self.start_lookup(src, key, self.c.want_providers, True, self._lookup_done)
+
+    def _flood(self, src: bytes, holder: bytes) -> None:
+        """Messages and rounds if *src* flooded the query over a random graph of live nodes."""
+        live = [n for n in self.alive if not self.partitioned
+                or self.peers[n].side == self.peers[src].side]
+        index = {n: i for i, n in enumerate(live)}
+        adj: list[list[int]] = [[] for _ in live]
+        half = max(1, self.c.flood_degree // 2)
+        for i in range(len(live)):
+            for j in self.rng.sample(range(len(live)), min(half, len(live))):
+                if j != i:
+                    adj[i].append(j)
+                    adj[j].append(i)
+        start, goal = index[src], index[holder]
+        depth = {start: 0}
+        frontier, msgs, found = [start], 0, 0
+        while frontier:
+            nxt = []
+            for u in frontier:
+                msgs += len(adj[u]) - (u != start)
+                for w in adj[u]:
+                    if w not in depth:
+                        depth[w] = depth[u] + 1
+                        nxt.append(w)
+            frontier = nxt
+        found = depth.get(goal, -1)
+        self.result.flood_messages.append(msgs)
+        self.result.flood_rounds.append(found)
+
+    def _memory(self) -> None:
+        live = [self.peers[n] for n in self.alive]
+        r = self.result
+        r.contacts_per_node = statistics.fmean(len(p.node.table) for p in live)
+        r.records_per_node = statistics.fmean(len(p.node.store) for p in live)
+        r.rejected_records = sum(p.node.rejected for p in self.peers.values())
+        sample = live[: min(50, len(live))]
+        r.bytes_per_node = statistics.fmean(_node_bytes(p.node) for p in sample)
+
+    def run(self) -> SimResult:
+        c = self.c
+        for _ in range(c.nodes):
+            self.alive.append(random_id(self.rng))
+            self._new_peer(self.alive[-1])
+        self._fill_tables()
+        for i in range(c.resources):
+            holder = self.rng.choice(self.alive)
+            key = resource_key(f"sim-resource-{c.seed}-{i}")
+            self.resources[key] = holder
+            self.publish(holder, key)
+        for node_id in self.alive:
+            self._schedule_refresh(node_id)
+        self.run_until(60.0)  # announcements settle
+        t0 = self.now
+        if c.churn_fraction > 0:
+            count = round(c.churn_fraction * c.nodes * c.duration_s / c.churn_period_s)
+            for i in range(count):
+                self.at(t0 + c.duration_s * (i + 0.5) / count, self._join)
+        if c.partition is not None:
+            start, end, _ = c.partition
+            self.at(t0 + start, lambda: setattr(self, "partitioned", True))
+            self.at(t0 + end, lambda: setattr(self, "partitioned", False))
+        every = max(1, c.lookups // max(1, c.flood_samples))
+        for i in range(c.lookups):
+            when = t0 + c.duration_s * (i + 0.5) / c.lookups
+            self.at(when, functools.partial(self._measured_lookup, i % every == 0))
+        self.run_until(t0 + c.duration_s + 10 * c.timeout_s)
+        self._memory()
+        return self.result
+
+
+def _node_bytes(node: DhtNode) -> int:
+    """Approximate heap bytes of one node's table and records (IDs counted per node)."""
+    size = sys.getsizeof(node.table.buckets)
+    for b in node.table.buckets.values():
+        size += sys.getsizeof(b) + sys.getsizeof(b.entries) + sys.getsizeof(b.replacements)
+        size += (len(b.entries) + len(b.replacements)) * (sys.getsizeof(b"\0" * ID_BYTES) + 24)
+    size += sys.getsizeof(node.store.records)
+    for holders in node.store.records.values():
+        size += sys.getsizeof(holders) + sum(r.size() + 56 for r in holders.values())
+    return size
