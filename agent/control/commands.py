@@ -103,6 +103,12 @@ class VersionControl(Protocol):
                             export: _StreamExport | None) -> dict[str, object]: ...
 
 
+class RelayControl(Protocol):
+    """Multi-hop circuits (agent/relay/service.py): what `status` shows of them."""
+
+    def stats(self) -> dict[str, object]: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -142,6 +148,7 @@ class CommandContext:
     exports: ExportLog | None = None
     follow: FollowControl | None = None
     versions: VersionControl | None = None
+    relay: RelayControl | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -262,6 +269,7 @@ class Commands:
             "store_used": used, "store_quota": quota,
             "pairing_window_open": c.pairing.window_open(),
             "ble": c.ble.status() if c.ble is not None else None,
+            "relay": c.relay.stats() if c.relay is not None else None,
         }
 
     async def peers(self, args: Args, reply: Reply) -> object:
