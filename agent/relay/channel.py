@@ -83,6 +83,15 @@ def pieces(out: bytearray) -> Iterator[memoryview]:
         yield mv[start:n]
 
 
+def whole_records(data: memoryview) -> bool:
+    """Does *data* hold whole length-prefixed records only (what :func:`pieces` sends)?"""
+    n = data.nbytes
+    pos = 0
+    while pos + 2 <= n:
+        pos += 2 + ((data[pos] << 8) | data[pos + 1])
+    return pos == n
+
+
 class RelayChannel:
     """One end of a circuit. The service feeds it received frames (:meth:`feed`,
     :meth:`credit`, :meth:`peer_closed`); the peer protocol uses the channel surface."""
@@ -174,6 +183,9 @@ class RelayChannel:
     def feed(self, data: memoryview) -> None:
         """A data frame's payload: whole inner records (synchronous, never raises)."""
         if self.closed.is_set():
+            return
+        if not whole_records(data):  # never a partial record waiting for more frames
+            self._finish("a frame that is not whole records", tell=True, error=True)
             return
         try:
             self._conn.receive_data(data)

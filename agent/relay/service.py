@@ -256,6 +256,9 @@ class RelayService:
             raise RelayRefused(f"relay circuits run over {HOP_TRANSPORT} sessions only")
         if self.table.has_hop(conn, cid, False):
             raise RelayRefused("circuit id already in use")
+        if self.table.carrying(nonce):  # before the ttl: a loop is named as one
+            self.table.refused += 1
+            raise RelayRefused("relay loop: this circuit already passes here")
         decision = route(
             me=self._me, target=target, ttl=ttl, from_peer=conn.peer_id,
             from_trusted=self._trust.is_trusted(conn.peer_id),
