@@ -1,8 +1,9 @@
 """Traffic classes and link sharing: a sans-I/O scheduler and a thin asyncio gate.
 
 Every send carries a class, ``demand`` > ``relay`` > ``mirror`` > ``prefetch``. ``relay`` is
-what this device forwards for others (agent/relay/): someone's demand, but not ours. Background traffic must
-never starve a fetch a user is waiting for, yet must use all the capacity nobody else wants.
+what this device forwards for others (agent/relay/): someone's demand, but not ours.
+Background traffic must never starve a fetch a user is waiting for, yet must use all the
+capacity nobody else wants.
 
 :class:`LinkScheduler` (pure, ``now`` passed in) decides which queued send may go next:
 

@@ -21,7 +21,6 @@ Two rules live here because only the ends can apply them:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence

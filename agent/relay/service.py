@@ -20,6 +20,7 @@ be, is the pure core's (agent/relay/circuits.py); this module only does the I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -421,7 +422,5 @@ class RelayService:
 
     async def _send_close(self, hop: Hop[PeerConnection]) -> None:
         header = wire.encode_relay_header(hop.cid, hop.flags(wire.RELAY_CLOSE))
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await hop.link.send_raw((header,))
-        except (ConnectionError, OSError):
-            pass

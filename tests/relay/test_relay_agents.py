@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from relay_helpers import connect, ident, nodes, pair
 
-from agent.errors import ErrorKind
+from agent.errors import ErrorKind, ShoalError
 from agent.peer import wire
 from agent.peer.connection import PeerGone, RemoteError
 from agent.relay.service import NoRoute, RelayRefused, RelayUntrusted
@@ -162,8 +162,9 @@ async def test_target_applies_its_own_trust_to_the_origin(tmp_path: Path) -> Non
         assert back[0].peer_id == ident(a) and not b.trust.is_trusted(ident(a))
         await a.fetcher.fetch("public.bin")
         assert _held(a, tmp_path, "public.bin") == pub
-        with pytest.raises(Exception, match="private.bin|no holder|not found|No"):
+        with pytest.raises(ShoalError) as refused:  # b does not offer it to a stranger
             await a.fetcher.fetch("private.bin")
+        assert refused.value.kind == ErrorKind.NOT_FOUND
         with pytest.raises(RemoteError) as e:  # a mirror on b would change b's store
             await s.request("mirror", {"do": "hold", "r": "00" * 16, "n": 1})
         assert e.value.remote_kind == ErrorKind.UNTRUSTED
