@@ -171,6 +171,7 @@ class Node:
             self.router.add_requests(self.usage.handlers())
         if self.models is not None:
             self.router.add_requests(self.models.handlers())
+        self.unpairing.on_unpaired(self.relay.unpaired)
         if self.mirrors is not None:
             self.router.add_requests(self.mirrors.handlers())
             self.unpairing.on_unpaired(self.mirrors.unpaired)

@@ -149,6 +149,16 @@ class RelayService:
             self._kill(c, f"relay link to {conn.name} lost", dead=conn)
         self.table.forget_link(conn)
 
+    def unpaired(self, peer_id: bytes) -> None:
+        """A neighbour is no longer paired: the circuits it takes part in as a neighbour
+        end now (a relayed session that merely ends there is the target's trust to judge,
+        session by session, like a direct one)."""
+        if not self.cfg.paired_only:
+            return
+        for c in self.table.circuits():
+            if c.is_relay and any(h.link.peer_id == peer_id for h in c.hops()):
+                self._kill(c, "a neighbour was unpaired")
+
     def session_opened(self, conn: PeerConnection) -> None:
         """A direct LAN session supersedes a relayed one to the same device."""
         if conn.transport != HOP_TRANSPORT:

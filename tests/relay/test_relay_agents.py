@@ -237,3 +237,17 @@ async def test_bad_frames_end_only_their_circuit() -> None:
         assert not to_c.closed.is_set() and not link.closed.is_set()
         await to_c.request("ping", {"t": 1})
         await link.request("ping", {"t": 1})
+
+
+async def test_unpairing_a_neighbour_ends_the_circuits_it_is_part_of() -> None:
+    async with nodes("a", "r", "b") as n:
+        a, r, b = n["a"], n["r"], n["b"]
+        pair(a, r), pair(r, b), pair(a, b)
+        await connect(a, r)
+        await connect(r, b)
+        s = await a.relay.open(ident(b), via=ident(r))
+        r.trust.remove(ident(a).hex())
+        r.relay.unpaired(ident(a))  # what UnpairService tells its listeners
+        await wait_until(s.closed.is_set, "the circuit through r closed")
+        with pytest.raises(RelayUntrusted):
+            await a.relay.open(ident(b), via=ident(r))
