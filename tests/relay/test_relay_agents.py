@@ -7,6 +7,7 @@ a relayed session is the only way A can reach B.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -251,3 +252,28 @@ async def test_unpairing_a_neighbour_ends_the_circuits_it_is_part_of() -> None:
         await wait_until(s.closed.is_set, "the circuit through r closed")
         with pytest.raises(RelayUntrusted):
             await a.relay.open(ident(b), via=ident(r))
+
+
+async def test_cli_opens_a_relayed_session_and_shows_it(tmp_path: Path, capsys) -> None:
+    from agent.control import cli
+
+    async with nodes("a", "r", "b") as n:
+        a, r, b = n["a"], n["r"], n["b"]
+        pair(a, r), pair(r, b)  # b is not paired with a: reached by its full ID
+        await connect(a, r)
+        await connect(r, b)
+        base = ["--data-dir", str(a.cfg.node.data_dir)]
+        rc = await asyncio.to_thread(cli.main, [*base, "relay", b.identity.hex_id, "--via", "r"])
+        out = capsys.readouterr().out
+        assert rc == 0 and "relayed session to b" in out and "not paired" in out
+        rc = await asyncio.to_thread(cli.main, [*base, "peers"])
+        row = next(line for line in capsys.readouterr().out.splitlines() if " b " in line
+                   or line.startswith("b "))
+        assert "relay" in row
+        rc = await asyncio.to_thread(cli.main, ["--data-dir", str(r.cfg.node.data_dir),
+                                                "relay", "--json"])
+        stats = json.loads(capsys.readouterr().out)
+        assert rc == 0 and stats["forwarding"] == 1 and stats["forwarded_bytes"] > 0
+        rc = await asyncio.to_thread(cli.main, [*base, "relay", "nobody", "--via", "r"])
+        err = capsys.readouterr().err
+        assert rc != 0 and "no device matches 'nobody'" in err and len(err.splitlines()) == 1
