@@ -205,13 +205,14 @@ class CircuitTable(Generic[L]):
     def carrying(self, nonce: bytes) -> bool:
         return nonce in self._nonces
 
-    def admit(self, neighbour: bytes, nonce: bytes) -> Refusal | None:
-        """May one more circuit from *neighbour* be held? None = yes."""
+    def admit(self, neighbour: bytes, nonce: bytes, *, own: bool = False) -> Refusal | None:
+        """May one more circuit from *neighbour* be held? None = yes. *own*: this device
+        opens it (only the total bounds those)."""
         if nonce in self._nonces:
             return Refusal(ErrorKind.REFUSED, "relay loop: this circuit already passes here")
         if len(self._all) >= self.limits.max_circuits:
             return Refusal(ErrorKind.REFUSED, "too many relay circuits here")
-        if self._per_peer.get(neighbour, 0) >= self.limits.max_per_peer:
+        if not own and self._per_peer.get(neighbour, 0) >= self.limits.max_per_peer:
             return Refusal(ErrorKind.REFUSED, "too many relay circuits from this device")
         return None
 

@@ -226,7 +226,7 @@ class RelayService:
         if link is None:
             raise NoRoute(f"no live direct session to the relay {short_device_id(first)}")
         nonce = os.urandom(16)
-        refusal = self.table.admit(self._me, nonce)
+        refusal = self.table.admit(self._me, nonce, own=True)
         if refusal is not None:
             raise _refusal(refusal.kind, refusal.reason)
         hop = Hop(link, self.table.new_cid(link), True)
@@ -353,7 +353,7 @@ class RelayService:
         c, hop = found
         try:
             f = judge(frame.flags, frame.data)
-            if c.opening:
+            if c.opening and f.kind != "close":  # (an origin that gave up may close it)
                 raise BadFrame("a frame before the circuit opened")
         except BadFrame as e:
             self.table.closed_bad += 1
@@ -371,11 +371,11 @@ class RelayService:
                 self.table.remove(c)
                 end.peer_closed("closed by the far end")
             return
-        out = c.other(hop)
-        assert out is not None
         if f.kind == "close":
             self._kill(c, "closed by an end", dead=conn)
             return
+        out = c.other(hop)
+        assert out is not None  # (not opening: checked above)
         toward_target = hop == c.inbound
         if not self.table.enqueue(c, toward_target, frame.data.nbytes):
             self.table.closed_bad += 1

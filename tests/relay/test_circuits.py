@@ -150,3 +150,11 @@ def test_a_sender_ignoring_credit_is_caught() -> None:
     assert wire.RELAY_WINDOW <= sent <= MAX_QUEUED_BYTES
     t.dequeue(c, True, wire.RELAY_MAX_DATA)
     assert t.enqueue(c, False, 4)  # the other direction has its own bound
+
+
+def test_own_circuits_are_bounded_by_the_total_only() -> None:
+    t: CircuitTable[str] = CircuitTable(Limits(max_circuits=4, max_per_peer=1))
+    for i in range(4):
+        assert t.admit(ME, bytes([i]), own=True) is None
+        t.add(Circuit(bytes([i]), Hop("l", t.new_cid("l"), True), ME), 0.0)
+    assert t.admit(ME, b"more", own=True).reason == "too many relay circuits here"  # type: ignore

@@ -277,3 +277,23 @@ async def test_cli_opens_a_relayed_session_and_shows_it(tmp_path: Path, capsys) 
         rc = await asyncio.to_thread(cli.main, [*base, "relay", "nobody", "--via", "r"])
         err = capsys.readouterr().err
         assert rc != 0 and "no device matches 'nobody'" in err and len(err.splitlines()) == 1
+
+
+async def test_circuits_are_bounded_per_neighbour_and_idle_ones_close() -> None:
+    async with nodes("a", "r", "b", "c", config={"r": {"relay": {"max_per_peer": 1}}}) as n:
+        a, r, b, c = n["a"], n["r"], n["b"], n["c"]
+        for x, y in ((a, r), (r, b), (r, c)):
+            pair(x, y)
+        await connect(a, r)
+        await connect(r, b)
+        await connect(r, c)
+        s = await a.relay.open(ident(b), via=ident(r))
+        with pytest.raises(RelayRefused, match="too many relay circuits from this device"):
+            await a.relay.open(ident(c), via=ident(r))
+        # no frame for idle_timeout (virtual time: the relay's clock jumps ahead)
+        later = r.relay._clock() + r.cfg.relay.idle_timeout + 1
+        r.relay._clock = lambda: later
+        r.relay.tick()
+        await wait_until(s.closed.is_set, "the idle circuit closed at a")
+        await wait_until(lambda: len(b.relay.table) == 0, "and at b")
+        assert len(r.relay.table) == 0
