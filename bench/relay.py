@@ -5,9 +5,10 @@
 Real Nodes in one process on loopback (mDNS off), a line A - R1 - R2 - B with only the
 sessions the line needs; B publishes --mib of random bytes, A fetches it (the relayed
 session opened first; its setup time is printed apart). Each figure is the median of --runs
-fresh meshes (min-max beside it). All agents share one event loop and one core, so the relayed figures include
-every hop's CPU: they compare the per-byte cost of relaying, not a network. Also printed: the
-bytes each relay forwarded over the payload (frame and inner record overhead). Never
+fresh meshes (min-max beside it). All agents share one event loop and one core, so the
+relayed figures include every hop's CPU: they compare the per-byte cost of relaying, not a
+network. Also printed: the bytes each relay forwarded over the payload (frame and inner
+record overhead). Never
 asserts; exits non-zero only if it could not measure.
 """
 
