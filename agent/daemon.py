@@ -76,3 +76,9 @@ def watchdog_interval(default: float) -> tuple[float, bool]:
     if not usec:
         return default, False
     return min(default, usec / 2e6), True
+
+
+#: The installed service (agent/service/): its unit name and where its control socket lives
+#: (RuntimeDirectory=shoal), so the CLI and `shoal doctor` find it without flags.
+SERVICE_UNIT = "shoal.service"
+SERVICE_CONTROL_SOCKET = Path("/run/shoal/control.sock")

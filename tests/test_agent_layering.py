@@ -86,9 +86,12 @@ LAYERS: tuple[Layer, ...] = (
     Layer("mirrors", 4, packages=("agent.mirrors",)),
     Layer("control", 5, packages=("agent.control",)),
     Layer("node", 6, modules=("agent.node",)),
+    Layer("doctor", 6, packages=("agent.doctor",)),
+    Layer("service", 6, packages=("agent.service",)),
     Layer("entry", 7, modules=("agent.control.cli", "agent.control.parser",
                                "agent.control.render", "agent.control.progress",
-                               "agent.control.listings", "agent.control.hints", "agent.demo",
+                               "agent.control.listings", "agent.control.hints",
+                               "agent.control.servicecli", "agent.demo",
                                "agent.__main__")),
 )
 NODE = "agent.node"

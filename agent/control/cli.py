@@ -558,7 +558,25 @@ def _run_agent(cfg: Config, level: str, local: bool = False) -> int:
     return 0
 
 
+def control_socket(args: argparse.Namespace, cfg: Config) -> Path:
+    """The agent's control socket: the configured one, else the installed service's when
+    this user runs no agent of its own (so `sudo shoal status` reaches the service)."""
+    from agent.daemon import SERVICE_CONTROL_SOCKET
+
+    sock = cfg.node.control_socket_path
+    chosen = (args.config or args.data_dir or cfg.node.control_socket
+              or os.environ.get("SHOAL_CONTROL_SOCKET") or os.environ.get("SHOAL_DATA_DIR"))
+    if not chosen and not sock.exists() and SERVICE_CONTROL_SOCKET.exists():
+        return SERVICE_CONTROL_SOCKET
+    return sock
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("doctor", "service"):
+        from agent.control import servicecli
+
+        return servicecli.doctor(args) if args.command == "doctor" else \
+            servicecli.service(args)
     if args.command == "config" and args.config_command == "defaults":
         print(render_defaults(), end="")
         return 0
@@ -572,7 +590,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.demo import run_demo
 
         return asyncio.run(run_demo(args.size_mib, args.keep))
-    return asyncio.run(HANDLERS[args.command](args, cfg.node.control_socket_path))
+    return asyncio.run(HANDLERS[args.command](args, control_socket(args, cfg)))
 
 
 # ------------------------------------------------------------------------------ main
