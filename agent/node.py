@@ -25,10 +25,12 @@ from agent.control.commands import CommandContext, Commands
 from agent.control.errors import ControlError
 from agent.control.server import ControlServer
 from agent.daemon import (
+    ServiceStatus,
     StartupError,
     listen_failure,
     lock_data_dir,
     notify_systemd,
+    status_line,
     watchdog_interval,
 )
 from agent.folders.exports import ExportBook, update_tree
@@ -198,8 +200,8 @@ class Node:
                     tg.create_task(self.mirrors.run(), name=f"{TASK_PREFIX}mirrors")
                 if self.watch is not None:
                     tg.create_task(self.watch.run(), name=f"{TASK_PREFIX}watch")
-                self.ready.set()
-                notify_systemd("READY=1\nSTATUS=running")
+                self.ready.set()  # READY=1 only now: the control socket and LAN listener serve
+                notify_systemd(f"READY=1\nSTATUS={self._status_line()}")
                 log.info("agent ready", extra=kv(
                     id=self.identity.short_id, name=self.cfg.node.name,
                     port=self.connections.lan_port, control=self.cfg.node.control_socket_path,
@@ -272,16 +274,22 @@ class Node:
     async def _housekeeping(self) -> None:
         """Liveness of peers, pairing expiry, stale peer rows, and the systemd watchdog."""
         interval, watchdog = watchdog_interval(self.cfg.lan.heartbeat_interval)
+        status = ServiceStatus()
         while True:
             await asyncio.sleep(interval)
-            if watchdog:
+            if watchdog:  # from the event loop itself: a frozen loop stops the pings
                 notify_systemd("WATCHDOG=1")
+                status.update(self._status_line())
             try:
                 await self.pairing.expire()
                 self.peers.prune()
                 self.connections.check()
             except Exception:  # never let bookkeeping take the agent down
                 log.exception("housekeeping failed")
+
+    def _status_line(self) -> str:
+        return status_line(len(self.peers.all()), self.connections.count(),
+                           self.fetcher.in_flight)
 
     # ----------------------------------------------------------------- wiring between services
     def catalog_changed(self) -> None:

@@ -87,6 +87,9 @@ def service(args: argparse.Namespace, launcher: Launcher | None = None) -> int:
     keys = ("load", "active", "sub", "enabled", "main_pid", "restarts", "status_text", "since")
     rows: list[tuple[str, object]] = [(k, r[k]) for k in keys if k in r]
     rows.append(("control_socket", SERVICE_CONTROL_SOCKET))
+    files = r["files"]
+    if isinstance(files, dict):
+        rows += [(f"file:{k}", "present" if v else "missing") for k, v in files.items()]
     _out(args, r, table(["PROPERTY", "VALUE"], rows))
     return 0 if r.get("active", "active") == "active" else 3
 

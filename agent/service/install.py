@@ -123,6 +123,19 @@ def unreadable_for_others(path: Path) -> Path | None:
     return None if mode & 0o004 or (p.is_dir() and mode & 0o001) else p
 
 
+def group_id(root: Path, name: str) -> int | None:
+    """*name*'s GID in *root*/etc/group (what systemd-sysusers just wrote there)."""
+    try:
+        lines = (root / "etc/group").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in lines.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
+            return int(fields[2])
+    return None
+
+
 def _write(path: Path, text: str, mode: int) -> bool:
     """Write *text* if it differs; True when the file changed."""
     if path.exists() and path.read_text(encoding="utf-8") == text:
@@ -171,14 +184,22 @@ def install(root: Path, launcher: Launcher, defaults: str, *, start: bool = True
         do(["systemd-sysusers", str(paths.sysusers)], "check /etc/sysusers.d/shoal.conf")
         do(["systemd-tmpfiles", "--create", str(paths.tmpfiles)],
            "check /etc/tmpfiles.d/shoal.conf")
-        if not kept:  # readable by the service, never by other users
-            shutil.chown(paths.config, "root", "shoal")
         do(["systemctl", "daemon-reload"], "is systemd running? (systemctl is-system-running)")
         enable = ["systemctl", "enable", *(["--now"] if start else []), UNIT_NAME]
         do(enable, "see why: journalctl -u shoal -n 50")
-    elif shutil.which("systemctl"):
-        do(["systemctl", f"--root={paths.root}", "enable", UNIT_NAME],
-           f"check {paths.unit}")
+    else:  # an image or a test tree: the same tools offline, nothing started
+        if shutil.which("systemd-sysusers"):
+            do(["systemd-sysusers", f"--root={paths.root}"], f"check {paths.sysusers}")
+        if shutil.which("systemd-tmpfiles"):
+            do(["systemd-tmpfiles", f"--root={paths.root}", "--create"],
+               f"check {paths.tmpfiles}")
+        if shutil.which("systemctl"):
+            do(["systemctl", f"--root={paths.root}", "enable", UNIT_NAME],
+               f"check {paths.unit}")
+    gid = group_id(paths.root, "shoal")
+    if not kept and gid is not None:  # readable by the service, never by other users
+        os.chown(paths.config, 0, gid)
+        os.chown(paths.config_dir, 0, gid)
     return {"root": str(paths.root), "unit": str(paths.unit), "written": written,
             "config_kept": kept, "config": str(paths.config), "commands": commands,
             "started": paths.live and start, "python": launcher.python,
