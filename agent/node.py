@@ -23,6 +23,8 @@ from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
 from agent.control.commands import CommandContext, Commands
 from agent.control.errors import ControlError
+from agent.control.metrics import MetricsServer, MetricsUnavailable
+from agent.control.metrics import snapshot as metrics_snapshot
 from agent.control.server import ControlServer
 from agent.daemon import (
     ServiceStatus,
@@ -181,11 +183,13 @@ class Node:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
         control = ControlServer(self.cfg.node.control_socket_path, self.commands.table())
+        metrics: MetricsServer | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 await self._start_control(control)
                 await self._start_connections()
+                metrics = await self._start_metrics()
                 if self.cfg.ble.enabled:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
@@ -212,6 +216,8 @@ class Node:
             raise eg.exceptions[0] from None
         finally:
             await control.close()
+            if metrics is not None:
+                await metrics.close()
             if self.authority is not None:
                 self.authority.close()
             if self.usage is not None:
@@ -229,6 +235,18 @@ class Node:
             raise StartupError(f"cannot open the control socket {control.path}: "
                                f"{e.strerror or e}; check node.control_socket and "
                                "$SHOAL_CONTROL_SOCKET") from None
+
+    async def _start_metrics(self) -> MetricsServer | None:
+        """[metrics] enabled: Prometheus text on a local port (agent/control/metrics.py)."""
+        if not self.cfg.metrics.enabled:
+            return None
+        m = self.cfg.metrics
+        server = MetricsServer(m.listen, m.port, lambda: metrics_snapshot(self.commands.ctx))
+        try:
+            await server.start()
+        except MetricsUnavailable as e:
+            raise StartupError(str(e)) from None
+        return server
 
     async def _start_connections(self) -> None:
         try:

@@ -80,8 +80,17 @@ class Paths:
 
 
 def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                          check=False, stdin=subprocess.DEVNULL)
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                              timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        hint = ("the agent did not report READY=1: journalctl -u shoal -n 50"
+                if "systemctl" in argv[0] else "is the system overloaded?")
+        raise ServiceError(f"`{' '.join(argv)}` did not finish within "
+                           f"{COMMAND_TIMEOUT:.0f} s; {hint}") from None
+    except OSError as e:
+        raise ServiceError(f"cannot run {argv[0]}: {e.strerror or e}; is systemd "
+                           "installed?") from None
 
 
 def _checked(run: Runner, argv: Sequence[str], fix: str) -> None:
@@ -148,6 +157,17 @@ def _write(path: Path, text: str, mode: int) -> bool:
     return True
 
 
+def _config_for_service(paths: Paths, kept: bool) -> None:
+    """A config we wrote: readable by the service's group (the shoal user just created),
+    never by other users. One the user already had keeps its owner and mode."""
+    gid = group_id(paths.root, "shoal")
+    if gid is None:
+        return
+    os.chown(paths.config_dir, 0, gid)
+    if not kept:
+        os.chown(paths.config, 0, gid)
+
+
 def install(root: Path, launcher: Launcher, defaults: str, *, start: bool = True,
             run: Runner = run_command) -> dict[str, object]:
     """Write the unit and its companions, create user and directories, enable and start."""
@@ -184,6 +204,7 @@ def install(root: Path, launcher: Launcher, defaults: str, *, start: bool = True
         do(["systemd-sysusers", str(paths.sysusers)], "check /etc/sysusers.d/shoal.conf")
         do(["systemd-tmpfiles", "--create", str(paths.tmpfiles)],
            "check /etc/tmpfiles.d/shoal.conf")
+        _config_for_service(paths, kept)
         do(["systemctl", "daemon-reload"], "is systemd running? (systemctl is-system-running)")
         enable = ["systemctl", "enable", *(["--now"] if start else []), UNIT_NAME]
         do(enable, "see why: journalctl -u shoal -n 50")
@@ -193,13 +214,10 @@ def install(root: Path, launcher: Launcher, defaults: str, *, start: bool = True
         if shutil.which("systemd-tmpfiles"):
             do(["systemd-tmpfiles", f"--root={paths.root}", "--create"],
                f"check {paths.tmpfiles}")
+        _config_for_service(paths, kept)
         if shutil.which("systemctl"):
             do(["systemctl", f"--root={paths.root}", "enable", UNIT_NAME],
                f"check {paths.unit}")
-    gid = group_id(paths.root, "shoal")
-    if not kept and gid is not None:  # readable by the service, never by other users
-        os.chown(paths.config, 0, gid)
-        os.chown(paths.config_dir, 0, gid)
     return {"root": str(paths.root), "unit": str(paths.unit), "written": written,
             "config_kept": kept, "config": str(paths.config), "commands": commands,
             "started": paths.live and start, "python": launcher.python,

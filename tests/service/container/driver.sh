@@ -1,0 +1,58 @@
+#!/bin/bash
+# Runs inside the systemd-nspawn container as a oneshot unit (shoaltest.service): installs
+# Shoal with `shoal service install`, then checks READY, `shoal status`, restart after
+# SIGKILL, watchdog restart of a frozen (SIGSTOPped) agent and a clean stop. Everything it
+# sees goes to /results for tests/service/test_container.py to assert on; it never fails
+# early, so one broken step still leaves the others' results.
+exec >/results/driver.log 2>&1
+set -x
+PY="$1"
+shoal() { "$PY" -m agent "$@"; }
+prop() { systemctl show -p "$1" --value shoal.service; }
+wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.5; done
+}
+# The container's /root is a fresh 0700 tmpfs directory: the interpreter of this checkout
+# lives under it (pyenv), so let the service user traverse it, as a real install under
+# /opt or /usr would allow anyway.
+chmod 755 /root
+# Shorter watchdog and abort timeouts than the shipped unit, only so the test is quick.
+mkdir -p /etc/systemd/system/shoal.service.d
+printf '[Service]\nWatchdogSec=4\nTimeoutAbortSec=3\nRestartSec=1\n' \
+  >/etc/systemd/system/shoal.service.d/test.conf
+
+shoal service install --json >/results/install.json
+echo $? >/results/install.rc
+systemctl show shoal.service -p ActiveState,SubState,MainPID,NRestarts,StatusText,Result \
+  >/results/after-install.txt
+shoal status --json >/results/status.json
+echo $? >/results/status.rc
+shoal service status --json >/results/service-status.json
+
+# 1. SIGKILL the main process: Restart=on-failure brings it back
+first=$(prop MainPID)
+kill -KILL "$first"
+wait_for 60 bash -c "[ \"\$(systemctl show -p MainPID --value shoal)\" != \"$first\" ] &&
+  [ \"\$(systemctl show -p MainPID --value shoal)\" != 0 ] &&
+  [ \"\$(systemctl show -p ActiveState --value shoal)\" = active ]"
+echo "$first $(prop MainPID) $(prop NRestarts) $(prop ActiveState)" >/results/after-kill.txt
+
+# 2. Freeze the agent (SIGSTOP: its event loop stops pinging): the watchdog restarts it
+second=$(prop MainPID)
+kill -STOP "$second"
+wait_for 90 bash -c "[ \"\$(systemctl show -p MainPID --value shoal)\" != \"$second\" ] &&
+  [ \"\$(systemctl show -p MainPID --value shoal)\" != 0 ] &&
+  [ \"\$(systemctl show -p ActiveState --value shoal)\" = active ]"
+echo "$second $(prop MainPID) $(prop NRestarts) $(prop ActiveState)" >/results/after-stop.txt
+shoal status --json >/results/status-after-watchdog.json
+
+# 3. A clean stop
+systemctl stop shoal.service
+echo "$? $(prop ActiveState) $(prop Result) $(prop ExecMainStatus)" >/results/after-stop-clean.txt
+shoal doctor --json >/results/doctor.json
+journalctl -u shoal.service --no-pager -o short-monotonic >/results/journal.txt
+journalctl -u shoal.service --no-pager -o json -p warning >/results/journal-warnings.json
+systemd-analyze security shoal.service >/results/security.txt 2>&1
+touch /results/done
+systemctl poweroff --no-block
