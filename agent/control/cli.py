@@ -566,9 +566,15 @@ def control_socket(args: argparse.Namespace, cfg: Config) -> Path:
     sock = cfg.node.control_socket_path
     chosen = (args.config or args.data_dir or cfg.node.control_socket
               or os.environ.get("SHOAL_CONTROL_SOCKET") or os.environ.get("SHOAL_DATA_DIR"))
-    if not chosen and not sock.exists() and SERVICE_CONTROL_SOCKET.exists():
-        return SERVICE_CONTROL_SOCKET
-    return sock
+    if chosen or sock.exists():
+        return sock
+    try:
+        service = SERVICE_CONTROL_SOCKET.exists()
+    except PermissionError:  # /run/shoal is the service's (0750): only root may look in
+        raise CliError(f"permission denied on {SERVICE_CONTROL_SOCKET} (the service's "
+                       f"control socket): run it as root: sudo shoal {args.command}",
+                       "refused") from None
+    return SERVICE_CONTROL_SOCKET if service else sock
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -98,6 +98,11 @@ def test_shoal_status_reaches_the_service_without_flags(results):
     assert (results / "status.rc").read_text().strip() == "0"
     status = json.loads((results / "status.json").read_text())
     assert status["data_dir"] == "/var/lib/shoal"
+    # another user gets one line saying why and what to do
+    assert (results / "status-other.rc").read_text().strip() == "1"
+    other = (results / "status-other.out").read_text()
+    assert other.startswith("shoal: error: permission denied on /run/shoal/control.sock")
+    assert "sudo shoal status" in other
     svc = json.loads((results / "service-status.json").read_text())
     assert svc["active"] == "active" and svc["enabled"] == "enabled"
 

@@ -106,3 +106,36 @@ def test_cli_finds_the_service_socket_when_it_runs_no_agent_of_its_own(tmp_path,
     assert control_socket(plain, cfg) == tmp_path / "user/control.sock"
     explicit = argparse.Namespace(config=None, data_dir=tmp_path / "other")
     assert control_socket(explicit, cfg) == tmp_path / "user/control.sock"
+
+
+def test_a_user_who_may_not_see_the_service_socket_is_told_to_use_sudo(tmp_path,
+                                                                      monkeypatch):
+    import argparse
+
+    import agent.daemon
+    from agent.config import Config, NodeConfig
+    from agent.control.cli import CliError, control_socket
+
+    class Hidden(type(tmp_path)):  # what Path.exists() does under a 0750 directory
+        def exists(self, *a, **k):
+            raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(agent.daemon, "SERVICE_CONTROL_SOCKET", Hidden("/run/shoal/x.sock"))
+    monkeypatch.delenv("SHOAL_CONTROL_SOCKET", raising=False)
+    monkeypatch.delenv("SHOAL_DATA_DIR", raising=False)
+    cfg = Config(node=NodeConfig(data_dir=tmp_path / "user"))
+    with pytest.raises(CliError, match=r"run it as root: sudo shoal status"):
+        control_socket(argparse.Namespace(config=None, data_dir=None, command="status"), cfg)
+
+
+def test_a_hung_systemctl_is_one_line_with_a_next_step(monkeypatch, tmp_path):
+    """`systemctl enable --now` waits for READY=1: an agent that never gets ready must end
+    in a one-line error pointing at the journal, not a TimeoutExpired traceback."""
+    fake = tmp_path / "systemctl"
+    fake.write_text("#!/bin/sh\nsleep 5\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(svc, "COMMAND_TIMEOUT", 0.2)
+    with pytest.raises(svc.ServiceError, match=r"did not finish within 0 s; .*journalctl"):
+        svc.run_command([str(fake), "enable", "--now", "shoal.service"])
+    with pytest.raises(svc.ServiceError, match="is systemd installed"):
+        svc.run_command([str(tmp_path / "absent")])

@@ -29,6 +29,12 @@ systemctl show shoal.service -p ActiveState,SubState,MainPID,NRestarts,StatusTex
 shoal status --json >/results/status.json
 echo $? >/results/status.rc
 shoal service status --json >/results/service-status.json
+# another user is refused with a one-line error naming what to do (the socket is 0600 and
+# the agent accepts only root and its own user)
+useradd --create-home tester
+setpriv --reuid=tester --regid="$(id -g tester)" --init-groups env HOME=/home/tester \
+  "$PY" -m agent status >/results/status-other.out 2>&1
+echo $? >/results/status-other.rc
 
 # 1. SIGKILL the main process: Restart=on-failure brings it back
 first=$(prop MainPID)
