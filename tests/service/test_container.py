@@ -54,7 +54,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(HERE / "driver.sh", out / "driver.sh")
     python = str(Path(sys.executable))
     (out / "shoaltest.service").write_text(
-        (HERE / "shoaltest.service").read_text().replace("@PYTHON@", python))
+        (HERE / "shoaltest.service").read_text().replace("@PYTHON@", python)
+        .replace("@REPO@", str(REPO)))
     name = f"shoaltest-{secrets.token_hex(3)}"
     argv = ["systemd-nspawn", "--keep-unit", "--register=no", "--quiet", "-D", "/",
             "--volatile=yes", "-M", name, "--private-network", *_binds(),
@@ -136,3 +137,18 @@ def test_journal_priorities_and_doctor_inside(results):
     service = [f for f in doctor["findings"] if f["check"] == "service"]
     assert service and service[0]["status"] in ("ok", "warn")
     assert doctor["config"].startswith("/etc/shoal/shoal.toml")
+
+
+def test_reinstall_from_a_pip_install_keeps_the_data_and_purge_removes_it(results):
+    """`uninstall` kept /var/lib/shoal: the service installed again from /opt/shoal (a
+    pip-style install, no PYTHONPATH) has the same identity; `--purge` removes it all."""
+    assert json.loads((results / "uninstall.json").read_text())["kept"]
+    assert (results / "install-pip.rc").read_text().strip() == "0", \
+        (results / "driver.log").read_text()[-3000:]
+    unit = (results / "unit-pip.txt").read_text()
+    assert unit.startswith("ExecStart=/opt/shoal/bin/python -m agent ") and \
+        "PYTHONPATH" not in unit, unit
+    before = json.loads((results / "status.json").read_text())
+    after = json.loads((results / "status-pip.json").read_text())
+    assert after["display_id"] == before["display_id"]
+    assert (results / "after-purge.txt").read_text().split() == ["end"]

@@ -7,6 +7,7 @@
 exec >/results/driver.log 2>&1
 set -x
 PY="$1"
+REPO="$2"
 shoal() { "$PY" -m agent "$@"; }
 prop() { systemctl show -p "$1" --value shoal.service; }
 wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
@@ -58,7 +59,22 @@ systemctl stop shoal.service
 echo "$? $(prop ActiveState) $(prop Result) $(prop ExecMainStatus)" >/results/after-stop-clean.txt
 shoal doctor --json >/results/doctor.json
 journalctl -u shoal.service --no-pager -o short-monotonic >/results/journal.txt
-journalctl -u shoal.service --no-pager -o json -p warning >/results/journal-warnings.json
 systemd-analyze security shoal.service >/results/security.txt 2>&1
+
+# 4. Uninstall (data kept), then install again from a pip-style install in /opt/shoal: the
+#    package in that venv's site-packages (what `pip install shoal` leaves), not this checkout
+shoal service uninstall --json >/results/uninstall.json
+"$PY" -m venv --without-pip /opt/shoal
+site=$(/opt/shoal/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cp -r "$REPO/agent" "$REPO/radio" "$site/"
+"$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >"$site/shoal-deps.pth"
+/opt/shoal/bin/python -m agent service install --json >/results/install-pip.json
+echo $? >/results/install-pip.rc
+grep -E '^(ExecStart|Environment=PYTHONPATH)' /etc/systemd/system/shoal.service \
+  >/results/unit-pip.txt
+/opt/shoal/bin/python -m agent status --json >/results/status-pip.json
+/opt/shoal/bin/python -m agent service uninstall --purge --json >/results/purge.json
+{ [ -e /var/lib/shoal ] && echo data-present; [ -e /etc/shoal ] && echo config-present
+  getent passwd shoal >/dev/null && echo user-present; echo end; } >/results/after-purge.txt
 touch /results/done
 systemctl poweroff --no-block
