@@ -27,8 +27,10 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    service over peer sessions will be a rank-4 module like usage-service)
     5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
-    7 entry        agent.control.cli (and its parser, render, progress, listings, hints:
-                   terminal output the agent itself never produces), agent.demo,
+                   doctor  agent.doctor.* (`shoal doctor`: probes and pure checks)
+                   service  agent.service.* (`shoal service`: unit files and systemctl)
+    7 entry        agent.control.cli (and its parser, render, progress, listings, hints,
+                   servicecli: terminal output the agent itself never produces), agent.demo,
                    agent.__main__
 
     Sideways: two *different* layers of the same rank never import each other (store does
