@@ -33,6 +33,10 @@ def test_install_then_uninstall_keeps_data_and_an_edited_config(tmp_path):
     assert "-m agent --config /etc/shoal/shoal.toml --data-dir /var/lib/shoal run" in \
         paths.unit.read_text()
     assert done["config_kept"] is False and not done["started"]
+    if shutil.which("systemd-sysusers"):  # the user exists in the tree: the service
+        gid = svc.group_id(tmp_path, "shoal")  # (group shoal) can read the config it got
+        assert gid is not None and paths.config.stat().st_gid == gid
+        assert paths.config.stat().st_mode & 0o777 == 0o640
     if shutil.which("systemctl"):
         assert (tmp_path / "etc/systemd/system/multi-user.target.wants/shoal.service"
                 ).is_symlink()
