@@ -1,5 +1,6 @@
 """The service under a real systemd: boot this machine's own /usr in a systemd-nspawn
-container (../shared/docs/TESTBED.md §2, with a private network so nothing leaves it),
+container (../shared/docs/TESTBED.md §2, with a private network so nothing leaves it, and
+only basic.target so the host's own enabled services do not start there),
 install Shoal there with `shoal service install`, and check what systemd sees: READY,
 `shoal status` through the service's socket with no flags, a restart after SIGKILL, a
 watchdog restart of a frozen (SIGSTOPped) agent, a clean stop.
@@ -61,7 +62,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--volatile=yes", "-M", name, "--private-network", *_binds(),
             f"--bind={out}:/results",
             f"--bind-ro={out / 'shoaltest.service'}:/etc/systemd/system/shoaltest.service",
-            "-b", "--", "systemd.firstboot=off", "systemd.wants=shoaltest.service"]
+            "-b", "--", "systemd.firstboot=off", "systemd.unit=basic.target",
+            "systemd.wants=shoaltest.service"]
     with open(out / "console.log", "wb") as console:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
                                 stderr=subprocess.STDOUT)
