@@ -143,3 +143,14 @@ def test_a_hung_systemctl_is_one_line_with_a_next_step(monkeypatch, tmp_path):
         svc.run_command([str(fake), "enable", "--now", "shoal.service"])
     with pytest.raises(svc.ServiceError, match="is systemd installed"):
         svc.run_command([str(tmp_path / "absent")])
+
+
+def test_service_errors_carry_a_service_hint_in_json():
+    from agent.control.hints import failure_of
+
+    f = failure_of(svc.NeedsRoot("installing the service needs root: sudo shoal service "
+                                 "install"), "service")
+    assert (f.kind, f.hint) == ("refused", "run it as root (sudo)")
+    f = failure_of(svc.ServiceError("`systemctl enable --now shoal.service` failed: x"),
+                   "service")
+    assert f.kind == "unavailable" and "shoal service status" in (f.hint or "")
