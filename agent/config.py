@@ -393,6 +393,15 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP (off by default; needs the `metrics` extra)."""
+
+    enabled: bool = False
+    listen: str = _kind("address", "127.0.0.1")  # loopback: scraped by a local Prometheus
+    port: int = _num(9474, 0, 65535)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Every field has an embedded default."""
 
@@ -409,6 +418,7 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.errors import ErrorKind, ShoalError
@@ -76,3 +77,28 @@ def watchdog_interval(default: float) -> tuple[float, bool]:
     if not usec:
         return default, False
     return min(default, usec / 2e6), True
+
+
+#: The installed service (agent/service/): its unit name and where its control socket lives
+#: (RuntimeDirectory=shoal), so the CLI and `shoal doctor` find it without flags.
+SERVICE_UNIT = "shoal.service"
+SERVICE_CONTROL_SOCKET = Path("/run/shoal/control.sock")
+
+
+def status_line(peers: int, connected: int, transfers: int) -> str:
+    """The service's one-line state for ``systemctl status`` (sd_notify STATUS=)."""
+    return (f"serving: {connected} peer{'s' * (connected != 1)} connected, {peers} seen; "
+            f"{transfers} transfer{'s' * (transfers != 1)} running")
+
+
+class ServiceStatus:
+    """STATUS= sent only when the line changes: every send is a datagram to PID 1."""
+
+    def __init__(self, send: Callable[[str], None] = notify_systemd) -> None:
+        self._send = send
+        self._last: str | None = None
+
+    def update(self, line: str) -> None:
+        if line != self._last:
+            self._last = line
+            self._send(f"STATUS={line}")

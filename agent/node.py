@@ -23,12 +23,16 @@ from agent.bandwidth import BandwidthGate, LinkScheduler
 from agent.config import Config
 from agent.control.commands import CommandContext, Commands
 from agent.control.errors import ControlError
+from agent.control.metrics import MetricsServer, MetricsUnavailable
+from agent.control.metrics import snapshot as metrics_snapshot
 from agent.control.server import ControlServer
 from agent.daemon import (
+    ServiceStatus,
     StartupError,
     listen_failure,
     lock_data_dir,
     notify_systemd,
+    status_line,
     watchdog_interval,
 )
 from agent.folders.exports import ExportBook, update_tree
@@ -188,11 +192,13 @@ class Node:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
         control = ControlServer(self.cfg.node.control_socket_path, self.commands.table())
+        metrics: MetricsServer | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 await self._start_control(control)
                 await self._start_connections()
+                metrics = await self._start_metrics()
                 if self.cfg.ble.enabled:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
@@ -208,8 +214,8 @@ class Node:
                     tg.create_task(self.mirrors.run(), name=f"{TASK_PREFIX}mirrors")
                 if self.watch is not None:
                     tg.create_task(self.watch.run(), name=f"{TASK_PREFIX}watch")
-                self.ready.set()
-                notify_systemd("READY=1\nSTATUS=running")
+                self.ready.set()  # READY=1 only now: the control socket and LAN listener serve
+                notify_systemd(f"READY=1\nSTATUS={self._status_line()}")
                 log.info("agent ready", extra=kv(
                     id=self.identity.short_id, name=self.cfg.node.name,
                     port=self.connections.lan_port, control=self.cfg.node.control_socket_path,
@@ -220,6 +226,8 @@ class Node:
             raise eg.exceptions[0] from None
         finally:
             await control.close()
+            if metrics is not None:
+                await metrics.close()
             if self.authority is not None:
                 self.authority.close()
             if self.usage is not None:
@@ -237,6 +245,18 @@ class Node:
             raise StartupError(f"cannot open the control socket {control.path}: "
                                f"{e.strerror or e}; check node.control_socket and "
                                "$SHOAL_CONTROL_SOCKET") from None
+
+    async def _start_metrics(self) -> MetricsServer | None:
+        """[metrics] enabled: Prometheus text on a local port (agent/control/metrics.py)."""
+        if not self.cfg.metrics.enabled:
+            return None
+        m = self.cfg.metrics
+        server = MetricsServer(m.listen, m.port, lambda: metrics_snapshot(self.commands.ctx))
+        try:
+            await server.start()
+        except MetricsUnavailable as e:
+            raise StartupError(str(e)) from None
+        return server
 
     async def _start_connections(self) -> None:
         try:
@@ -282,16 +302,22 @@ class Node:
     async def _housekeeping(self) -> None:
         """Liveness of peers, pairing expiry, stale peer rows, and the systemd watchdog."""
         interval, watchdog = watchdog_interval(self.cfg.lan.heartbeat_interval)
+        status = ServiceStatus()
         while True:
             await asyncio.sleep(interval)
-            if watchdog:
+            if watchdog:  # from the event loop itself: a frozen loop stops the pings
                 notify_systemd("WATCHDOG=1")
+                status.update(self._status_line())
             try:
                 await self.pairing.expire()
                 self.peers.prune()
                 self.connections.check()
             except Exception:  # never let bookkeeping take the agent down
                 log.exception("housekeeping failed")
+
+    def _status_line(self) -> str:
+        return status_line(len(self.peers.all()), self.connections.count(),
+                           self.fetcher.in_flight)
 
     # ----------------------------------------------------------------- wiring between services
     def catalog_changed(self) -> None:

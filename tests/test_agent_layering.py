@@ -28,8 +28,10 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    service over peer sessions will be a rank-4 module like usage-service)
     5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
-    7 entry        agent.control.cli (and its parser, render, progress, listings, hints:
-                   terminal output the agent itself never produces), agent.demo,
+                   doctor  agent.doctor.* (`shoal doctor`: probes and pure checks)
+                   service  agent.service.* (`shoal service`: unit files and systemctl)
+    7 entry        agent.control.cli (and its parser, render, progress, listings, hints,
+                   servicecli: terminal output the agent itself never produces), agent.demo,
                    agent.__main__
 
     Sideways: two *different* layers of the same rank never import each other (store does
@@ -88,9 +90,12 @@ LAYERS: tuple[Layer, ...] = (
     Layer("relay", 4, packages=("agent.relay",)),
     Layer("control", 5, packages=("agent.control",)),
     Layer("node", 6, modules=("agent.node",)),
+    Layer("doctor", 6, packages=("agent.doctor",)),
+    Layer("service", 6, packages=("agent.service",)),
     Layer("entry", 7, modules=("agent.control.cli", "agent.control.parser",
                                "agent.control.render", "agent.control.progress",
-                               "agent.control.listings", "agent.control.hints", "agent.demo",
+                               "agent.control.listings", "agent.control.hints",
+                               "agent.control.servicecli", "agent.demo",
                                "agent.__main__")),
 )
 NODE = "agent.node"

@@ -109,3 +109,53 @@ def test_a_busy_data_dir_is_a_startup_error(tmp_path):
             lock_data_dir(tmp_path)
     finally:
         os.close(fd)
+
+
+def test_status_is_sent_only_when_it_changes():
+    from agent.daemon import ServiceStatus, status_line
+
+    sent: list[str] = []
+    s = ServiceStatus(sent.append)
+    for line in (status_line(3, 1, 0), status_line(3, 1, 0), status_line(3, 2, 1)):
+        s.update(line)
+    assert sent == ["STATUS=serving: 1 peer connected, 3 seen; 0 transfers running",
+                    "STATUS=serving: 2 peers connected, 3 seen; 1 transfer running"]
+
+
+async def test_node_notifies_ready_once_serving_then_pings_the_watchdog(tmp_path, monkeypatch):
+    """READY=1 (with a STATUS line) only after the control socket answers; WATCHDOG=1 from
+    the event loop at half the watchdog period; STATUS once, not with every ping."""
+    import asyncio
+
+    from agent.config import config_from_dict
+    from agent.control import call_simple
+    from agent.node import Node
+
+    path = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # ping every 0.1 s
+    cfg = config_from_dict({
+        "node": {"name": "svc", "data_dir": str(tmp_path / "d"),
+                 "control_socket": str(tmp_path / "c.sock")},
+        "lan": {"listen": "127.0.0.1", "port": 0, "mdns": False},
+        "ble": {"enabled": False}, "authority": {"enabled": False}})
+    node = Node(cfg)
+    task = asyncio.ensure_future(node.run())
+    loop = asyncio.get_running_loop()
+    messages: list[bytes] = []
+    try:
+        first = await asyncio.wait_for(loop.sock_recv(listener, 4096), 10)
+        # READY came after the control socket was up: it answers now
+        assert (await call_simple(cfg.node.control_socket_path, "status"))["name"] == "svc"
+        while sum(m == b"WATCHDOG=1" for m in messages) < 3:
+            messages.append(await asyncio.wait_for(loop.sock_recv(listener, 4096), 10))
+    finally:
+        node.stop()
+        await asyncio.wait_for(task, 15)
+        listener.close()
+    assert first.startswith(b"READY=1\nSTATUS=serving: 0 peers connected, 0 seen; ")
+    status = [m for m in messages if m.startswith(b"STATUS=")]
+    assert len(status) == 1, messages  # sent once, unchanged afterwards

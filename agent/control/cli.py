@@ -575,7 +575,31 @@ def _run_agent(cfg: Config, level: str, local: bool = False) -> int:
     return 0
 
 
+def control_socket(args: argparse.Namespace, cfg: Config) -> Path:
+    """The agent's control socket: the configured one, else the installed service's when
+    this user runs no agent of its own (so `sudo shoal status` reaches the service)."""
+    from agent.daemon import SERVICE_CONTROL_SOCKET
+
+    sock = cfg.node.control_socket_path
+    chosen = (args.config or args.data_dir or cfg.node.control_socket
+              or os.environ.get("SHOAL_CONTROL_SOCKET") or os.environ.get("SHOAL_DATA_DIR"))
+    if chosen or sock.exists():
+        return sock
+    try:
+        service = SERVICE_CONTROL_SOCKET.exists()
+    except PermissionError:  # /run/shoal is the service's (0750): only root may look in
+        raise CliError(f"permission denied on {SERVICE_CONTROL_SOCKET} (the service's "
+                       f"control socket): run it as root: sudo shoal {args.command}",
+                       "refused") from None
+    return SERVICE_CONTROL_SOCKET if service else sock
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("doctor", "service"):
+        from agent.control import servicecli
+
+        return servicecli.doctor(args) if args.command == "doctor" else \
+            servicecli.service(args)
     if args.command == "config" and args.config_command == "defaults":
         print(render_defaults(), end="")
         return 0
@@ -589,7 +613,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agent.demo import run_demo
 
         return asyncio.run(run_demo(args.size_mib, args.keep))
-    return asyncio.run(HANDLERS[args.command](args, cfg.node.control_socket_path))
+    return asyncio.run(HANDLERS[args.command](args, control_socket(args, cfg)))
 
 
 # ------------------------------------------------------------------------------ main

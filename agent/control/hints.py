@@ -56,6 +56,9 @@ _COMMANDHINTS: dict[tuple[str, str], str] = {
     ("publish", "conflict"): "publish again once the files are no longer being written "
     "(or let --watch do it)",
     ("unwatch", "not_found"): "list the watched paths: shoal publish --watching",
+    ("service", "unavailable"): "see the unit's state: shoal service status (and journalctl "
+    "-u shoal -n 50)",
+    ("service", "refused"): "run it as root (sudo)",
 }
 
 

@@ -137,6 +137,51 @@ def _add_follow(sub: Any) -> None:
     up.add_argument("resource", metavar="NAME-or-ID")
 
 
+def _add_service(sub: Any) -> None:
+    """`shoal doctor` and `shoal service install | uninstall | status` ([10/13])."""
+    command(sub, "doctor", help="check this machine for what Shoal needs, with fixes",
+            description="Check what Shoal needs on this machine and explain each problem "
+            "with a fix: the Bluetooth adapter and BlueZ (version, experimental features, "
+            "D-Bus permissions), wpa_supplicant's P2P support and control socket, the "
+            "interfaces mDNS uses and whether multicast works, a firewall dropping the "
+            "agent's port, free disk, the clock and the service's own state. Uses the "
+            "service's /etc/shoal/shoal.toml when it exists and no --config is given. Exits "
+            "1 when something blocks normal operation (warnings do not).",
+            example="shoal doctor\nsudo shoal doctor --json")
+    sv = command(sub, "service", help="install, remove or inspect the systemd service",
+                 description="Run the agent as a systemd service (as root): `install` adds "
+                 "the unit, the shoal user (sysusers.d), its directories (tmpfiles.d) and a "
+                 "default /etc/shoal/shoal.toml (an existing one is kept), then enables and "
+                 "starts it; `uninstall` stops and removes them but keeps the data and the "
+                 "config unless --purge; `status` shows the unit's state. The CLI then talks "
+                 "to the service with no extra flags.",
+                 example="sudo shoal service install\nshoal service status\n"
+                 "sudo shoal service uninstall --purge")
+    ssub = sv.add_subparsers(dest="service_command", metavar="SUBCOMMAND", parser_class=Parser)
+    ssub.required = True
+    si = command(ssub, "install", help="install, enable and start the service",
+                 description="Install the unit, user, directories and default config; "
+                 "reload systemd; enable and start the service.",
+                 example="sudo shoal service install\nshoal service install --root /tmp/r "
+                 "--no-start")
+    su = command(ssub, "uninstall", help="stop and remove the service (data kept)",
+                 description="Stop and disable the service and remove its unit files. The "
+                 "data (/var/lib/shoal) and config (/etc/shoal) stay unless --purge.",
+                 example="sudo shoal service uninstall\nsudo shoal service uninstall --purge")
+    su.add_argument("--purge", action="store_true",
+                    help="also delete /var/lib/shoal, /etc/shoal and the shoal user's files")
+    st = command(ssub, "status", help="the service's state",
+                 description="Whether the unit is installed, enabled and active, its "
+                 "restarts, main PID, status line and control socket.",
+                 example="shoal service status\nshoal service status --json")
+    for p in (si, su, st):
+        p.add_argument("--root", type=Path, metavar="DIR", help="operate on a filesystem "
+                       "tree under DIR instead of / (packaging, tests); systemctl is not "
+                       "run")
+    si.add_argument("--no-start", action="store_true",
+                    help="install and enable but do not start it now")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="shoal", description=textwrap.fill(
@@ -311,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     uw.add_argument("target", metavar="PATH-or-NAME", help="the watched path, or the "
                     "resource's name or ID")
     _add_follow(sub)
+    _add_service(sub)
     command(sub, "stop", help="ask the running agent to stop",
             description="Ask the running agent to stop (it finishes cleanly).",
             example="shoal stop\nshoal stop --data-dir /tmp/b")

@@ -103,6 +103,8 @@ class FetchService:
         self._authority = authority
         self._on_fetched = on_fetched
         self.demand_in_flight = 0  # demand fetches moving chunks now (prefetch waits for 0)
+        self.in_flight = 0  # fetches of any class moving chunks now (systemd STATUS, metrics)
+        self.bytes_by_class: dict[str, int] = {}  # bytes fetched since start, per class
         # resource ID -> (monotonic time, version) when the held copy was last known newest
         self._fresh: OrderedDict[str, tuple[float, int]] = OrderedDict()
 
@@ -199,12 +201,16 @@ class FetchService:
         )
         demand = traffic_class == "demand"
         self.demand_in_flight += demand
+        self.in_flight += 1
         try:
             result = await job.run()
         except FetchError as e:
             raise FetchFailed(f"fetch of {manifest.name!r} failed: {e}") from None
         finally:
             self.demand_in_flight -= demand
+            self.in_flight -= 1
+        self.bytes_by_class[traffic_class] = (self.bytes_by_class.get(traffic_class, 0)
+                                              + result.bytes_fetched)
         # a StoreError (quota, integrity) propagates with its own kind
         if newest:  # every reachable holder was asked (not one --from source)
             self.known_newest(manifest.resource_id, manifest.version)
