@@ -29,7 +29,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,10 +175,26 @@ class Twelve:
         return got
 
 
-def _start_all(agents: Sequence[Agent]) -> None:
-    # Two at a time: the machine has two cores, and a start is mostly interpreter CPU.
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda a: a.start(timeout=60), agents))
+def _start_all(agents: Sequence[Agent], timeout: float = 90.0) -> None:
+    """Launch every agent, then wait for each to answer ``status`` (polled in this process:
+    a CLI per poll would cost more CPU than the agents' own start-up)."""
+    from agent.control.errors import ControlError
+
+    for a in agents:
+        a.launch()
+    deadline = time.monotonic() + timeout
+    for a in agents:
+        while True:
+            assert a.proc is not None
+            if a.proc.poll() is not None:
+                raise AssertionError(f"agent {a.name} exited: {a.log()}")
+            try:
+                a.port = int(control(a, "status", timeout=5)["lan_port"])
+                break
+            except (ControlError, TimeoutError, OSError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"agent {a.name} not ready: {a.log()}") from None
+                time.sleep(0.05)
 
 
 @contextlib.contextmanager
