@@ -9,13 +9,14 @@ over the three segments; no host forwards IP). Checked here:
   only host 12 holds (three hops: 1 -> 4 -> 9 -> 12, the path through 5 cut off first), checks
   the bytes, then host 4 is killed and 1 fetches a second resource of 12's, now through 5.
 
-Until the DHT and the relay are merged, the second test skips with "needs relay/DHT (issue 12)",
-detected by their control commands answering "unknown command". The contract this test and
-bench/dht_mesh.py rely on (wire it here if the services chose other names):
+Until the DHT and the relay are merged, the second test skips with "needs relay/DHT (issue 12)":
+the DHT is detected by its control command answering "unknown command", the relay by the
+``relay`` entry of ``status`` (agent/relay/service.py ``stats()``: ``forwarded_bytes``...).
+The contract this test and bench/dht_mesh.py rely on (wire it here if the DHT service chose
+another name):
 
 * ``DHT_FIND`` = ``"dht-find"``, args ``{"resource": ID or name}``: a DHT lookup of the
   holders of a resource; its JSON reply names each holder's device ID (hex, or a prefix of it).
-* ``RELAY_STATUS`` = ``"relay"``, args ``{}``: the relay's state (circuits, relayed bytes).
 * ``fetch ID`` finds holders beyond the neighbours by itself (DHT, then a relayed session).
 """
 
@@ -45,7 +46,6 @@ from twelve import (
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(300)]
 
 DHT_FIND = "dht-find"
-RELAY_STATUS = "relay"
 NEEDS = "needs relay/DHT (issue 12)"
 
 
@@ -93,9 +93,13 @@ def _require_dht_and_relay(mesh: Twelve) -> None:
     missing, err = unknown_command(mesh.agent(1), DHT_FIND, {"resource": "0" * 32})
     if missing:
         pytest.skip(f"{NEEDS}: the agent has no {DHT_FIND!r} control command ({err})")
-    missing, err = unknown_command(mesh.agent(1), RELAY_STATUS, {})
-    if missing:
-        pytest.skip(f"{NEEDS}: the agent has no {RELAY_STATUS!r} control command ({err})")
+    if control(mesh.agent(1), "status").get("relay") is None:
+        pytest.skip(f"{NEEDS}: the agent's status shows no relay")
+
+
+def _forwarded(mesh: Twelve, i: int) -> int:
+    """Bytes host *i* has forwarded for others (the relay's counter, shown by ``status``)."""
+    return int(control(mesh.agent(i), "status")["relay"]["forwarded_bytes"])
 
 
 def _finds(mesh: Twelve, asker: int, resource: str, holder_hex: str) -> bool:
@@ -142,14 +146,17 @@ def test_fetch_two_hops_away_then_heal_after_killing_the_intermediate(
     cut = {5: seg1_of_5, **{j: {5} for j in seg1_of_5}}
     wait_until(lambda: _alive_sessions_settled(mesh, set(range(1, N + 1)), cut), 30,
                "the sessions across 5's segment-1 side to end")
+    before = {i: _forwarded(mesh, i) for i in (4, 9)}
     out = tmp_path / "got-first.bin"
     r = _fetch(mesh, src, rid1, out)
     assert _sha(out) == _sha(first)
     assert f"h{holder}" in r["sources"], r["sources"]
+    for i in (4, 9):  # random bytes: the ciphertext relayed is at least the resource's size
+        assert _forwarded(mesh, i) - before[i] >= first.stat().st_size, f"h{i}"
 
     # Both paths again, then the intermediate that carried it dies: the mesh heals through 5.
     lan.heal(5, segment=1)
-    wait_until(lambda: mesh.settled(), 30, "5's segment-1 sessions to come back")
+    wait_until(lambda: mesh.settled(), 45, "5's segment-1 sessions to come back")
     lan.kill(4)
     dead = mesh.agent(4)
     assert dead.proc is not None
@@ -159,8 +166,11 @@ def test_fetch_two_hops_away_then_heal_after_killing_the_intermediate(
     wait_until(lambda: mesh.settled(sorted(alive)), 30, "the neighbours of 4 to see it gone")
     wait_until(lambda: _finds(mesh, src, rid2, holder_hex), 30,
                f"h{src} to find h{holder} without 4")
+    before = {i: _forwarded(mesh, i) for i in (5, 9)}
     out = tmp_path / "got-second.bin"
     r = _fetch(mesh, src, rid2, out)
     assert _sha(out) == _sha(second)
     assert f"h{holder}" in r["sources"], r["sources"]
     assert "h4" not in r["sources"], r["sources"]
+    for i in (5, 9):  # the second path carried it
+        assert _forwarded(mesh, i) - before[i] >= second.stat().st_size, f"h{i}"
