@@ -117,16 +117,6 @@ def _fetch(mesh: Twelve, i: int, rid: str, out: Path) -> dict:
     return mesh.agent(i).json("fetch", rid, "-o", str(out), "--force", timeout=120)
 
 
-def _alive_sessions_settled(mesh: Twelve, alive: set[int], cut: dict[int, set[int]]
-                            ) -> bool:
-    """Each live agent's direct sessions are its live neighbours minus the pairs *cut*."""
-    for i in sorted(alive):
-        want = {mesh.name(j) for j in (neighbours(i) & alive) - cut.get(i, set())}
-        if direct_sessions(mesh.agent(i)) != want:
-            return False
-    return True
-
-
 def test_fetch_two_hops_away_then_heal_after_killing_the_intermediate(
         mesh: Twelve, tmp_path: Path) -> None:
     _require_dht_and_relay(mesh)
@@ -144,8 +134,7 @@ def test_fetch_two_hops_away_then_heal_after_killing_the_intermediate(
     lan.partition(5, segment=1)
     seg1_of_5 = {6, 7, 8, 9}
     cut = {5: seg1_of_5, **{j: {5} for j in seg1_of_5}}
-    wait_until(lambda: _alive_sessions_settled(mesh, set(range(1, N + 1)), cut), 30,
-               "the sessions across 5's segment-1 side to end")
+    mesh.wait_settled("the sessions across 5's segment-1 side to end", cut=cut, timeout=30)
     before = {i: _forwarded(mesh, i) for i in (4, 9)}
     out = tmp_path / "got-first.bin"
     r = _fetch(mesh, src, rid1, out)
@@ -156,14 +145,14 @@ def test_fetch_two_hops_away_then_heal_after_killing_the_intermediate(
 
     # Both paths again, then the intermediate that carried it dies: the mesh heals through 5.
     lan.heal(5, segment=1)
-    wait_until(lambda: mesh.settled(), 45, "5's segment-1 sessions to come back")
+    mesh.wait_settled("5's segment-1 sessions to come back", timeout=45)
     lan.kill(4)
     dead = mesh.agent(4)
     assert dead.proc is not None
     dead.proc.wait(10)
     dead.proc = None
     alive = set(range(1, N + 1)) - {4}
-    wait_until(lambda: mesh.settled(sorted(alive)), 30, "the neighbours of 4 to see it gone")
+    mesh.wait_settled("the neighbours of 4 to see it gone", alive=sorted(alive), timeout=30)
     wait_until(lambda: _finds(mesh, src, rid2, holder_hex), 30,
                f"h{src} to find h{holder} without 4")
     before = {i: _forwarded(mesh, i) for i in (5, 9)}

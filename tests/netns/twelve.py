@@ -161,18 +161,30 @@ class Twelve:
         for a in self.agents:
             a.stop(timeout=5)
 
-    def settled(self, alive: Sequence[int] | None = None) -> dict[str, set[str]] | None:
-        """Each live agent's direct sessions when they are exactly its live neighbours,
-        else None (for ``wait_until``)."""
+    def mismatches(self, alive: Sequence[int] | None = None,
+                   cut: dict[int, set[int]] | None = None) -> dict[str, str]:
+        """Live agents whose direct sessions are not exactly their live neighbours (minus
+        the hosts *cut* off from each): name -> what is missing and what is extra."""
         live = set(alive if alive is not None else range(1, N + 1))
-        got = {}
+        out = {}
         for i in sorted(live):
-            want = {self.name(j) for j in neighbours(i) & live}
+            want = {self.name(j) for j in (neighbours(i) & live) - (cut or {}).get(i, set())}
             have = direct_sessions(self.agent(i))
             if have != want:
-                return None
-            got[self.name(i)] = have
-        return got
+                out[self.name(i)] = f"missing {sorted(want - have)} extra {sorted(have - want)}"
+        return out
+
+    def settled(self, alive: Sequence[int] | None = None,
+                cut: dict[int, set[int]] | None = None) -> bool:
+        """Each live agent's direct sessions are exactly its live neighbours (minus *cut*)."""
+        return not self.mismatches(alive, cut)
+
+    def wait_settled(self, what: str, alive: Sequence[int] | None = None,
+                     cut: dict[int, set[int]] | None = None, timeout: float = 60) -> None:
+        try:
+            wait_until(lambda: self.settled(alive, cut), timeout, what, interval=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {self.mismatches(alive, cut)}") from None
 
 
 def _start_all(agents: Sequence[Agent], timeout: float = 90.0) -> None:
@@ -226,7 +238,7 @@ def twelve(lan_factory: Callable[..., Lan], tmp: Path, config: str = "",
         for a in agents:
             a.config(config)
         _start_all(agents)
-        wait_until(mesh.settled, 60, "each agent's direct sessions to be its segments")
+        mesh.wait_settled("each agent's direct sessions to be its segments")
         mesh.timings["segments_settle_s"] = time.monotonic() - t2
         log(f"twelve agents up: {', '.join(f'{k} {v:.1f}' for k, v in mesh.timings.items())}")
         yield mesh
