@@ -436,7 +436,11 @@ class Connections:
         """
         if not self._running or short_id in self._dialing:
             return
-        if self.live_connection(short_id) is not None:
+        # A relayed session (agent/relay) never stands in for a direct one: a neighbour the
+        # mesh reached through others before mDNS found it is dialled all the same (else
+        # its traffic keeps crossing relays while a LAN link is there).
+        if any(c.peer_id.hex().startswith(short_id) and c.transport != "relay"
+               for c in self.sessions()):
             return
         entry = self._lan_seen.get(short_id)
         if entry is None:

@@ -338,6 +338,25 @@ async def test_mdns_sighting_dials_once_and_the_other_side_does_not_dial_back(tw
     assert a.conns.live_connection(b.short) is conn
 
 
+async def test_a_relayed_session_does_not_stop_the_direct_dial(two):
+    """Found by tests/netns/test_dht_mesh.py: neighbours the DHT reached over the relay
+    before mDNS found them kept talking through relays and never opened their LAN session."""
+    a, b = two
+    end_a, end_b = memory_pair(a, b)
+    relayed = a.conns.attach_channel(end_a, outgoing=True, transport="relay")
+    b.conns.attach_channel(end_b, outgoing=False, transport="relay")
+    await a.conns._on_lan_event(_seen(b.short, b.address[1], "bravo"))
+    lan = await wait_until(
+        lambda: next((c for c in a.conns.sessions() if c.transport == "lan"), None),
+        "a dials b over the LAN")
+    assert lan.outgoing and lan.peer_id == b.identity.device_id
+    assert a.conns.live_connections() == [lan]  # the direct session is the one used
+    assert relayed in a.conns.sessions()
+    # a LAN session is live now: a sighting does not dial again
+    a.conns._maybe_dial(b.short)
+    assert b.short not in a.conns._dialing
+
+
 async def test_larger_id_dials_after_the_grace_if_the_other_side_does_not(two):
     a, b = two
     await b.conns._on_lan_event(_seen(a.short, a.address[1], "alpha"))
