@@ -373,6 +373,14 @@ class Connections:
         finally:
             self._conns.discard(conn)
             self.peers.detach(conn)
+            rest = [c for c in self._conns
+                    if c.peer_id == conn.peer_id and not c.closed.is_set()]
+            if rest:
+                # Still connected (a twin from simultaneous dials, BLE, a relay): the best
+                # remaining session becomes the primary, so it is heartbeated and shown. Else
+                # a twin outliving its primary was never checked, the peer showed as offline
+                # and no redial replaced it (seen after a partition healed).
+                self.peers.attach(min(rest, key=lambda c: c.transport != "lan"))
             for listener in self._closed_listeners:
                 await listener(conn)
             log.info("session closed", extra=kv(peer=conn.name, reason=conn.close_reason))

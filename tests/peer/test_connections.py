@@ -258,6 +258,24 @@ async def test_live_connections_prefer_lan_over_ble(two, lan_first):
     assert a.conns.live_connection(b.short) is ble
 
 
+async def test_a_session_outliving_the_primary_becomes_the_primary(two):
+    """Twin sessions (both sides dialled at once): when the primary one ends, the other is
+    promoted, so it is heartbeated and the peer shows as connected (was: offline, never
+    checked, never redialled; found by tests/netns/test_dht_mesh.py after a healed
+    partition)."""
+    a, b = two
+    first = await a.conns.connect(b.address)
+    end_a, _end_b = memory_pair(a, b)
+    twin = a.conns.attach_channel(end_a, outgoing=True, transport="lan")
+    info = a.peers.get(b.identity.device_id)
+    assert info is not None and info.connection is twin
+    await twin.close("test")
+    await wait_until(lambda: info.connection is not twin, "the twin's end to be handled")
+    assert info.connection is first and info.connected and info.reachable
+    assert a.peers.summary(info)["connected"]
+    assert a.conns.live_connections() == [first]
+
+
 async def test_attach_channel_rejects_a_malformed_hello(two):
     a, b = two
     end_a, _ = memory_pair(a, b, b_hello=b'{"v": 1, "name": "x", "port": -1}')
