@@ -76,7 +76,7 @@ def test_discovery_and_sessions_stay_within_segments(mesh: Twelve) -> None:
         # every address a session came from is on one of this host's own segments
         own = {mesh.lan.subnets[s] for s in mesh.lan.host(i).segments}
         for p in rows:
-            if p["connected"] and "lan" in p["sources"]:
+            if p["connected"] and p["transport"] == "lan":
                 assert all(addr.rsplit(".", 1)[0] in own for addr in p["addresses"]), p
     # the dual-homed hosts are the only ones with sessions on two segments
     assert {i for i in range(1, N + 1) if sum(i in s for s in SEGMENTS) > 1} == {4, 5, 9}

@@ -133,9 +133,10 @@ def pair_everyone(lan: Lan, agents: Sequence[Agent]) -> None:
 
 # ------------------------------------------------------------------------------ sessions
 def direct_sessions(agent: Agent) -> set[str]:
-    """Names of the devices this agent has a live LAN (TCP) session with."""
+    """Names of the devices this agent is connected with over a direct LAN (TCP) session
+    (``sources`` says how a device was ever seen; ``transport``, how it is reached now)."""
     return {p["name"] for p in control(agent, "peers")
-            if p["connected"] and "lan" in p["sources"]}
+            if p["connected"] and p["transport"] == "lan"}
 
 
 def trusted(agent: Agent) -> set[str]:

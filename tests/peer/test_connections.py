@@ -363,12 +363,16 @@ async def test_a_relayed_session_does_not_stop_the_direct_dial(two):
     end_a, end_b = memory_pair(a, b)
     relayed = a.conns.attach_channel(end_a, outgoing=True, transport="relay")
     b.conns.attach_channel(end_b, outgoing=False, transport="relay")
+    row = a.peers.summary(a.peers.get(b.identity.device_id))  # type: ignore[arg-type]
+    assert row["connected"] and row["transport"] == "relay"
     await a.conns._on_lan_event(_seen(b.short, b.address[1], "bravo"))
     lan = await wait_until(
         lambda: next((c for c in a.conns.sessions() if c.transport == "lan"), None),
         "a dials b over the LAN")
     assert lan.outgoing and lan.peer_id == b.identity.device_id
     assert a.conns.live_connections() == [lan]  # the direct session is the one used
+    row = a.peers.summary(a.peers.get(b.identity.device_id))  # type: ignore[arg-type]
+    assert row["transport"] == "lan" and sorted(row["sources"]) == ["lan", "mdns", "relay"]
     assert relayed in a.conns.sessions()
     # a LAN session is live now: a sighting does not dial again
     a.conns._maybe_dial(b.short)
