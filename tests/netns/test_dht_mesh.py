@@ -114,7 +114,10 @@ def _finds(mesh: Twelve, asker: int, resource: str, holder_hex: str) -> bool:
 
 
 def _fetch(mesh: Twelve, i: int, rid: str, out: Path) -> dict:
-    return mesh.agent(i).json("fetch", rid, "-o", str(out), "--force", timeout=120)
+    a = mesh.agent(i)
+    res = a.cli("--json", "fetch", rid, "-o", str(out), "--force", timeout=120, check=False)
+    assert res.returncode == 0, f"h{i} fetch failed: {res.stdout.strip()}\n{a.log()[-2500:]}"
+    return json.loads(res.stdout)
 
 
 def test_fetch_two_hops_away_then_heal_after_killing_the_intermediate(
