@@ -159,7 +159,7 @@ def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
     """A ``peers`` row for a paired device the peer table has not seen (yet)."""
     return {"peer_id": d.device_id, "display_id": d.display_id, "short_id": d.display_id[:9],
             "name": d.name, "addresses": [], "sources": [], "connected": False,
-            "reachable": False, "trusted": True, "unpaired_by_peer": False,
+            "transport": None, "reachable": False, "trusted": True, "unpaired_by_peer": False,
             "last_seen_s": None, "last_seen_at": None, "rtt_ms": None, "rssi": None}
 
 

@@ -373,6 +373,14 @@ class Connections:
         finally:
             self._conns.discard(conn)
             self.peers.detach(conn)
+            rest = [c for c in self._conns
+                    if c.peer_id == conn.peer_id and not c.closed.is_set()]
+            if rest:
+                # Still connected (a twin from simultaneous dials, BLE, a relay): the best
+                # remaining session becomes the primary, so it is heartbeated and shown. Else
+                # a twin outliving its primary was never checked, the peer showed as offline
+                # and no redial replaced it (seen after a partition healed).
+                self.peers.attach(min(rest, key=lambda c: c.transport != "lan"))
             for listener in self._closed_listeners:
                 await listener(conn)
             log.info("session closed", extra=kv(peer=conn.name, reason=conn.close_reason))
@@ -436,7 +444,11 @@ class Connections:
         """
         if not self._running or short_id in self._dialing:
             return
-        if self.live_connection(short_id) is not None:
+        # A relayed session (agent/relay) never stands in for a direct one: a neighbour the
+        # mesh reached through others before mDNS found it is dialled all the same (else
+        # its traffic keeps crossing relays while a LAN link is there).
+        if any(c.peer_id.hex().startswith(short_id) and c.transport != "relay"
+               for c in self.sessions()):
             return
         entry = self._lan_seen.get(short_id)
         if entry is None:

@@ -60,6 +60,7 @@ class PeerInfo:
         wall = time.time() if wall is None else wall
         seen = self.seen_at()
         ago = max(0.0, now - seen) if seen else None
+        live = self.connection if self.connected else None
         return {
             "peer_id": self.peer_id.hex(),
             "display_id": format_device_id(self.peer_id),
@@ -68,6 +69,9 @@ class PeerInfo:
             "addresses": [f"{h}:{p}" for (h, p) in self.addresses],
             "sources": sorted(self.sources),
             "connected": self.connected,
+            # how the session in use runs: "lan" (direct TCP), "ble" or "relay" (through
+            # paired devices); None when not connected
+            "transport": live.transport if live is not None else None,
             "reachable": self.reachable,
             "trusted": trusted,
             "unpaired_by_peer": self.unpaired_by_peer and not trusted,

@@ -61,6 +61,11 @@ class Agent:
         self.extra_config = text
 
     def start(self, *extra: str, timeout: float = 15.0) -> Agent:
+        self.launch(*extra)
+        return self.wait_ready(timeout)
+
+    def launch(self, *extra: str) -> None:
+        """Start the agent process without waiting for it (see :meth:`wait_ready`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.data_dir.parent / f"{self.name}.toml"
         cfg.write_text(self.extra_config or ("" if self.netns else LOOPBACK_ONLY))
@@ -73,6 +78,10 @@ class Agent:
              "--name", self.name, "--mesh", self.mesh, *extra],
             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    def wait_ready(self, timeout: float = 15.0) -> Agent:
+        """Wait until the launched agent answers ``status``; learns its LAN port."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

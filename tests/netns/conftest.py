@@ -19,8 +19,9 @@ from harness import Lan, LanPool, netns_available  # noqa: E402
 
 
 @pytest.fixture
-def lan_factory() -> Iterator[Callable[[int], Lan]]:
-    """``make(n)`` builds a :class:`Lan` of ``n`` hosts; all are torn down after the test."""
+def lan_factory() -> Iterator[Callable[..., Lan]]:
+    """``make(n)`` builds a :class:`Lan` of ``n`` hosts (``make(n, segments=[...])``: on
+    several bridges); all are torn down after the test."""
     reason = netns_available()
     if reason is not None:
         pytest.skip(reason)
@@ -29,6 +30,6 @@ def lan_factory() -> Iterator[Callable[[int], Lan]]:
 
 
 @pytest.fixture
-def lan(lan_factory: Callable[[int], Lan]) -> Lan:
+def lan(lan_factory: Callable[..., Lan]) -> Lan:
     """Three hosts on one bridge: ``lan.host(1..3)``."""
     return lan_factory(3)

@@ -1,4 +1,4 @@
-"""Several Linux "hosts" on one Ethernet segment, built from network namespaces.
+"""Several Linux "hosts" on one or more Ethernet segments, built from network namespaces.
 
 Layout (TESTBED.md §1): a bridge namespace ``shl-br-XXXX`` holding ``br0`` (multicast snooping
 off, so mDNS floods like on a dumb switch) and N host namespaces ``shl-hN-XXXX``, each with
@@ -6,9 +6,18 @@ off, so mDNS floods like on a dumb switch) and N host namespaces ``shl-hN-XXXX``
 ``10.77.X.N/24`` with X random per run; the addresses exist only inside our namespaces, so two
 runs can never disturb each other or the machine's real network.
 
-Faults are applied inside a host's namespace: :meth:`Lan.shape` (tbf on egress),
-:meth:`Lan.partition`/:meth:`Lan.heal` (iptables DROP on eth0), :meth:`Lan.loss` (random DROP),
-:meth:`Lan.unplug`/:meth:`Lan.plug` (the interface disappears and comes back).
+Several segments: ``Lan(12, segments=[[1, 2, 3, 4, 5], [4, 5, 6, 7, 8, 9], [9, 10, 11, 12]])``
+(host numbers count from 1, like :meth:`Lan.host`) gives each segment its own bridge namespace
+(``shl-br-XXXX``, ``shl-br2-XXXX``, ...) and its own random /24 ``10.77.X_s.0/24``. A host in
+several segments is multi-homed: ``eth0`` on its first segment, ``eth1`` on its second, ...,
+with address ``10.77.X_s.N`` on each. IP forwarding is off in every host, and nothing installs
+routes, so a host reaches only hosts that share a segment with it: a device on bridge 1 cannot
+reach bridge 3 at the IP level, only through an application (a relay) on a dual-homed host.
+
+Faults are applied inside a host's namespace, on all its interfaces or (``segment=``) on one:
+:meth:`Lan.shape` (tbf on egress), :meth:`Lan.partition`/:meth:`Lan.heal` (iptables DROP),
+:meth:`Lan.loss` (random DROP), :meth:`Lan.unplug`/:meth:`Lan.plug` (the interface disappears
+and comes back), :meth:`Lan.kill` (signal every process running in the host: a crashed device).
 
 Cleanup is the point of this module: every command runs in its own process group; on close we
 kill those groups, then every pid still inside our namespaces (only our children can be there),
@@ -51,6 +60,7 @@ __all__ = [
 PREFIX = "shl-"
 OWNER_DIR = Path("/run/shl-netns")
 IFNAME = "eth0"
+MAX_SEGMENTS = 16
 _CMD_TIMEOUT = 20.0
 _PROBE_RE = re.compile(rf"{PREFIX}probe-([0-9]+)-[0-9a-f]{{4}}")
 
@@ -158,17 +168,53 @@ def _kill_group(proc: subprocess.Popen[Any], grace: float = 1.0) -> None:
 
 
 class Host:
-    """One namespace with ``lo`` and ``eth0``; commands run via ``ip netns exec``."""
+    """One namespace with ``lo`` and ``eth0`` (``eth1``... when it is in several segments);
+    commands run via ``ip netns exec``."""
 
     def __init__(self, lan: Lan, index: int, ns: str, addr: str) -> None:
         self.lan = lan
         self.index = index
         self.ns = ns
-        self.addr = addr
+        self.addr = addr  # on eth0, the host's first segment
         self.ifname = IFNAME
+        #: segment index -> (interface name, address), in the host's interface order
+        self.links: dict[int, tuple[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"Host({self.index}, {self.ns}, {self.addr})"
+
+    @property
+    def segments(self) -> list[int]:
+        """The segments (indexes into :attr:`Lan.segments`) this host is plugged into."""
+        return list(self.links)
+
+    @property
+    def addrs(self) -> list[str]:
+        """Its address on each of its segments, ``eth0``'s first."""
+        return [addr for _, addr in self.links.values()]
+
+    def addr_on(self, segment: int) -> str:
+        """Its address on *segment*; ``KeyError`` when it is not on that segment."""
+        return self.links[segment][1]
+
+    def ifname_on(self, segment: int) -> str:
+        return self.links[segment][0]
+
+    def shares_segment(self, other: Host) -> int | None:
+        """The first segment both hosts are on (the one to reach *other* over), else None."""
+        return next((s for s in self.links if s in other.links), None)
+
+    def addr_for(self, other: Host) -> str:
+        """Where *other* reaches this host: its address on a segment they share."""
+        seg = self.shares_segment(other)
+        if seg is None:
+            raise HarnessError(f"hosts {self.index} and {other.index} share no segment")
+        return self.addr_on(seg)
+
+    def pids(self) -> list[int]:
+        """Every process running in this host's namespace (all of them were started by us)."""
+        res = _run_root(["ip", "netns", "pids", self.ns], check=False)
+        return [int(p) for p in res.stdout.split() if p.isdigit()]
 
     def _argv(self, cmd: Sequence[str]) -> list[str]:
         if isinstance(cmd, str):
@@ -214,21 +260,48 @@ class Host:
         return _run_root(["ip", "-n", self.ns, *args], check=check)
 
 
-class Lan:
-    """N hosts on one bridged segment. Use as a context manager (or call :meth:`close`)."""
+def _check_segments(n: int, segments: Sequence[Sequence[int]] | None) -> list[tuple[int, ...]]:
+    """Validated segments (host numbers 1..n); default: every host on one segment."""
+    if segments is None:
+        return [tuple(range(1, n + 1))]
+    out: list[tuple[int, ...]] = []
+    if not 1 <= len(segments) <= MAX_SEGMENTS:
+        raise ValueError(f"segments: 1..{MAX_SEGMENTS} lists of host numbers")
+    for k, seg in enumerate(segments):
+        members = tuple(seg)
+        if not members:
+            raise ValueError(f"segment {k} is empty")
+        if len(set(members)) != len(members):
+            raise ValueError(f"segment {k} lists a host twice: {members}")
+        bad = [i for i in members if not isinstance(i, int) or not 1 <= i <= n]
+        if bad:
+            raise ValueError(f"segment {k}: no host {bad[0]!r} (hosts count from 1 to {n})")
+        out.append(members)
+    homeless = sorted(set(range(1, n + 1)).difference(*map(set, out)))
+    if homeless:
+        raise ValueError(f"hosts {homeless} are in no segment")
+    return out
 
-    def __init__(self, hosts: int = 3) -> None:
+
+class Lan:
+    """N hosts on one bridged segment, or on several (``segments=``, see the module doc).
+    Use as a context manager (or call :meth:`close`)."""
+
+    def __init__(self, hosts: int = 3, segments: Sequence[Sequence[int]] | None = None) -> None:
         if not 1 <= hosts <= 200:
             raise ValueError("hosts must be 1..200")
         self.n = hosts
+        self.segments = _check_segments(hosts, segments)
         self.run_id = ""
-        self.bridge_ns = ""
-        self.subnet = ""
+        self.bridge_ns = ""  # the first segment's (the only one's, by default)
+        self.subnet = ""  # the first segment's "10.77.X"
+        self.bridges: list[str] = []  # one bridge namespace per segment
+        self.subnets: list[str] = []  # "10.77.X" per segment
         self.hosts: list[Host] = []
         self._procs: list[subprocess.Popen[Any]] = []
         self._created: list[str] = []
         self._owner_file: Path | None = None
-        self._plugged: set[int] = set()
+        self._plugged: set[tuple[int, int]] = set()  # (host, segment)
         self._shaping: dict[int, tuple[str, str, str]] = {}
         self._rules: dict[tuple[int, str], list[list[str]]] = {}
         self._closed = False
@@ -254,10 +327,12 @@ class Lan:
             raise HarnessError(reason)
         sweep_stale()
         existing = _existing_namespaces()
+        nseg = len(self.segments)
         while True:
             self.run_id = secrets.token_hex(2)
+            bridges = [f"{PREFIX}br{'' if k == 0 else k + 1}-{self.run_id}" for k in range(nseg)]
             names = [
-                f"{PREFIX}br-{self.run_id}",
+                *bridges,
                 *(f"{PREFIX}h{i}-{self.run_id}" for i in range(1, self.n + 1)),
             ]
             if (
@@ -265,19 +340,29 @@ class Lan:
                 and not (OWNER_DIR / f"{self.run_id}.json").exists()
             ):
                 break
-        self.bridge_ns = names[0]
-        self.subnet = f"10.77.{secrets.randbelow(256)}"
+        self.bridges = bridges
+        self.subnets = [f"10.77.{x}" for x in secrets.SystemRandom().sample(range(256), nseg)]
+        self.bridge_ns, self.subnet = self.bridges[0], self.subnets[0]
         self._write_owner(names)
-        self._add_ns(self.bridge_ns)
-        br = ["ip", "-n", self.bridge_ns]
-        _run_root([*br, "link", "add", "br0", "type", "bridge"])
-        _run_root([*br, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
-        _run_root([*br, "link", "set", "br0", "up"])
+        for bridge in self.bridges:
+            self._add_ns(bridge)
+            br = ["ip", "-n", bridge]
+            _run_root([*br, "link", "add", "br0", "type", "bridge"])
+            _run_root([*br, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
+            _run_root([*br, "link", "set", "br0", "up"])
         for i in range(1, self.n + 1):
-            ns = names[i]
+            ns = names[nseg + i - 1]
             self._add_ns(ns)
             _run_root(["ip", "-n", ns, "link", "set", "lo", "up"])
-            self.hosts.append(Host(self, i, ns, f"{self.subnet}.{i}"))
+            # A multi-homed host must never join its segments at the IP level (a fresh
+            # namespace starts with forwarding off; say so rather than rely on the default).
+            _run_root(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=0"])
+            host = Host(self, i, ns, "")
+            for k, members in enumerate(self.segments):
+                if i in members:
+                    host.links[k] = (f"eth{len(host.links)}", f"{self.subnets[k]}.{i}")
+            host.addr = next(iter(host.links.values()))[1]
+            self.hosts.append(host)
             self.plug(i)
 
     def _write_owner(self, names: list[str]) -> None:
@@ -331,88 +416,67 @@ class Lan:
 
     # ------------------------------------------------------------------ links
 
-    def plug(self, i: int) -> None:
-        """(Re)create host ``i``'s ``eth0`` on the bridge, with its address, up."""
-        if i in self._plugged:
-            return
-        h, port = self.host(i), f"p{i}"
-        _run_root(
-            [
-                "ip",
-                "link",
-                "add",
-                IFNAME,
-                "netns",
-                h.ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                self.bridge_ns,
-            ]
-        )
-        _run_root(["ip", "-n", self.bridge_ns, "link", "set", port, "master", "br0"])
-        _run_root(["ip", "-n", self.bridge_ns, "link", "set", port, "up"])
-        h.ip("addr", "add", f"{h.addr}/24", "brd", "+", "dev", IFNAME)
-        h.ip("link", "set", IFNAME, "up")
-        self._plugged.add(i)
-        if i in self._shaping:
-            self.shape(i, *self._shaping[i])
+    def _links(self, i: int, segment: int | None) -> list[tuple[int, str, str]]:
+        """(segment, ifname, address) of host ``i``: all of them, or the one on *segment*."""
+        h = self.host(i)
+        if segment is not None and segment not in h.links:
+            raise HarnessError(f"host {i} is not on segment {segment} (it is on {h.segments})")
+        return [(k, ifn, addr) for k, (ifn, addr) in h.links.items() if segment in (None, k)]
 
-    def unplug(self, i: int) -> None:
-        """Delete host ``i``'s ``eth0`` (both veth ends): the interface disappears."""
-        if i not in self._plugged:
-            return
-        self.host(i).ip("link", "del", IFNAME)
-        self._plugged.discard(i)
+    def plugged(self, i: int) -> list[str]:
+        """The interfaces host ``i`` has right now."""
+        return [ifn for k, ifn, _ in self._links(i, None) if (i, k) in self._plugged]
+
+    def plug(self, i: int, segment: int | None = None) -> None:
+        """(Re)create host ``i``'s interfaces (or the one on *segment*) on their bridges, with
+        their addresses, up."""
+        h = self.host(i)
+        for k, ifname, addr in self._links(i, segment):
+            if (i, k) in self._plugged:
+                continue
+            port, bridge = f"p{i}", self.bridges[k]
+            _run_root(
+                ["ip", "link", "add", ifname, "netns", h.ns, "type", "veth",
+                 "peer", "name", port, "netns", bridge]
+            )  # fmt: skip
+            _run_root(["ip", "-n", bridge, "link", "set", port, "master", "br0"])
+            _run_root(["ip", "-n", bridge, "link", "set", port, "up"])
+            h.ip("addr", "add", f"{addr}/24", "brd", "+", "dev", ifname)
+            h.ip("link", "set", ifname, "up")
+            self._plugged.add((i, k))
+            if i in self._shaping:
+                self._tbf(i, ifname, *self._shaping[i])
+
+    def unplug(self, i: int, segment: int | None = None) -> None:
+        """Delete host ``i``'s interfaces (or the one on *segment*; both veth ends): they
+        disappear."""
+        for k, ifname, _ in self._links(i, segment):
+            if (i, k) in self._plugged:
+                self.host(i).ip("link", "del", ifname)
+                self._plugged.discard((i, k))
 
     def shape(
         self, i: int, rate: str = "100mbit", burst: str = "32kbit", latency: str = "50ms"
     ) -> None:
-        """tbf on host ``i``'s egress (TESTBED §1: held within a few % here)."""
+        """tbf on host ``i``'s egress, each interface (TESTBED §1: held within a few % here)."""
         self._shaping[i] = (rate, burst, latency)
-        if i in self._plugged:
-            _run_root(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    self.host(i).ns,
-                    "tc",
-                    "qdisc",
-                    "replace",
-                    "dev",
-                    IFNAME,
-                    "root",
-                    "tbf",
-                    "rate",
-                    rate,
-                    "burst",
-                    burst,
-                    "latency",
-                    latency,
-                ]
-            )
+        for ifname in self.plugged(i):
+            self._tbf(i, ifname, rate, burst, latency)
+
+    def _tbf(self, i: int, ifname: str, rate: str, burst: str, latency: str) -> None:
+        _run_root(
+            ["ip", "netns", "exec", self.host(i).ns, "tc", "qdisc", "replace", "dev", ifname,
+             "root", "tbf", "rate", rate, "burst", burst, "latency", latency]
+        )  # fmt: skip
 
     def unshape(self, i: int) -> None:
-        if self._shaping.pop(i, None) is not None and i in self._plugged:
-            _run_root(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    self.host(i).ns,
-                    "tc",
-                    "qdisc",
-                    "del",
-                    "dev",
-                    IFNAME,
-                    "root",
-                ],
-                check=False,
-            )
+        if self._shaping.pop(i, None) is not None:
+            for ifname in self.plugged(i):
+                _run_root(
+                    ["ip", "netns", "exec", self.host(i).ns, "tc", "qdisc", "del", "dev",
+                     ifname, "root"],
+                    check=False,
+                )  # fmt: skip
 
     def _iptables(self, i: int, op: str, rule: list[str]) -> None:
         _run_root(["ip", "netns", "exec", self.host(i).ns, "iptables", "-w", "5", op, *rule])
@@ -425,31 +489,45 @@ class Lan:
         if rules:
             self._rules[(i, kind)] = rules
 
-    def partition(self, i: int) -> None:
-        """Drop everything in and out of host ``i``'s eth0 (the link stays up)."""
+    def partition(self, i: int, segment: int | None = None) -> None:
+        """Drop everything in and out of host ``i``'s interfaces, or only the one on
+        *segment* (the links stay up)."""
         if (missing := tool_missing("iptables")) is not None:
             import pytest  # the harness is also used outside pytest (bench/)
 
             pytest.skip(f"partitions need iptables: {missing}")
-        self._set_rules(
-            i,
-            "partition",
-            [["INPUT", "-i", IFNAME, "-j", "DROP"], ["OUTPUT", "-o", IFNAME, "-j", "DROP"]],
-        )
+        for _, ifname, _ in self._links(i, segment):
+            self._set_rules(
+                i,
+                f"partition {ifname}",
+                [["INPUT", "-i", ifname, "-j", "DROP"], ["OUTPUT", "-o", ifname, "-j", "DROP"]],
+            )
 
-    def heal(self, i: int) -> None:
-        self._set_rules(i, "partition", [])
+    def heal(self, i: int, segment: int | None = None) -> None:
+        """Undo :meth:`partition` on all of host ``i``'s interfaces, or the one on *segment*."""
+        for _, ifname, _ in self._links(i, segment):
+            self._set_rules(i, f"partition {ifname}", [])
 
     def loss(self, i: int, p: float) -> None:
         """Drop each packet in and out of host ``i`` with probability ``p`` (0 removes it)."""
         if not 0 <= p <= 1:
             raise ValueError("p must be within 0..1")
         stat = ["-m", "statistic", "--mode", "random", "--probability", f"{p:.6f}", "-j", "DROP"]
-        self._set_rules(
-            i,
-            "loss",
-            [["INPUT", "-i", IFNAME, *stat], ["OUTPUT", "-o", IFNAME, *stat]] if p > 0 else [],
-        )
+        rules: list[list[str]] = []
+        if p > 0:
+            for _, ifname, _ in self._links(i, None):
+                rules += [["INPUT", "-i", ifname, *stat], ["OUTPUT", "-o", ifname, *stat]]
+        self._set_rules(i, "loss", rules)
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> list[int]:
+        """Send *sig* to every process running in host ``i`` (a crashed or powered-off device:
+        its sessions end without a goodbye). Only our own processes can be in there. Returns
+        the pids signalled."""
+        pids = self.host(i).pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pids
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -470,8 +548,8 @@ class LanPool:
     def __init__(self) -> None:
         self.lans: list[Lan] = []
 
-    def make(self, hosts: int = 3) -> Lan:
-        lan = Lan(hosts)
+    def make(self, hosts: int = 3, segments: Sequence[Sequence[int]] | None = None) -> Lan:
+        lan = Lan(hosts, segments)
         self.lans.append(lan)
         return lan.__enter__()
 

@@ -258,6 +258,24 @@ async def test_live_connections_prefer_lan_over_ble(two, lan_first):
     assert a.conns.live_connection(b.short) is ble
 
 
+async def test_a_session_outliving_the_primary_becomes_the_primary(two):
+    """Twin sessions (both sides dialled at once): when the primary one ends, the other is
+    promoted, so it is heartbeated and the peer shows as connected (was: offline, never
+    checked, never redialled; found by tests/netns/test_dht_mesh.py after a healed
+    partition)."""
+    a, b = two
+    first = await a.conns.connect(b.address)
+    end_a, _end_b = memory_pair(a, b)
+    twin = a.conns.attach_channel(end_a, outgoing=True, transport="lan")
+    info = a.peers.get(b.identity.device_id)
+    assert info is not None and info.connection is twin
+    await twin.close("test")
+    await wait_until(lambda: info.connection is not twin, "the twin's end to be handled")
+    assert info.connection is first and info.connected and info.reachable
+    assert a.peers.summary(info)["connected"]
+    assert a.conns.live_connections() == [first]
+
+
 async def test_attach_channel_rejects_a_malformed_hello(two):
     a, b = two
     end_a, _ = memory_pair(a, b, b_hello=b'{"v": 1, "name": "x", "port": -1}')
@@ -336,6 +354,29 @@ async def test_mdns_sighting_dials_once_and_the_other_side_does_not_dial_back(tw
     a.conns._maybe_dial(b.short)
     assert b.short not in a.conns._dialing
     assert a.conns.live_connection(b.short) is conn
+
+
+async def test_a_relayed_session_does_not_stop_the_direct_dial(two):
+    """Found by tests/netns/test_dht_mesh.py: neighbours the DHT reached over the relay
+    before mDNS found them kept talking through relays and never opened their LAN session."""
+    a, b = two
+    end_a, end_b = memory_pair(a, b)
+    relayed = a.conns.attach_channel(end_a, outgoing=True, transport="relay")
+    b.conns.attach_channel(end_b, outgoing=False, transport="relay")
+    row = a.peers.summary(a.peers.get(b.identity.device_id))  # type: ignore[arg-type]
+    assert row["connected"] and row["transport"] == "relay"
+    await a.conns._on_lan_event(_seen(b.short, b.address[1], "bravo"))
+    lan = await wait_until(
+        lambda: next((c for c in a.conns.sessions() if c.transport == "lan"), None),
+        "a dials b over the LAN")
+    assert lan.outgoing and lan.peer_id == b.identity.device_id
+    assert a.conns.live_connections() == [lan]  # the direct session is the one used
+    row = a.peers.summary(a.peers.get(b.identity.device_id))  # type: ignore[arg-type]
+    assert row["transport"] == "lan" and sorted(row["sources"]) == ["lan", "mdns", "relay"]
+    assert relayed in a.conns.sessions()
+    # a LAN session is live now: a sighting does not dial again
+    a.conns._maybe_dial(b.short)
+    assert b.short not in a.conns._dialing
 
 
 async def test_larger_id_dials_after_the_grace_if_the_other_side_does_not(two):
