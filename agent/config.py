@@ -379,6 +379,22 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class DhtConfig:
+    """The DHT over paired sessions (agent/dht/service.py, docs/dht.md)."""
+
+    enabled: bool = True  # false: no DHT traffic; fetches ask the neighbours only
+    # a fetch looks holders up in the DHT first when more than this many sessions are live
+    # (asking every neighbour costs 2 messages each; measured in docs/dht.md, "Threshold")
+    threshold: int = _num(12, 1, 100_000)
+    want: int = _num(3, 1, 20)  # holders a lookup collects before it stops
+    request_timeout: float = _num(2.0, 0.1, 60.0)  # one DHT request (a timeout = no answer)
+    lookup_timeout: float = _num(10.0, 0.5, 600.0)  # one whole lookup
+    refresh: float = _num(600.0, 1.0, 86400.0)  # a bucket no lookup touched this long
+    republish: float = _num(43200.0, 10.0, 86400.0)  # holders announce again this often
+    tick: float = _num(30.0, 0.05, 3600.0)  # how often timers are checked
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Every field has an embedded default."""
 
@@ -394,6 +410,7 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    dht: DhtConfig = field(default_factory=DhtConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:

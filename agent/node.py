@@ -31,6 +31,7 @@ from agent.daemon import (
     notify_systemd,
     watchdog_interval,
 )
+from agent.dht.service import DhtService
 from agent.folders.exports import ExportBook, update_tree
 from agent.folders.watch import WatchService
 from agent.folders.watchstate import WatchEntry
@@ -109,11 +110,22 @@ class Node:
             self.store, self.trust, self.gate, compress=cfg.transfer.compress,
             on_use=self.authority.record_use if self.authority else None, access=self.usage,
             signer=self.identity)
+        # the DHT: holders beyond the neighbourhood (docs/dht.md); the relay, once wired,
+        # is its opener (``self.dht.use_opener``) and takes ``self.dht.next_hop``
+        self.dht = DhtService(
+            self.identity.device_id, cfg.dht, connections=self.connections, trust=self.trust,
+            signer=self.identity, spawn=self.spawn,
+            held=lambda: [(r.resource_id, r.manifest.name, r.public)
+                          for r in self.store.resources()],
+        ) if cfg.dht.enabled else None
+        if self.dht is not None:
+            self.connections.on_opened(self.dht.session_opened)
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
             on_fetched=self.catalog_changed, trust=self.trust, access=self.usage,
-            mirrors=lambda rid: self.mirrors.mirrors_for(rid) if self.mirrors else [])
+            mirrors=lambda rid: self.mirrors.mirrors_for(rid) if self.mirrors else [],
+            holders=self.dht)
         self.models = ModelService(
             data_dir / "usage" / "model", cfg.predict, device_id=self.identity.device_id.hex(),
             usage=self.usage, store=self.store, signer=self.identity,
@@ -166,6 +178,9 @@ class Node:
         if self.mirrors is not None:
             self.router.add_requests(self.mirrors.handlers())
             self.unpairing.on_unpaired(self.mirrors.unpaired)
+        if self.dht is not None:
+            self.router.add_requests(self.dht.handlers())
+            self.unpairing.on_unpaired(self.dht.unpaired)
         if self.authority is not None:
             self.router.add_requests(self.authority.handlers())
             self.router.add_events(("raft", "cluster", "report"), self.authority.on_event)
@@ -198,6 +213,8 @@ class Node:
                     tg.create_task(self.mirrors.run(), name=f"{TASK_PREFIX}mirrors")
                 if self.watch is not None:
                     tg.create_task(self.watch.run(), name=f"{TASK_PREFIX}watch")
+                if self.dht is not None:
+                    tg.create_task(self.dht.run(), name=f"{TASK_PREFIX}dht")
                 self.ready.set()
                 notify_systemd("READY=1\nSTATUS=running")
                 log.info("agent ready", extra=kv(
@@ -291,6 +308,8 @@ class Node:
             self.ble.catalog_changed()
         if self.authority is not None:
             self.authority.catalog_changed()
+        if self.dht is not None:
+            self.dht.catalog_changed()
 
     def _watch_published(self, m: Manifest) -> None:
         """A watched path was republished: as `shoal publish` does, refresh the catalog and

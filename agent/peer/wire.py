@@ -100,6 +100,9 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     # withdrawals (signed tombstones) this device knows for these resource IDs
     "tombstones": {"r": (list, lambda v: 0 < len(v) <= 256 and all(
         isinstance(x, str) and len(x) == 32 and _hex(32)[1](x) for x in v))},
+    # one DHT message (agent/dht/messages.py parses it strictly: exact keys, bounded lists);
+    # only paired devices are answered (agent/dht/service.py)
+    "dht": {"m": (dict, lambda v: 0 < len(v) <= 3 and isinstance(v.get("t"), str))},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
