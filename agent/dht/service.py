@@ -65,6 +65,7 @@ log = logging.getLogger("shoal.dht")
 OP = "dht"
 MAX_INTRODUCED = 4096  # contacts whose introducers are remembered (oldest forgotten first)
 MAX_INTRODUCERS = 3  # per contact: a second path when the first neighbour goes away
+MAX_RESOLVING = 8  # lookups at once for contacts that reached us with no known way back
 RETRY_S = 60.0  # an announcement that reached nobody is tried again this soon
 _RESOURCE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -136,6 +137,7 @@ class DhtService:
         self.counters = DhtCounters()
         self._bootstrapping = False
         self._syncing = False
+        self._resolving: set[bytes] = set()  # contacts being looked up for an introducer
 
     # ----------------------------------------------------------------- composition
     def handlers(self) -> dict[str, Handler]:
@@ -403,6 +405,22 @@ class DhtService:
         ping = self.node.table.observe(contact, self._clock())
         if ping is not None:
             self._spawn(self._ping(ping), "dht-ping")
+        self._maybe_resolve(contact)
+
+    def _maybe_resolve(self, contact: bytes) -> None:
+        if (contact not in self._introducers and contact not in self._resolving
+                and len(self._resolving) < MAX_RESOLVING and contact in self.node.table
+                and self.next_hop(contact) is None):
+            # it reached us over a relayed session: learn a way back through a neighbour
+            self._resolving.add(contact)
+            self._spawn(self._resolve(contact), "dht-resolve")
+
+    async def _resolve(self, contact: bytes) -> None:
+        """Look *contact* up: the neighbours' replies that name it are its introducers."""
+        try:
+            await self._find_node(contact)
+        finally:
+            self._resolving.discard(contact)
 
     async def _ping(self, contact: bytes) -> None:
         """The oldest contact of a full bucket: it stays if it answers (``_ask`` drops it
@@ -426,6 +444,7 @@ class DhtService:
         handled = self.node.handle(conn.peer_id, msg, self._clock())
         if handled.ping is not None:
             self._spawn(self._ping(handled.ping), "dht-ping")
+        self._maybe_resolve(conn.peer_id)
         return {"m": _json(wire(handled.reply or Pong()))}
 
     # ----------------------------------------------------------------- what `shoal dht` shows
