@@ -385,8 +385,10 @@ class DhtConfig:
     enabled: bool = True  # false: no DHT traffic; fetches ask the neighbours only
     # a fetch looks holders up in the DHT first when more than this many sessions are live
     # (asking every neighbour costs 2 messages each; measured in docs/dht.md, "Threshold")
-    threshold: int = _num(12, 1, 100_000)
-    want: int = _num(3, 1, 20)  # holders a lookup collects before it stops
+    threshold: int = _num(12, 0, 100_000)
+    # a lookup stops at the first reply with this many holders: a storing device returns
+    # every record it has for the key, so 1 already brings all of them but in rare cases
+    want: int = _num(1, 1, 20)
     request_timeout: float = _num(2.0, 0.1, 60.0)  # one DHT request (a timeout = no answer)
     lookup_timeout: float = _num(10.0, 0.5, 600.0)  # one whole lookup
     refresh: float = _num(600.0, 1.0, 86400.0)  # a bucket no lookup touched this long

@@ -163,7 +163,7 @@ class Node:
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
             usage=self.usage, models=self.models, watch=self.watch,
             exports=self.exports, mirrors=self.mirrors,
-            follow=self.follow,
+            follow=self.follow, dht=self.dht,
             versions=VersionService(self.store, self.connections, self.fetcher, cfg.transfer)))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())

@@ -109,6 +109,7 @@ class DhtCounters:
     refused: int = 0  # requests from unpaired sessions or malformed
     dropped_untrusted: int = 0  # contacts named in replies that this device does not trust
     announced: int = 0  # ADD_PROVIDER sent and answered
+    last_rounds: int = 0  # Kademlia hops of the last provider lookup
 
 
 class DhtService:
@@ -216,11 +217,22 @@ class DhtService:
         lk = self.node.lookup(key, self._clock(), want_providers=self.cfg.want)
         await self._drive(lk, GetProviders(key))
         self.counters.lookups += 1
+        self.counters.last_rounds = lk.rounds
         found = [r for r in lk.providers.values() if r.holder != self.own]
         self.counters.lookups_found += bool(found)
         log.debug("dht lookup", extra=kv(resource=resource[:64], holders=len(found),
                                           rounds=lk.rounds, replies=lk.replies))
         return found
+
+    async def find(self, resource: str) -> dict[str, object]:
+        """``shoal dht --find``: the holders a lookup finds now (what fetch would use)."""
+        t0 = time.monotonic()
+        records = await self.find_holders(resource)
+        return {"resource": resource, "key": key_for(resource).hex(),
+                "rounds": self.counters.last_rounds,
+                "ms": round((time.monotonic() - t0) * 1000, 2),
+                "holders": [{"id": r.holder.hex(), "expiry": r.expiry,
+                             "via": _hex(self.next_hop(r.holder))} for r in records]}
 
     async def reach_holders(self, resource: str) -> list[bytes]:
         records = await self.find_holders(resource)
@@ -465,6 +477,10 @@ class DhtService:
             "requests_in": c.requests_in, "refused": c.refused,
             "dropped_untrusted": c.dropped_untrusted, "announcements": c.announced,
         }
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
 
 
 def _json(obj: dict[str, object]) -> JSONValue:

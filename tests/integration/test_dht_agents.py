@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import config_from_dict
+from agent.control.listings import dht_find_text, dht_text
 from agent.node import Node
 from agent.peer import wire
 from agent.peer.connection import PeerConnection
 from agent.security.session import open_channel
-from waiting import wait_until
+from tests.waiting import wait_until
 
 
 def _config(data_dir: Path, name: str, threshold: int) -> Any:
@@ -165,6 +166,13 @@ async def test_a_holder_two_devices_away_is_found_through_the_dht(tmp_path: Path
             assert x.dht is not None and uid not in x.dht.node.table.contacts()
         assert len(u.dht.node.store) == 0
         assert a.dht.counters.refused + d.dht.counters.refused > 0
+        # `shoal dht --find` and `shoal dht`, through the control commands
+        found = await a.commands.table()["dht-find"]({"resource": m.resource_id}, None)
+        assert [h["id"] for h in found["holders"]] == [d.identity.hex_id]
+        assert "FIRST HOP" in dht_find_text(found)
+        state = await a.commands.table()["dht"]({}, None)
+        assert state["contacts"] == 3 and state["lookups_found"] == 2
+        assert "3 paired contacts" in dht_text(state)
 
 
 async def test_above_the_threshold_the_dht_is_asked_before_every_neighbour() -> None:
