@@ -172,7 +172,10 @@ class DhtService:
         republishing what is gone."""
         if not self._syncing:
             self._syncing = True
-            self._spawn(self._sync_holdings(), "dht-announce")
+            try:
+                self._spawn(self._sync_holdings(), "dht-announce")
+            except RuntimeError:  # not running yet: run() announces the holdings at start
+                self._syncing = False
 
     async def run(self) -> None:
         """The timers: expire records, refresh stale buckets, republish, announce holdings."""
