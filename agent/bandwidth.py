@@ -1,7 +1,9 @@
 """Traffic classes and link sharing: a sans-I/O scheduler and a thin asyncio gate.
 
-Every send carries a class, ``demand`` > ``mirror`` > ``prefetch``. Background traffic must
-never starve a fetch a user is waiting for, yet must use all the capacity nobody else wants.
+Every send carries a class, ``demand`` > ``relay`` > ``mirror`` > ``prefetch``. ``relay`` is
+what this device forwards for others (agent/relay/): someone's demand, but not ours.
+Background traffic must never starve a fetch a user is waiting for, yet must use all the
+capacity nobody else wants.
 
 :class:`LinkScheduler` (pure, ``now`` passed in) decides which queued send may go next:
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from agent.config import BandwidthConfig
 
 CHUNK = 256 * 1024
-DEFAULT_WEIGHTS: Mapping[str, int] = {"demand": 16, "mirror": 4, "prefetch": 1}
+DEFAULT_WEIGHTS: Mapping[str, int] = {"demand": 16, "relay": 8, "mirror": 4, "prefetch": 1}
 
 _EWMA = 0.25  # weight of a new capacity sample
 _MIN_SAMPLE = 1e-4  # seconds: shorter send intervals carry no rate information
@@ -174,6 +176,7 @@ class LinkScheduler:
         """The agent's ``[bandwidth]`` section: weights and limits."""
         weights = {
             "demand": cfg.demand_weight,
+            "relay": cfg.relay_weight,
             "mirror": cfg.mirror_weight,
             "prefetch": cfg.prefetch_weight,
         }

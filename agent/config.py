@@ -243,8 +243,22 @@ class BandwidthConfig:
     global_limit: int = _rate(0)
     per_peer_limit: int = _rate(0)
     demand_weight: int = _num(16, 1, 1000)
+    relay_weight: int = _num(8, 1, 1000)  # bytes forwarded for others (agent/relay/)
     mirror_weight: int = _num(4, 1, 1000)
     prefetch_weight: int = _num(1, 1, 1000)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Multi-hop reach (agent/relay/): circuits through paired intermediates."""
+
+    forward: bool = True  # carry circuits for others (as an intermediate)
+    paired_only: bool = True  # forward only between paired neighbours on both sides
+    max_relays: int = _num(3, 1, 3)  # relays a circuit this device opens may cross
+    max_circuits: int = _num(32, 1, 1024)  # circuits held at once (forwarded + own)
+    max_per_peer: int = _num(8, 1, 1024)  # circuits one neighbour may have opened here
+    idle_timeout: float = _num(120.0, 1.0, 86400.0)  # s without a frame before a close
+    open_timeout: float = _num(10.0, 0.5, 120.0)  # s to open a circuit and its handshake
 
 
 @dataclass(frozen=True)
@@ -405,6 +419,7 @@ class Config:
     lan: LanConfig = field(default_factory=LanConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
     ble: BleConfig = field(default_factory=BleConfig)
     authority: AuthorityConfig = field(default_factory=AuthorityConfig)

@@ -42,6 +42,7 @@ from agent.peer.pairing import PairingService
 from agent.peer.router import Router
 from agent.peer.table import PeerTable
 from agent.peer.unpair import UnpairService
+from agent.relay.service import RelayService
 from agent.security.identity import load_or_create_identity
 from agent.security.pairing import PairingBook
 from agent.security.session import SessionError
@@ -98,6 +99,12 @@ class Node:
         self.unpairing = UnpairService(self.trust, self.peers, self.connections.sessions,
                                        self.spawn, data_dir)
         self.connections.on_opened(self.unpairing.session_opened)
+        self.relay = RelayService(  # next_hop: set_next_hop() once a resolver exists (DHT)
+            cfg.relay, me=self.identity.device_id, static_key=self.identity.private_key,
+            connections=self.connections, trust=self.trust, gate=self.gate, spawn=self.spawn)
+        self.connections.on_closed(self.relay.connection_closed)
+        self.connections.on_opened(self.relay.session_opened)
+        self.router.set_frames(self.relay.on_frame)
         self.authority: AuthorityService | None = None
         if cfg.authority.enabled:
             self.authority = AuthorityService(
@@ -120,6 +127,8 @@ class Node:
         ) if cfg.dht.enabled else None
         if self.dht is not None:
             self.connections.on_opened(self.dht.session_opened)
+            self.dht.use_opener(self.relay)
+            self.relay.set_next_hop(self.dht.next_hop)
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
@@ -163,18 +172,20 @@ class Node:
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
             usage=self.usage, models=self.models, watch=self.watch,
             exports=self.exports, mirrors=self.mirrors,
-            follow=self.follow, dht=self.dht,
+            follow=self.follow, dht=self.dht, relay=self.relay,
             versions=VersionService(self.store, self.connections, self.fetcher, cfg.transfer)))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.unpairing.handlers())
         self.router.add_requests(self.server.handlers())
+        self.router.add_requests(self.relay.handlers())
         self.router.add_requests(self.follow.handlers())
         self.router.add_events(("version", "withdrawn"), self.follow.on_event)
         if self.usage is not None:
             self.router.add_requests(self.usage.handlers())
         if self.models is not None:
             self.router.add_requests(self.models.handlers())
+        self.unpairing.on_unpaired(self.relay.unpaired)
         if self.mirrors is not None:
             self.router.add_requests(self.mirrors.handlers())
             self.unpairing.on_unpaired(self.mirrors.unpaired)
@@ -203,6 +214,7 @@ class Node:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
                 tg.create_task(self.follow.run(), name=f"{TASK_PREFIX}follow")
+                tg.create_task(self.relay.run(), name=f"{TASK_PREFIX}relay")
                 if self.authority is not None:
                     tg.create_task(self.authority.run(), name=f"{TASK_PREFIX}authority")
                 if self.usage is not None:

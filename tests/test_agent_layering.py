@@ -23,6 +23,7 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    usage-service  agent.usage.service (sharing over peer sessions),
                                   agent.usage.models (the model lifecycle)
                    folders  agent.folders.* (watched publishes, exported trees)
+                   relay  agent.relay.* (multi-hop circuits over peer sessions)
                    prefetch, mirrors  (names reserved for the coming services)
                    dht-service  agent.dht.service (the DHT over peer sessions)
     5 control      agent.control.* except the CLI's own modules below
@@ -85,6 +86,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("prefetch", 4, packages=("agent.prefetch",)),
     Layer("folders", 4, packages=("agent.folders",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),
+    Layer("relay", 4, packages=("agent.relay",)),
     Layer("control", 5, packages=("agent.control",)),
     Layer("node", 6, modules=("agent.node",)),
     Layer("entry", 7, modules=("agent.control.cli", "agent.control.parser",

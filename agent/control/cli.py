@@ -522,14 +522,30 @@ async def _unpublish(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
+async def _relay(args: argparse.Namespace, sock: Path) -> int:
+    if args.device is None:
+        if args.via:
+            raise CliError("--via needs a DEVICE to reach", "usage")
+        r = await call_simple(sock, "relay")
+        _print(args, r, (f"circuits:   {r['circuits']} ({r['forwarding']} forwarded for "
+                         f"others, {r['ends']} ending here)\n"
+                         f"relayed:    {_size(r['forwarded_bytes'])}\n"
+                         f"refused:    {r['refused']} opens, {r['closed_bad_frames']} "
+                         "circuits closed for bad frames"))
+        return 0
+    r = await call_simple(sock, "relay", {"device": args.device, "via": args.via})
+    _print(args, r, f"relayed session to {r['name']} ({r['display_id']}): "
+           f"{'paired' if r['trusted'] else 'not paired'}, rtt {r['rtt_ms']} ms")
+    return 0
+
+
 #: Subcommand -> what runs it against the agent's control socket (see the module docstring).
 HANDLERS: dict[str, Handler] = {
     "id": _id, "status": _status, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
     "trust": _trust, "authority": _authority, "stop": _stop, "delegate": _delegate,
     "unwatch": _unwatch, "versions": _versions, "dht": _dht, "follow": _follow,
-    "unfollow": _unfollow,
-    "unpublish": _unpublish,
+    "unfollow": _unfollow, "unpublish": _unpublish, "relay": _relay,
     "usage": _show("usage", usage_text), "model": _show("model", model_text),
     "prefetch": _show("prefetch", prefetch_text), "mirrors": _show("mirrors", mirrors_text),
 }

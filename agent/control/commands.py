@@ -10,6 +10,7 @@ table, not the node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import math
 import os
@@ -27,9 +28,10 @@ from agent.folders.exports import ExportLog
 from agent.peer.connections import SelfConnection
 from agent.peer.hello import DEFAULT_PORT, parse_address
 from agent.security.delegation import DEFAULT_DAYS, MAX_DAYS, SignedDelegation, issue
-from agent.security.identity import format_device_id
+from agent.security.identity import format_device_id, parse_device_id
 from agent.security.pairing import format_code, normalize_code
 from agent.security.signing import SignatureError
+from agent.security.trust import TrustError
 from agent.transfer.catalog import lookup, publisher_label, resource_entry
 from agent.transfer.listing import rank, verified_entries
 from agent.transfer.service import FetchService
@@ -111,6 +113,14 @@ class VersionControl(Protocol):
                             export: _StreamExport | None) -> dict[str, object]: ...
 
 
+class RelayControl(Protocol):
+    """Multi-hop circuits (agent/relay/service.py)."""
+
+    def stats(self) -> dict[str, object]: ...
+
+    async def open(self, target: bytes, via: bytes | None = None) -> PeerConnection: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -151,6 +161,7 @@ class CommandContext:
     exports: ExportLog | None = None
     follow: FollowControl | None = None
     versions: VersionControl | None = None
+    relay: RelayControl | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -189,6 +200,29 @@ def _days(value: object) -> float:
     if not math.isfinite(days) or not 0 < days <= MAX_DAYS:
         raise ControlError(f"days must be more than 0 and at most {MAX_DAYS}")
     return days
+
+
+def _device_id(c: CommandContext, text: object) -> bytes:
+    """A paired device by name or ID; else any device by its hex ID, or by its display ID
+    when the peer table has seen it (a relay may reach an unpaired device, which then serves
+    this one what it serves strangers)."""
+    t = str(text or "").strip()
+    try:
+        return bytes.fromhex(c.trust.resolve(t).device_id)
+    except TrustError:
+        pass
+    if len(t) == 64:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(t)
+    try:
+        prefix = parse_device_id(t)
+    except ValueError:
+        prefix = b""
+    seen = [p.peer_id for p in c.peers.all() if prefix and p.peer_id.startswith(prefix)]
+    if len(seen) != 1:
+        raise ControlError(f"no device matches {t!r}: give a paired device's name, or the "
+                           "device's full ID (`shoal id --json` on it: hex)")
+    return seen[0]
 
 
 def _held_resource(c: CommandContext, resource: object) -> ResourceRecord:
@@ -247,6 +281,7 @@ class Commands:
             "usage": self.usage, "model": self.model,
             "prefetch": self.prefetch, "mirrors": self.mirrors,
             "delegate": self.delegate, "delegation_accept": self.delegation_accept,
+            "relay": self.relay,
             "watching": lambda a, r: folders.watching(self.ctx, a),
             "unwatch": lambda a, r: folders.unwatch(self.ctx, a),
             "versions": self.versions, "follow": self.follow, "unfollow": self.unfollow,
@@ -272,6 +307,7 @@ class Commands:
             "store_used": used, "store_quota": quota,
             "pairing_window_open": c.pairing.window_open(),
             "ble": c.ble.status() if c.ble is not None else None,
+            "relay": c.relay.stats() if c.relay is not None else None,
         }
 
     async def peers(self, args: Args, reply: Reply) -> object:
@@ -420,6 +456,23 @@ class Commands:
         rtt = await conn.ping()
         return {"name": conn.name, "display_id": format_device_id(conn.peer_id),
                 "trusted": c.trust.is_trusted(conn.peer_id), "rtt_ms": round(rtt * 1000, 2)}
+
+    async def relay(self, args: Args, reply: Reply) -> object:
+        """Without ``device``: the relay's counters. With it: open (or reuse) a session to
+        that device through the paired neighbour ``via``."""
+        c = self.ctx
+        if c.relay is None:
+            raise ControlError("relaying is not available in this agent")
+        if not args.get("device"):
+            return c.relay.stats()
+        target = _device_id(c, args.get("device"))
+        via = _device_id(c, args["via"]) if args.get("via") else None
+        conn = await c.relay.open(target, via)
+        t0 = time.monotonic()
+        await conn.request("ping", {"t": time.time()})
+        return {"name": conn.name, "display_id": format_device_id(conn.peer_id),
+                "transport": conn.transport, "trusted": c.trust.is_trusted(conn.peer_id),
+                "rtt_ms": round((time.monotonic() - t0) * 1000, 2)}
 
     async def pair_start(self, args: Args, reply: Reply) -> object:
         c = self.ctx

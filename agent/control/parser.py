@@ -300,6 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
                  example="shoal dht\nshoal dht --find city-map\nshoal dht --json")
     dh.add_argument("--find", metavar="NAME-or-ID", help="look this resource's holders up")
     _add_delegate(sub)
+    rl = command(sub, "relay", help="reach a device through a paired neighbour",
+                 description="Open a relayed session to DEVICE through the paired neighbour "
+                 "RELAY: end-to-end encrypted, the relay sees only ciphertext, and DEVICE "
+                 "applies its own trust to this device. Fetches then use it like any peer "
+                 "(`shoal peers` shows it as relay). Without DEVICE: the circuits this "
+                 "device holds and forwards, and the bytes it relayed.",
+                 example="shoal relay kiosk-3 --via gateway\nshoal relay")
+    rl.add_argument("device", nargs="?", metavar="DEVICE",
+                    help="a paired device's name or ID, or any device's full ID")
+    rl.add_argument("--via", metavar="RELAY", help="the paired neighbour to go through "
+                    "(default: the one the DHT names, when it can)")
     uw = command(sub, "unwatch", help="stop republishing a watched file or folder",
                  description="Stop watching a path published with --watch (the resource and "
                  "its versions stay published).",

@@ -72,7 +72,8 @@ class RawReply:
 
 
 Handler = Callable[["PeerConnection", wire.Request], Awaitable[Any]]
-EventHandler = Callable[["PeerConnection", wire.Event], None]
+#: Events, and relay circuit frames (binary, agent/relay/), in arrival order.
+EventHandler = Callable[["PeerConnection", wire.Event | wire.RelayFrame], None]
 
 
 class PeerConnection:
@@ -97,7 +98,8 @@ class PeerConnection:
         self.hello = hello
         self.outgoing = outgoing
         self.address = address
-        self.transport = transport  # "lan" (TCP) or "ble": only "lan" carries bulk data
+        # "lan" (TCP), "ble" (no bulk data) or "relay" (a circuit through paired devices)
+        self.transport = transport
         self.handshake_hash: bytes = channel.handshake_hash
         self._handler = handler
         self._on_event = on_event
@@ -131,6 +133,11 @@ class PeerConnection:
                 await self.channel.send_parts(parts)
             except (ConnectionError, OSError, SessionError) as e:  # closed underneath us
                 raise PeerGone(f"connection to {self.name} lost: {e}") from None
+
+    async def send_raw(self, parts: Sequence[Buffer]) -> None:
+        """Send one already-encoded wire message given as parts (a relay frame: its header
+        and a view of the ciphertext it carries, never joined). Raises PeerGone."""
+        await self._send_parts(parts)
 
     async def request(self, op: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
         """Send a request and wait for its answer (raises RemoteError, PeerGone, TimeoutError).

@@ -23,6 +23,8 @@ KIND_REQUEST = 0x01
 KIND_RESPONSE = 0x02
 KIND_CHUNK = 0x03
 KIND_EVENT = 0x04
+#: A relay circuit frame (agent/relay/): binary, so relayed ciphertext is never re-encoded
+KIND_RELAY = 0x05
 
 MAX_JSON = 1024 * 1024  # a Raft snapshot of a large authority map must fit
 MAX_CHUNK = 4 * 1024 * 1024
@@ -33,6 +35,25 @@ FLAG_LZ4 = 0x01
 FLAG_DELTA = 0x02
 
 TRAFFIC_CLASSES = ("demand", "mirror", "prefetch")
+
+# Relay circuit frames: kind byte, circuit id (u32), flags (u8), then the payload.
+_RELAY_HDR = struct.Struct(">BIB")
+RELAY_HEADER_SIZE = _RELAY_HDR.size
+#: The frame travels from the side that opened this hop of the circuit (each side of a
+#: session numbers the hops it opens itself, so the flag keeps the two id spaces apart).
+RELAY_FROM_OPENER = 0x01
+RELAY_TYPE_MASK = 0x06
+RELAY_DATA = 0x00  # payload: 1..RELAY_MAX_DATA bytes of end-to-end ciphertext
+RELAY_CREDIT = 0x02  # payload: u32, bytes the receiving end has consumed (flow control)
+RELAY_CLOSE = 0x04  # payload: empty; the circuit is gone
+#: Largest data payload: header + payload fit one record of the carrying session (65518
+#: bytes of plaintext), so a relayed frame is never split and re-joined on a hop.
+RELAY_MAX_DATA = 65512
+#: End-to-end flow-control window of one circuit direction (bytes of data frames a sender
+#: may have in flight before the far end's credit): bounds what a relay may have queued.
+RELAY_WINDOW = 1024 * 1024
+#: Relays a circuit may cross (the ttl of relay-open starts here, each relay takes one).
+MAX_RELAYS = 3
 
 
 class WireError(ValueError):
@@ -103,6 +124,13 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     # one DHT message (agent/dht/messages.py parses it strictly: exact keys, bounded lists);
     # only paired devices are answered (agent/dht/service.py)
     "dht": {"m": (dict, lambda v: 0 < len(v) <= 3 and isinstance(v.get("t"), str))},
+    # open one hop of a relay circuit (agent/relay/service.py): t the target device, ttl the
+    # relays the circuit may still cross, cid this hop's id (the opener's numbering), n the
+    # circuit's nonce (the same on every hop: a relay already carrying it refuses, a loop)
+    "relay-open": {"t": _hex(64),
+                   "ttl": (int, lambda v: not isinstance(v, bool) and 0 <= v <= MAX_RELAYS),
+                   "cid": (int, lambda v: not isinstance(v, bool) and 0 < v <= 2**32 - 1),
+                   "n": _hex(32)},
 }
 
 EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
@@ -179,6 +207,21 @@ class ChunkReply:
     delta: bool = False
 
 
+@dataclass(frozen=True)
+class RelayFrame:
+    """One circuit frame. Only the header is checked here: the flags and payload are the
+    relay service's to judge, so a bad frame ends its circuit, not the whole session."""
+
+    cid: int
+    flags: int
+    data: memoryview  # a view into the received message (relayed on without a copy)
+
+
+def encode_relay_header(cid: int, flags: int) -> bytes:
+    """The header of a circuit frame; its payload follows as a separate part (not joined)."""
+    return _RELAY_HDR.pack(KIND_RELAY, cid, flags)
+
+
 def _json(kind: int, obj: dict[str, Any]) -> bytes:
     try:  # never send what decode refuses
         body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
@@ -244,13 +287,19 @@ def _loads(body: bytes) -> Any:
     return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
 
 
-def decode(message: bytes | memoryview) -> Request | Response | Event | ChunkReply:
+def decode(message: bytes | memoryview
+           ) -> Request | Response | Event | ChunkReply | RelayFrame:
     """Parse one wire message; raise WireError for anything malformed."""
     if len(message) < 1:
         raise WireError("empty message")
     kind = message[0]
     if kind == KIND_CHUNK:
         return _decode_chunk(message)
+    if kind == KIND_RELAY:
+        if len(message) < _RELAY_HDR.size:
+            raise WireError("truncated relay frame")
+        _, cid, flags = _RELAY_HDR.unpack_from(message, 0)
+        return RelayFrame(cid, flags, memoryview(message)[_RELAY_HDR.size:])
     if len(message) > MAX_JSON + 1:
         raise WireError("message too large")
     try:

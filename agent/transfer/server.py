@@ -68,8 +68,10 @@ __all__ = [
     "NotShared",
 ]
 
-#: The only transport that carries chunk replies (see PeerConnection.transport).
+#: The transports that carry chunk replies (see PeerConnection.transport): TCP, and relay
+#: circuits (agent/relay/, which run over TCP hops). BLE carries none.
 BULK_LINK = "lan"
+BULK_LINKS = frozenset({BULK_LINK, "relay"})
 DEFAULT_CLASS = "demand"
 #: Chunk replies one connection may have read but not yet sent. The replies leave one at a
 #: time (the session's send lock), so a few ready behind the one on the wire keep the link
@@ -239,7 +241,7 @@ class ChunkServer:
         return env
 
     async def _chunk(self, conn: PeerConnection, req: wire.Request) -> RawReply:
-        if conn.transport != BULK_LINK:
+        if conn.transport not in BULK_LINKS:
             raise BulkNotOnThisLink(f"chunks are served over the {BULK_LINK} link only")
         cid = bytes.fromhex(req.args["c"])  # the wire schema checked: 64 hex digits
         trusted = self._trust.is_trusted(conn.peer_id)

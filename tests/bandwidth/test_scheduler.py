@@ -206,7 +206,7 @@ def test_strict_about_classes_and_settings() -> None:
 def test_from_config() -> None:
     cfg = BandwidthConfig(global_limit=5_000_000, per_peer_limit=1_000_000, mirror_weight=8)
     sched = LinkScheduler.from_config(cfg)
-    assert sched.weights == {"demand": 16, "mirror": 8, "prefetch": 1}
+    assert sched.weights == {"demand": 16, "relay": 8, "mirror": 8, "prefetch": 1}
     assert sched.global_limit == 5_000_000 and sched.per_peer_limit == 1_000_000
 
 
