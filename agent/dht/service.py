@@ -138,6 +138,7 @@ class DhtService:
         self.counters = DhtCounters()
         self._bootstrapping = False
         self._syncing = False
+        self._resync = False
         self._resolving: set[bytes] = set()  # contacts being looked up for an introducer
 
     # ----------------------------------------------------------------- composition
@@ -170,16 +171,18 @@ class DhtService:
     def catalog_changed(self) -> None:
         """Holdings changed (publish, fetch, delete): announce what is new, stop
         republishing what is gone."""
-        if not self._syncing:
-            self._syncing = True
-            try:
-                self._spawn(self._sync_holdings(), "dht-announce")
-            except RuntimeError:  # not running yet: run() announces the holdings at start
-                self._syncing = False
+        if self._syncing:
+            self._resync = True  # the running pass looks again when it is done
+            return
+        self._syncing = True
+        try:
+            self._spawn(self._sync_holdings(), "dht-announce")
+        except RuntimeError:  # not running yet: run() announces the holdings at start
+            self._syncing = False
 
     async def run(self) -> None:
         """The timers: expire records, refresh stale buckets, republish, announce holdings."""
-        await self._sync_holdings_now()
+        self.catalog_changed()  # what is held already is announced (guarded, in the background)
         while True:
             await asyncio.sleep(self.cfg.tick)
             try:
@@ -263,7 +266,10 @@ class DhtService:
 
     async def _sync_holdings(self) -> None:
         try:
-            await self._sync_holdings_now()
+            self._resync = True
+            while self._resync:
+                self._resync = False
+                await self._sync_holdings_now()
         finally:
             self._syncing = False
 

@@ -356,3 +356,25 @@ async def test_records_are_republished_and_withdrawn_by_the_timers() -> None:
         assert a.svc.republisher.next_due == {}
     finally:
         CLOCK[0] -= a.svc.cfg.republish + 1
+
+
+async def test_a_resource_published_during_an_announcement_is_announced_too() -> None:
+    """Regression: catalog_changed during a running announcement pass was dropped, so a
+    resource published meanwhile waited for the next republish (12 h) to be findable."""
+    net = Net()
+    a, b = await line(net, 2)
+    a.held.append((RID, "first", True))
+    inner = a.svc.announce
+    later = ("fedcba9876543210fedcba9876543210", "second", True)
+
+    async def announce(key: bytes, *, private: bool) -> int:
+        if later not in a.held:  # published while the first announcement is on its way
+            a.held.append(later)
+            a.svc.catalog_changed()
+        return await inner(key, private=private)
+
+    a.svc.announce = announce  # type: ignore[method-assign]
+    a.svc.catalog_changed()
+    await net.settle()
+    assert set(resource_keys(*later)) <= set(a.svc.provided)
+    assert b.svc.node.store.get(resource_key(later[0]), CLOCK[0])
