@@ -160,6 +160,7 @@ class FetchService:
         sources from here on."""
         t = self._cfg
         finder = self._holders if lookup else None
+        conns = list(conns)  # a snapshot: sessions the finder opens are not "already asked"
         asked = conns
         looked = False
         if finder is not None and finder.lookup_first(len(conns)):
