@@ -402,6 +402,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DhtConfig:
+    """The DHT over paired sessions (agent/dht/service.py, docs/dht.md)."""
+
+    enabled: bool = True  # false: no DHT traffic; fetches ask the neighbours only
+    # a fetch looks holders up in the DHT first when more than this many sessions are live
+    # (asking every neighbour costs 2 messages each; measured in docs/dht.md, "Threshold")
+    threshold: int = _num(12, 0, 100_000)
+    # a lookup stops at the first reply with this many holders: a storing device returns
+    # every record it has for the key, so 1 already brings all of them but in rare cases
+    want: int = _num(1, 1, 20)
+    request_timeout: float = _num(2.0, 0.1, 60.0)  # one DHT request (a timeout = no answer)
+    lookup_timeout: float = _num(10.0, 0.5, 600.0)  # one whole lookup
+    refresh: float = _num(600.0, 1.0, 86400.0)  # a bucket no lookup touched this long
+    republish: float = _num(43200.0, 10.0, 86400.0)  # holders announce again this often
+    tick: float = _num(30.0, 0.05, 3600.0)  # how often timers are checked
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration. Every field has an embedded default."""
 
@@ -419,6 +437,7 @@ class Config:
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dht: DhtConfig = field(default_factory=DhtConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:

@@ -35,6 +35,7 @@ from agent.daemon import (
     status_line,
     watchdog_interval,
 )
+from agent.dht.service import DhtService
 from agent.folders.exports import ExportBook, update_tree
 from agent.folders.watch import WatchService
 from agent.folders.watchstate import WatchEntry
@@ -120,11 +121,24 @@ class Node:
             self.store, self.trust, self.gate, compress=cfg.transfer.compress,
             on_use=self.authority.record_use if self.authority else None, access=self.usage,
             signer=self.identity)
+        # the DHT: holders beyond the neighbourhood (docs/dht.md); the relay, once wired,
+        # is its opener (``self.dht.use_opener``) and takes ``self.dht.next_hop``
+        self.dht = DhtService(
+            self.identity.device_id, cfg.dht, connections=self.connections, trust=self.trust,
+            signer=self.identity, spawn=self.spawn,
+            held=lambda: [(r.resource_id, r.manifest.name, r.public)
+                          for r in self.store.resources()],
+        ) if cfg.dht.enabled else None
+        if self.dht is not None:
+            self.connections.on_opened(self.dht.session_opened)
+            self.dht.use_opener(self.relay)
+            self.relay.set_next_hop(self.dht.next_hop)
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
             default_port=cfg.lan.port or 47474, authority=self._authority_hint,
             on_fetched=self.catalog_changed, trust=self.trust, access=self.usage,
-            mirrors=lambda rid: self.mirrors.mirrors_for(rid) if self.mirrors else [])
+            mirrors=lambda rid: self.mirrors.mirrors_for(rid) if self.mirrors else [],
+            holders=self.dht)
         self.models = ModelService(
             data_dir / "usage" / "model", cfg.predict, device_id=self.identity.device_id.hex(),
             usage=self.usage, store=self.store, signer=self.identity,
@@ -162,7 +176,7 @@ class Node:
             stop=self.stop, unpairing=self.unpairing, authority=self.authority,
             usage=self.usage, models=self.models, watch=self.watch,
             exports=self.exports, mirrors=self.mirrors,
-            follow=self.follow, relay=self.relay,
+            follow=self.follow, dht=self.dht, relay=self.relay,
             versions=VersionService(self.store, self.connections, self.fetcher, cfg.transfer)))
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
@@ -179,6 +193,9 @@ class Node:
         if self.mirrors is not None:
             self.router.add_requests(self.mirrors.handlers())
             self.unpairing.on_unpaired(self.mirrors.unpaired)
+        if self.dht is not None:
+            self.router.add_requests(self.dht.handlers())
+            self.unpairing.on_unpaired(self.dht.unpaired)
         if self.authority is not None:
             self.router.add_requests(self.authority.handlers())
             self.router.add_events(("raft", "cluster", "report"), self.authority.on_event)
@@ -214,6 +231,8 @@ class Node:
                     tg.create_task(self.mirrors.run(), name=f"{TASK_PREFIX}mirrors")
                 if self.watch is not None:
                     tg.create_task(self.watch.run(), name=f"{TASK_PREFIX}watch")
+                if self.dht is not None:
+                    tg.create_task(self.dht.run(), name=f"{TASK_PREFIX}dht")
                 self.ready.set()  # READY=1 only now: the control socket and LAN listener serve
                 notify_systemd(f"READY=1\nSTATUS={self._status_line()}")
                 log.info("agent ready", extra=kv(
@@ -327,6 +346,8 @@ class Node:
             self.ble.catalog_changed()
         if self.authority is not None:
             self.authority.catalog_changed()
+        if self.dht is not None:
+            self.dht.catalog_changed()
 
     def _watch_published(self, m: Manifest) -> None:
         """A watched path was republished: as `shoal publish` does, refresh the catalog and

@@ -18,9 +18,11 @@ __all__ = [
     "AccessRecorder",
     "Clock",
     "ConnectionsPort",
+    "HolderFinder",
     "HolderStatsPort",
     "JSONValue",
     "PeerLink",
+    "PeerOpener",
     "ResourceSync",
     "Spawner",
     "StoreView",
@@ -149,3 +151,33 @@ class ResourceSync(Protocol):
 
     async def sync_to_latest(self, resource_id: str, *,
                              traffic_class: str = "mirror") -> dict[str, object]: ...
+
+
+class PeerOpener(Protocol):
+    """Opens (or reuses) an authenticated session to a device that may be several hops away,
+    through *via*, a device with a live direct session (None: direct only). The relay
+    service (agent/relay, ``RelayService.open``) provides it; the session it returns is
+    end-to-end authenticated with *target* and listed by ``live_connections`` like any other.
+    Raises (ConnectionError, TimeoutError, a ShoalError) when the target cannot be reached."""
+
+    async def open(self, target: bytes, via: bytes | None = None) -> PeerLink: ...
+
+
+class HolderFinder(Protocol):
+    """Where a fetch finds holders beyond its neighbours (the DHT service,
+    agent/dht/service.py). The policy lives with the finder; the fetch only asks it."""
+
+    def lookup_first(self, neighbours: int) -> bool:
+        """Look holders up before asking every one of *neighbours* live sessions (the
+        neighbourhood exceeds the measured threshold)."""
+        ...
+
+    def beyond_neighbours(self) -> bool:
+        """The mesh is larger than the direct neighbourhood: when no neighbour offers a
+        resource, a lookup may still find a holder."""
+        ...
+
+    async def reach_holders(self, resource: str) -> list[bytes]:
+        """Find holders of *resource* (a name or resource ID) and open sessions to them;
+        the IDs of those now reachable through ``live_connections`` (possibly none)."""
+        ...

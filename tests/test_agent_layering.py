@@ -24,8 +24,8 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                                   agent.usage.models (the model lifecycle)
                    folders  agent.folders.* (watched publishes, exported trees)
                    relay  agent.relay.* (multi-hop circuits over peer sessions)
-                   prefetch, mirrors  (names reserved for the coming services; the DHT's
-                   service over peer sessions will be a rank-4 module like usage-service)
+                   prefetch, mirrors  (names reserved for the coming services)
+                   dht-service  agent.dht.service (the DHT over peer sessions)
     5 control      agent.control.* except the CLI's own modules below
     6 node         agent.node (the composition root)
                    doctor  agent.doctor.* (`shoal doctor`: probes and pure checks)
@@ -84,6 +84,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("authority", 4, packages=("agent.authority",)),
     Layer("links", 4, packages=("agent.links",)),
     Layer("usage-service", 4, modules=("agent.usage.service", "agent.usage.models")),
+    Layer("dht-service", 4, modules=("agent.dht.service",)),
     Layer("prefetch", 4, packages=("agent.prefetch",)),
     Layer("folders", 4, packages=("agent.folders",)),
     Layer("mirrors", 4, packages=("agent.mirrors",)),

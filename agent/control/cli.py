@@ -35,6 +35,8 @@ from agent.control import ControlError, call, call_simple
 from agent.control.hints import HINTS, CliError, failure_of
 from agent.control.listings import (
     authority_text,
+    dht_find_text,
+    dht_text,
     follow_table,
     mirrors_text,
     model_text,
@@ -474,6 +476,17 @@ async def _delegate(args: argparse.Namespace, sock: Path) -> int:
     return 0
 
 
+async def _dht(args: argparse.Namespace, sock: Path) -> int:
+    """`shoal dht` (the DHT's state) or `shoal dht --find NAME` (a lookup now)."""
+    if args.find:
+        r = await call_simple(sock, "dht-find", {"resource": args.find})
+        print(print_json(r) if args.json else dht_find_text(r))
+    else:
+        r = await call_simple(sock, "dht")
+        print(print_json(r) if args.json else dht_text(r))
+    return 0
+
+
 async def _versions(args: argparse.Namespace, sock: Path) -> int:
     r = await call_simple(sock, "versions", {"resource": args.resource})
     print(print_json(r) if args.json else versions_table(r))
@@ -531,8 +544,8 @@ HANDLERS: dict[str, Handler] = {
     "id": _id, "status": _status, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
     "trust": _trust, "authority": _authority, "stop": _stop, "delegate": _delegate,
-    "unwatch": _unwatch, "versions": _versions, "follow": _follow, "unfollow": _unfollow,
-    "unpublish": _unpublish, "relay": _relay,
+    "unwatch": _unwatch, "versions": _versions, "dht": _dht, "follow": _follow,
+    "unfollow": _unfollow, "unpublish": _unpublish, "relay": _relay,
     "usage": _show("usage", usage_text), "model": _show("model", model_text),
     "prefetch": _show("prefetch", prefetch_text), "mirrors": _show("mirrors", mirrors_text),
 }

@@ -82,6 +82,14 @@ class MirrorControl(Protocol):
     async def describe_prefetch(self) -> dict[str, object]: ...
 
     async def describe_mirrors(self) -> dict[str, object]: ...
+class DhtControl(Protocol):
+    """The DHT (agent/dht/service.py): its state, and a lookup on demand."""
+
+    def stats(self) -> dict[str, object]: ...
+
+    async def find(self, resource: str) -> dict[str, object]: ...
+
+
 class FollowControl(Protocol):
     """Followed copies, announcements and withdrawals (agent/transfer/follow/service.py)."""
 
@@ -148,6 +156,7 @@ class CommandContext:
     usage: UsageControl | None = None
     models: ModelControl | None = None
     mirrors: MirrorControl | None = None
+    dht: DhtControl | None = None
     watch: folders.WatchControl | None = None
     exports: ExportLog | None = None
     follow: FollowControl | None = None
@@ -277,6 +286,7 @@ class Commands:
             "unwatch": lambda a, r: folders.unwatch(self.ctx, a),
             "versions": self.versions, "follow": self.follow, "unfollow": self.unfollow,
             "follow_list": self.follow_list, "unpublish": self.unpublish,
+            "dht": self.dht, "dht-find": self.dht_find,
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -579,6 +589,22 @@ class Commands:
         if self.ctx.versions is None:
             raise ControlError("versions are not available on this agent")
         return self.ctx.versions
+
+    def _dht(self) -> DhtControl:
+        if self.ctx.dht is None:
+            raise ControlError("the DHT is off on this agent ([dht] enabled = false)")
+        return self.ctx.dht
+
+    async def dht(self, args: Args, reply: Reply) -> object:
+        """Routing table, records held and announced, lookups."""
+        return self._dht().stats()
+
+    async def dht_find(self, args: Args, reply: Reply) -> object:
+        """Look a resource's holders up in the DHT now."""
+        resource = args.get("resource")
+        if not isinstance(resource, str) or not 0 < len(resource) <= 255:
+            raise ControlError("dht-find needs a resource name or ID (1-255 characters)")
+        return await self._dht().find(resource)
 
     async def versions(self, args: Args, reply: Reply) -> object:
         """Every version of a resource known here or at reachable holders."""

@@ -15,7 +15,8 @@ from typing import Any
 
 from agent.control.render import Column, display, duration, size, table
 
-__all__ = ["authority_text", "follow_table", "mirrors_text", "model_text", "peers_table",
+__all__ = ["authority_text", "dht_find_text", "dht_text", "follow_table", "mirrors_text",
+           "model_text", "peers_table",
            "prefetch_text", "resources_table", "trust_table", "usage_text", "versions_table",
            "watching_table"]
 
@@ -324,3 +325,31 @@ def follow_table(rows_in: Sequence[dict[str, Any]]) -> str:
                   "LAST ERROR"], rows,
                  note="new versions are fetched when a paired publisher or holder announces "
                  "them, on reconnect, and at each periodic check; '-': none")
+
+
+def dht_text(r: dict[str, Any]) -> str:
+    """``shoal dht``: the routing table, the records and the lookups, one line each."""
+    rows = [
+        ["routing table", f"{r['contacts']} paired contacts ({r['neighbours_in_table']} "
+                          f"neighbours, {r['beyond_neighbours']} beyond)"],
+        ["records", f"{r['records_held']} held for others and us, {r['keys_announced']} "
+                    f"keys announced, {r['records_rejected']} rejected"],
+        ["lookups", f"{r['lookups']} for fetches ({r['lookups_found']} found a holder), "
+                    f"{r['refreshes']} refreshes"],
+        ["requests", f"{r['requests_out']} sent ({r['failures']} unanswered), "
+                     f"{r['requests_in']} received ({r['refused']} refused)"],
+        ["threshold", f"look holders up first above {r['threshold']} live sessions"],
+    ]
+    return table(["DHT", "STATE"], rows)
+
+
+def dht_find_text(r: dict[str, Any]) -> str:
+    """``shoal dht --find NAME``: the holders a lookup found, and through whom."""
+    head = display(f"{r['resource']}: {len(r['holders'])} holder(s) in {r['rounds']} "
+                   f"round(s), {r['ms']} ms")
+    if not r["holders"]:
+        return head
+    return head + "\n" + table(
+        ["HOLDER", "EXPIRES (UTC)", "FIRST HOP"],
+        [[str(h["id"])[:16], _utc(h["expiry"]), str(h["via"] or "-")[:16]]
+         for h in r["holders"]])

@@ -337,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
             "for this one (its fetches try them first), and copies this device keeps for "
             "its peers: resource, mirror device, since when, why, requests served.",
             example="shoal mirrors\nshoal mirrors --json")
+    dh = command(sub, "dht", help="the DHT: routing table, records, lookups",
+                 description="The DHT that finds holders beyond the neighbours: contacts in "
+                 "the routing table (paired devices only), how many are neighbours, provider "
+                 "records held for others and keys this device announces, lookups run. With "
+                 "--find, look a resource's holders up now.",
+                 example="shoal dht\nshoal dht --find city-map\nshoal dht --json")
+    dh.add_argument("--find", metavar="NAME-or-ID", help="look this resource's holders up")
     _add_delegate(sub)
     rl = command(sub, "relay", help="reach a device through a paired neighbour",
                  description="Open a relayed session to DEVICE through the paired neighbour "

@@ -128,6 +128,8 @@ class ProviderStore:
             if not holders:
                 del self.records[rec.key]
             raise RecordError("provider store full: byte budget")
+        # (dropping a key's only record above removed the key: put the holders back)
+        self.records[rec.key] = holders
         holders[rec.holder] = rec
         self.bytes_used += rec.size()
 

@@ -121,6 +121,9 @@ REQUEST_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     # withdrawals (signed tombstones) this device knows for these resource IDs
     "tombstones": {"r": (list, lambda v: 0 < len(v) <= 256 and all(
         isinstance(x, str) and len(x) == 32 and _hex(32)[1](x) for x in v))},
+    # one DHT message (agent/dht/messages.py parses it strictly: exact keys, bounded lists);
+    # only paired devices are answered (agent/dht/service.py)
+    "dht": {"m": (dict, lambda v: 0 < len(v) <= 3 and isinstance(v.get("t"), str))},
     # open one hop of a relay circuit (agent/relay/service.py): t the target device, ttl the
     # relays the circuit may still cross, cid this hop's id (the opener's numbering), n the
     # circuit's nonce (the same on every hop: a relay already carrying it refuses, a loop)

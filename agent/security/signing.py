@@ -155,3 +155,24 @@ def _short(publisher_hex: str) -> str:
         return short_device_id(bytes.fromhex(publisher_hex))
     except ValueError:
         return publisher_hex[:16]
+
+
+def holder_keys(signer: Signer) -> bytes:
+    """The 64 bytes a record signed by *signer* carries so anyone can check it: the X25519
+    key then the Ed25519 key (together they hash to the device ID)."""
+    return signer.public_key + signer.signing_public
+
+
+def verify_holder(holder: bytes, keys: bytes, payload: bytes, signature: bytes) -> bool:
+    """True only if *keys* (as :func:`holder_keys` makes them) are *holder*'s and
+    *signature* is theirs over *payload* (which the caller domain-separates, as the DHT's
+    provider records do). Never raises: a peer's bytes are judged, not trusted."""
+    if len(keys) != 64 or len(signature) != 64 or len(holder) != 32:
+        return False
+    if device_id_for(keys[:32], keys[32:]) != holder:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(keys[32:]).verify(signature, payload)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -28,6 +28,7 @@ from agent.transfer.fetcher import (
     Choice,
     Fetch,
     FetchError,
+    Offer,
     ProgressSink,
     choose_version,
     find_offers,
@@ -36,7 +37,7 @@ from agent.transfer.fetcher import (
 if TYPE_CHECKING:
     from agent.config import TransferConfig
     from agent.peer.connections import Connections
-    from agent.ports import AccessRecorder, TrustView
+    from agent.ports import AccessRecorder, HolderFinder, TrustView
     from agent.store import ContentStore, ResourceRecord
 
 log = logging.getLogger("shoal.fetch")
@@ -91,8 +92,10 @@ class FetchService:
                  authority: AuthorityLookup | None = None,
                  on_fetched: Callable[[], None] | None = None,
                  trust: TrustView | None = None, access: AccessRecorder | None = None,
-                 mirrors: MirrorLookup | None = None) -> None:
+                 mirrors: MirrorLookup | None = None,
+                 holders: HolderFinder | None = None) -> None:
         self._access = access  # the access log (agent/usage)
+        self._holders = holders  # holders beyond the neighbours (the DHT)
         self._mirrors = mirrors
         self._store = store
         self._trust = trust
@@ -116,7 +119,6 @@ class FetchService:
         then, with *export*, stream the fetched version to it. *max_size*: refuse (before
         any chunk moves) a version larger than this (the model service's bound)."""
         rec = lookup(self._store, resource, self.trusted_publisher)
-        t = self._cfg
         choice: Choice | None = None
         if rec is not None and source is None and rec.manifest.signed:
             # (an unsigned record, kept from before signing, is fetched again: a verified
@@ -137,8 +139,8 @@ class FetchService:
             if not conns:
                 raise NoHolders(f"no peer is reachable to fetch {resource!r} from "
                                 "(see: shoal peers)")
-            offers, errors = await find_offers(conns, resource, t.request_timeout,
-                                               self.is_trusted, why=traffic_class)
+            offers, errors = await self._offers(conns, resource, traffic_class,
+                                                lookup=source is None)
             if not offers:
                 for name, e in errors.items():  # the one line below counts; the log says who
                     log.debug("no offer", extra=kv(resource=resource, peer=name,
@@ -147,6 +149,44 @@ class FetchService:
             choice = choose_version(offers, resource, trusted_publisher=self.trusted_publisher)
         return await self._run(choice, rec, traffic_class=traffic_class, progress=progress,
                                export=export, max_size=max_size, newest=source is None)
+
+    async def _offers(self, conns: list[PeerConnection], resource: str, why: str, *,
+                      lookup: bool) -> tuple[list[Offer], dict[str, BaseException]]:
+        """Ask the sources that may hold *resource* for its manifest.
+
+        Small neighbourhood: every neighbour is asked (one round trip). With *lookup* and a
+        holder finder (the DHT), the finder is asked first when the neighbourhood exceeds
+        its measured threshold (then only the holders it found are asked, every neighbour
+        only if none of them offers), and after the neighbours when none of them offers but
+        the mesh reaches beyond them. Holders it finds have sessions by then: ordinary
+        sources from here on."""
+        t = self._cfg
+        finder = self._holders if lookup else None
+        conns = list(conns)  # a snapshot: sessions the finder opens are not "already asked"
+        asked = conns
+        looked = False
+        if finder is not None and finder.lookup_first(len(conns)):
+            looked = True
+            found = self._live(await finder.reach_holders(resource))
+            if found:
+                asked = found
+        offers, errors = await find_offers(asked, resource, t.request_timeout,
+                                           self.is_trusted, why=why)
+        if offers:
+            return offers, errors
+        rest = [c for c in conns if c not in asked]
+        if finder is not None and not looked and finder.beyond_neighbours():
+            rest += [c for c in self._live(await finder.reach_holders(resource))
+                     if c not in asked]
+        if rest:
+            more, errs = await find_offers(rest, resource, t.request_timeout,
+                                           self.is_trusted, why=why)
+            offers, errors = more, errors | errs
+        return offers, errors
+
+    def _live(self, peer_ids: list[bytes]) -> list[PeerConnection]:
+        wanted = set(peer_ids)
+        return [c for c in self._connections.live_connections() if c.peer_id in wanted]
 
     async def sync_held(self, resource_id: str, *,
                         traffic_class: str = "mirror") -> dict[str, object]:

@@ -164,7 +164,7 @@ def test_the_table_serves_every_command(tmp_path):
             "pair_wait", "unpair",
             "trust_list", "connect", "stop", "authority", "usage", "model", "delegate",
             "delegation_accept", "watching", "unwatch", "prefetch", "mirrors", "versions",
-            "follow", "unfollow", "follow_list", "unpublish", "relay"}
+            "follow", "unfollow", "follow_list", "unpublish", "dht", "dht-find", "relay"}
     finally:
         a.store.close()
 

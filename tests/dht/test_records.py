@@ -76,6 +76,17 @@ def test_newer_record_from_same_holder_replaces_older() -> None:
     assert store.bytes_used == new.size()
 
 
+def test_a_republished_record_replaces_the_only_one_of_its_key() -> None:
+    """Regression: replacing a key's only record dropped the key, and the new record went
+    into a dict nobody kept; a holder's republish erased its own record everywhere."""
+    store = ProviderStore(sim_verify)
+    old, new = good(now=NOW), good(now=NOW + 100)
+    store.add(old, NOW)
+    store.add(new, NOW + 100)
+    assert store.get(KEY, NOW + 100) == [new] and len(store) == 1
+    assert store.bytes_used == new.size()
+
+
 def test_records_per_key_bounded_soonest_expiry_gives_way() -> None:
     store = ProviderStore(sim_verify, StoreLimits(per_key=3))
     recs = [good(holder=bytes([i]) * 32, now=NOW + i) for i in range(1, 5)]
