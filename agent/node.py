@@ -46,6 +46,9 @@ from agent.peer.pairing import PairingService
 from agent.peer.router import Router
 from agent.peer.table import PeerTable
 from agent.peer.unpair import UnpairService
+from agent.relay.adverts import EVENT as ROUTES_EVENT
+from agent.relay.adverts import RouteService
+from agent.relay.routes import RouteTable
 from agent.relay.service import RelayService
 from agent.security.identity import load_or_create_identity
 from agent.security.pairing import PairingBook
@@ -109,6 +112,13 @@ class Node:
         self.connections.on_closed(self.relay.connection_closed)
         self.connections.on_opened(self.relay.session_opened)
         self.router.set_frames(self.relay.on_frame)
+        # short paths for circuits: route adverts between paired neighbours
+        self.routes = RouteService(
+            RouteTable(self.identity.device_id, max_relays=cfg.relay.max_relays),
+            sessions=self.connections, trust=self.trust, spawn=self.spawn)
+        self.connections.on_opened(self.routes.session_opened)
+        self.connections.on_closed(self.routes.connection_closed)
+        self.relay.set_next_hop(self.routes.next_hop, self.routes.stats)
         self.authority: AuthorityService | None = None
         if cfg.authority.enabled:
             self.authority = AuthorityService(
@@ -132,6 +142,7 @@ class Node:
         if self.dht is not None:
             self.connections.on_opened(self.dht.session_opened)
             self.dht.use_opener(self.relay)
+            self.dht.use_routes(self.routes.next_hop)  # shortest path first, then introducers
             self.relay.set_next_hop(self.dht.next_hop)
         self.fetcher = FetchService(
             self.store, self.connections, cfg.transfer, connect_timeout=cfg.lan.connect_timeout,
@@ -190,6 +201,8 @@ class Node:
         if self.models is not None:
             self.router.add_requests(self.models.handlers())
         self.unpairing.on_unpaired(self.relay.unpaired)
+        self.router.add_events((ROUTES_EVENT,), self.routes.on_event)
+        self.unpairing.on_unpaired(self.routes.unpaired)
         if self.mirrors is not None:
             self.router.add_requests(self.mirrors.handlers())
             self.unpairing.on_unpaired(self.mirrors.unpaired)
@@ -221,6 +234,7 @@ class Node:
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")
                 tg.create_task(self.follow.run(), name=f"{TASK_PREFIX}follow")
                 tg.create_task(self.relay.run(), name=f"{TASK_PREFIX}relay")
+                tg.create_task(self.routes.run(), name=f"{TASK_PREFIX}routes")
                 if self.authority is not None:
                     tg.create_task(self.authority.run(), name=f"{TASK_PREFIX}authority")
                 if self.usage is not None:

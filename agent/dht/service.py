@@ -129,6 +129,7 @@ class DhtService:
         self._held = held
         self._spawn = spawn
         self.opener = opener
+        self._routes: Callable[[bytes], bytes | None] | None = None
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self.node = DhtNode(own, verify_holder, now=clock())
@@ -149,6 +150,11 @@ class DhtService:
         """The relay (or, in tests, a direct dialler) that reaches devices beyond the
         neighbourhood; None: the DHT asks live sessions only."""
         self.opener = opener
+
+    def use_routes(self, routes: Callable[[bytes], bytes | None] | None) -> None:
+        """The route table's first hop toward a device (shortest advertised path,
+        agent/relay/routes.py); preferred over introducers, which reach but take detours."""
+        self._routes = routes
 
     def session_opened(self, conn: PeerLink) -> None:
         """A session opened: a paired peer enters the table, and the table is (re)filled
@@ -251,6 +257,10 @@ class DhtService:
         near = self.neighbours()
         if target in near:
             return target
+        if self._routes is not None:  # the shortest known path first (agent/relay/routes.py)
+            via = self._routes(target)
+            if via is not None and via in near:
+                return via
         for via in self._introducers.get(target, ()):
             if via in near:
                 return via

@@ -144,6 +144,9 @@ EVENT_SCHEMAS: dict[str, dict[str, ArgSpec]] = {
     "version": {"e": (dict, lambda v: len(v) <= 16)},
     # the publisher withdrew a resource: its signed tombstone (agent/security/tombstone.py)
     "withdrawn": {"t": (dict, lambda v: set(v) == {"withdrawal", "sig"})},
+    # the paired devices the sender reaches and in how many hops (agent/relay/adverts.py
+    # parses each row strictly)
+    "routes": {"r": (list, lambda v: len(v) <= 1024)},
 }
 
 

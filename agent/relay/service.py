@@ -125,6 +125,7 @@ class RelayService:
         self._gate = gate
         self._spawn = spawn
         self._next_hop = next_hop
+        self._route_stats: Callable[[], dict[str, object]] | None = None
         self._clock = clock
         self.table: CircuitTable[PeerConnection] = CircuitTable(Limits(
             cfg.max_circuits, cfg.max_per_peer, cfg.idle_timeout, cfg.max_relays))
@@ -139,9 +140,13 @@ class RelayService:
     def handlers(self) -> dict[str, Any]:
         return {"relay-open": self._on_open}
 
-    def set_next_hop(self, next_hop: NextHop | None) -> None:
-        """The resolver for targets that are not neighbours (the DHT's introducer)."""
+    def set_next_hop(self, next_hop: NextHop | None,
+                     routes: Callable[[], dict[str, object]] | None = None) -> None:
+        """The resolver for targets that are not neighbours (the route table, then the
+        DHT's introducers); *routes* reports the route table in :meth:`stats`."""
         self._next_hop = next_hop
+        if routes is not None:
+            self._route_stats = routes
 
     async def connection_closed(self, conn: PeerConnection) -> None:
         """A session ended: every circuit crossing it ends, promptly, on both sides."""
@@ -183,7 +188,8 @@ class RelayService:
         return {**self.table.stats(), "forwarded_bytes": self.forwarded_bytes,
                 "relay_class_bytes": released, "opened": self.opened,
                 "accepted": self.accepted, "forward": self.cfg.forward,
-                "paired_only": self.cfg.paired_only}
+                "paired_only": self.cfg.paired_only,
+                "routes": self._route_stats() if self._route_stats is not None else None}
 
     # ----------------------------------------------------------------- the origin
     async def open(self, target: bytes, via: bytes | None = None, *,
