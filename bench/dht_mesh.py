@@ -35,6 +35,7 @@ measured.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import secrets
 import shutil
@@ -59,6 +60,14 @@ from _common import (
 )
 
 DHT_FIND = "dht-find"
+# each asker looks each resource up twice: over the network (records this device stores are
+# ignored: what a lookup costs from afar, the figure the target is about) and as fetch does
+MODES = ("network", "default")
+MODE_TEXT = {
+    "network": "lookups that ignore records the asker stores (every answer crosses namespaces)",
+    "default": "lookups as fetch runs them (with k = 20 > 12 devices every device stores "
+               "every record, so most are answered without a message)",
+}
 TARGET_P50_MS = 50.0
 #: (holder, probe, askers): the probe waits for the announcement; askers are measured
 PLAN: list[tuple[int, int, list[int]]] = [
@@ -110,16 +119,19 @@ def one_run(mesh: Any, k: int, size: int, work: Path, hex_ids: dict[int, str]) -
         wait_until(lambda h=holder, p=probe, r=rid: _finds(mesh, p, r, hex_ids[h]),
                    60, f"h{probe} to find h{holder}'s announcement", interval=0.05)
         announce_s = time.perf_counter() - t0
-        for asker in askers:
+        for asker, mode in itertools.product(askers, MODES):
             t = time.perf_counter()
             try:
-                reply = control(mesh.agent(asker), DHT_FIND, {"resource": rid}, timeout=30)
+                reply = control(mesh.agent(asker), DHT_FIND,
+                                {"resource": rid, "network": mode == "network"}, timeout=30)
                 err = None
             except Exception as e:  # a failed lookup is a result, not a crash
                 reply, err = None, f"{type(e).__name__}: {e}"[:300]
             ms = (time.perf_counter() - t) * 1000
-            lookups.append({"holder": holder, "asker": asker, "ms": ms,
+            lookups.append({"holder": holder, "asker": asker, "mode": mode, "ms": ms,
                             "own_ms": _own_ms(reply), "error": err,
+                            "requests": reply.get("requests") if isinstance(reply, dict)
+                            else None,
                             "found": reply is not None and _names_holder(reply, hex_ids[holder]),
                             "announce_wait_s": announce_s})
     return {"run": k, "lookups": lookups}
@@ -186,37 +198,45 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work dir kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    rows, all_ms, medians = [], [], []
-    for run in runs:
-        ms = [x["ms"] for x in run["lookups"] if x["found"]]
-        own = [x["own_ms"] for x in run["lookups"] if x["found"] and x["own_ms"] is not None]
-        all_ms += ms
-        if ms:
-            medians.append(statistics.median(ms))
-        found = sum(x["found"] for x in run["lookups"])
-        rows.append([str(run["run"]), f"{found}/{len(run['lookups'])}",
-                     fmt_stat(stats(ms)), fmt_stat(stats(own)),
-                     f"{max(x['announce_wait_s'] for x in run['lookups']):.2f}"])
-    print()
-    print_table(["run", "found", "lookup ms median (min-max)", "agent's own ms",
-                 "announce wait s"], rows)
-    if not all_ms:
-        print("\nno lookup found its holder: nothing measured")
+    summary: dict[str, Any] = {}
+    for mode in MODES:
+        rows, all_ms, medians = [], [], []
+        for run in runs:
+            got = [x for x in run["lookups"] if x["mode"] == mode]
+            ms = [x["ms"] for x in got if x["found"]]
+            own = [x["own_ms"] for x in got if x["found"] and x["own_ms"] is not None]
+            reqs = [x["requests"] for x in got if isinstance(x["requests"], int)]
+            all_ms += ms
+            if ms:
+                medians.append(statistics.median(ms))
+            rows.append([str(run["run"]), f"{sum(x['found'] for x in got)}/{len(got)}",
+                         fmt_stat(stats(ms)), fmt_stat(stats(own)),
+                         fmt_stat(stats([float(r) for r in reqs])),
+                         f"{max(x['announce_wait_s'] for x in got):.2f}"])
+        print(f"\n{mode}: {MODE_TEXT[mode]}")
+        print_table(["run", "found", "lookup ms median (min-max)", "agent's own ms",
+                     "DHT requests", "announce wait s"], rows)
+        if not all_ms:
+            print("no lookup found its holder: nothing measured")
+            continue
+        p50, p90 = percentile(all_ms, 50), percentile(all_ms, 90)
+        print(f"{mode}, all runs: {len(all_ms)} lookups found; p50 {p50:.1f} ms, "
+              f"p90 {p90:.1f} ms, min-max {min(all_ms):.1f}-{max(all_ms):.1f} ms; median of "
+              f"run medians {statistics.median(medians):.1f} ms; control rtt "
+              f"{out['control_rtt_ms']:.2f} ms")
+        summary[mode] = {"p50_ms": p50, "p90_ms": p90, "min_ms": min(all_ms),
+                         "max_ms": max(all_ms),
+                         "median_of_run_medians_ms": statistics.median(medians)}
+    if "network" not in summary:
         write_json(args.json, out | {"runs": runs})
         return 1
-    p50, p90 = percentile(all_ms, 50), percentile(all_ms, 90)
-    print(f"\nall runs: {len(all_ms)} lookups found; p50 {p50:.1f} ms, p90 {p90:.1f} ms, "
-          f"min-max {min(all_ms):.1f}-{max(all_ms):.1f} ms; median of run medians "
-          f"{statistics.median(medians):.1f} ms; control rtt {out['control_rtt_ms']:.2f} ms")
+    p50 = summary["network"]["p50_ms"]
     met = p50 is not None and p50 <= TARGET_P50_MS
-    print(f"target (issue 12): lookup p50 <= {TARGET_P50_MS:.0f} ms between namespaces: "
-          f"{'met' if met else 'NOT met'}")
+    print(f"\ntarget (issue 12): lookup p50 <= {TARGET_P50_MS:.0f} ms between namespaces "
+          f"(network lookups): {'met' if met else 'NOT met'}")
     print(f"run time {time.perf_counter() - t_start:.0f} s")
     info["agent_code_unchanged"] = check_code_unchanged(info["agent_code"])
-    write_json(args.json, out | {"runs": runs, "p50_ms": p50, "p90_ms": p90,
-                                 "min_ms": min(all_ms), "max_ms": max(all_ms),
-                                 "median_of_run_medians_ms": statistics.median(medians),
-                                 "target_met": met})
+    write_json(args.json, out | {"runs": runs, "summary": summary, "target_met": met})
     return 0
 
 

@@ -479,7 +479,8 @@ async def _delegate(args: argparse.Namespace, sock: Path) -> int:
 async def _dht(args: argparse.Namespace, sock: Path) -> int:
     """`shoal dht` (the DHT's state) or `shoal dht --find NAME` (a lookup now)."""
     if args.find:
-        r = await call_simple(sock, "dht-find", {"resource": args.find})
+        r = await call_simple(sock, "dht-find", {"resource": args.find,
+                                                 "network": bool(args.network)})
         print(print_json(r) if args.json else dht_find_text(r))
     else:
         r = await call_simple(sock, "dht")

@@ -87,7 +87,7 @@ class DhtControl(Protocol):
 
     def stats(self) -> dict[str, object]: ...
 
-    async def find(self, resource: str) -> dict[str, object]: ...
+    async def find(self, resource: str, *, network: bool = False) -> dict[str, object]: ...
 
 
 class FollowControl(Protocol):
@@ -604,7 +604,10 @@ class Commands:
         resource = args.get("resource")
         if not isinstance(resource, str) or not 0 < len(resource) <= 255:
             raise ControlError("dht-find needs a resource name or ID (1-255 characters)")
-        return await self._dht().find(resource)
+        network = args.get("network", False)
+        if not isinstance(network, bool):
+            raise ControlError("dht-find: network must be true or false")
+        return await self._dht().find(resource, network=network)
 
     async def versions(self, args: Args, reply: Reply) -> object:
         """Every version of a resource known here or at reachable holders."""

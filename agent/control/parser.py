@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "--find, look a resource's holders up now.",
                  example="shoal dht\nshoal dht --find city-map\nshoal dht --json")
     dh.add_argument("--find", metavar="NAME-or-ID", help="look this resource's holders up")
+    dh.add_argument("--network", action="store_true",
+                    help="with --find: ask the network even when this device stores records "
+                    "for the resource (what a lookup costs from afar)")
     _add_delegate(sub)
     rl = command(sub, "relay", help="reach a device through a paired neighbour",
                  description="Open a relayed session to DEVICE through the paired neighbour "

@@ -73,13 +73,14 @@ class DhtNode:
                     self.rejected += 1
         return Handled(reply, ping)
 
-    def lookup(self, target: bytes, now: float, want_providers: int = 0) -> Lookup:
-        """A new lookup for *target* seeded from this node's table (and the node's own
-        records when it holds some for *target*)."""
+    def lookup(self, target: bytes, now: float, want_providers: int = 0, *,
+               local: bool = True) -> Lookup:
+        """A new lookup for *target* seeded from this node's table (and, unless *local* is
+        false, the node's own records when it holds some for *target*)."""
         self.table.touch(target, now)
         lk = Lookup(target, want_providers=want_providers, k=self.k, alpha=self.alpha)
         lk.seed(self.table.closest(target))
-        if want_providers:
+        if want_providers and local:
             for rec in self.store.get(target, now, self.k):
                 lk.providers.setdefault(rec.holder, rec)
         return lk

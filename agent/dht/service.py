@@ -222,11 +222,15 @@ class DhtService:
         near = self.neighbours()
         return any(c not in near for c in self.node.table.contacts())
 
-    async def find_holders(self, resource: str) -> list[ProviderRecord]:
+    async def find_holders(self, resource: str, *, network: bool = False
+                           ) -> list[ProviderRecord]:
         """Verified provider records for *resource* (a resource ID or a name), other
-        devices' only, at most ``[dht] want`` unless the last reply brought more."""
+        devices' only, at most ``[dht] want`` unless the last reply brought more.
+        *network*: ignore records this device stores and ask the network (what a lookup
+        costs a device that does not store them; ``shoal dht --find --network``)."""
         key = key_for(resource)
-        lk = self.node.lookup(key, self._clock(), want_providers=self.cfg.want)
+        lk = self.node.lookup(key, self._clock(), want_providers=self.cfg.want,
+                              local=not network)
         await self._drive(lk, GetProviders(key))
         self.counters.lookups += 1
         self.counters.last_rounds = lk.rounds
@@ -236,12 +240,14 @@ class DhtService:
                                           rounds=lk.rounds, replies=lk.replies))
         return found
 
-    async def find(self, resource: str) -> dict[str, object]:
+    async def find(self, resource: str, *, network: bool = False) -> dict[str, object]:
         """``shoal dht --find``: the holders a lookup finds now (what fetch would use)."""
         t0 = time.monotonic()
-        records = await self.find_holders(resource)
+        sent = self.counters.requests_out
+        records = await self.find_holders(resource, network=network)
         return {"resource": resource, "key": key_for(resource).hex(),
                 "rounds": self.counters.last_rounds,
+                "requests": self.counters.requests_out - sent,
                 "ms": round((time.monotonic() - t0) * 1000, 2),
                 "holders": [{"id": r.holder.hex(), "expiry": r.expiry,
                              "via": _hex(self.next_hop(r.holder))} for r in records]}

@@ -19,7 +19,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.config import config_from_dict
+from agent.control.errors import ControlError
 from agent.control.listings import dht_find_text, dht_text
 from agent.node import Node
 from agent.peer import wire
@@ -170,8 +173,16 @@ async def test_a_holder_two_devices_away_is_found_through_the_dht(tmp_path: Path
         found = await a.commands.table()["dht-find"]({"resource": m.resource_id}, None)
         assert [h["id"] for h in found["holders"]] == [d.identity.hex_id]
         assert "FIRST HOP" in dht_find_text(found)
+        # --network: records a stores are ignored, the answer has to come from the others
+        far = await a.commands.table()["dht-find"]({"resource": m.resource_id,
+                                                     "network": True}, None)
+        assert [h["id"] for h in far["holders"]] == [d.identity.hex_id]
+        assert far["requests"] >= 1
+        with pytest.raises(ControlError):
+            await a.commands.table()["dht-find"]({"resource": m.resource_id,
+                                                  "network": "yes"}, None)
         state = await a.commands.table()["dht"]({}, None)
-        assert state["contacts"] == 3 and state["lookups_found"] == 2
+        assert state["contacts"] == 3 and state["lookups_found"] == 3
         assert "3 paired contacts" in dht_text(state)
 
 
