@@ -17,65 +17,26 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agent.config import config_from_dict
 from agent.control.errors import ControlError
 from agent.control.listings import dht_find_text, dht_text
 from agent.node import Node
 from agent.peer import wire
 from agent.peer.connection import PeerConnection
 from agent.security.session import open_channel
+from tests.integration import inprocess
+from tests.integration.inprocess import connect, pair
 from tests.waiting import wait_until
-
-
-def _config(data_dir: Path, name: str, threshold: int) -> Any:
-    return config_from_dict({
-        "node": {"name": name, "data_dir": str(data_dir)},
-        "lan": {"listen": "127.0.0.1", "port": 0, "mdns": False, "heartbeat_interval": 0.5,
-                "peer_timeout": 30.0, "connect_timeout": 5.0},
-        "ble": {"enabled": False}, "authority": {"enabled": False},
-        "prefetch": {"enabled": False},
-        "store": {"avg_chunk_size": 16 * 1024},
-        "dht": {"threshold": threshold, "request_timeout": 3.0},
-    })
 
 
 @contextlib.asynccontextmanager
 async def nodes(*names: str, threshold: int = 12) -> AsyncIterator[dict[str, Node]]:
-    base = Path(tempfile.mkdtemp(prefix="dht-"))
-    running: dict[str, tuple[Node, asyncio.Future[None]]] = {}
-    try:
-        for name in names:
-            node = Node(_config(base / name, name, threshold))
-            task = asyncio.ensure_future(node.run())
-            await asyncio.wait_for(node.ready.wait(), 10)
-            running[name] = (node, task)
-        yield {n: v[0] for n, v in running.items()}
-    finally:
-        for node, _ in running.values():
-            node.stop()
-        for _, task in running.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 15)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def pair(*group: Node) -> None:
-    """What completed pairings leave in the trust stores: everyone paired with everyone."""
-    for me in group:
-        for other in group:
-            if other is not me:
-                o = other.identity
-                me.trust.add(o.device_id, o.public_key, other.cfg.node.name,
-                             signing_key=o.signing_public)
-
-
-async def connect(x: Node, y: Node) -> PeerConnection:
-    assert y.connections.lan_port is not None
-    return await x.connections.connect(("127.0.0.1", y.connections.lan_port))
+    every = {"prefetch": {"enabled": False},
+             "dht": {"threshold": threshold, "request_timeout": 3.0}}
+    async with inprocess.nodes(*names, every=every, prefix="dht-") as n:
+        yield n
 
 
 class StandInRelay:

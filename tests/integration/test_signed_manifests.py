@@ -8,18 +8,12 @@ stored and exported m's bytes and could never get the real resource back.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.config import config_from_dict
 from agent.node import Node
 from agent.peer import wire
 from agent.peer.connection import PeerConnection, RawReply
@@ -27,52 +21,12 @@ from agent.security.identity import Identity
 from agent.security.signing import PublisherSignature
 from agent.store import ChunkEntry, Manifest, chunk_bytes
 from agent.transfer.fetcher import UntrustedOffers
+from tests.integration.inprocess import AVG, connect, loopback_config, nodes, pair
 
-AVG = 16 * 1024
-
+__all__ = ["AVG", "connect", "nodes", "pair"]  # shared with the follow and listing tests
 
 def _config(data_dir: Path, name: str) -> Any:
-    return config_from_dict({
-        "node": {"name": name, "data_dir": str(data_dir)},
-        "lan": {"listen": "127.0.0.1", "port": 0, "mdns": False, "heartbeat_interval": 0.5,
-                "peer_timeout": 30.0, "connect_timeout": 5.0},
-        "ble": {"enabled": False},
-        "authority": {"enabled": False},
-        "store": {"avg_chunk_size": AVG},
-    })
-
-
-@contextlib.asynccontextmanager
-async def nodes(*names: str) -> AsyncIterator[dict[str, Node]]:
-    base = Path(tempfile.mkdtemp(prefix="sig-"))
-    running: dict[str, tuple[Node, asyncio.Future[None]]] = {}
-    try:
-        for name in names:
-            node = Node(_config(base / name, name))
-            task = asyncio.ensure_future(node.run())
-            await asyncio.wait_for(node.ready.wait(), 10)
-            running[name] = (node, task)
-        yield {n: v[0] for n, v in running.items()}
-    finally:
-        for node, _ in running.values():
-            node.stop()
-        for _, task in running.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 15)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def pair(x: Node, y: Node) -> None:
-    """What a completed numeric-comparison pairing leaves in both trust stores."""
-    for me, other in ((x, y), (y, x)):
-        o = other.identity
-        me.trust.add(o.device_id, o.public_key, other.cfg.node.name,
-                     signing_key=o.signing_public)
-
-
-async def connect(x: Node, y: Node) -> PeerConnection:
-    assert y.connections.lan_port is not None
-    return await x.connections.connect(("127.0.0.1", y.connections.lan_port))
+    return loopback_config(data_dir, name)
 
 
 def forge(real: Manifest, data: bytes, how: str, attacker: Identity) -> dict[str, object]:
