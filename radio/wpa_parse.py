@@ -62,6 +62,8 @@ _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")  # IFNAMSIZ - 1
 _KEY_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
 _EVENT_RE = re.compile(r"<([0-9])>([A-Z0-9][A-Z0-9_-]{0,63})(?: (.*))?", re.DOTALL)
+_PARAM_KEY_RE = re.compile(r"([A-Za-z0-9_]{1,32})=")
+_CLOSE_QUOTE_RE = re.compile(r"'(?= [A-Za-z0-9_]{1,32}=|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PASSPHRASE_RE = re.compile(r"[\x20-\x7e]{8,63}")
 _PSK_RE = re.compile(r"[0-9a-f]{64}")
@@ -253,14 +255,15 @@ def parse_params(text: str) -> tuple[list[str], dict[str, str]]:
     """
     words: list[str] = []
     pairs: dict[str, str] = {}
-    i, n = 0, len(text)
+    i, n, items = 0, len(text), 0
     while i < n:
-        if len(words) + len(pairs) >= MAX_PARAMS:
-            raise WpaProtocolError(f"event has more than {MAX_PARAMS} parameters")
         if text[i] == " ":
             i += 1
             continue
-        m = re.compile(r"([A-Za-z0-9_]{1,32})=").match(text, i)
+        items += 1
+        if items > MAX_PARAMS:
+            raise WpaProtocolError(f"event has more than {MAX_PARAMS} parameters")
+        m = _PARAM_KEY_RE.match(text, i)
         if m is None:
             end = text.find(" ", i)
             end = n if end < 0 else end
@@ -277,7 +280,7 @@ def parse_params(text: str) -> tuple[list[str], dict[str, str]]:
             pairs[key] = text[j + 1:k]
             i = k + 1
         elif j < n and text[j] == "'":
-            close = re.compile(r"'(?= [A-Za-z0-9_]{1,32}=|$)").search(text, j + 1)
+            close = _CLOSE_QUOTE_RE.search(text, j + 1)
             if close is None:
                 raise WpaProtocolError(f"unterminated quoted value for {key}")
             pairs[key] = text[j + 1:close.start()]
