@@ -114,7 +114,7 @@ def _connect_error(path: str, exc: OSError) -> RadioError:
         return WpaSocketMissingError(
             f"no wpa_supplicant control socket at {path}: start wpa_supplicant with "
             f"ctrl_interface={os.path.dirname(path) or DEFAULT_CTRL_DIR} (and -i <wifi iface>), "
-            f"or point [wifi_direct] ctrl_path at the right socket")
+            f"or name the right socket (DIR/p2p-dev-<iface> when the driver has a P2P device)")
     if isinstance(exc, PermissionError):
         return WpaPermissionError(
             f"permission denied on {path}: set ctrl_interface=DIR={os.path.dirname(path)} "

@@ -30,6 +30,14 @@ from typing import Literal
 P2pMode = Literal["on", "disabled", "absent"]
 
 
+def _wps_pin_valid(pin: str) -> bool:
+    """An 8-digit WPS PIN whose last digit is the checksum (as wps_pin_str_valid checks)."""
+    if len(pin) != 8 or not pin.isdigit():
+        return False
+    digits = [int(c) for c in pin]
+    return sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(digits)) % 10 == 0
+
+
 @dataclass
 class FakePeer:
     address: str
@@ -220,8 +228,8 @@ class FakeWpaSupplicant:
         if len(tokens) < 2 or tokens[0] not in self.peers:
             return "FAIL\n"
         method = tokens[1]
-        if method not in ("pbc", "pin") and not (len(method) == 8 and method.isdigit()):
-            return "FAIL\n"
+        if method not in ("pbc", "pin") and not _wps_pin_valid(method):
+            return "FAIL-INVALID-PIN\n"
         join = "join" in tokens
         intent = next((int(t[10:]) for t in tokens if t.startswith("go_intent=")), 7)
         if self.go_neg_failure is not None and not join:
@@ -234,7 +242,7 @@ class FakeWpaSupplicant:
             role: Literal["GO", "client"] = "client" if join or intent < 8 else "GO"
             self._start_group(role, "persistent" in tokens, go=None if role == "GO"
                               else tokens[0])
-        return "12345670\n" if method == "pin" else "OK\n"
+        return "12345670" if method == "pin" else "OK\n"  # "%08d": no newline
 
     def _start_group(self, role: Literal["GO", "client"], persistent: bool,
                      go: str | None = None) -> None:

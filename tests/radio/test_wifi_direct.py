@@ -156,6 +156,8 @@ async def test_connect_pbc_and_generated_pin(wpas: FakeWpaSupplicant, p2p: WifiD
     assert await p2p.connect(PEER_A, "pin") == "12345670"
     with pytest.raises(WpaCommandError, match="P2P_CONNECT"):
         await p2p.connect(PEER_B, "pbc")  # unknown peer: FAIL
+    with pytest.raises(WpaCommandError, match="FAIL-INVALID-PIN"):
+        await p2p.connect(PEER_A, "12345678")  # bad checksum digit
     with pytest.raises(ValueError):
         await p2p.connect(PEER_A, "pbc join")  # no command injection through the method
 
