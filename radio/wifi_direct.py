@@ -197,7 +197,11 @@ class WpaControl:
         async with self._lock:
             self.open()
             assert self._sock is not None
-            self._sock.send(command)
+            try:
+                self._sock.send(command)
+            except WpaGone:
+                self.close()  # the next request reconnects (to a restarted supplicant)
+                raise
             try:
                 async with asyncio.timeout(self.timeout if timeout is None else timeout):
                     while True:
@@ -288,15 +292,17 @@ class WpaMonitor:
     async def start(self) -> None:
         self._sock = _Socket(self.path, self._client_dir)
         self._reader = asyncio.create_task(self._read(), name="wpa-monitor")
-        self._sock.send("ATTACH")
         try:
-            reply = await asyncio.wait_for(self._reply.get(), self.timeout)
-        except TimeoutError as e:
+            self._sock.send("ATTACH")
+            try:
+                reply = await asyncio.wait_for(self._reply.get(), self.timeout)
+            except TimeoutError as e:
+                raise WpaTimeoutError("wpa_supplicant did not answer ATTACH in time") from e
+            if reply.strip() != "OK":
+                raise WpaCommandError("ATTACH", reply.strip())
+        except BaseException:
             await self.close()
-            raise WpaTimeoutError("wpa_supplicant did not answer ATTACH in time") from e
-        if reply.strip() != "OK":
-            await self.close()
-            raise WpaCommandError("ATTACH", reply.strip())
+            raise
         if self.ping_interval > 0:
             self._pinger = asyncio.create_task(self._ping(), name="wpa-ping")
 

@@ -239,7 +239,6 @@ async def test_stale_socket_says_wpa_supplicant_is_not_running(sockdir: str) -> 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 async def test_permission_denied_names_the_group_fix(
         wpas: FakeWpaSupplicant, sockdir: str) -> None:
-    os.chmod(wpas.path, 0o600)
     os.chmod(wpas.path, 0)
     with pytest.raises(WpaPermissionError, match="GROUP=netdev"):
         await WifiDirect(wpas.path, client_dir=_client_dir(sockdir)).open()
@@ -302,3 +301,29 @@ async def test_group_started_is_typed_and_frozen(wpas: FakeWpaSupplicant, p2p: W
     assert isinstance(group, GroupStarted) and not group.persistent
     with pytest.raises(AttributeError):
         group.ifname = "x"  # type: ignore[misc]
+
+
+async def test_requests_reconnect_to_a_restarted_supplicant(
+        wpas: FakeWpaSupplicant, sockdir: str) -> None:
+    ctrl = WpaControl(wpas.path, timeout=1.0, client_dir=_client_dir(sockdir))
+    assert await ctrl.request("PING") == "PONG\n"
+    await wpas.stop()
+    with pytest.raises(WpaGone):
+        await ctrl.request("PING")
+    with pytest.raises(WpaSocketMissingError):
+        await ctrl.request("PING")  # still down: the typed "not there" error, with its fix
+    await wpas.start()
+    assert await ctrl.request("PING") == "PONG\n"
+    ctrl.close()
+    assert os.listdir(_client_dir(sockdir)) == []
+
+
+async def test_attach_timeout_leaves_nothing_behind(
+        wpas: FakeWpaSupplicant, sockdir: str) -> None:
+    from radio.wifi_direct import WpaMonitor
+
+    wpas.silent = True
+    monitor = WpaMonitor(wpas.path, timeout=0.2, client_dir=_client_dir(sockdir))
+    with pytest.raises(WpaTimeoutError, match="ATTACH"):
+        await monitor.start()
+    assert os.listdir(_client_dir(sockdir)) == [] and monitor._reader is None
