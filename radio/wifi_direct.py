@@ -141,6 +141,11 @@ class _Socket:
         self.sock.setblocking(False)
         try:
             self.sock.bind(self.local_path)
+        except OSError as e:  # our side: not the supplicant's fault, say so
+            self.close()
+            raise RadioError(f"cannot bind a client socket at {self.local_path}: "
+                             f"{e.strerror}; give a short, writable client directory") from e
+        try:
             self.sock.connect(server_path)
         except OSError as e:
             self.close()

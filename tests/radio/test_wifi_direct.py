@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from radio.base import RadioError
 from radio.wifi_direct import (
     GroupFormationError,
     P2pUnsupportedError,
@@ -327,3 +328,11 @@ async def test_attach_timeout_leaves_nothing_behind(
     with pytest.raises(WpaTimeoutError, match="ATTACH"):
         await monitor.start()
     assert os.listdir(_client_dir(sockdir)) == [] and monitor._reader is None
+
+
+async def test_a_bad_client_directory_is_not_blamed_on_the_supplicant(
+        wpas: FakeWpaSupplicant, sockdir: str) -> None:
+    ctrl = WpaControl(wpas.path, client_dir=os.path.join(sockdir, "missing"))
+    with pytest.raises(RadioError, match="cannot bind a client socket") as info:
+        await ctrl.request("PING")
+    assert not isinstance(info.value, WpaSocketMissingError)
