@@ -225,3 +225,22 @@ def test_every_request_is_answered_exactly_once_whatever_the_fast_link_does(seed
     assert all(n == 1 for n in sim.delivered.values()), sim.delivered.most_common(3)
     assert sorted(sim.delivered) == sorted(sim.submitted)
     assert not sim.m.inflight and not sim.m.held
+
+
+def test_the_simulation_reaches_both_upgrades_and_fallbacks() -> None:
+    """Guard against a vacuous exactly-once test: the random links really exercise both."""
+    kinds: Counter[str] = Counter()
+    for seed in range(50):
+        sim = _Sim(seed)
+        act = sim.act
+
+        def counting(actions: list[Action], act: object = act) -> None:
+            kinds.update(type(a).__name__ for a in actions)
+            act(actions)  # type: ignore[operator]
+
+        sim.act = counting  # type: ignore[method-assign]
+        sim.act(sim.m.start(0))
+        for i in range(300):
+            sim.step(i)
+    assert kinds["ReleaseBle"] >= 10 and kinds["FallBack"] >= 10
+    assert kinds["Send"] > kinds["ReleaseBle"]
