@@ -83,12 +83,14 @@ def real() -> Iterator[RealWpas]:
 
 async def test_real_supplicant_without_p2p_is_reported_with_the_fix(real: RealWpas) -> None:
     ctrl = WpaControl(real.path, timeout=5)
-    assert await ctrl.request("PING") == "PONG\n"
-    status = parse_kv_lines(await ctrl.request("STATUS"))
-    assert "wpa_state" in status and "p2p_device_address" not in status
-    assert (await ctrl.request("P2P_FIND")).strip() == "FAIL"  # as the fake's "disabled"
-    assert (await ctrl.request("P2P_PEER FIRST")).strip() == "FAIL"
-    ctrl.close()
+    try:
+        assert await ctrl.request("PING") == "PONG\n"
+        status = parse_kv_lines(await ctrl.request("STATUS"))
+        assert "wpa_state" in status and "p2p_device_address" not in status
+        assert (await ctrl.request("P2P_FIND")).strip() == "FAIL"  # as the fake's "disabled"
+        assert (await ctrl.request("P2P_PEER FIRST")).strip() == "FAIL"
+    finally:
+        ctrl.close()
     with pytest.raises(P2pUnsupportedError, match="CONFIG_P2P=y"):
         await WifiDirect(real.path, timeout=5).open()
 
@@ -96,26 +98,30 @@ async def test_real_supplicant_without_p2p_is_reported_with_the_fix(real: RealWp
 async def test_real_orderly_exit_ends_the_event_stream(real: RealWpas) -> None:
     monitor = WpaMonitor(real.path, timeout=5, ping_interval=0)
     await monitor.start()
-    stream = monitor.stream()
-    real.stop(signal.SIGTERM)  # it sends CTRL-EVENT-TERMINATING to monitors
-    with pytest.raises(WpaGone, match="terminating"):
-        await asyncio.wait_for(_until_gone(stream), 10)
-    await monitor.close()
+    try:
+        stream = monitor.stream()
+        real.stop(signal.SIGTERM)  # it sends CTRL-EVENT-TERMINATING to monitors
+        with pytest.raises(WpaGone, match="terminating"):
+            await asyncio.wait_for(_until_gone(stream), 10)
+    finally:
+        await monitor.close()
 
 
 async def test_real_killed_supplicant_is_noticed(real: RealWpas) -> None:
     ctrl = WpaControl(real.path, timeout=5)
     monitor = WpaMonitor(real.path, timeout=1, ping_interval=0.05)
     await monitor.start()
-    stream = monitor.stream()
-    assert await ctrl.request("PING") == "PONG\n"
-    real.stop(signal.SIGKILL)  # no goodbye
-    with pytest.raises(WpaGone):
-        await ctrl.request("PING")
-    with pytest.raises(WpaGone):
-        await asyncio.wait_for(_until_gone(stream), 10)
-    await monitor.close()
-    ctrl.close()
+    try:
+        stream = monitor.stream()
+        assert await ctrl.request("PING") == "PONG\n"
+        real.stop(signal.SIGKILL)  # no goodbye
+        with pytest.raises(WpaGone):
+            await ctrl.request("PING")
+        with pytest.raises(WpaGone):
+            await asyncio.wait_for(_until_gone(stream), 10)
+    finally:
+        await monitor.close()
+        ctrl.close()
     with pytest.raises(WpaSocketMissingError, match=r"not running|no wpa_supplicant"):
         await WifiDirect(real.path, timeout=1).open()
 
