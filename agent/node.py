@@ -230,11 +230,11 @@ class Node:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                if self.dashboard is not None:  # before the socket: `status` answers =>
+                    await self.dashboard.start()  # `shoal dashboard` has its URL
                 await self._start_control(control)
                 await self._start_connections()
                 metrics = await self._start_metrics()
-                if self.dashboard is not None:
-                    await self.dashboard.start()
                 if self.cfg.ble.enabled:
                     await self._start_ble()
                 tg.create_task(self._housekeeping(), name=f"{TASK_PREFIX}housekeeping")

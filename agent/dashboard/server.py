@@ -122,6 +122,8 @@ class Dashboard:
                 "port": self.port, "pages_open": self.feed.listening}
 
     def poke(self) -> None:
+        """Holdings or pairings changed: every section is read again at the next tick."""
+        self.snapshot.invalidate()
         self.feed.poke()
 
     # ----------------------------------------------------------------- one connection
@@ -225,7 +227,7 @@ class Dashboard:
         """One control command, answered as the control socket would answer it."""
         on_event = self.snapshot.track(str(args.get("resource", ""))) if name == "fetch" \
             else None
-        self.feed.poke()
+        self.poke()
         try:
             result = await call(self.table, name, args, on_event)
         except (ShoalError, ControlError, ValueError, LookupError, OSError, TimeoutError) as e:
@@ -233,7 +235,7 @@ class Dashboard:
                 self.snapshot.transfers[str(args.get("resource", ""))]["state"] = "failed"
             return {"ok": False, "error": str(e) or type(e).__name__, "kind": str(kind_of(e))}
         finally:
-            self.feed.poke()
+            self.poke()
         if on_event is not None:
             self.snapshot.transfers[str(args.get("resource", ""))]["state"] = "done"
         return {"ok": True, "result": result}

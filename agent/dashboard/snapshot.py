@@ -69,6 +69,10 @@ class Snapshot:
         self._doctor_task: asyncio.Task[None] | None = None
         self._bytes_in: dict[str, tuple[float, int]] = {}
 
+    def invalidate(self) -> None:
+        """Read the slow sections too at the next tick (an action or a publish happened)."""
+        self._slow_at = -SLOW
+
     def rerun_doctor(self) -> None:
         self._doctor_at = None
 

@@ -107,9 +107,55 @@ class Browser:
     async def get(self, path: str, **kw: Any) -> Answer:
         return await request(self.port, "GET", path, headers={"Cookie": self.cookie}, **kw)
 
+    async def upload(self, name: str, data: bytes) -> Any:
+        a = await request(self.port, "POST", f"/api/upload?name={name}", body=data,
+                          headers={"Cookie": self.cookie, "X-Shoal-CSRF": self.csrf,
+                                   "Content-Type": "application/octet-stream"})
+        assert a.status == 200, a
+        return a.json()
+
     async def action(self, name: str, args: dict[str, Any], **extra: str) -> Answer:
         import json
         hs = {"Cookie": self.cookie, "X-Shoal-CSRF": self.csrf,
               "Content-Type": "application/json", **extra}
         return await request(self.port, "POST", f"/api/action/{name}", headers=hs,
                              body=json.dumps(args).encode())
+
+
+class Stream:
+    """A page's server-sent-event stream, read event by event."""
+
+    def __init__(self, b: Browser) -> None:
+        self.b = b
+        self.latest: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    async def __aenter__(self) -> Stream:
+        self.r, self.w = await asyncio.open_connection("127.0.0.1", self.b.port)
+        self.w.write(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{self.b.port}\r\n"
+                     f"Cookie: {self.b.cookie}\r\n\r\n".encode())
+        head = await asyncio.wait_for(self.r.readuntil(b"\r\n\r\n"), 10)
+        assert b" 200 " in head.split(b"\r\n")[0] and b"text/event-stream" in head, head
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.w.close()
+
+    async def until(self, pred: Any, timeout: float = 20.0) -> Any:
+        """Read events until pred(latest) is truthy (a guard against hanging, not timing)."""
+        import json
+
+        async def loop() -> Any:
+            event = None
+            while True:
+                found = pred(self.latest)
+                if found:
+                    return found
+                line = (await self.r.readline()).decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event:
+                    self.latest[event] = json.loads(line[6:])
+                    self.counts[event] = self.counts.get(event, 0) + 1
+        return await asyncio.wait_for(loop(), timeout)
+
