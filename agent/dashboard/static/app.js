@@ -70,6 +70,8 @@ const render = {
         p.trusted ? "yes" : "no", b];
     });
     drawMesh(m, live);
+    rows("paired", (m.peers || []).filter((p) => p.trusted), (p) => [p.name || "?", p.display_id || p.short_id,
+      el("button", { onclick: () => act("unpair", { device: p.name || p.short_id }) }, "Unpair")]);
   },
   pairing(p) {
     document.getElementById("window").textContent = p.window_open ? "open" : "closed";
@@ -77,6 +79,7 @@ const render = {
     box.replaceChildren(...(p.pending || []).map((x) => el("div", { class: "pending" },
       el("p", {}, `Pairing with ${x.peer_name || x.name || "a device"} — check that both screens show:`),
       el("p", { class: "code", "data-pairing": x.pairing_id || "" }, x.code_display || x.code),
+      x.local_confirmed ? el("p", { class: "waiting" }, "confirmed here; waiting for the other device") : "",
       el("button", { onclick: () => act("pair_confirm", { code: x.code }) }, "Codes match: confirm"),
       " ",
       el("button", { onclick: () => act("pair_decline", { pairing_id: x.pairing_id }) }, "Decline"))));
@@ -85,7 +88,9 @@ const render = {
     document.getElementById("running").textContent = t.running;
     rows("transfers", t.page || [], (x) => {
       const frac = x.total ? x.done / x.total : (x.state === "done" ? 1 : 0);
-      const bar = el("span", { class: "bar" }, el("i", { style: `width:${Math.round(frac * 100)}%` }));
+      const fill = el("i");
+      fill.style.width = `${Math.round(frac * 100)}%`;  // CSSOM, not a style attribute (CSP)
+      const bar = el("span", { class: "bar" }, fill);
       return [x.name || x.resource, x.state, el("span", {}, bar, ` ${Math.round(frac * 100)} %`),
         `${size(x.rate)}/s`, x.eta_s == null ? "–" : `${x.eta_s} s`];
     });
@@ -121,8 +126,11 @@ const render = {
     plot("plot-bandwidth", t, series);
   },
   doctor(d) {
-    if (d.running || d.unavailable) { rows("doctor", [d], () => ["…", "doctor", d.unavailable || "running"]); return; }
-    rows("doctor", d.findings || [], (f) => [el("span", { class: `status-${f.status}` }, f.status), f.check || f.area || "", f.summary || f.message || JSON.stringify(f)]);
+    const t = document.getElementById("doctor");
+    t.dataset.state = d.findings ? "done" : "waiting";
+    if (!d.findings) { rows("doctor", [d], () => ["…", "doctor", d.unavailable || "checking this machine"]); return; }
+    rows("doctor", d.findings, (f) => [el("span", { class: `status-${f.status}` }, f.status), f.check,
+      f.what + (f.fix ? ` — fix: ${f.fix}` : "")]);
   },
   follows() {},
 };
