@@ -49,6 +49,7 @@ class LiveFeed:
         self.interval = interval
         self._listeners: set[Listener] = set()
         self._last: dict[str, str] = {}
+        self._last_obj: dict[str, object] = {}  # the object last encoded, per section
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
         self.reads = 0  # snapshots taken (tests and the footprint bench read it)
@@ -91,6 +92,9 @@ class LiveFeed:
                 log.warning("dashboard snapshot failed", extra=kv(reason=e))
                 sections = {}
             for name, value in sections.items():
+                if self._last_obj.get(name) is value:
+                    continue  # the very object encoded last time: unchanged, not re-encoded
+                self._last_obj[name] = value
                 text = json.dumps(value, allow_nan=False, default=str, separators=(",", ":"))
                 if self._last.get(name) != text:
                     self._last[name] = text

@@ -163,7 +163,7 @@ class Dashboard:
                      writer: asyncio.StreamWriter) -> None:
         if not http.host_ok(req, self.hosts):
             raise http.HttpError(421, "this server answers to localhost only")
-        if req.method not in ("GET", "HEAD", "POST"):
+        if req.method not in ("GET", "POST"):
             raise http.HttpError(405, "method not allowed")
         if req.path == "/login" and req.method == "GET":
             if not self.auth.token_ok(req.query.get("token")):

@@ -4,9 +4,12 @@ Why through the command table: the CLI and the page then describe the agent the 
 and a fix in a handler fixes both. A few facts no command exposes (bytes per session for
 link rates, fetch progress of the page's own fetches) are read from the command context.
 
-Sections have their own pace: the mesh and transfers every tick; the prefetch statistics
-(they read the access log in a thread) every ``SLOW`` seconds; doctor's probes (subprocesses,
-D-Bus) once when the first page opens and on request.
+Sections have their own pace: the mesh, pairing and transfers every tick (they scale with
+the sessions); what scales with the holdings (resources, the authority map, the prefetch
+statistics that read the access log) every ``SLOW`` seconds or at once after an action or a
+publish; doctor's probes (subprocesses, D-Bus) when the first page opens and on request.
+Measured with 1,000 resources (bench/footprint.py --dashboard): reading the authority map
+every second was most of an open page's CPU.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Any
 from agent.control.commands import CommandContext
 from agent.control.server import Command, Reply
 
-SLOW = 5.0  # seconds between reads of the prefetch and mirror statistics
-HISTORY = 240  # points kept for the plots (20 minutes at SLOW)
+SLOW = 10.0  # seconds between reads of the sections that scale with the holdings
+HISTORY = 180  # points kept for the plots (30 minutes at SLOW)
 DOCTOR_EVERY = 300.0
 
 
@@ -88,19 +91,19 @@ class Snapshot:
                         "pending": await call(table, "pair_pending")},
             "transfers": {"running": self.ctx.fetcher.in_flight,
                           "page": list(self.transfers.values())[-20:]},
-            "raft": await _quiet(call(table, "authority")),
         }
         if now - self._slow_at >= SLOW:
             self._slow_at = now
             self._slow = {
+                "raft": await _quiet(call(table, "authority")),
                 "resources": await _quiet(call(table, "resources", {"local_only": True})),
                 "prefetch": await _quiet(call(table, "prefetch")),
                 "mirrors": await _quiet(call(table, "mirrors")),
                 "follows": await _quiet(call(table, "follow_list")),
             }
             self._sample(now)
-        out |= self._slow
-        out["history"] = list(self.history)
+            self._slow["history"] = list(self.history)
+        out |= self._slow  # the same objects until the next slow read: not re-encoded
         self._maybe_doctor(now)
         out["doctor"] = self._doctor_result or {"running": True}
         return out

@@ -110,7 +110,8 @@ async def test_refusals_on_a_running_agent():
         assert not node.stopping.is_set()
         # a GET never changes anything: actions are POST only
         assert (await b.get("/api/action/pair_close")).status == 404
-        assert (await request(port, "PUT", "/", headers={"Cookie": b.cookie})).status == 405
+        for method in ("PUT", "HEAD", "DELETE", "OPTIONS"):
+            assert (await request(port, method, "/", headers={"Cookie": b.cookie})).status == 405
 
 
 async def test_size_limits_and_static_paths():
