@@ -273,11 +273,11 @@ class Dashboard:
     async def _events(self, writer: asyncio.StreamWriter) -> None:
         if self.feed.listening >= self.cfg.max_streams:
             raise http.HttpError(503, "too many live views open; close one")
-        writer.write(http.head(200, "text/event-stream", None))
-        writer.write(f"retry: {int(max(self.cfg.interval, 1.0) * 3000)}\n\n".encode())
-        await writer.drain()
-        lst = self.feed.subscribe()
+        lst = self.feed.subscribe()  # counted before the page hears back
         try:
+            writer.write(http.head(200, "text/event-stream", None))
+            writer.write(f"retry: {int(max(self.cfg.interval, 1.0) * 3000)}\n\n".encode())
+            await writer.drain()
             while True:
                 try:
                     sections = await asyncio.wait_for(lst.next(), KEEPALIVE)

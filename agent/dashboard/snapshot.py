@@ -23,8 +23,8 @@ from typing import Any
 from agent.control.commands import CommandContext
 from agent.control.server import Command, Reply
 
-SLOW = 10.0  # seconds between reads of the sections that scale with the holdings
-HISTORY = 180  # points kept for the plots (30 minutes at SLOW)
+SLOW = 30.0  # seconds between reads of the sections that scale with the holdings
+HISTORY = 120  # points kept for the plots (an hour at SLOW)
 DOCTOR_EVERY = 300.0
 
 

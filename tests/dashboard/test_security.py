@@ -3,6 +3,7 @@ token, cookie, CSRF, origin, sizes, static paths; and the headers on every answe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 
@@ -158,3 +159,27 @@ def test_static_files_request_nothing_from_elsewhere():
         text = body.decode()
         for ref in ("https://", "//cdn", "@import", "innerHTML", "eval("):
             assert ref not in text, (name, ref)
+
+
+async def test_a_busy_port_is_reported_not_fatal():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        async with nodes("a", port=s.getsockname()[1]) as ns:
+            d = ns["a"].dashboard.describe()
+            assert not d["serving"] and "change [dashboard] port" in d["reason"]
+            assert ns["a"].ready.is_set()  # the agent itself runs
+    finally:
+        s.close()
+
+
+async def test_live_views_are_bounded():
+    from .helpers import Stream
+    async with nodes("a", max_streams=1) as ns:
+        b = await Browser(ns["a"]).login()
+        async with Stream(b):
+            await asyncio.sleep(0)
+            second = await b.get("/api/events")
+            assert second.status == 503
