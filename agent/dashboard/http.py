@@ -140,7 +140,7 @@ SECURITY_HEADERS = (
     ("Cross-Origin-Resource-Policy", "same-origin"),
 )
 REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
-           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
            408: "Request Timeout", 413: "Content Too Large", 415: "Unsupported Media Type",
            421: "Misdirected Request", 429: "Too Many Requests", 431:
            "Request Header Fields Too Large", 500: "Internal Server Error",

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import urllib.parse
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,8 @@ from agent.dashboard.live import LiveFeed
 from agent.dashboard.snapshot import Snapshot, call
 from agent.errors import ShoalError, kind_of
 from agent.log import kv
+from agent.store import Manifest
+from agent.transfer.catalog import lookup
 
 log = logging.getLogger("shoal.dashboard")
 READ_TIMEOUT = 10.0
@@ -193,6 +196,8 @@ class Dashboard:
             await self._json(writer, 200, await self.snapshot.sections())
         elif req.path == "/api/events":
             await self._events(writer)
+        elif req.path == "/api/download":
+            await self._download(req.query.get("resource", ""), writer)
         else:
             raise http.HttpError(404, "not found")
 
@@ -269,6 +274,30 @@ class Dashboard:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         await self._json(writer, 200, answer)
+
+    async def _download(self, resource: str, writer: asyncio.StreamWriter) -> None:
+        """A file held here, to the browser (a read: only what the store holds; fetching
+        it first is the POST action ``fetch``). Verified on read, as `fetch --stream`."""
+        rec = lookup(self.ctx.store, resource[:255], self.ctx.fetcher.trusted_publisher)
+        if rec is None:
+            raise http.HttpError(404, "not held here: fetch it first")
+        if rec.manifest.files is not None:
+            raise http.HttpError(409, "a folder: fetch it into a directory instead")
+        safe = re.sub(r"[^A-Za-z0-9._ -]", "_", rec.manifest.name)[:128] or "download"
+        quoted = urllib.parse.quote(rec.manifest.name[:255], safe="")
+        writer.write(http.head(200, "application/octet-stream", rec.manifest.size, (
+            ("Content-Disposition",
+             f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quoted}"),)))
+
+        class Sink:
+            async def start(self, manifest: Manifest) -> None:
+                return None
+
+            async def data(self, chunk: bytes) -> None:
+                writer.write(chunk)
+                await writer.drain()
+
+        await self.ctx.fetcher.export_to(rec.manifest, Sink(), fresh=frozenset())
 
     async def _events(self, writer: asyncio.StreamWriter) -> None:
         if self.feed.listening >= self.cfg.max_streams:

@@ -55,6 +55,10 @@ async def test_stream_shows_the_agent_and_publish_updates_it(tmp_path):
             assert up["ok"] and up["result"]["size"] == 10000, up
             await s.until(lambda x: "up.bin" in [r["name"] for r in x["resources"]["local"]])
             assert not list((ns["a"].cfg.node.data_dir / "uploads").iterdir())  # cleaned up
+            got = await b.get("/api/download?resource=notes.txt")
+            assert got.status == 200 and got.body == f.read_bytes()
+            assert 'filename="notes.txt"' in got.headers["content-disposition"]
+            assert (await b.get("/api/download?resource=nothing")).status == 404
 
 
 async def test_pair_and_fetch_through_the_dashboard(tmp_path):

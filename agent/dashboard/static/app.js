@@ -143,7 +143,8 @@ function resourceTable() {
   rows("resources", r.local || [], (x) => {
     const a = auth.get(x.resource_id) || {};
     const m = mirrors.filter((y) => y.resource === x.resource_id || y.resource_id === x.resource_id);
-    return [x.name, x.version, size(x.size), a.holder || "–", a.term ?? "–",
+    const dl = x.files == null ? el("a", { href: `/api/download?resource=${encodeURIComponent(x.resource_id)}`, download: x.name }, x.name) : x.name;
+    return [dl, x.version, size(x.size), a.holder || "–", a.term ?? "–",
       temps.get(x.resource_id) ?? temps.get(x.name) ?? "–", m.length ? m.map((y) => `${y.role} ${y.host || y.name || ""}`).join(", ") : "–"];
   });
 }
