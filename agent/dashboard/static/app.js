@@ -66,7 +66,7 @@ const render = {
       const l = live.get(p.peer_id) || {};
       const b = p.trusted ? el("button", { onclick: () => act("unpair", { device: p.name || p.short_id }) }, "Unpair") : "";
       return [`${p.name || "?"} (${p.short_id})`, l.kind || p.transport || (p.connected ? "?" : "offline"),
-        p.rtt_ms == null ? "–" : `${p.rtt_ms} ms`, l.rate_in == null ? "–" : `${size(l.rate_in)}/s`,
+        (p.rtt_ms == null ? "–" : `${p.rtt_ms} ms`) + (p.rssi == null ? "" : ` · ${p.rssi} dBm`), l.rate_in == null ? "–" : `${size(l.rate_in)}/s`,
         p.trusted ? "yes" : "no", b];
     });
     drawMesh(m, live);
