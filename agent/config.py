@@ -402,6 +402,18 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The local web dashboard (agent/dashboard; `shoal dashboard` prints its URL)."""
+
+    enabled: bool = True
+    listen: str = _kind("address", "127.0.0.1")  # loopback: never on the LAN unless asked
+    port: int = _num(47480, 0, 65535)  # 0: any free port (`shoal dashboard` knows which)
+    interval: float = _num(1.0, 0.2, 60.0)  # live view: at most one update per this many s
+    max_upload: int = _size(1 << 30, 0, 1 << 40)  # bytes one uploaded file may have
+    max_streams: int = _num(8, 1, 64)  # live views (SSE streams) open at once
+
+
+@dataclass(frozen=True)
 class DhtConfig:
     """The DHT over paired sessions (agent/dht/service.py, docs/dht.md)."""
 
@@ -438,6 +450,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dht: DhtConfig = field(default_factory=DhtConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
 
 def _convert(key: str, f: dataclasses.Field[Any], hint: Any, raw: Any) -> Any:

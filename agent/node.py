@@ -35,6 +35,7 @@ from agent.daemon import (
     status_line,
     watchdog_interval,
 )
+from agent.dashboard import Dashboard
 from agent.dht.service import DhtService
 from agent.folders.exports import ExportBook, update_tree
 from agent.folders.watch import WatchService
@@ -189,6 +190,9 @@ class Node:
             exports=self.exports, mirrors=self.mirrors,
             follow=self.follow, dht=self.dht, relay=self.relay,
             versions=VersionService(self.store, self.connections, self.fetcher, cfg.transfer)))
+        self.dashboard = Dashboard(self.commands.ctx, self.commands.table()) \
+            if cfg.dashboard.enabled else None
+        self.commands.ctx.dashboard = self.dashboard
         self.router.add_requests(self.connections.handlers())
         self.router.add_requests(self.pairing.handlers())
         self.router.add_requests(self.unpairing.handlers())
@@ -226,6 +230,8 @@ class Node:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                if self.dashboard is not None:  # before the socket: `status` answers =>
+                    await self.dashboard.start()  # `shoal dashboard` has its URL
                 await self._start_control(control)
                 await self._start_connections()
                 metrics = await self._start_metrics()
@@ -261,6 +267,8 @@ class Node:
             await control.close()
             if metrics is not None:
                 await metrics.close()
+            if self.dashboard is not None:
+                await self.dashboard.close()
             if self.authority is not None:
                 self.authority.close()
             if self.usage is not None:
@@ -362,6 +370,8 @@ class Node:
             self.authority.catalog_changed()
         if self.dht is not None:
             self.dht.catalog_changed()
+        if self.dashboard is not None:
+            self.dashboard.poke()
 
     def _watch_published(self, m: Manifest) -> None:
         """A watched path was republished: as `shoal publish` does, refresh the catalog and

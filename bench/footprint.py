@@ -62,8 +62,20 @@ def make_agent(cls: Any, name: str, data_dir: Path, ns: str | None, loopback_onl
     """An agent on loopback; inside ``ns`` (a private namespace) when given, so that other
     agents on this machine's loopback (test runs, other benchmarks) cannot join the mesh."""
     agent = cls(name, data_dir, netns=ns)
-    agent.config(loopback_only)
+    # every agent's dashboard on a free port: the first peer must not take the fixed one
+    agent.config(loopback_only + "\n[dashboard]\nport = 0\n")
     return agent
+
+
+def page_open(agent: Any, ns: str | None) -> Any:
+    """A dashboard page held open on *agent* (bench/dashboard_reader.py, in its namespace)."""
+    import subprocess
+
+    url = agent.call("dashboard")["url"]
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    reader = Path(__file__).resolve().parent / "dashboard_reader.py"
+    return subprocess.Popen([*prefix, sys.executable, str(reader), url],
+                            stdout=subprocess.PIPE, text=True)
 
 
 def make_template(cls: Any, work: Path, n: int, ns: str | None, loopback_only: str) -> Path:
@@ -165,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run on the machine's loopback instead of a private namespace (then agents of "
         "other runs on this machine can join the mesh)",
     )
+    ap.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="after each idle window, a second one with a dashboard page open (its live "
+        "stream read as a browser reads it): the CPU and RSS the open page adds",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.quick:
@@ -234,6 +252,23 @@ def main(argv: list[str] | None = None) -> int:
                     (b - a) / dt * 100 for a, b in zip(pc0, pc1, strict=True)
                 )
                 row["peer_rss_bytes"] = statistics.median(p.rss() for p in peers)
+                if args.dashboard:
+                    reader = page_open(main_agent, ns)
+                    time.sleep(args.settle)
+                    c0, t0 = main_agent.cpu(), time.perf_counter()
+                    time.sleep(args.idle_seconds)
+                    dt = time.perf_counter() - t0
+                    row["page_cpu_pct"] = (main_agent.cpu() - c0) / dt * 100
+                    row["page_rss_bytes"] = main_agent.rss()
+                    reader.terminate()
+                    out, _ = reader.communicate(timeout=10)
+                    row["page_events"] = int(out.split()[-1]) if out.split() else 0
+                    row["page_cpu_delta_pp"] = row["page_cpu_pct"] - row["idle_cpu_pct"]
+                    row["page_rss_delta_MB"] = (row["page_rss_bytes"] - row["rss_bytes"]) / MB
+                    print(f"  run {i + 1} with a dashboard page open: CPU "
+                          f"{row['page_cpu_pct']:.2f} % ({row['page_cpu_delta_pp']:+.2f} pp), "
+                          f"RSS {row['page_rss_bytes'] / MB:.1f} MB "
+                          f"({row['page_rss_delta_MB']:+.1f} MB), {row['page_events']} events")
                 role = f" as Raft {row.get('raft_role')}" if args.paired else ""
                 print(
                     f"  run {i + 1}: ready {row['ready_s']:.3f} s, {row['connected']} "
@@ -268,14 +303,22 @@ def main(argv: list[str] | None = None) -> int:
         "peer_rss_MB": stats([r["peer_rss_bytes"] / MB for r in idle]),
     }
     targets = {"start_to_ready_s": 2.0, "rss_MB": 80.0, "idle_cpu_pct": 0.5}
-    rows = []
-    for key, label, digits in (
+    figures = [
         ("start_to_ready_s", "start to ready (s)", 3),
         ("rss_MB", "RSS (MB)", 1),
         ("idle_cpu_pct", f"idle CPU over {args.idle_seconds:.0f} s (% of a core)", 2),
         ("peer_rss_MB", "  context: a peer's RSS, 0 resources (MB)", 1),
         ("peer_idle_cpu_pct", "  context: a peer's idle CPU (%)", 2),
-    ):
+    ]
+    if args.dashboard:
+        page = [r for r in idle if "page_cpu_pct" in r]
+        summary["page_cpu_delta_pp"] = stats([r["page_cpu_delta_pp"] for r in page])
+        summary["page_rss_delta_MB"] = stats([r["page_rss_delta_MB"] for r in page])
+        targets |= {"page_cpu_delta_pp": 1.0, "page_rss_delta_MB": 10.0}
+        figures += [("page_cpu_delta_pp", "dashboard page open: CPU added (pp)", 2),
+                    ("page_rss_delta_MB", "dashboard page open: RSS added (MB)", 1)]
+    rows = []
+    for key, label, digits in figures:
         s = summary[key]
         tgt = targets.get(key)
         met = "-" if tgt is None or s["median"] is None else ("yes" if s["median"] <= tgt else "NO")

@@ -27,10 +27,12 @@ Rules (each has a test below, and each test has a self-test that feeds it a bad 
                    prefetch, mirrors  (names reserved for the coming services)
                    dht-service  agent.dht.service (the DHT over peer sessions)
     5 control      agent.control.* except the CLI's own modules below
-    6 node         agent.node (the composition root)
-                   doctor  agent.doctor.* (`shoal doctor`: probes and pure checks)
+    6 doctor       agent.doctor.* (`shoal doctor`: probes and pure checks)
                    service  agent.service.* (`shoal service`: unit files and systemctl)
-    7 entry        agent.control.cli (and its parser, render, progress, listings, hints,
+    7 dashboard    agent.dashboard.* (the local web UI over the control commands; shows
+                   doctor's findings)
+    8 node         agent.node (the composition root)
+    9 entry        agent.control.cli (and its parser, render, progress, listings, hints,
                    servicecli: terminal output the agent itself never produces), agent.demo,
                    agent.__main__
 
@@ -90,10 +92,11 @@ LAYERS: tuple[Layer, ...] = (
     Layer("mirrors", 4, packages=("agent.mirrors",)),
     Layer("relay", 4, packages=("agent.relay",)),
     Layer("control", 5, packages=("agent.control",)),
-    Layer("node", 6, modules=("agent.node",)),
+    Layer("dashboard", 7, packages=("agent.dashboard",)),
+    Layer("node", 8, modules=("agent.node",)),
     Layer("doctor", 6, packages=("agent.doctor",)),
     Layer("service", 6, packages=("agent.service",)),
-    Layer("entry", 7, modules=("agent.control.cli", "agent.control.parser",
+    Layer("entry", 9, modules=("agent.control.cli", "agent.control.parser",
                                "agent.control.render", "agent.control.progress",
                                "agent.control.listings", "agent.control.hints",
                                "agent.control.servicecli", "agent.demo",
@@ -402,5 +405,5 @@ def test_node_importers_and_radio_importing_agent_are_reported() -> None:
              "radio.sim": {"agent.errors": 9, "radio.base": 1}}
     assert node_importers(graph) == ["agent.transfer.service:12 imports agent.node"]
     assert upward_imports(graph) == [
-        "agent.transfer.service:12 imports agent.node (transfer rank 4 -> node rank 6)"]
+        "agent.transfer.service:12 imports agent.node (transfer rank 4 -> node rank 8)"]
     assert radio_imports_of_agent(graph) == ["radio.sim:9 imports agent.errors"]

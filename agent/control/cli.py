@@ -435,6 +435,22 @@ def _show(op: str, render: Callable[[Any], str]) -> Handler:
     return show
 
 
+async def _dashboard(args: argparse.Namespace, sock: Path) -> int:
+    """`shoal dashboard [--open]`: the URL with the token, from the agent itself."""
+    r = await call_simple(sock, "dashboard")
+    if not r.get("serving"):
+        raise ControlError(f"the dashboard is not serving: {r.get('reason')}",
+                           ErrorKind.UNAVAILABLE)
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(str(r["url"])):
+            raise ControlError(f"no browser could be opened here; open {r['url']} yourself",
+                               ErrorKind.UNAVAILABLE)
+    _print(args, r, str(r["url"]))
+    return 0
+
+
 async def _stop(args: argparse.Namespace, sock: Path) -> int:
     _print(args, await call_simple(sock, "stop"), "agent stopping")
     return 0
@@ -542,7 +558,7 @@ async def _relay(args: argparse.Namespace, sock: Path) -> int:
 
 #: Subcommand -> what runs it against the agent's control socket (see the module docstring).
 HANDLERS: dict[str, Handler] = {
-    "id": _id, "status": _status, "peers": _peers, "publish": _publish,
+    "id": _id, "status": _status, "dashboard": _dashboard, "peers": _peers, "publish": _publish,
     "resources": _resources, "fetch": _fetch, "pair": _pair, "unpair": _unpair,
     "trust": _trust, "authority": _authority, "stop": _stop, "delegate": _delegate,
     "unwatch": _unwatch, "versions": _versions, "dht": _dht, "follow": _follow,

@@ -121,6 +121,12 @@ class RelayControl(Protocol):
     async def open(self, target: bytes, via: bytes | None = None) -> PeerConnection: ...
 
 
+class DashboardControl(Protocol):
+    """The local web dashboard (agent/dashboard): where it serves, with the token."""
+
+    def describe(self) -> dict[str, object]: ...
+
+
 class _StreamExport:
     """``fetch --stream``: the fetched resource goes to the CLI as data events."""
 
@@ -162,6 +168,7 @@ class CommandContext:
     follow: FollowControl | None = None
     versions: VersionControl | None = None
     relay: RelayControl | None = None
+    dashboard: DashboardControl | None = None
 
 
 def _unseen_paired(d: TrustedDevice) -> dict[str, object]:
@@ -286,7 +293,7 @@ class Commands:
             "unwatch": lambda a, r: folders.unwatch(self.ctx, a),
             "versions": self.versions, "follow": self.follow, "unfollow": self.unfollow,
             "follow_list": self.follow_list, "unpublish": self.unpublish,
-            "dht": self.dht, "dht-find": self.dht_find,
+            "dht": self.dht, "dht-find": self.dht_find, "dashboard": self.dashboard,
         }
 
     async def id(self, args: Args, reply: Reply) -> object:
@@ -638,6 +645,13 @@ class Commands:
         if not resource:
             raise ControlError("unpublish needs a resource name or ID")
         return await self._follow().unpublish(resource)
+
+    async def dashboard(self, args: Args, reply: Reply) -> object:
+        """The dashboard's URL with its token: only for whoever may use this socket."""
+        if self.ctx.dashboard is None:
+            return {"serving": False, "url": None,
+                    "reason": "the dashboard is off ([dashboard] enabled = false)"}
+        return self.ctx.dashboard.describe()
 
     async def stop(self, args: Args, reply: Reply) -> object:
         asyncio.get_running_loop().call_later(0.05, self.ctx.stop)

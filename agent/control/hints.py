@@ -59,6 +59,8 @@ _COMMANDHINTS: dict[tuple[str, str], str] = {
     ("service", "unavailable"): "see the unit's state: shoal service status (and journalctl "
     "-u shoal -n 50)",
     ("service", "refused"): "run it as root (sudo)",
+    ("dashboard", "unavailable"): "change [dashboard] in the config and restart the agent "
+    "(every key: shoal config defaults)",
 }
 
 

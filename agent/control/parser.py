@@ -367,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "resource's name or ID")
     _add_follow(sub)
     _add_service(sub)
+    dash = command(sub, "dashboard", help="print (or open) the local web dashboard's URL",
+                   description="Print the URL of the running agent's web dashboard, with the "
+                   "token that signs the browser in (keep it private: it acts as you). "
+                   "Configure it in [dashboard] (on, 127.0.0.1 only, by default).",
+                   example="shoal dashboard\nshoal dashboard --open")
+    dash.add_argument("--open", action="store_true", help="open it in the default browser")
     command(sub, "stop", help="ask the running agent to stop",
             description="Ask the running agent to stop (it finishes cleanly).",
             example="shoal stop\nshoal stop --data-dir /tmp/b")

@@ -161,7 +161,7 @@ def test_the_table_serves_every_command(tmp_path):
         assert set(a.commands.table()) == {
             "id", "status", "peers", "publish", "resources", "fetch", "pair_start",
             "pair_open", "pair_close", "pair_decline", "pair_confirm", "pair_pending",
-            "pair_wait", "unpair",
+            "pair_wait", "unpair", "dashboard",
             "trust_list", "connect", "stop", "authority", "usage", "model", "delegate",
             "delegation_accept", "watching", "unwatch", "prefetch", "mirrors", "versions",
             "follow", "unfollow", "follow_list", "unpublish", "dht", "dht-find", "relay"}
