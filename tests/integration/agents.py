@@ -16,7 +16,9 @@ from typing import Any
 
 PY = sys.executable
 # Tests never advertise on the machine's real interfaces: mDNS runs on loopback only.
-LOOPBACK_ONLY = '[lan]\ninterfaces = ["lo"]\ninclude_loopback = true\n'
+# the dashboard on any free port: test agents never hold the default one a real agent uses
+LOOPBACK_ONLY = ('[lan]\ninterfaces = ["lo"]\ninclude_loopback = true\n'
+                 '[dashboard]\nport = 0\n')
 _PROCESS_MESH = f"t-{secrets.token_hex(6)}"
 
 

@@ -35,6 +35,7 @@ def loopback_config(data_dir: Path, name: str, *extra: Sections | None) -> Confi
         "ble": {"enabled": False},
         "authority": {"enabled": False},
         "store": {"avg_chunk_size": AVG},
+        "dashboard": {"port": 0},  # any free port: never the default a real agent uses
     }
     for layer in extra:
         for section, values in (layer or {}).items():
