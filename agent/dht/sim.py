@@ -32,7 +32,7 @@ from typing import Any
 from agent.dht.keyspace import ID_BITS, ID_BYTES, random_id, random_id_in_bucket, resource_key
 from agent.dht.lookup import ALPHA, Lookup, State
 from agent.dht.messages import AddProvider, FindNode, GetProviders, Message, Nodes, Providers
-from agent.dht.node import DhtNode
+from agent.dht.node import DhtNode, Handled
 from agent.dht.records import EXPIRY_S, REPUBLISH_S, Verifier, make_record
 from agent.dht.routing import REFRESH_S, K, RoutingTable
 
@@ -58,6 +58,8 @@ class SimConfig:
     republish_s: float = REPUBLISH_S
     flood_degree: int = 8
     flood_samples: int = 20
+    adversaries: float = 0.0  # fraction of the first nodes that are eclipse attackers
+    paths: int = 1  # disjoint lookup paths (S/Kademlia's d); 1 = plain Kademlia
     seed: int = 1
 
 
@@ -237,9 +239,27 @@ class _Job:
     started: float
     kind: str  # "measured", or the maintenance it is: "publish", "join", "refresh"
     on_done: Callable[[_Job, float], None]
+    paths: list[Lookup] = field(default_factory=list)  # disjoint paths; paths[0] is lookup
+    owner: dict[bytes, int] = field(default_factory=dict)  # node -> the one path that may ask it
     messages: int = 0
     first_result: float | None = None
+    winner: Lookup | None = None  # the path that found the first provider
     done: bool = False
+
+    def providers(self) -> dict[bytes, Any]:
+        found: dict[bytes, Any] = {}
+        for lk in self.paths:
+            for holder, rec in lk.providers.items():
+                found.setdefault(holder, rec)
+        return found
+
+    def closest(self) -> list[bytes]:
+        """The k closest nodes that answered, over every path."""
+        if len(self.paths) == 1:
+            return self.lookup.closest()
+        t = int.from_bytes(self.lookup.target, "big")
+        answered = {c for lk in self.paths for c in lk.closest()}
+        return sorted(answered, key=lambda c: int.from_bytes(c, "big") ^ t)[: self.lookup.k]
 
 
 @dataclass
@@ -305,6 +325,7 @@ class Simulation:
         self.resources: dict[bytes, bytes] = {}  # key -> holder
         self.result = SimResult(config)
         self.partitioned = False
+        self.sybils: set[bytes] = set()  # eclipse attackers (config.adversaries)
 
     # ----------------------------------------------------------------- event plumbing
     def at(self, when: float, fn: Callable[[], None]) -> None:
@@ -346,7 +367,8 @@ class Simulation:
             if not self._reachable(a, b) or not a.alive:
                 self.at(sent + self.c.timeout_s, lambda: on_reply(None))
                 return
-            handled = b.node.handle(src, msg, self.now)
+            handled = (self._sybil_reply(src, msg) if dst in self.sybils
+                       else b.node.handle(src, msg, self.now))
             if handled.ping is not None:
                 self._ping(dst, handled.ping)
             if handled.reply is None:
@@ -359,6 +381,21 @@ class Simulation:
                 self.at(self.now + one_way, lambda: on_reply(reply))
 
         self.at(sent + one_way, deliver)
+
+    def _honest(self) -> list[bytes]:
+        return [n for n in self.alive if n not in self.sybils]
+
+    def _sybil_reply(self, src: bytes, msg: Message) -> Handled:
+        """An eclipse attacker: answers every lookup with only the attackers closest to the
+        target (it knows them all), never returns a record, drops announcements."""
+        if isinstance(msg, FindNode | GetProviders):
+            target = msg.target if isinstance(msg, FindNode) else msg.key
+            t = int.from_bytes(target, "big")
+            near = sorted((c for c in self.sybils if c != src and self.peers[c].alive),
+                          key=lambda c: int.from_bytes(c, "big") ^ t)[: self.c.k]
+            return Handled(Nodes(tuple(near)) if isinstance(msg, FindNode)
+                           else Providers((), tuple(near)))
+        return Handled(None)
 
     def _count(self, job: _Job | None, n: int) -> None:
         if job is not None and job.kind == "measured":
@@ -386,30 +423,56 @@ class Simulation:
     def start_lookup(self, origin: bytes, target: bytes, want: int, kind: str,
                      on_done: Callable[[_Job, float], None]) -> _Job:
         peer = self.peers[origin]
-        job = _Job(peer.node.lookup(target, self.now, want), origin, self.now, kind, on_done)
+        lk = peer.node.lookup(target, self.now, want)
+        job = _Job(lk, origin, self.now, kind, on_done, paths=[lk])
+        if self.c.paths > 1:
+            # S/Kademlia's disjoint paths: the seeds are dealt out to d lookups, and a node
+            # learned by one path is never asked by another.
+            job.paths = [SimLookup(target, want_providers=want, k=lk.k, alpha=lk.alpha)
+                         for _ in range(self.c.paths)]
+            job.lookup = job.paths[0]
+            job.lookup.providers.update(lk.providers)
+            seeds = sorted(lk.candidates, key=lambda c: lk.candidates[c].dist)
+            for i, c in enumerate(seeds):
+                job.paths[i % self.c.paths].seed([c])
+                job.owner[c] = i % self.c.paths
         if want and job.lookup.providers:
-            job.first_result = self.now
+            job.first_result, job.winner = self.now, job.lookup
         self._pump(job)
         return job
+
+    def _finished(self, job: _Job) -> bool:
+        if len(job.paths) == 1:
+            return job.lookup.finished
+        want = job.lookup.want_providers
+        if want and any(len(lk.providers) >= want for lk in job.paths):
+            return True
+        return all(lk.finished for lk in job.paths)
 
     def _pump(self, job: _Job) -> None:
         if job.done:
             return
-        lk = job.lookup
-        if lk.finished:
+        if self._finished(job):
             job.done = True
             job.on_done(job, self.now)
             return
-        for dst in lk.next_queries():
-            msg: Message = GetProviders(lk.target) if lk.want_providers else FindNode(lk.target)
-            self._request(job, job.origin, dst, msg,
-                          functools.partial(self._answer, job, dst))
+        for i, lk in enumerate(job.paths):
+            for dst in lk.next_queries():
+                msg: Message = (GetProviders(lk.target) if lk.want_providers
+                                else FindNode(lk.target))
+                self._request(job, job.origin, dst, msg,
+                              functools.partial(self._answer, job, i, dst))
 
-    def _answer(self, job: _Job, dst: bytes, reply: Message | None) -> None:
+    def _answer(self, job: _Job, path: int, dst: bytes, reply: Message | None) -> None:
         peer = self.peers[job.origin]
         if not peer.alive:
             return
-        lk = job.lookup
+        lk = job.paths[path]
+        if reply is not None and len(job.paths) > 1 and isinstance(reply, Nodes | Providers):
+            owner = job.owner  # keep only the contacts no other path has claimed
+            closer = tuple(c for c in reply.closer if owner.setdefault(c, path) == path)
+            reply = (Nodes(closer) if isinstance(reply, Nodes)
+                     else Providers(reply.providers, closer))
         if reply is None:
             lk.on_failure(dst)
             peer.node.table.failed(dst)
@@ -421,7 +484,7 @@ class Simulation:
                 had = len(lk.providers)
                 lk.on_reply(dst, reply.closer, peer.node.reply_records(reply.providers, self.now))
                 if had == 0 and lk.providers and job.first_result is None:
-                    job.first_result = self.now
+                    job.first_result, job.winner = self.now, lk
             elif isinstance(reply, Nodes):
                 lk.on_reply(dst, reply.closer)
             else:
@@ -435,7 +498,7 @@ class Simulation:
             if not self.peers[holder].alive:
                 return
             rec = make_record(key, holder, b"sim", self.now, sim_signer(holder), EXPIRY_S)
-            for dst in job.lookup.closest():
+            for dst in job.closest():
                 self._request(None, holder, dst, AddProvider(rec), lambda _r: None)
 
         self.start_lookup(holder, key, 0, "publish", stored)
@@ -512,13 +575,13 @@ class Simulation:
         r = self.result
         r.lookups += 1
         r.messages.append(job.messages)
-        if job.lookup.providers:
+        if job.providers():
             r.successes += 1
-            r.rounds.append(job.lookup.rounds)
+            r.rounds.append((job.winner or job.lookup).rounds)
             r.times.append((job.first_result or self.now) - job.started)
 
     def _measured_lookup(self, flood: bool) -> None:
-        src = self.rng.choice(self.alive)
+        src = self.rng.choice(self._honest() if self.sybils else self.alive)
         side = self.peers[src].side
         keys = [k for k, h in self.resources.items()
                 if self.peers[h].alive and (not self.partitioned or self.peers[h].side == side)]
@@ -578,8 +641,10 @@ class Simulation:
             self.alive.append(random_id(self.rng))
             self._new_peer(self.alive[-1])
         self._fill_tables()
+        if c.adversaries > 0:
+            self.sybils = set(self.rng.sample(self.alive, round(c.adversaries * c.nodes)))
         for i in range(c.resources):
-            holder = self.rng.choice(self.alive)
+            holder = self.rng.choice(self._honest() if self.sybils else self.alive)
             key = resource_key(f"sim-resource-{c.seed}-{i}")
             self.resources[key] = holder
             self.publish(holder, key)
