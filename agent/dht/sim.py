@@ -4,9 +4,16 @@ Every node is a real ``DhtNode`` (same tables, records, lookup state machine as 
 only the network is simulated: each message takes the sum of its endpoints' one-way latency,
 is lost with probability *loss*, and a request that gets no reply counts as failed after
 *timeout_s*. Churn replaces a fraction of the nodes per period (the leaver vanishes silently;
-the newcomer knows one random live node, looks up its own ID and learns the rest as it goes).
-A partition cuts every message between two groups for a time window. Records are signed with
-a keyed hash standing in for Ed25519 (cheap, verified exactly like real records).
+the newcomer knows three random live nodes, looks up its own ID and learns the rest as it
+goes). A partition cuts every message between two groups for a time window. Records are
+signed with a keyed hash standing in for Ed25519 (cheap, verified exactly like real records).
+Optionally a fraction of the nodes are eclipse attackers, and lookups take d disjoint paths
+(S/Kademlia), to measure that mitigation's cost.
+
+Nodes are ``SimNode``: a DhtNode whose table answers ``closest`` by walking buckets and whose
+lookups keep their frontier sorted incrementally (``SimTable``, ``SimLookup``): the same
+answers and decisions as RoutingTable and Lookup, checked step by step in
+tests/dht/test_sim.py, at a cost that lets 10,000 nodes run in minutes.
 
 The start is a converged network: routing tables filled as a long-running mesh would have
 them (up to k random nodes per bucket), then every holder announces its resources through
