@@ -427,7 +427,7 @@ class DhtConfig:
     request_timeout: float = _num(2.0, 0.1, 60.0)  # one DHT request (a timeout = no answer)
     lookup_timeout: float = _num(10.0, 0.5, 600.0)  # one whole lookup
     refresh: float = _num(600.0, 1.0, 86400.0)  # a bucket no lookup touched this long
-    republish: float = _num(43200.0, 10.0, 86400.0)  # holders announce again this often
+    republish: float = _num(79200.0, 10.0, 86400.0)  # holders announce again this often (22 h)
     tick: float = _num(30.0, 0.05, 3600.0)  # how often timers are checked
 
 

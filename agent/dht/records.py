@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from agent.dht.keyspace import ID_BYTES
 
-EXPIRY_S = 24 * 3600  # a record lives a day ...
-REPUBLISH_S = 12 * 3600  # ... and its holder re-announces it twice a day
+# the libp2p kad-dht spec's provider record validity and republish interval: a record lives
+# 48 h and its holder re-announces it every 22 h, so one missed republish loses nothing
+EXPIRY_S = 48 * 3600
+REPUBLISH_S = 22 * 3600
 MAX_CLOCK_SKEW_S = 300  # an expiry further than EXPIRY_S + this ahead is refused
 MAX_HOLDER_KEY = 64  # the agent's X25519 + Ed25519 public keys
 MAX_SIGNATURE = 64  # Ed25519

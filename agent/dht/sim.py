@@ -225,8 +225,9 @@ class SimNode(DhtNode):
         super().__init__(own, verify, k=k, alpha=alpha, now=now)
         self.table = SimTable(own, k=k, now=now)
 
-    def lookup(self, target: bytes, now: float, want_providers: int = 0) -> Lookup:
-        return SimLookup.adopt(super().lookup(target, now, want_providers))
+    def lookup(self, target: bytes, now: float, want_providers: int = 0, *,
+               local: bool = True) -> Lookup:
+        return SimLookup.adopt(super().lookup(target, now, want_providers, local=local))
 
 
 @dataclass
