@@ -62,8 +62,8 @@ def make_agent(cls: Any, name: str, data_dir: Path, ns: str | None, loopback_onl
     """An agent on loopback; inside ``ns`` (a private namespace) when given, so that other
     agents on this machine's loopback (test runs, other benchmarks) cannot join the mesh."""
     agent = cls(name, data_dir, netns=ns)
-    # every agent's dashboard on a free port: the first peer must not take the fixed one
-    agent.config(loopback_only + "\n[dashboard]\nport = 0\n")
+    # LOOPBACK_ONLY puts every agent's dashboard on a free port: no peer takes the fixed one
+    agent.config(loopback_only)
     return agent
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agents import LOOPBACK_ONLY
+from tests.integration.agents import LOOPBACK_LAN
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -36,7 +36,7 @@ pytestmark = [
                        "(apt-get install chromium chromium-driver)"),
 ]
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
-DASH = LOOPBACK_ONLY + "[dashboard]\nport = 0\ninterval = 0.3\n"
+DASH = LOOPBACK_LAN + "[dashboard]\nport = 0\ninterval = 0.3\n"
 
 
 @pytest.fixture

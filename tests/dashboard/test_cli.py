@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from tests.integration.agents import LOOPBACK_ONLY
+from tests.integration.agents import LOOPBACK_LAN
 
 
 def test_shoal_dashboard_prints_a_working_url(agents):
     a = agents("a", start=False)
-    a.config(LOOPBACK_ONLY + "[dashboard]\nport = 0\n")
+    a.config(LOOPBACK_LAN + "[dashboard]\nport = 0\n")
     a.start()
     out = a.cli("dashboard").stdout.strip()
     assert out.startswith("http://127.0.0.1:") and "/login?token=" in out
@@ -33,7 +33,7 @@ def test_shoal_dashboard_prints_a_working_url(agents):
 
 def test_shoal_dashboard_when_off(agents):
     a = agents("a", start=False)
-    a.config(LOOPBACK_ONLY + "[dashboard]\nenabled = false\n")
+    a.config(LOOPBACK_LAN + "[dashboard]\nenabled = false\n")
     a.start()
     res = a.cli("dashboard", check=False)
     assert res.returncode != 0

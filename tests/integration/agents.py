@@ -16,9 +16,10 @@ from typing import Any
 
 PY = sys.executable
 # Tests never advertise on the machine's real interfaces: mDNS runs on loopback only.
-# the dashboard on any free port: test agents never hold the default one a real agent uses
-LOOPBACK_ONLY = ('[lan]\ninterfaces = ["lo"]\ninclude_loopback = true\n'
-                 '[dashboard]\nport = 0\n')
+LOOPBACK_LAN = '[lan]\ninterfaces = ["lo"]\ninclude_loopback = true\n'
+# ... and the dashboard on any free port: test agents never hold the default one a real agent
+# uses (tests of the dashboard start from LOOPBACK_LAN and write their own [dashboard])
+LOOPBACK_ONLY = LOOPBACK_LAN + '[dashboard]\nport = 0\n'
 _PROCESS_MESH = f"t-{secrets.token_hex(6)}"
 
 
