@@ -182,6 +182,17 @@ class FetchService:
             more, errs = await find_offers(rest, resource, t.request_timeout,
                                            self.is_trusted, why=why)
             offers, errors = more, errors | errs
+        if not offers and finder is not None and (looked or rest):
+            # a holder's session can be replaced while it is asked (a relayed session gives
+            # way to a direct one that just opened): ask once more, only over sessions that
+            # were not asked already
+            tried = set(map(id, asked)) | set(map(id, rest))
+            again = [c for c in self._live(await finder.reach_holders(resource))
+                     if id(c) not in tried]
+            if again:
+                more, errs = await find_offers(again, resource, t.request_timeout,
+                                               self.is_trusted, why=why)
+                offers, errors = more, errors | errs
         return offers, errors
 
     def _live(self, peer_ids: list[bytes]) -> list[PeerConnection]:

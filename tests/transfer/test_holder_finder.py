@@ -116,3 +116,43 @@ async def test_a_found_holder_that_offers_nothing_sends_the_fetch_to_every_neigh
     r = await _service(s["me"], conns, finder).fetch(m.manifest_hash)
     assert r["bytes_fetched"] == m.size and list(r["sources"]) == ["h"]
     assert (stale.manifests, x.manifests, h.manifests) == (1, 1, 1)
+
+
+class Replaced(Counted):
+    """A holder's session that ends while it is asked (a relayed one giving way to a direct
+    one): the finder's next answer is the new session."""
+
+    def __init__(self, name: str, source: ContentStore, conns: Conns,
+                 successor: FakeConn) -> None:
+        super().__init__(name, source)
+        self.conns, self.successor = conns, successor
+
+    async def request(self, op: str, args: dict, timeout: float = 10.0):
+        if op == "manifest":
+            self.manifests += 1
+            self.conns.conns.remove(self)
+            self.conns.conns.append(self.successor)
+            raise ConnectionError("the relayed session was replaced by a direct one")
+        return await super().request(op, args, timeout)
+
+
+async def test_a_holder_whose_session_was_replaced_while_asked_is_asked_again(stores) -> None:
+    (s, m) = stores
+    x = Counted("x", s["x"])
+    direct = Counted("h", s["h"])  # the same device, over its new session
+    conns = Conns(x)
+    relayed = Replaced("h", s["h"], conns, direct)
+    finder = Finder(conns, threshold=12, beyond=True, reach=[relayed])
+    r = await _service(s["me"], conns, finder).fetch(m.manifest_hash)
+    assert r["bytes_fetched"] == m.size and list(r["sources"]) == ["h"]
+    assert (relayed.manifests, direct.manifests) == (1, 1)
+
+
+async def test_a_holder_that_lacks_the_resource_is_not_asked_twice(stores) -> None:
+    (s, m) = stores
+    x, lacking = Counted("x", s["x"]), Counted("y", s["x"])
+    conns2 = Conns(x)
+    finder2 = Finder(conns2, threshold=12, beyond=True, reach=[lacking])
+    with pytest.raises(NoHolders):
+        await _service(s["me"], conns2, finder2).fetch(m.manifest_hash)
+    assert lacking.manifests == 1 and len(finder2.lookups) == 2
