@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any
 
 __all__ = [
+    "ECHO_SERVER",
     "HarnessError",
     "Host",
     "JsonProc",
@@ -62,6 +63,21 @@ OWNER_DIR = Path("/run/shl-netns")
 IFNAME = "eth0"
 MAX_SEGMENTS = 16
 _CMD_TIMEOUT = 20.0
+# A TCP echo server for a host (`python -c`): prints "ready", echoes every connection until
+# killed; the harness tests use it to show which hosts reach which.
+ECHO_SERVER = """
+import socket, threading
+srv = socket.create_server(("0.0.0.0", 7000))
+print("ready", flush=True)
+def serve(c):
+    with c:
+        while data := c.recv(65536):
+            c.sendall(data)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
 _PROBE_RE = re.compile(rf"{PREFIX}probe-([0-9]+)-[0-9a-f]{{4}}")
 
 

@@ -10,26 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import OWNER_DIR, Lan, spawn_jsonl, sweep_stale, tool_missing
+from harness import ECHO_SERVER, OWNER_DIR, Lan, spawn_jsonl, sweep_stale, tool_missing
 
 pytestmark = pytest.mark.netns
 
 PY = sys.executable
 DRIVER = str(Path(__file__).resolve().parents[1] / "radio_lan" / "lan_driver.py")
-
-# TCP echo server: prints "ready", echoes every connection until killed.
-ECHO_SERVER = """
-import socket, threading
-srv = socket.create_server(("0.0.0.0", 7000))
-print("ready", flush=True)
-def serve(c):
-    with c:
-        while data := c.recv(65536):
-            c.sendall(data)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
 
 ECHO_CLIENT = """
 import socket, sys

@@ -9,26 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import OWNER_DIR, HarnessError, Lan, tool_missing
+from harness import ECHO_SERVER, OWNER_DIR, HarnessError, Lan, tool_missing
 
 pytestmark = pytest.mark.netns
 
 PY = sys.executable
 #: hosts 2 and 4 are dual-homed; 1 and 5 are three segments apart
 SEGMENTS = [[1, 2], [2, 3, 4], [4, 5]]
-
-ECHO_SERVER = """
-import socket, threading
-srv = socket.create_server(("0.0.0.0", 7000))
-print("ready", flush=True)
-def serve(c):
-    with c:
-        while data := c.recv(65536):
-            c.sendall(data)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
 
 # Prints "ok" on an echo, else the error's class (unreachable network, timeout, refusal).
 ECHO_CLIENT = """
